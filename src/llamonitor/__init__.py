@@ -1,0 +1,78 @@
+"""llamonitor: fast, lossless observability for LLM applications.
+
+Quick start::
+
+    from llamonitor import monitor_llm, initialize_monitoring, MonitorConfig
+
+    @monitor_llm(operation_name="generate_text", measure_text=True)
+    async def generate(prompt: str) -> str: ...
+
+    await initialize_monitoring(MonitorConfig.for_local_dev())
+"""
+
+from llamonitor._records import Deferred
+from llamonitor.instrument import (
+    CollectorRegistry,
+    ContextThreadPoolExecutor,
+    ImageCollector,
+    MetricCollector,
+    SpanContext,
+    TextCollector,
+    current_session_id,
+    current_span,
+    current_trace_id,
+    monitor_llm,
+    monitoring_session,
+    monitoring_trace,
+    propagate_context,
+)
+from llamonitor.schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    ConfigurationError,
+    MetricEvent,
+    MonitorConfig,
+    StorageConfig,
+)
+from llamonitor.storage import InMemoryBackend, StorageBackend, register_backend
+from llamonitor.transport import (
+    MonitoringWriter,
+    flush,
+    get_writer,
+    initialize_monitoring,
+    shutdown_monitoring,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "CollectorRegistry",
+    "ConfigurationError",
+    "ContextThreadPoolExecutor",
+    "Deferred",
+    "ImageCollector",
+    "InMemoryBackend",
+    "MetricCollector",
+    "MetricEvent",
+    "MonitorConfig",
+    "MonitoringWriter",
+    "SpanContext",
+    "StorageBackend",
+    "StorageConfig",
+    "TextCollector",
+    "__version__",
+    "current_session_id",
+    "current_span",
+    "current_trace_id",
+    "flush",
+    "get_writer",
+    "initialize_monitoring",
+    "monitor_llm",
+    "monitoring_session",
+    "monitoring_trace",
+    "propagate_context",
+    "register_backend",
+    "shutdown_monitoring",
+]

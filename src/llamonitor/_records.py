@@ -1,0 +1,117 @@
+"""What the hot path hands the worker, and the pure helpers both sides share.
+
+A *span record* is the tuple ``(spec, span, t0_ns, t1_ns, error, text, extra)``:
+
+- ``spec``: the decorator's static facts (``operation_name``,
+  ``operation_type``, ``custom_attributes``, ``custom_json``, ``text_metrics``);
+- ``span``: the ``SpanContext`` (ids, sampled flag, attributes);
+- ``t0_ns``/``t1_ns``: ``time.perf_counter_ns()`` at start and end;
+- ``error``: ``None`` or ``(error_type, error_message)``;
+- ``text``: ``None``, a ``str`` to measure on the worker, or a ``TextMeasure``
+  already taken on the hot path (long text, not kept);
+- ``extra``: ``None`` or a dict of column values / ``custom_attributes`` /
+  ``Deferred`` work from collectors.
+
+A *row record* is ``(None, row)`` with ``row`` a stored-form dict (from
+``MetricEvent.to_row``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+KEEP_TEXT_CHARS = 16 * 1024
+"""Longer text is measured on the hot path and not kept in the queue."""
+
+RECORD_BASE_BYTES = 512
+"""Estimated size of a record without its text, for the queue's byte bound."""
+
+MAX_ERROR_MESSAGE_CHARS = 2000
+_CHUNK = 1 << 20
+
+
+class TextMeasure(NamedTuple):
+    char_count: int
+    word_count: int
+    byte_size: int
+    line_count: int
+
+
+def measure_text(s: str) -> TextMeasure:
+    """Characters, ``str.split()`` words, UTF-8 bytes and lines of ``s``.
+
+    Works in 1 MiB slices, so a huge string costs time but no big temporaries.
+    """
+    n = len(s)
+    if n <= _CHUNK:
+        words = len(s.split())
+        size = n if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
+    else:
+        words = size = 0
+        prev_word_end = False
+        for i in range(0, n, _CHUNK):
+            part = s[i : i + _CHUNK]
+            words += len(part.split())
+            if prev_word_end and not part[0].isspace():
+                words -= 1  # a word cut in two by the slice boundary
+            prev_word_end = not part[-1].isspace()
+            size += len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
+    lines = 0 if n == 0 else s.count("\n") + (0 if s.endswith("\n") else 1)
+    return TextMeasure(n, words, size, lines)
+
+
+class Deferred:
+    """Collector work the worker thread finishes: ``fn(*args)`` returns a dict
+    of column values (or ``custom_attributes``)."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., dict[str, Any] | None], *args: Any) -> None:
+        self.fn = fn
+        self.args = args
+
+    def __call__(self) -> dict[str, Any] | None:
+        return self.fn(*self.args)
+
+
+def safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a __repr__ that raises
+        return f"<unrepresentable {type(value).__qualname__}: {type(exc).__name__}>"
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if depth < 8 and isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if depth < 8 and isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in value]
+    return safe_repr(value)
+
+
+def safe_json(attrs: dict[str, Any]) -> str | None:
+    """JSON of ``attrs``; what JSON cannot hold is stored as its repr, never dropped."""
+    if not attrs:
+        return None
+    try:
+        return json.dumps(attrs, default=safe_repr, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        # Cycles, non-string keys, NaN-free issues: degrade value by value.
+        return json.dumps(
+            {str(k): _jsonable(v) for k, v in attrs.items()}, default=safe_repr, ensure_ascii=False
+        )
+
+
+def error_facts(exc: BaseException) -> tuple[str, str]:
+    """``(error_type, error_message)`` of an exception, never raising."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:
+        message = safe_repr(exc)
+    return name, message[:MAX_ERROR_MESSAGE_CHARS]

@@ -1,0 +1,258 @@
+"""Session / trace / span context, carried by one ContextVar.
+
+The current span is a :class:`SpanContext`. ``monitoring_session`` and
+``monitoring_trace`` push a context that has ids but no span of its own, so the
+spans under them are roots of their trace.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from llamonitor._internal import CURRENT, SUPPRESSED
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# A private generator: drawing ids must not shift the stream of a user who
+# seeded the global ``random``. Re-seeded in a forked child (also by the
+# transport when it sees a new pid, for forks that skip the at-fork hooks).
+_rng = random.Random()
+_getrandbits = _rng.getrandbits
+_random = _rng.random
+os.register_at_fork(after_in_child=_rng.seed)
+
+
+def reseed_ids() -> None:
+    _rng.seed()
+_sample_rate = 1.0
+
+
+def set_sample_rate(rate: float) -> None:
+    global _sample_rate
+    _sample_rate = rate
+
+
+def new_id128() -> str:
+    """A fresh 32-hex-character id (trace and session ids)."""
+    return f"{_getrandbits(128):032x}"
+
+
+def _sampled() -> bool:
+    return _sample_rate >= 1.0 or _random() < _sample_rate
+
+
+class SpanContext:
+    """One node of the session → trace → span hierarchy.
+
+    Used as a context manager, it makes itself the parent of everything that
+    runs inside; with an ``operation_name`` it is also recorded as a span when
+    the block ends::
+
+        with SpanContext(session_id="s1", trace_id="t1") as parent:
+            with SpanContext() as child:
+                assert child.parent_span_id == parent.span_id
+
+    Attributes set with :meth:`set_attribute` are stored in the span's
+    ``custom_attributes``.
+    """
+
+    __slots__ = (
+        "_attrs",
+        "_op",
+        "_parent",
+        "_sid",
+        "_t0",
+        "_token",
+        "sampled",
+        "session_id",
+        "trace_id",
+    )
+
+    _sid: int | None
+    _parent: int | None
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        trace_id: str | None = None,
+        operation_name: str | None = None,
+    ) -> None:
+        _init_span(self, CURRENT.get(), session_id, trace_id)
+        self._op = operation_name
+        self._t0 = 0
+        self._token: contextvars.Token[Any] | None = None
+
+    @property
+    def span_id(self) -> str | None:
+        """This span's id (16 hex characters); ``None`` for a session/trace scope."""
+        return None if self._sid is None else f"{self._sid:016x}"
+
+    @property
+    def parent_span_id(self) -> str | None:
+        return None if self._parent is None else f"{self._parent:016x}"
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """Attributes added to this span so far (a live dict)."""
+        if self._attrs is None:
+            self._attrs = {}
+        return self._attrs
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Add one attribute, stored in ``custom_attributes`` (non-JSON values as repr)."""
+        if self._attrs is None:
+            self._attrs = {}
+        self._attrs[key] = value
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        if self._attrs is None:
+            self._attrs = {}
+        self._attrs.update(attributes)
+
+    def __enter__(self) -> SpanContext:
+        self._token = CURRENT.set(self)
+        self._t0 = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        t1 = time.perf_counter_ns()
+        token = getattr(self, "_token", None)
+        if token is not None:
+            CURRENT.reset(token)
+            self._token = None
+        if getattr(self, "_op", None) is not None and self._sid is not None:
+            from llamonitor.instrument._record import record_block
+
+            record_block(self, self._op, self._t0, t1, exc)
+
+    def __repr__(self) -> str:
+        return (
+            f"SpanContext(session_id={self.session_id!r}, trace_id={self.trace_id!r}, "
+            f"span_id={self.span_id!r}, parent_span_id={self.parent_span_id!r})"
+        )
+
+
+def _init_span(
+    span: SpanContext, parent: Any, session_id: str | None, trace_id: str | None
+) -> None:
+    """Fill ``span``'s ids from ``parent`` (the hot path of every span start)."""
+    if parent is None or parent is SUPPRESSED:
+        span.session_id = session_id or new_id128()
+        span.trace_id = trace_id or new_id128()
+        span._parent = None
+        span.sampled = _sampled()
+    else:
+        span.session_id = session_id or parent.session_id
+        ptrace = parent.trace_id
+        if ptrace is None or (trace_id is not None and trace_id != ptrace):
+            # Under a bare session scope, or a trace of its own: a root span.
+            span.trace_id = trace_id or new_id128()
+            span._parent = None
+            span.sampled = _sampled()
+        else:
+            span.trace_id = ptrace
+            span._parent = parent._sid
+            span.sampled = parent.sampled
+    span._sid = _getrandbits(64)
+    span._attrs = None
+
+
+_new_span = SpanContext.__new__
+
+
+def start_span(
+    parent: Any, session_id: str | None = None, trace_id: str | None = None
+) -> SpanContext:
+    """A new span under ``parent`` (not entered: the caller sets ``CURRENT``)."""
+    span = _new_span(SpanContext)
+    _init_span(span, parent, session_id, trace_id)
+    return span
+
+
+def _scope(session_id: str, trace_id: str | None, sampled: bool) -> SpanContext:
+    scope = _new_span(SpanContext)
+    scope.session_id = session_id
+    scope.trace_id = trace_id  # type: ignore[assignment]
+    scope.sampled = sampled
+    scope._sid = None
+    scope._parent = None
+    scope._attrs = None
+    scope._op = None
+    return scope
+
+
+@contextmanager
+def monitoring_session(session_id: str | None = None) -> Iterator[SpanContext]:
+    """Spans started inside belong to ``session_id`` (fresh when omitted), each
+    root span in a new trace unless a ``monitoring_trace`` says otherwise."""
+    scope = _scope(session_id or new_id128(), None, True)
+    token = CURRENT.set(scope)
+    try:
+        yield scope
+    finally:
+        CURRENT.reset(token)
+
+
+@contextmanager
+def monitoring_trace(trace_id: str | None = None) -> Iterator[SpanContext]:
+    """Spans started inside belong to trace ``trace_id`` (fresh when omitted)."""
+    parent = CURRENT.get()
+    session = None if parent is None or parent is SUPPRESSED else parent.session_id
+    scope = _scope(session or new_id128(), trace_id or new_id128(), _sampled())
+    token = CURRENT.set(scope)
+    try:
+        yield scope
+    finally:
+        CURRENT.reset(token)
+
+
+def current_span() -> SpanContext | None:
+    """The span being recorded around the caller, or ``None`` outside any span."""
+    span = CURRENT.get()
+    if span is None or span is SUPPRESSED or span._sid is None:
+        return None
+    return span  # type: ignore[no-any-return]
+
+
+def current_session_id() -> str | None:
+    span = CURRENT.get()
+    return None if span is None or span is SUPPRESSED else span.session_id  # type: ignore[no-any-return]
+
+
+def current_trace_id() -> str | None:
+    span = CURRENT.get()
+    return None if span is None or span is SUPPRESSED else span.trace_id  # type: ignore[no-any-return]
+
+
+def propagate_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Bind ``fn`` to a copy of the caller's context, for another thread.
+
+    ``threading.Thread(target=propagate_context(work))`` makes the spans of
+    ``work`` children of the span that created the thread.
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return ctx.run(fn, *args, **kwargs)
+
+    return run
+
+
+class ContextThreadPoolExecutor(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose tasks run in the submitter's context, so
+    their spans link to the span that submitted them (what
+    ``asyncio.to_thread`` does for one call)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        ctx = contextvars.copy_context()
+        return super().submit(ctx.run, fn, *args, **kwargs)

@@ -1,0 +1,591 @@
+"""``@monitor_llm``: one span per call of an async/sync function or generator.
+
+The hot path (between the user's call and return) is: read the parent span,
+make a span id, set the ContextVar, two clock readings, the collectors that
+must see the live result, one append to the queue. Text is measured on the
+worker thread unless it is long (see ``llamonitor._records``).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from typing import Any, TypeVar, overload
+
+from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
+from llamonitor._records import KEEP_TEXT_CHARS, error_facts, measure_text, safe_json
+from llamonitor.instrument._context import SpanContext, _init_span, start_span
+from llamonitor.instrument._extract import extract_text
+from llamonitor.instrument.collectors import (
+    CollectorRegistry,
+    ImageCollector,
+    MetricCollector,
+    TextCollector,
+)
+from llamonitor.schema._columns import TEXT_METRICS
+from llamonitor.transport import writer as _writer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_clock = time.perf_counter_ns
+_get = CURRENT.get
+_set = CURRENT.set
+_reset = CURRENT.reset
+_new = SpanContext.__new__
+
+
+class Spec:
+    """The static facts of one decorated function, shared by all its spans."""
+
+    __slots__ = (
+        "collectors",
+        "custom_attributes",
+        "custom_json",
+        "extractor",
+        "measure_text",
+        "operation_name",
+        "operation_type",
+        "session_arg",
+        "text_metrics",
+        "trace_arg",
+    )
+
+    def __init__(
+        self,
+        operation_name: str,
+        operation_type: str = "llm_call",
+        custom_attributes: dict[str, Any] | None = None,
+        measure_text: bool = False,
+        text_metrics: tuple[bool, ...] | None = None,
+        extractor: Callable[[Any], str | None] | None = None,
+        collectors: tuple[MetricCollector, ...] = (),
+        session_arg: tuple[str, int] | None = None,
+        trace_arg: tuple[str, int] | None = None,
+    ) -> None:
+        self.operation_name = operation_name
+        self.operation_type = operation_type
+        self.custom_attributes = dict(custom_attributes) if custom_attributes else None
+        self.custom_json = safe_json(self.custom_attributes) if self.custom_attributes else None
+        self.measure_text = measure_text
+        self.text_metrics = text_metrics
+        self.extractor = extractor
+        self.collectors = collectors
+        self.session_arg = session_arg
+        self.trace_arg = trace_arg
+
+
+# -- pieces of the hot path that only some spans need -------------------------
+
+
+def _text_for_queue(spec: Spec, result: Any) -> Any:
+    """The text to queue: the ``str`` itself (measured later) or, when long,
+    its measurement (the string is not kept)."""
+    if spec.extractor is None:
+        text = result if result.__class__ is str else extract_text(result)
+    else:
+        text = spec.extractor(result)
+    if text is None:
+        return None
+    if text.__class__ is not str:
+        text = str(text)
+    if len(text) > KEEP_TEXT_CHARS:
+        return measure_text(text)
+    return text
+
+
+def _collect(
+    spec: Spec, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any], span: SpanContext
+) -> dict[str, Any] | None:
+    extra: dict[str, Any] | None = None
+    for collector in spec.collectors:
+        try:
+            out = collector.collect(result, args, kwargs, span)
+        except Exception as exc:
+            report_internal_error(f"collector:{collector.metric_type}", exc)
+            continue
+        if out:
+            if extra is None:
+                extra = {}
+            custom = out.get("custom_attributes")
+            if isinstance(custom, dict) and isinstance(extra.get("custom_attributes"), dict):
+                extra["custom_attributes"].update(custom)
+                out = {k: v for k, v in out.items() if k != "custom_attributes"}
+            extra.update(out)
+    return extra
+
+
+def _arg(where: tuple[str, int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    name, index = where
+    value = kwargs.get(name)
+    if value is None and 0 <= index < len(args):
+        value = args[index]
+    return None if value is None else str(value)
+
+
+def _start(spec: Spec, parent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SpanContext:
+    session = _arg(spec.session_arg, args, kwargs) if spec.session_arg else None
+    trace = _arg(spec.trace_arg, args, kwargs) if spec.trace_arg else None
+    return start_span(parent, session, trace)
+
+
+def _submit(pipe: Any, record: tuple[Any, ...]) -> None:
+    if record[1].sampled:
+        pipe.submit(record)
+    else:
+        pipe.count_sampled_out()
+
+
+def _finish(
+    pipe: Any,
+    spec: Spec,
+    span: SpanContext,
+    t0: int,
+    t1: int,
+    result: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    try:
+        text = _text_for_queue(spec, result) if spec.measure_text else None
+    except Exception as exc:
+        report_internal_error("measure_text", exc)
+        text = None
+    extra = _collect(spec, result, args, kwargs, span) if spec.collectors else None
+    _submit(pipe, (spec, span, t0, t1, None, text, extra))
+
+
+def _fail(pipe: Any, spec: Spec, span: SpanContext, t0: int, t1: int, exc: BaseException) -> None:
+    try:
+        _submit(pipe, (spec, span, t0, t1, error_facts(exc), None, None))
+    except Exception as internal:
+        report_internal_error("record_error", internal)
+
+
+# -- wrappers, one per shape -------------------------------------------------
+
+
+def _wrap_async(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
+    simple = spec.session_arg is None and spec.trace_arg is None
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        pipe = _writer.ACTIVE
+        parent = _get()
+        if pipe is None or parent is SUPPRESSED:
+            return await fn(*args, **kwargs)
+        try:
+            if simple:
+                span = _new(SpanContext)
+                _init_span(span, parent, None, None)
+            else:
+                span = _start(spec, parent, args, kwargs)
+            token = _set(span)
+        except Exception as exc:
+            report_internal_error("start_span", exc)
+            return await fn(*args, **kwargs)
+        t0 = _clock()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            t1 = _clock()
+            _reset(token)
+            _fail(pipe, spec, span, t0, t1, exc)
+            raise
+        t1 = _clock()
+        _reset(token)
+        try:
+            if spec.measure_text or spec.collectors or not span.sampled:
+                _finish(pipe, spec, span, t0, t1, result, args, kwargs)
+            else:
+                pipe.submit((spec, span, t0, t1, None, None, None))
+        except Exception as exc:
+            report_internal_error("record", exc)
+        return result
+
+    return wrapper
+
+
+def _wrap_sync(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
+    simple = spec.session_arg is None and spec.trace_arg is None
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        pipe = _writer.ACTIVE
+        parent = _get()
+        if pipe is None or parent is SUPPRESSED:
+            return fn(*args, **kwargs)
+        try:
+            if simple:
+                span = _new(SpanContext)
+                _init_span(span, parent, None, None)
+            else:
+                span = _start(spec, parent, args, kwargs)
+            token = _set(span)
+        except Exception as exc:
+            report_internal_error("start_span", exc)
+            return fn(*args, **kwargs)
+        t0 = _clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            t1 = _clock()
+            _reset(token)
+            _fail(pipe, spec, span, t0, t1, exc)
+            raise
+        t1 = _clock()
+        _reset(token)
+        try:
+            if spec.measure_text or spec.collectors or not span.sampled:
+                _finish(pipe, spec, span, t0, t1, result, args, kwargs)
+            else:
+                pipe.submit((spec, span, t0, t1, None, None, None))
+        except Exception as exc:
+            report_internal_error("record", exc)
+        return result
+
+    return wrapper
+
+
+class _Stream:
+    """What a streaming span accumulates: items, first-item time, text."""
+
+    __slots__ = ("chunks", "first", "items", "spec")
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.first = 0
+        self.items = 0
+        self.chunks: list[str] | None = [] if spec.measure_text else None
+
+    def item(self, value: Any) -> None:
+        if self.items == 0:
+            self.first = _clock()
+        self.items += 1
+        if self.chunks is not None:
+            try:
+                spec = self.spec
+                text = (
+                    value
+                    if value.__class__ is str and spec.extractor is None
+                    else (spec.extractor or extract_text)(value)
+                )
+                if text:
+                    self.chunks.append(text if text.__class__ is str else str(text))
+            except Exception as exc:
+                report_internal_error("measure_text", exc)
+
+    def end(
+        self,
+        pipe: Any,
+        span: SpanContext,
+        t0: int,
+        error: BaseException | None,
+        closed_early: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        t1 = _clock()
+        try:
+            spec = self.spec
+            extra: dict[str, Any] = {"stream_item_count": self.items}
+            if self.items:
+                extra["time_to_first_token_ms"] = (self.first - t0) / 1e6
+            if closed_early:
+                extra["custom_attributes"] = {"stream_closed_early": True}
+            text: Any = None
+            if self.chunks is not None:
+                joined = "".join(self.chunks)
+                text = measure_text(joined) if len(joined) > KEEP_TEXT_CHARS else joined
+            if spec.collectors:
+                more = _collect(spec, "".join(self.chunks or ()), args, kwargs, span)
+                if more:
+                    extra.update(more)
+            err = error_facts(error) if error is not None else None
+            _submit(pipe, (spec, span, t0, t1, err, text, extra))
+        except Exception as exc:
+            report_internal_error("record_stream", exc)
+
+
+def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        pipe = _writer.ACTIVE
+        parent = _get()
+        if pipe is None or parent is SUPPRESSED:
+            return (yield from fn(*args, **kwargs))
+        try:
+            span = _start(spec, parent, args, kwargs)
+            stream = _Stream(spec)
+        except Exception as exc:
+            report_internal_error("start_span", exc)
+            return (yield from fn(*args, **kwargs))
+        t0 = _clock()
+        error: BaseException | None = None
+        closed = False
+        try:
+            token = _set(span)
+            try:
+                gen = fn(*args, **kwargs)
+            finally:
+                _reset(token)
+            send: Callable[[Any], Any] = gen.send
+            value: Any = None
+            while True:
+                token = _set(span)
+                try:
+                    item = send(value)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _reset(token)
+                stream.item(item)
+                try:
+                    value = yield item
+                    send = gen.send
+                except GeneratorExit:
+                    closed = True
+                    token = _set(span)
+                    try:
+                        gen.close()
+                    finally:
+                        _reset(token)
+                    raise
+                except BaseException as thrown:
+                    send, value = gen.throw, thrown
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            stream.end(pipe, span, t0, error, closed, args, kwargs)
+
+    return wrapper
+
+
+def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        pipe = _writer.ACTIVE
+        parent = _get()
+        if pipe is None or parent is SUPPRESSED:
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        try:
+            span = _start(spec, parent, args, kwargs)
+            stream = _Stream(spec)
+        except Exception as exc:
+            report_internal_error("start_span", exc)
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        t0 = _clock()
+        error: BaseException | None = None
+        closed = False
+        try:
+            token = _set(span)
+            try:
+                agen = fn(*args, **kwargs)
+            finally:
+                _reset(token)
+            send: Callable[[Any], Any] = agen.asend
+            value: Any = None
+            while True:
+                token = _set(span)
+                try:
+                    item = await send(value)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _reset(token)
+                stream.item(item)
+                try:
+                    value = yield item
+                    send = agen.asend
+                except GeneratorExit:
+                    closed = True
+                    token = _set(span)
+                    try:
+                        await agen.aclose()
+                    finally:
+                        _reset(token)
+                    raise
+                except BaseException as thrown:
+                    send, value = agen.athrow, thrown
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            stream.end(pipe, span, t0, error, closed, args, kwargs)
+
+    return wrapper
+
+
+# -- the decorator ---------------------------------------------------------------
+
+
+def _param_position(fn: Callable[..., Any], name: str, setting: str) -> tuple[str, int]:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return name, -1
+    for i, p in enumerate(params):
+        if p.name == name:
+            positional = p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            return name, i if positional else -1
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return name, -1
+    raise ValueError(f"{setting}={name!r}: {getattr(fn, '__qualname__', fn)!r} has no such parameter")
+
+
+def _kind(fn: Callable[..., Any]) -> str:
+    for target in (fn, getattr(type(fn), "__call__", None)):
+        if target is None:
+            continue
+        if inspect.isasyncgenfunction(target):
+            return "async_gen"
+        if inspect.iscoroutinefunction(target):
+            return "async"
+        if inspect.isgeneratorfunction(target):
+            return "gen"
+        if inspect.isfunction(target) or isinstance(target, functools.partial):
+            break
+    return "sync"
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+def _build_spec(
+    fn: Callable[..., Any],
+    operation_name: str | None,
+    operation_type: str,
+    measure_text: bool | Sequence[str],
+    measure_images: bool,
+    collectors: Sequence[str | MetricCollector] | None,
+    session_id_from: str | None,
+    trace_id_from: str | None,
+    custom_attributes: dict[str, Any] | None,
+) -> Spec:
+    text = TextCollector(None if measure_text is True else list(measure_text)) if measure_text else None
+    instances: list[MetricCollector] = []
+    for c in collectors or ():
+        if isinstance(c, str):
+            c = CollectorRegistry.get(c)
+        elif not isinstance(c, MetricCollector) and not callable(getattr(c, "collect", None)):
+            raise TypeError(f"collectors: {c!r} is neither a collector name nor a MetricCollector")
+        if isinstance(c, TextCollector):
+            text = c  # measured by the fast path, on the worker
+        else:
+            instances.append(c)
+    if measure_images and not any(isinstance(c, ImageCollector) for c in instances):
+        instances.append(ImageCollector())
+    return Spec(
+        operation_name=operation_name or _name_of(fn),
+        operation_type=operation_type,
+        custom_attributes=custom_attributes,
+        measure_text=text is not None,
+        text_metrics=text.mask if text is not None else None,
+        extractor=text.extractor if text is not None else None,
+        collectors=tuple(instances),
+        session_arg=_param_position(fn, session_id_from, "session_id_from") if session_id_from else None,
+        trace_arg=_param_position(fn, trace_id_from, "trace_id_from") if trace_id_from else None,
+    )
+
+
+_WRAPPERS = {"async": _wrap_async, "sync": _wrap_sync, "gen": _wrap_gen, "async_gen": _wrap_async_gen}
+
+
+@overload
+def monitor_llm(operation_name: F) -> F: ...
+
+
+@overload
+def monitor_llm(
+    operation_name: str | None = None,
+    *,
+    operation_type: str = "llm_call",
+    measure_text: bool | Sequence[str] = False,
+    measure_images: bool = False,
+    collectors: Sequence[str | MetricCollector] | None = None,
+    session_id_from: str | None = None,
+    trace_id_from: str | None = None,
+    custom_attributes: dict[str, Any] | None = None,
+    enabled: bool = True,
+) -> Callable[[F], F]: ...
+
+
+def monitor_llm(
+    operation_name: Any = None,
+    *,
+    operation_type: str = "llm_call",
+    measure_text: bool | Sequence[str] = False,
+    measure_images: bool = False,
+    collectors: Sequence[str | MetricCollector] | None = None,
+    session_id_from: str | None = None,
+    trace_id_from: str | None = None,
+    custom_attributes: dict[str, Any] | None = None,
+    enabled: bool = True,
+) -> Any:
+    """Record every call of the decorated function as a span.
+
+    Works on async and sync functions, async and sync generators (the span
+    ends with the stream and records the time to the first item), methods
+    and other callables. The function's result and exceptions pass through
+    untouched; monitoring errors are never raised into it (unless
+    ``fail_silently=False``).
+
+    Args:
+        operation_name: the span's name (default: the function's qualified name).
+        operation_type: a kind of step (``llm_call``, ``tool``, ``agent_workflow``...).
+        measure_text: True for all text metrics of the result, or a list of
+            ``char_count``, ``word_count``, ``byte_size``, ``line_count``.
+        measure_images: count and measure the images in the result.
+        collectors: collector names (``CollectorRegistry``) or instances.
+        session_id_from: name of the parameter holding the session id.
+        trace_id_from: name of the parameter holding the trace id.
+        custom_attributes: stored with every span (non-JSON values as repr).
+        enabled: False returns the function undecorated.
+
+    Raises:
+        ValueError, KeyError, TypeError: at decoration, for an unknown metric,
+            collector or parameter name.
+    """
+    if callable(operation_name) and not isinstance(operation_name, str):
+        return monitor_llm()(operation_name)
+    if isinstance(measure_text, str):
+        measure_text = [measure_text]
+    if measure_text and measure_text is not True:
+        unknown = [m for m in measure_text if m not in TEXT_METRICS]
+        if unknown:
+            raise ValueError(f"measure_text: unknown metric(s) {unknown}; choose from {list(TEXT_METRICS)}")
+
+    def decorate(fn: F) -> F:
+        if not enabled:
+            return fn
+        if isinstance(fn, (staticmethod, classmethod)):
+            return type(fn)(decorate(fn.__func__))  # type: ignore[return-value]
+        spec = _build_spec(
+            fn,
+            operation_name,
+            operation_type,
+            measure_text,
+            measure_images,
+            collectors,
+            session_id_from,
+            trace_id_from,
+            custom_attributes,
+        )
+        wrapper = _WRAPPERS[_kind(fn)](fn, spec)
+        try:
+            functools.update_wrapper(wrapper, fn)
+        except Exception:
+            pass
+        wrapper.__llamonitor_spec__ = spec  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,83 @@
+"""Finding the text in what an LLM function returns (or streams)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TEXT_KEYS = ("text", "content", "output", "output_text", "response", "completion", "answer", "message")
+_MAX_DEPTH = 4
+
+
+def _join(parts: list[str]) -> str | None:
+    return "".join(parts) if parts else None
+
+
+def extract_text(result: Any, _depth: int = 0) -> str | None:
+    """The text of ``result``, or ``None`` when it has none.
+
+    Handles: ``str``; dicts with a text/content/output/... key; lists of
+    content blocks (``[{"type": "text", "text": ...}]``); OpenAI Chat
+    Completions (``choices[0].message.content``) and Responses
+    (``output_text``); Anthropic Messages (``content[*].text``); stream chunks
+    (``choices[0].delta.content``, ``delta.text``); objects with ``.text`` or
+    ``.content``. May raise if an object's attributes raise: callers guard it.
+    """
+    if result.__class__ is str:
+        return result  # type: ignore[no-any-return]
+    if result is None or _depth > _MAX_DEPTH:
+        return None
+    if isinstance(result, str):
+        return str(result)
+    if isinstance(result, dict):
+        for key in TEXT_KEYS:
+            if key in result:
+                found = extract_text(result[key], _depth + 1)
+                if found is not None:
+                    return found
+        choices = result.get("choices")
+        if isinstance(choices, list) and choices:
+            return _from_choices(choices, _depth)
+        delta = result.get("delta")
+        if delta is not None:
+            return extract_text(delta, _depth + 1)
+        return None
+    if isinstance(result, (list, tuple)):
+        parts = []
+        for item in result[:1000]:
+            if isinstance(item, (str, dict)) or hasattr(item, "text"):
+                t = extract_text(item, _depth + 1)
+                if t is not None:
+                    parts.append(t)
+        return _join(parts)
+    if isinstance(result, (bytes, bytearray, memoryview, int, float, bool)):
+        return None
+    # Objects: SDK responses, pydantic models, user classes.
+    choices = getattr(result, "choices", None)
+    if isinstance(choices, list) and choices:
+        return _from_choices(choices, _depth)
+    output_text = getattr(result, "output_text", None)
+    if isinstance(output_text, str):
+        return output_text
+    for attr in ("text", "content", "delta"):
+        value = getattr(result, attr, None)
+        if value is not None and not callable(value):
+            found = extract_text(value, _depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _from_choices(choices: list[Any], depth: int) -> str | None:
+    parts = []
+    for choice in choices:
+        msg = choice.get("message") or choice.get("delta") if isinstance(choice, dict) else (
+            getattr(choice, "message", None) or getattr(choice, "delta", None)
+        )
+        if msg is None:
+            text = choice.get("text") if isinstance(choice, dict) else getattr(choice, "text", None)
+        else:
+            text = msg.get("content") if isinstance(msg, dict) else getattr(msg, "content", None)
+        found = extract_text(text, depth + 1) if text is not None else None
+        if found is not None:
+            parts.append(found)
+    return _join(parts)

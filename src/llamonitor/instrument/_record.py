@@ -1,0 +1,39 @@
+"""Recording spans that are not decorated calls (``with SpanContext(operation_name=...)``)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from llamonitor._internal import report_internal_error
+from llamonitor._records import error_facts
+from llamonitor.transport import writer as _writer
+
+_specs: dict[tuple[str, str], Any] = {}
+_lock = threading.Lock()
+
+
+def spec_for(operation_name: str, operation_type: str = "span") -> Any:
+    """A shared ``Spec`` per (name, type), so blocks cost no more than calls."""
+    key = (operation_name, operation_type)
+    spec = _specs.get(key)
+    if spec is None:
+        from llamonitor.instrument._decorator import Spec
+
+        with _lock:
+            spec = _specs.setdefault(key, Spec(operation_name, operation_type))
+    return spec
+
+
+def record_block(span: Any, operation_name: str, t0: int, t1: int, exc: BaseException | None) -> None:
+    pipe = _writer.ACTIVE
+    if pipe is None:
+        return
+    try:
+        record = (spec_for(operation_name), span, t0, t1, None if exc is None else error_facts(exc), None, None)
+        if span.sampled:
+            pipe.submit(record)
+        else:
+            pipe.count_sampled_out()
+    except Exception as internal:
+        report_internal_error("record_block", internal)

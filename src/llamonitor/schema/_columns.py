@@ -1,0 +1,74 @@
+"""The one columnar schema of a span row.
+
+Every backend derives its table definition from :data:`SCHEMA` (the Arrow
+schema). Adding a column is one edit here plus a migration step; nothing else
+lists the columns.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a column is added, removed or changes type."""
+
+_TS = pa.timestamp("us", tz="UTC")
+
+# (name, arrow type, nullable, description). Names follow the seed's flattened
+# metric columns; time is UTC microseconds, durations are milliseconds.
+_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
+    ("event_id", pa.string(), False, "Unique id of this row (primary key)."),
+    ("session_id", pa.string(), False, "User/session grouping of traces."),
+    ("trace_id", pa.string(), False, "One end-to-end request or workflow."),
+    ("span_id", pa.string(), False, "This span (16 hex characters)."),
+    ("parent_span_id", pa.string(), True, "The enclosing span, null for a root span."),
+    ("operation_name", pa.string(), False, "What ran (decorator operation_name)."),
+    ("operation_type", pa.string(), False, "Kind of step: llm_call, tool, agent_workflow..."),
+    ("timestamp", _TS, False, "Start of the span, UTC."),
+    ("duration_ms", pa.float64(), False, "Wall time of the span, monotonic clock."),
+    ("error", pa.bool_(), False, "True when the span raised."),
+    ("error_type", pa.string(), True, "Qualified name of the exception class."),
+    ("error_message", pa.string(), True, "str() of the exception, capped."),
+    ("text_char_count", pa.int64(), True, "Characters of the output text."),
+    ("text_word_count", pa.int64(), True, "Whitespace-separated words of the output text."),
+    ("text_byte_size", pa.int64(), True, "UTF-8 bytes of the output text."),
+    ("text_line_count", pa.int64(), True, "Lines of the output text."),
+    ("image_count", pa.int64(), True, "Images found in the output."),
+    ("image_total_pixels", pa.int64(), True, "Sum of width*height over the images."),
+    ("image_file_size_bytes", pa.int64(), True, "Sum of encoded sizes of the images."),
+    ("image_width", pa.int64(), True, "Width of the first image."),
+    ("image_height", pa.int64(), True, "Height of the first image."),
+    ("image_format", pa.string(), True, "Format of the first image (PNG, JPEG, ...)."),
+    ("time_to_first_token_ms", pa.float64(), True, "Streams: time from start to first item."),
+    ("stream_item_count", pa.int64(), True, "Streams: items yielded."),
+    ("process_id", pa.int64(), False, "OS process that recorded the span."),
+    ("custom_attributes", pa.string(), True, "JSON object of free-form attributes."),
+)
+
+SCHEMA: pa.Schema = pa.schema(
+    [pa.field(name, typ, nullable=nullable) for name, typ, nullable, _ in _COLUMNS],
+    metadata={b"llamonitor.schema_version": str(SCHEMA_VERSION).encode()},
+)
+"""The Arrow schema of the span table."""
+
+COLUMN_NAMES: tuple[str, ...] = tuple(name for name, *_ in _COLUMNS)
+COLUMN_DOCS: dict[str, str] = {name: doc for name, _, _, doc in _COLUMNS}
+
+TEXT_METRICS: tuple[str, ...] = ("char_count", "word_count", "byte_size", "line_count")
+"""Metric names accepted by ``measure_text=[...]`` (column = ``text_`` + name)."""
+
+IMAGE_METRICS: tuple[str, ...] = (
+    "count",
+    "total_pixels",
+    "file_size_bytes",
+    "width",
+    "height",
+    "format",
+)
+"""Metric names of the image collector (column = ``image_`` + name)."""
+
+# Python's str.split() whitespace, spelled so RE2 (Arrow) and ``re`` agree.
+WORD_REGEX = (
+    r"[^\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
+    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]+"
+)

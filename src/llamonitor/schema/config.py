@@ -1,0 +1,162 @@
+"""Configuration models (pydantic-settings, environment prefix ``LLMOPS_``).
+
+Storage settings can be given flat (``LLMOPS_BACKEND``, ``LLMOPS_BATCH_SIZE``,
+``LLMOPS_FLUSH_INTERVAL_SECONDS``, ``LLMOPS_CONNECTION_STRING``...) or nested
+(``LLMOPS_STORAGE__OUTPUT_DIR``); monitor settings are flat
+(``LLMOPS_MAX_QUEUE_SIZE``, ``LLMOPS_SAMPLE_RATE``...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_OUTPUT_DIR = "./monitoring_data"
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
+DEFAULT_MAX_QUEUE_SIZE = 10_000
+DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+
+QueueFullPolicy = Literal["drop_newest", "drop_oldest", "block"]
+
+
+class ConfigurationError(ValueError):
+    """A setting is invalid; the message names the setting."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        super().__init__(f"{setting}: {message}")
+
+
+class StorageConfig(BaseSettings):
+    """Where spans go: one storage backend and how it is fed.
+
+    Args:
+        backend: a registered backend name (``parquet``, ``jsonl``, ``memory``),
+            ``"package.module:ClassName"``, a ``StorageBackend`` subclass or an
+            instance of one.
+        output_dir: directory of the file backends.
+        partition_by: ``date`` (``output_dir/YYYY-MM-DD/``) or ``session_id``.
+        batch_size: events that wake the worker for a write.
+        flush_interval_seconds: longest time an event waits before a write.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLMOPS_", extra="forbid", arbitrary_types_allowed=True
+    )
+
+    backend: Any = "parquet"
+    output_dir: Path = Path(DEFAULT_OUTPUT_DIR)
+    partition_by: Literal["date", "session_id"] = "date"
+    compression: Literal["snappy", "zstd", "gzip", "none"] = "snappy"
+    connection_string: SecretStr | None = None
+    table_name: str = "metric_events"
+    schema_name: str | None = None
+    pool_size: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
+    flush_interval_seconds: float = Field(default=DEFAULT_FLUSH_INTERVAL_SECONDS, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                raise ValueError("backend must not be empty")
+            return v if ":" in v else v.lower()
+        return v
+
+
+class MonitorConfig(BaseSettings):
+    """Everything ``initialize_monitoring`` needs.
+
+    Args:
+        enabled: record spans at all.
+        storage: the primary storage backend (its counters are the
+            ``written``/``failed`` of ``health_check``).
+        extra_backends: more sinks fed the same batches, each isolated.
+        max_queue_size: events held between the application and the worker.
+        max_queue_bytes: estimated bytes held in the queue.
+        queue_full_policy: ``drop_newest`` (default), ``drop_oldest`` or
+            ``block`` (wait up to ``block_timeout_seconds``, then drop).
+        sample_rate: fraction of traces recorded (decided at the root span).
+        fail_silently: swallow (count and log once) monitoring errors; set
+            ``False`` in tests to see them raised.
+        max_retries: write attempts after the first failure of a batch.
+        retry_backoff_seconds: first retry delay; doubles, with jitter.
+        shutdown_timeout_seconds: deadline of the flush at interpreter exit.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLMOPS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        arbitrary_types_allowed=True,
+    )
+
+    enabled: bool = True
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    extra_backends: list[StorageConfig] = Field(default_factory=list)
+    max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, gt=0)
+    max_queue_bytes: int = Field(default=DEFAULT_MAX_QUEUE_BYTES, gt=0)
+    queue_full_policy: QueueFullPolicy = "drop_newest"
+    block_timeout_seconds: float = Field(default=1.0, ge=0)
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    fail_silently: bool = True
+    max_retries: int = Field(default=3, ge=0)
+    retry_backoff_seconds: float = Field(default=0.2, gt=0)
+    retry_max_backoff_seconds: float = Field(default=5.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storage_from_flat_env(cls, data: Any) -> Any:
+        # A nested LLMOPS_STORAGE__X arrives as a dict, which pydantic validates
+        # without reading the flat LLMOPS_BACKEND & co: merge them in first.
+        if isinstance(data, dict) and isinstance(data.get("storage"), dict):
+            flat = StorageConfig().model_dump(exclude_unset=True)
+            data = {**data, "storage": {**flat, **data["storage"]}}
+        return data
+
+    @classmethod
+    def for_local_dev(cls, output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> MonitorConfig:
+        """Parquet files under ``output_dir``, flushed every second."""
+        return cls(
+            storage=StorageConfig(
+                backend="parquet", output_dir=Path(output_dir), flush_interval_seconds=1.0
+            )
+        )
+
+    @classmethod
+    def for_production(cls, connection_string: str, **storage: Any) -> MonitorConfig:
+        """A database backend chosen from the connection string's scheme."""
+        scheme = connection_string.split(":", 1)[0].split("+", 1)[0].lower()
+        backend = {
+            "postgresql": "postgres",
+            "postgres": "postgres",
+            "mysql": "mysql",
+            "mariadb": "mysql",
+            "sqlite": "sqlite",
+        }.get(scheme)
+        if backend is None:
+            raise ConfigurationError(
+                "storage.connection_string",
+                f"unsupported scheme {scheme!r}; use postgresql://, mysql:// or sqlite://",
+            )
+        return cls(
+            storage=StorageConfig(
+                backend=backend,
+                connection_string=SecretStr(connection_string),
+                batch_size=storage.pop("batch_size", 1000),
+                **storage,
+            )
+        )
+
+    @classmethod
+    def from_env(cls) -> MonitorConfig:
+        """Read every setting from ``LLMOPS_*`` environment variables."""
+        return cls()

@@ -1,0 +1,54 @@
+"""An in-memory backend for users' own tests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pyarrow as pa
+
+from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema.config import StorageConfig
+from llamonitor.schema.events import MetricEvent
+from llamonitor.storage.base import StorageBackend
+
+
+class InMemoryBackend(StorageBackend):
+    """Keeps every written span in memory.
+
+    ``StorageConfig(backend=InMemoryBackend())`` (an instance, so the test can
+    read it back) then ``backend.events()``/``backend.rows()``/``backend.table()``.
+    """
+
+    def __init__(self, config: StorageConfig | None = None) -> None:
+        super().__init__(config)
+        self._tables: list[pa.Table] = []
+        self._lock = threading.Lock()
+
+    async def write_batch(self, events: list[MetricEvent]) -> None:
+        table = pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA)
+        await self.write_table(table)
+
+    async def write_table(self, table: pa.Table) -> None:
+        with self._lock:
+            self._tables.append(table)
+
+    def table(self) -> pa.Table:
+        """Everything written so far, one Arrow table."""
+        with self._lock:
+            tables = list(self._tables)
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.table().to_pylist()  # type: ignore[no-any-return]
+
+    def events(self) -> list[MetricEvent]:
+        return [MetricEvent.from_row(r) for r in self.rows()]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tables.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(t.num_rows for t in self._tables)

@@ -1,0 +1,308 @@
+"""The bounded queue between the application and the worker thread.
+
+``submit`` is on the application's hot path: a pid check, one uncontended
+lock, an append. Everything else (conversion to Arrow, writing, retries)
+happens on the worker and sink threads.
+
+Accounting is exact: every record that reaches ``submit`` (or
+``count_sampled_out``) ends up in exactly one of ``written``, ``failed`` or a
+``dropped`` reason (``queue_full``, ``sampled_out``, ``shutdown``,
+``invalid``), or is still pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
+from llamonitor._records import RECORD_BASE_BYTES
+from llamonitor.instrument import _context
+from llamonitor.schema.config import MonitorConfig
+from llamonitor.transport._convert import records_to_table
+from llamonitor.transport._sinks import Marker, SinkRunner
+
+logger = logging.getLogger("llamonitor.transport")
+
+_getpid = os.getpid
+_monotonic = time.monotonic
+
+DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid")
+
+
+def record_bytes(record: tuple[Any, ...]) -> int:
+    """Estimated memory a queued record holds (its text dominates)."""
+    if record[0] is not None:
+        text = record[5]
+        if text.__class__ is str:
+            return RECORD_BASE_BYTES + len(text)
+    return RECORD_BASE_BYTES
+
+
+class Pipeline:
+    """Queue + worker thread + sink runners for one configuration."""
+
+    def __init__(self, config: MonitorConfig, make_sinks: Callable[[], list[SinkRunner]]) -> None:
+        self.config = config
+        self._make_sinks = make_sinks
+        self._maxsize = config.max_queue_size
+        self._maxbytes = config.max_queue_bytes
+        self._policy = config.queue_full_policy
+        self._block_timeout = config.block_timeout_seconds
+        self._batch_size = config.storage.batch_size
+        self._interval = config.storage.flush_interval_seconds
+        self._reset_state()
+        self.sinks: list[SinkRunner] = []
+
+    def _reset_state(self) -> None:
+        self._pid = _getpid()
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._q: deque[tuple[Any, ...]] = deque()
+        self._bytes = 0
+        self._inflight = 0
+        self._flush_reqs: list[Marker] = []
+        self._stopping = False
+        self._closed = False
+        self._worker_alive = False
+        self._worker: threading.Thread | None = None
+        self.received = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.worker_restarts = 0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Start sinks (initializing their backends) and the worker.
+
+        Raises:
+            BaseException: a backend's initialization error.
+        """
+        self.sinks = self._make_sinks()
+        started: list[SinkRunner] = []
+        try:
+            for sink in self.sinks:
+                sink.start(wait=True)
+                started.append(sink)
+        except BaseException:
+            deadline = _monotonic() + 5.0
+            for sink in started:
+                sink.stop(deadline)
+            raise
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        self._worker_alive = True
+        self._worker = threading.Thread(target=self._run, name="llamonitor-worker", daemon=True)
+        self._worker.start()
+
+    def _restart_after_fork(self) -> None:
+        # The parent's queue, lock and threads are not ours: the parent writes
+        # its own records. Start from scratch, with our own ids.
+        _context.reseed_ids()
+        self._reset_state()
+        self.sinks = self._make_sinks()
+        for sink in self.sinks:
+            sink.start(wait=False)
+        self._start_worker()
+
+    def _restart_worker(self) -> None:
+        with self._lock:
+            if self._worker_alive or self._stopping:
+                return
+            self.worker_restarts += 1
+            self._worker_alive = True
+        logger.warning("llamonitor: the worker thread had stopped; restarted it")
+        self._worker = threading.Thread(target=self._run, name="llamonitor-worker", daemon=True)
+        self._worker.start()
+
+    # -- the hot path ---------------------------------------------------------
+
+    def submit(self, record: tuple[Any, ...]) -> bool:
+        """Queue one record; returns False if it was dropped (and counted)."""
+        if self._pid != _getpid():
+            self._restart_after_fork()
+        nbytes = record_bytes(record)
+        lock = self._lock
+        lock.acquire()
+        try:
+            self.received += 1
+            if self._stopping:
+                self.dropped["shutdown"] += 1
+                return False
+            q = self._q
+            if len(q) >= self._maxsize or self._bytes + nbytes > self._maxbytes:
+                if not self._make_room(nbytes):
+                    self.dropped["queue_full"] += 1
+                    return False
+            q.append(record)
+            self._bytes += nbytes
+            n = len(q)
+        finally:
+            lock.release()
+        if n == self._batch_size:
+            self._wake.set()
+        if not self._worker_alive:
+            self._restart_worker()
+        return True
+
+    def _make_room(self, nbytes: int) -> bool:
+        """Apply the queue-full policy (lock held). True if the record fits now."""
+        q = self._q
+        if self._policy == "drop_oldest":
+            while q and (len(q) >= self._maxsize or self._bytes + nbytes > self._maxbytes):
+                old = q.popleft()
+                self._bytes -= record_bytes(old)
+                self.dropped["queue_full"] += 1
+            return len(q) < self._maxsize and self._bytes + nbytes <= self._maxbytes
+        if self._policy == "block" and self._block_timeout > 0:
+            self._wake.set()
+            deadline = _monotonic() + self._block_timeout
+            while len(q) >= self._maxsize or self._bytes + nbytes > self._maxbytes:
+                left = deadline - _monotonic()
+                if left <= 0 or self._stopping:
+                    return False
+                self._not_full.wait(left)
+                q = self._q
+            return True
+        return False
+
+    def count_sampled_out(self) -> None:
+        with self._lock:
+            self.received += 1
+            self.dropped["sampled_out"] += 1
+
+    # -- the worker thread ------------------------------------------------
+
+    def _run(self) -> None:
+        CURRENT.set(SUPPRESSED)
+        try:
+            while True:
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                with self._lock:
+                    batch = self._q
+                    if batch:
+                        self._q = deque()
+                        self._bytes = 0
+                        self._inflight = len(batch)
+                        self._not_full.notify_all()
+                    flushes, self._flush_reqs = self._flush_reqs, []
+                    stopping = self._stopping
+                if batch:
+                    self._process(batch)
+                for marker in flushes:
+                    for sink in self.sinks:
+                        sink.put_marker(marker)
+                if stopping:
+                    with self._lock:
+                        if not self._q:
+                            return
+        finally:
+            self._worker_alive = False
+
+    def _process(self, batch: deque[tuple[Any, ...]]) -> None:
+        n = len(batch)
+        try:
+            table, invalid = records_to_table(batch, self._pid)
+        except Exception as exc:  # a bug in conversion: count the batch, keep going
+            try:
+                report_internal_error("convert_batch", exc)
+            except Exception:
+                pass
+            table, invalid = None, n
+        with self._lock:
+            self.dropped["invalid"] += invalid
+            self._inflight = 0
+        if table is not None and table.num_rows:
+            for sink in self.sinks:
+                sink.put(table, table.num_rows)
+
+    # -- flush / shutdown ---------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted so far is written (or given up)."""
+        if self._closed or self._pid != _getpid():
+            return True
+        marker = Marker(len(self.sinks))
+        with self._lock:
+            self._flush_reqs.append(marker)
+        self._wake.set()
+        if not self._worker_alive:
+            self._restart_worker()
+        return marker.event.wait(max(0.0, timeout))
+
+    def shutdown(self, timeout: float) -> bool:
+        """Flush, stop the threads and close the backends, all by one deadline.
+
+        Idempotent. Returns False if the deadline passed; what was still
+        pending then is counted as dropped for ``shutdown``.
+        """
+        deadline = _monotonic() + max(0.0, timeout)
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+            self._stopping = True
+            self._not_full.notify_all()
+        if self._pid != _getpid():
+            return True  # a forked child that never recorded: nothing of ours
+        self._wake.set()
+        ok = True
+        worker = self._worker
+        if worker is not None and worker.ident is not None:
+            worker.join(max(0.0, deadline - _monotonic()))
+            if worker.is_alive():
+                ok = False
+        for sink in self.sinks:
+            sink.hurry()
+        for sink in self.sinks:
+            if not sink.stop(deadline):
+                ok = False
+        with self._lock:
+            left = len(self._q) + self._inflight
+            if left:
+                self.dropped["shutdown"] += left
+                self._q.clear()
+                self._inflight = 0
+        return ok
+
+    # -- numbers ------------------------------------------------------------
+
+    @property
+    def primary(self) -> SinkRunner | None:
+        return self.sinks[0] if self.sinks else None
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            queued = len(self._q)
+            inflight = self._inflight
+            received = self.received
+            dropped = dict(self.dropped)
+        primary = self.primary
+        written = primary.written if primary else 0
+        failed = primary.failed if primary else 0
+        if primary is not None:
+            dropped["shutdown"] += primary.dropped
+        buffered = inflight + (primary.pending if primary else 0)
+        return {
+            "running": self._worker_alive and not self._closed,
+            "queue_size": queued,
+            "buffer_size": buffered,
+            "backend_healthy": all(s.healthy for s in self.sinks),
+            "events_received": received,
+            "events_written": written,
+            "events_failed": failed,
+            "events_dropped": sum(dropped.values()),
+            "events_sampled_out": dropped["sampled_out"],
+            "events_retried": primary.retried if primary else 0,
+            "dropped": dropped,
+            "worker_restarts": self.worker_restarts,
+            "sinks": {s.name: s.health() for s in self.sinks},
+        }

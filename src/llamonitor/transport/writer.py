@@ -1,0 +1,242 @@
+"""``MonitoringWriter`` and the module-level lifecycle functions.
+
+Every function here works both called and awaited::
+
+    initialize_monitoring(config)          # from sync code
+    await initialize_monitoring(config)    # from async code (seed style)
+
+The work is done at call time (it is short: start threads, open the store);
+the awaitable form exists so async code reads naturally.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Generator
+from typing import Any, ClassVar, Generic, TypeVar
+
+from llamonitor import _internal
+from llamonitor._records import RECORD_BASE_BYTES  # noqa: F401  (re-exported for docs)
+from llamonitor.instrument import _context
+from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
+from llamonitor.schema.events import MetricEvent
+from llamonitor.storage.base import create_backend
+from llamonitor.transport._pipeline import Pipeline
+from llamonitor.transport._sinks import SinkRunner
+
+T = TypeVar("T")
+
+ACTIVE: Pipeline | None = None
+"""The pipeline decorated functions submit to; ``None`` when not monitoring.
+Read on every decorated call, so it is a plain module attribute."""
+
+_lifecycle = threading.RLock()
+_atexit_registered = False
+
+
+class Completed(Generic[T]):
+    """A finished result that can also be awaited (``await flush()``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.value
+        yield  # pragma: no cover - makes this a generator
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __repr__(self) -> str:
+        return f"Completed({self.value!r})"
+
+
+class HealthReport(dict[str, Any]):
+    """``health_check()``'s dict; also awaitable, as in seed 000."""
+
+    def __await__(self) -> Generator[Any, None, HealthReport]:
+        return self
+        yield  # pragma: no cover
+
+
+def _sink_name(cfg: StorageConfig, index: int) -> str:
+    base = cfg.backend if isinstance(cfg.backend, str) else type(cfg.backend).__name__
+    return base if index == 0 else f"{base}#{index}"
+
+
+class MonitoringWriter:
+    """Owns the transport for one configuration (a process-wide singleton)."""
+
+    _instance: ClassVar[MonitoringWriter | None] = None
+
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self._pipeline: Pipeline | None = None
+
+    # -- seed API -----------------------------------------------------------
+
+    @classmethod
+    def get_instance(cls, config: MonitorConfig | None = None) -> MonitoringWriter:
+        """The running writer, started from ``config`` (or the environment) if none."""
+        if cls._instance is None or (config is not None and cls._instance.config is not config):
+            return initialize_monitoring(config)
+        return cls._instance
+
+    @classmethod
+    def get_instance_sync(cls) -> MonitoringWriter | None:
+        """The running writer, or ``None``."""
+        return cls._instance
+
+    def __await__(self) -> Generator[Any, None, MonitoringWriter]:
+        return self
+        yield  # pragma: no cover
+
+    def _make_sinks(self) -> list[SinkRunner]:
+        cfg = self.config
+        runners = []
+        for i, storage in enumerate([cfg.storage, *cfg.extra_backends]):
+            setting = "storage.backend" if i == 0 else f"extra_backends[{i - 1}].backend"
+            runners.append(
+                SinkRunner(
+                    _sink_name(storage, i),
+                    create_backend(storage, setting),
+                    primary=i == 0,
+                    max_retries=cfg.max_retries,
+                    backoff_seconds=cfg.retry_backoff_seconds,
+                    max_backoff_seconds=cfg.retry_max_backoff_seconds,
+                )
+            )
+        return runners
+
+    def start(self) -> MonitoringWriter:
+        """Open the backends and start the worker.
+
+        Raises:
+            ConfigurationError: a setting is invalid (the message names it).
+        """
+        pipeline = Pipeline(self.config, self._make_sinks)
+        try:
+            pipeline.start()
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError("storage", f"backend failed to initialize: {exc!r}") from exc
+        self._pipeline = pipeline
+        return self
+
+    def stop(self, timeout: float | None = None) -> Completed[bool]:
+        """Flush and stop; True if everything was written before the deadline."""
+        global ACTIVE
+        pipeline = self._pipeline
+        if pipeline is None:
+            return Completed(True)
+        with _lifecycle:
+            if ACTIVE is pipeline:
+                ACTIVE = None
+            if MonitoringWriter._instance is self:
+                MonitoringWriter._instance = None
+        t = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        return Completed(pipeline.shutdown(t))
+
+    shutdown = stop
+
+    def flush(self, timeout: float | None = None) -> Completed[bool]:
+        """Wait until every span recorded so far is written (or given up)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return Completed(True)
+        t = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        return Completed(pipeline.flush(t))
+
+    def health_check(self) -> HealthReport:
+        """Queue depth, counters (received, written, dropped by reason,
+        sampled out, retried, failed) and each sink's health."""
+        if self._pipeline is None:
+            return HealthReport(running=False, queue_size=0, buffer_size=0, backend_healthy=False)
+        report = HealthReport(self._pipeline.stats())
+        report["internal_errors"] = _internal.internal_error_counts()
+        return report
+
+    def record(self, event: MetricEvent) -> bool:
+        """Queue a ready-made event (validated already by pydantic).
+
+        Returns False if it was dropped (queue full, shutdown); never raises.
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
+            return False
+        try:
+            return pipeline.submit((None, event.to_row()))
+        except Exception as exc:
+            _internal.report_internal_error("record", exc)
+            return False
+
+
+def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) -> MonitoringWriter:
+    """Start monitoring with ``config`` (default: from ``LLMOPS_*`` variables).
+
+    A writer already running is flushed and replaced. Events still queued at
+    interpreter exit are written by an ``atexit`` flush.
+
+    Returns:
+        The running ``MonitoringWriter`` (awaitable, for ``await initialize_monitoring()``).
+
+    Raises:
+        ConfigurationError: a setting is invalid (the message names it).
+        pydantic.ValidationError: a value is out of range (names the field).
+    """
+    global ACTIVE, _atexit_registered
+    if config is None:
+        config = MonitorConfig.from_env()
+    elif isinstance(config, dict):
+        config = MonitorConfig.model_validate(config)
+    elif not isinstance(config, MonitorConfig):
+        raise ConfigurationError("config", f"expected MonitorConfig, got {type(config).__name__}")
+    with _lifecycle:
+        old = MonitoringWriter._instance
+        if old is not None:
+            old.stop()
+        _internal.set_fail_silently(config.fail_silently)
+        _context.set_sample_rate(config.sample_rate)
+        writer = MonitoringWriter(config)
+        if config.enabled:
+            writer.start()
+            ACTIVE = writer._pipeline
+        MonitoringWriter._instance = writer
+        if not _atexit_registered:
+            atexit.register(_flush_at_exit)
+            _atexit_registered = True
+    return writer
+
+
+def shutdown_monitoring(timeout: float | None = None) -> Completed[bool]:
+    """Flush and stop the running writer within ``timeout`` seconds.
+
+    Safe to call twice or without a writer. Returns (awaitable) True if
+    everything was written in time.
+    """
+    with _lifecycle:
+        writer = MonitoringWriter._instance
+    if writer is None:
+        return Completed(True)
+    return writer.stop(timeout)
+
+
+def flush(timeout: float | None = None) -> Completed[bool]:
+    """Wait until the spans recorded so far are written (awaitable)."""
+    writer = MonitoringWriter._instance
+    return Completed(True) if writer is None else writer.flush(timeout)
+
+
+def get_writer() -> MonitoringWriter | None:
+    return MonitoringWriter._instance
+
+
+def _flush_at_exit() -> None:
+    try:
+        shutdown_monitoring()
+    except Exception:
+        pass
