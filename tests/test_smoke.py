@@ -9,7 +9,9 @@ from llamonitor import monitor_llm
 
 
 def test_async_span_reaches_memory_backend(spans: llamonitor.InMemoryBackend) -> None:
-    @monitor_llm(operation_name="generate_text", measure_text=True, custom_attributes={"model": "gpt-4"})
+    @monitor_llm(
+        operation_name="generate_text", measure_text=True, custom_attributes={"model": "gpt-4"}
+    )
     async def my_llm_function(prompt: str) -> dict[str, str]:
         return {"text": "Generated response..."}
 

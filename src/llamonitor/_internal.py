@@ -35,6 +35,7 @@ def suppressed() -> Iterator[None]:
     finally:
         CURRENT.reset(token)
 
+
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
 _fail_silently = True

@@ -109,7 +109,9 @@ def safe_json(attrs: dict[str, Any]) -> str | None:
 def error_facts(exc: BaseException) -> tuple[str, str]:
     """``(error_type, error_message)`` of an exception, never raising."""
     cls = type(exc)
-    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
     try:
         message = str(exc)
     except Exception:

@@ -8,4 +8,10 @@ from llamonitor.transport.writer import (
     shutdown_monitoring,
 )
 
-__all__ = ["MonitoringWriter", "flush", "get_writer", "initialize_monitoring", "shutdown_monitoring"]
+__all__ = [
+    "MonitoringWriter",
+    "flush",
+    "get_writer",
+    "initialize_monitoring",
+    "shutdown_monitoring",
+]

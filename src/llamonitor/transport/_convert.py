@@ -74,7 +74,9 @@ def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> lis
     return [cols[name] for name in COLUMN_NAMES]
 
 
-def _apply_extra(extra: dict[str, Any], cols: dict[str, list[Any]], i: int, merged: dict[str, Any]) -> None:
+def _apply_extra(
+    extra: dict[str, Any], cols: dict[str, list[Any]], i: int, merged: dict[str, Any]
+) -> None:
     items = list(extra.items())
     while items:
         key, value = items.pop()

@@ -7,7 +7,7 @@ happens on the worker and sink threads.
 Accounting is exact: every record that reaches ``submit`` (or
 ``count_sampled_out``) ends up in exactly one of ``written``, ``failed`` or a
 ``dropped`` reason (``queue_full``, ``sampled_out``, ``shutdown``,
-``invalid``), or is still pending.
+``invalid``, ``worker_died``), or is still pending.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ logger = logging.getLogger("llamonitor.transport")
 _getpid = os.getpid
 _monotonic = time.monotonic
 
-DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid")
+DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "worker_died")
 
 
 def record_bytes(record: tuple[Any, ...]) -> int:
@@ -118,6 +118,9 @@ class Pipeline:
                 return
             self.worker_restarts += 1
             self._worker_alive = True
+            # What the dead worker had drained is gone with it: say so.
+            self.dropped["worker_died"] += self._inflight
+            self._inflight = 0
         logger.warning("llamonitor: the worker thread had stopped; restarted it")
         self._worker = threading.Thread(target=self._run, name="llamonitor-worker", daemon=True)
         self._worker.start()
@@ -141,6 +144,7 @@ class Pipeline:
                 if not self._make_room(nbytes):
                     self.dropped["queue_full"] += 1
                     return False
+                q = self._q  # the worker may have swapped the deque while we waited
             q.append(record)
             self._bytes += nbytes
             n = len(q)
@@ -191,7 +195,7 @@ class Pipeline:
                     if batch:
                         self._q = deque()
                         self._bytes = 0
-                        self._inflight = len(batch)
+                        self._inflight += len(batch)
                         self._not_full.notify_all()
                     flushes, self._flush_reqs = self._flush_reqs, []
                     stopping = self._stopping
@@ -219,10 +223,13 @@ class Pipeline:
             table, invalid = None, n
         with self._lock:
             self.dropped["invalid"] += invalid
-            self._inflight = 0
+            self._inflight -= invalid
         if table is not None and table.num_rows:
             for sink in self.sinks:
                 sink.put(table, table.num_rows)
+        # Only now: while a full primary sink makes us wait, the batch is ours.
+        with self._lock:
+            self._inflight -= n - invalid
 
     # -- flush / shutdown ---------------------------------------------------
 

@@ -1,0 +1,166 @@
+"""Process lifecycle: exit without shutdown, fork (with and without Python's hooks),
+several processes sharing one store."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from llamonitor import MonitorConfig, initialize_monitoring, monitor_llm, shutdown_monitoring
+
+
+def _rows(store: Path, where: str = "true") -> list[tuple[object, ...]]:
+    files = list(store.rglob("*.parquet"))
+    if not files:
+        return []
+    return duckdb.sql(
+        f"select operation_name, process_id, event_id from read_parquet('{store}/**/*.parquet') "
+        f"where {where}"
+    ).fetchall()
+
+
+def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_seed_quick_start_leaves_its_events_on_disk_without_shutdown(tmp_path: Path) -> None:
+    """The README quick start, run as a program that never calls shutdown, persists its span."""
+    proc = _run(
+        """
+        import asyncio
+        from llamonitor import monitor_llm, initialize_monitoring, MonitorConfig
+
+        @monitor_llm(
+            operation_name="generate_text",
+            measure_text=True,
+            custom_attributes={"model": "gpt-4"},
+        )
+        async def my_llm_function(prompt: str):
+            return {"text": "Generated response..."}
+
+        async def main():
+            await initialize_monitoring(MonitorConfig.for_local_dev())
+            result = await my_llm_function("Hello!")
+
+        if __name__ == "__main__":
+            asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = duckdb.sql(
+        f"select operation_name, text_char_count, custom_attributes "
+        f"from read_parquet('{tmp_path}/monitoring_data/**/*.parquet')"
+    ).fetchall()
+    assert rows == [("generate_text", 21, '{"model": "gpt-4"}')]
+
+
+def test_a_busy_program_exiting_without_shutdown_loses_nothing(tmp_path: Path) -> None:
+    """20,000 spans queued at the moment of exit are all written by the exit flush."""
+    proc = _run(
+        f"""
+        from llamonitor import monitor_llm, initialize_monitoring, MonitorConfig, StorageConfig
+
+        @monitor_llm(operation_name="step", measure_text=True)
+        def step(i):
+            return "token " * (i % 50)
+
+        initialize_monitoring(MonitorConfig(
+            storage=StorageConfig(output_dir={str(tmp_path)!r}, flush_interval_seconds=60,
+                                  batch_size=1_000_000),
+            max_queue_size=100_000,
+        ))
+        for i in range(20_000):
+            step(i)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(_rows(tmp_path)) == 20_000
+
+
+def _libc_fork() -> int:
+    """fork(2) straight from libc: Python's at-fork hooks do not run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.fork())
+
+
+@pytest.mark.parametrize("fork", [os.fork, _libc_fork], ids=["os.fork", "raw-libc-fork"])
+def test_forked_child_writes_its_own_events_and_the_parents_are_written_once(
+    tmp_path: Path, fork: object
+) -> None:
+    """Events queued before fork are written once (by the parent); the child's by the child."""
+
+    @monitor_llm(operation_name="parent_op")
+    def parent_op() -> int:
+        return 1
+
+    @monitor_llm(operation_name="child_op")
+    def child_op() -> int:
+        return 2
+
+    config = MonitorConfig.for_local_dev(tmp_path)
+    config.storage.flush_interval_seconds = 60  # keep the parent's events queued at fork
+    config.storage.batch_size = 1_000_000
+    initialize_monitoring(config)
+    for _ in range(100):
+        parent_op()
+    pid = fork()  # type: ignore[operator]
+    if pid == 0:  # the child
+        code = 1
+        try:
+            for _ in range(50):
+                child_op()
+            code = 0 if shutdown_monitoring(20) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for _ in range(10):
+        parent_op()
+    assert shutdown_monitoring(20)
+    rows = _rows(tmp_path)
+    by_op: dict[object, list[tuple[object, ...]]] = {}
+    for row in rows:
+        by_op.setdefault(row[0], []).append(row)
+    assert len(by_op["parent_op"]) == 110
+    assert {r[1] for r in by_op["parent_op"]} == {os.getpid()}
+    assert len(by_op["child_op"]) == 50
+    assert {r[1] for r in by_op["child_op"]} == {pid}
+    assert len({r[2] for r in rows}) == 160
+
+
+def test_several_processes_share_one_store(tmp_path: Path) -> None:
+    """Three processes writing one directory at once: every row, no clobbered file."""
+    code = f"""
+        from llamonitor import monitor_llm, initialize_monitoring, MonitorConfig, StorageConfig
+        @monitor_llm(operation_name="p")
+        def p():
+            return 1
+        initialize_monitoring(MonitorConfig(storage=StorageConfig(
+            output_dir={str(tmp_path)!r}, batch_size=7, flush_interval_seconds=0.01)))
+        for _ in range(3000):
+            p()
+        """
+    procs = [
+        subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path)
+        for _ in range(3)
+    ]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    rows = _rows(tmp_path)
+    assert len(rows) == 9000
+    assert len({r[1] for r in rows}) == 3
+    assert not list(tmp_path.rglob("*.tmp"))

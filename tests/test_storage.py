@@ -1,0 +1,171 @@
+"""The file stores: Parquet layout and atomicity, JSONL, manual events, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+import llamonitor
+from llamonitor import (
+    SCHEMA,
+    InMemoryBackend,
+    MetricEvent,
+    MonitorConfig,
+    StorageConfig,
+    initialize_monitoring,
+    monitor_llm,
+    monitoring_session,
+    shutdown_monitoring,
+)
+from llamonitor.storage.parquet import ParquetBackend
+
+NAME = re.compile(r"^events_\d{8}T\d{12}_\d+_\d{6}_[0-9a-f]{6}\.parquet$")
+
+
+@monitor_llm(operation_name="answer", measure_text=True)
+def answer(text: str) -> str:
+    return text
+
+
+def test_parquet_layout_is_date_partitioned_snappy_with_the_one_schema(store: Path) -> None:
+    """Files land in output_dir/YYYY-MM-DD/events_*.parquet, snappy, with SCHEMA and its version."""
+    initialize_monitoring(MonitorConfig.for_local_dev(store))
+    for i in range(10):
+        answer(f"text {i}")
+    assert shutdown_monitoring(5)
+    files = list(store.rglob("*.parquet"))
+    assert files
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    for f in files:
+        assert f.parent.name == today
+        assert NAME.match(f.name), f.name
+        meta = pq.ParquetFile(f)
+        assert meta.schema_arrow.remove_metadata() == SCHEMA.remove_metadata()
+        assert meta.schema_arrow.metadata[b"llamonitor.schema_version"] == b"1"
+        assert meta.metadata.row_group(0).column(0).compression == "SNAPPY"
+    assert not [p for p in store.rglob("*") if p.name.startswith(".")]
+    count = duckdb.sql(f"select count(*) from read_parquet('{store}/**/*.parquet')").fetchall()
+    assert count == [(10,)]
+
+
+def test_partition_by_session_id(store: Path) -> None:
+    """partition_by='session_id' puts each session's spans in its own directory."""
+    initialize_monitoring(
+        MonitorConfig(storage=StorageConfig(output_dir=store, partition_by="session_id"))
+    )
+    for session in ("alice", "bob/../../etc"):
+        with monitoring_session(session):
+            answer("hi")
+            answer("there")
+    assert shutdown_monitoring(5)
+    dirs = sorted(p.name for p in store.iterdir())
+    assert dirs == ["session=alice", "session=bob_.._.._etc"]
+    rows = duckdb.sql(
+        f"select session_id, count(*) from read_parquet('{store}/**/*.parquet') "
+        "group by 1 order by 1"
+    ).fetchall()
+    assert rows == [("alice", 2), ("bob/../../etc", 2)]
+
+
+def test_a_batch_spanning_midnight_is_split_by_day(store: Path) -> None:
+    """Rows go to the directory of their own UTC day."""
+    backend = ParquetBackend(StorageConfig(output_dir=store))
+    asyncio.run(backend.initialize())
+    events = [
+        MetricEvent(
+            event_id=f"e{i}",
+            session_id="s",
+            trace_id="t",
+            span_id=f"{i:016x}",
+            operation_name="op",
+            timestamp=ts,
+            duration_ms=1.0,
+        )
+        for i, ts in enumerate(
+            [datetime(2026, 1, 1, 23, 59, 59, tzinfo=timezone.utc), datetime(2026, 1, 2, 0, 0, 1)]
+        )
+    ]
+    asyncio.run(backend.write_batch(events))
+    assert sorted(p.parent.name for p in store.rglob("*.parquet")) == ["2026-01-01", "2026-01-02"]
+
+
+def test_jsonl_sink_appends_one_json_object_per_span(tmp_path: Path) -> None:
+    """The JSONL backend writes parseable lines with decoded custom attributes."""
+    initialize_monitoring(
+        MonitorConfig(storage=StorageConfig(backend="jsonl", output_dir=tmp_path))
+    )
+
+    @monitor_llm(operation_name="tagged", custom_attributes={"model": "gpt-4", "n": 2})
+    def tagged() -> None:
+        pass
+
+    tagged()
+    tagged()
+    assert shutdown_monitoring(5)
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["operation_name"] == "tagged"
+    assert first["custom_attributes"] == {"model": "gpt-4", "n": 2}
+    assert first["timestamp"].endswith("+00:00")
+
+
+def test_extra_backends_receive_the_same_spans(tmp_path: Path) -> None:
+    """Parquet as primary plus JSONL as an extra sink: both get every span."""
+    config = MonitorConfig.for_local_dev(tmp_path / "pq")
+    config.extra_backends.append(StorageConfig(backend="jsonl", output_dir=tmp_path / "js"))
+    writer = initialize_monitoring(config)
+    for i in range(25):
+        answer(str(i))
+    assert shutdown_monitoring(5)
+    assert len((tmp_path / "js" / "events.jsonl").read_text().splitlines()) == 25
+    count = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/pq/**/*.parquet')")
+    assert count.fetchall() == [(25,)]
+    assert set(writer.health_check()["sinks"]) == {"parquet", "jsonl#1"}
+
+
+def test_recorded_metric_events_are_stored_as_given(spans: InMemoryBackend) -> None:
+    """writer.record(MetricEvent) goes through the same transport, values intact."""
+    writer = llamonitor.get_writer()
+    assert writer is not None
+    ts = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+    event = MetricEvent(
+        event_id="manual-1",
+        session_id="s1",
+        trace_id="t1",
+        span_id="00000000000000aa",
+        operation_name="imported",
+        timestamp=ts,
+        duration_ms=12.5,
+        text_char_count=7,
+        custom_attributes={"source": "batch job"},
+    )
+    assert writer.record(event)
+    assert llamonitor.flush(5)
+    (row,) = spans.rows()
+    assert row["event_id"] == "manual-1"
+    assert row["timestamp"] == ts
+    assert row["duration_ms"] == 12.5
+    assert json.loads(row["custom_attributes"]) == {"source": "batch job"}
+    assert spans.events()[0] == event
+
+
+def test_metric_event_rejects_bad_data_clearly() -> None:
+    """Invalid values raise a pydantic error naming the field, before anything is queued."""
+    with pytest.raises(ValueError, match="duration_ms"):
+        MetricEvent(
+            event_id="x",
+            session_id="s",
+            trace_id="t",
+            span_id="1",
+            operation_name="op",
+            timestamp=datetime.now(timezone.utc),
+            duration_ms=-1,
+        )

@@ -1,0 +1,489 @@
+"""The transport: exact accounting, queue policies, bounds, deadlines, recovery."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+import llamonitor
+from llamonitor import (
+    InMemoryBackend,
+    MonitorConfig,
+    StorageBackend,
+    StorageConfig,
+    initialize_monitoring,
+    monitor_llm,
+    shutdown_monitoring,
+)
+from llamonitor.schema.events import MetricEvent
+from llamonitor.transport import writer as writer_module
+
+
+def _config(backend: Any, **kw: Any) -> MonitorConfig:
+    storage = {
+        "backend": backend,
+        "batch_size": kw.pop("batch_size", 100),
+        "flush_interval_seconds": kw.pop("flush_interval_seconds", 0.05),
+    }
+    kw.setdefault("retry_backoff_seconds", 0.01)
+    return MonitorConfig(storage=StorageConfig(**storage), **kw)
+
+
+def _accounted(h: dict[str, Any]) -> int:
+    return (
+        h["events_written"]
+        + h["events_failed"]
+        + h["events_dropped"]
+        + h["queue_size"]
+        + h["buffer_size"]
+    )
+
+
+class BlockingBackend(StorageBackend):
+    """Blocks every write until ``release`` is set (a hung database)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.rows = 0
+
+    async def write_batch(self, events: list[MetricEvent]) -> None:
+        raise NotImplementedError
+
+    async def write_table(self, table: pa.Table) -> None:
+        self.entered.set()
+        self.release.wait()
+        self.rows += table.num_rows
+
+
+class FlakyBackend(InMemoryBackend):
+    """Fails the first ``failures`` writes, then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    async def write_table(self, table: pa.Table) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("database unavailable")
+        await super().write_table(table)
+
+
+@monitor_llm(operation_name="op", measure_text=True)
+def op(i: int) -> str:
+    return f"answer number {i}"
+
+
+def test_accounting_adds_up_under_concurrent_overload() -> None:
+    """With 4 threads overrunning a small queue, received = written + dropped exactly."""
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(_config(backend, max_queue_size=200, batch_size=50))
+    n_threads, per_thread = 4, 5000
+
+    def produce() -> None:
+        for i in range(per_thread):
+            assert op(i) == f"answer number {i}"
+
+    threads = [threading.Thread(target=produce) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_received"] == n_threads * per_thread
+    assert _accounted(h) == h["events_received"]
+    assert h["events_written"] == len(backend)
+    assert h["queue_size"] == h["buffer_size"] == 0
+    assert h["dropped"]["queue_full"] == h["events_dropped"]
+    assert len({r["event_id"] for r in backend.rows()}) == len(backend)
+
+
+def _fill(policy: str, n: int = 25, size: int = 10) -> tuple[InMemoryBackend, dict[str, Any]]:
+    backend = InMemoryBackend()
+    # The worker wakes only on a full batch or the interval: neither happens
+    # before the flush, so the queue fills deterministically.
+    writer = initialize_monitoring(
+        _config(
+            backend,
+            max_queue_size=size,
+            batch_size=10_000,
+            flush_interval_seconds=60,
+            queue_full_policy=policy,
+        )
+    )
+    for i in range(n):
+        op(i)
+    health = dict(writer.health_check())
+    assert llamonitor.flush(5)
+    return backend, health
+
+
+def test_drop_newest_keeps_the_first_events_and_counts_the_rest() -> None:
+    """drop_newest: the queue keeps what came first; each refusal is counted."""
+    backend, h = _fill("drop_newest")
+    assert h["dropped"]["queue_full"] == 15
+    assert sorted(r["text_char_count"] for r in backend.rows()) == sorted(
+        len(f"answer number {i}") for i in range(10)
+    )
+    texts = {r["text_word_count"] for r in backend.rows()}
+    assert texts == {3}
+
+
+def test_drop_oldest_keeps_the_latest_events() -> None:
+    """drop_oldest: the queue keeps the newest events and counts the evicted ones."""
+    seen: list[int] = []
+
+    @monitor_llm(operation_name="seq")
+    def seq(i: int) -> None:
+        llamonitor.current_span().set_attribute("i", i)  # type: ignore[union-attr]
+        seen.append(i)
+
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(
+        _config(
+            backend,
+            max_queue_size=10,
+            batch_size=10_000,
+            flush_interval_seconds=60,
+            queue_full_policy="drop_oldest",
+        )
+    )
+    for i in range(25):
+        seq(i)
+    assert llamonitor.flush(5)
+    kept = sorted(int(r["custom_attributes"].split(":")[1].strip(" }")) for r in backend.rows())
+    assert kept == list(range(15, 25))
+    assert writer.health_check()["dropped"]["queue_full"] == 15
+
+
+def test_block_policy_loses_nothing_with_a_working_sink() -> None:
+    """block: producers wait for room instead of dropping."""
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(
+        _config(backend, max_queue_size=10, batch_size=5, queue_full_policy="block")
+    )
+    for i in range(2000):
+        op(i)
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_written"] == 2000 == len(backend)
+    assert h["events_dropped"] == 0
+
+
+def test_block_policy_gives_up_after_its_timeout_when_the_sink_hangs() -> None:
+    """block with a hung sink: each call waits at most block_timeout, then drops (counted)."""
+    backend = BlockingBackend()
+    writer = initialize_monitoring(
+        _config(
+            backend,
+            max_queue_size=5,
+            batch_size=5,
+            queue_full_policy="block",
+            block_timeout_seconds=0.05,
+        )
+    )
+    try:
+        start = time.monotonic()
+        for i in range(60):
+            op(i)
+        elapsed = time.monotonic() - start
+        h = writer.health_check()
+        assert h["dropped"]["queue_full"] > 0
+        # Generous: every call waits at most 50 ms.
+        assert elapsed < 60 * 0.05 + 2
+        assert _accounted(h) == h["events_received"] == 60
+    finally:
+        backend.release.set()
+
+
+def test_long_text_is_measured_on_the_hot_path_and_not_queued() -> None:
+    """A 50 MB string costs the queue a few hundred bytes, not 50 MB."""
+    big = "word " * 10_000_000
+
+    @monitor_llm(operation_name="big", measure_text=True)
+    def produce() -> str:
+        return big
+
+    backend = InMemoryBackend()
+    initialize_monitoring(
+        _config(backend, max_queue_bytes=1_000_000, batch_size=10_000, flush_interval_seconds=60)
+    )
+    for _ in range(5):
+        assert produce() is big
+    pipeline = writer_module.ACTIVE
+    assert pipeline is not None
+    assert len(pipeline._q) == 5
+    assert pipeline._bytes < 5 * 1024
+    assert all(not isinstance(rec[5], str) for rec in pipeline._q)
+    assert llamonitor.flush(10)
+    rows = backend.rows()
+    assert [r["text_char_count"] for r in rows] == [len(big)] * 5
+    assert rows[0]["text_word_count"] == 10_000_000
+    assert rows[0]["text_byte_size"] == len(big)
+
+
+def test_queue_is_bounded_in_bytes_too() -> None:
+    """Kept texts count against max_queue_bytes; past it, events drop (counted)."""
+    text = "x" * 10_000
+
+    @monitor_llm(operation_name="mid", measure_text=True)
+    def produce() -> str:
+        return text
+
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(
+        _config(backend, max_queue_bytes=100_000, batch_size=10_000, flush_interval_seconds=60)
+    )
+    for _ in range(20):
+        produce()
+    h = writer.health_check()
+    assert h["queue_size"] == 9  # 9 * (10_000 + 512) <= 100_000 < 10 * 10_512
+    assert h["dropped"]["queue_full"] == 11
+
+
+def test_shutdown_returns_by_its_deadline_when_a_sink_hangs() -> None:
+    """shutdown(1) with a hung sink returns False within 1.1 s and counts what it left."""
+    backend = BlockingBackend()
+    writer = initialize_monitoring(_config(backend, batch_size=10))
+    try:
+        for i in range(50):
+            op(i)
+        assert backend.entered.wait(5)
+        start = time.monotonic()
+        ok = shutdown_monitoring(1.0)
+        elapsed = time.monotonic() - start
+        assert not ok
+        assert elapsed < 1.1
+        h = writer.health_check()
+        assert h["dropped"]["shutdown"] == 50
+        assert _accounted(h) == 50
+        # A second call is safe and immediate.
+        start = time.monotonic()
+        assert shutdown_monitoring(1.0)
+        assert time.monotonic() - start < 0.1
+    finally:
+        backend.release.set()
+
+
+def test_flush_returns_by_its_deadline_when_a_sink_hangs() -> None:
+    """flush(0.5) with a hung sink returns False within 0.55 s; twice is safe."""
+    backend = BlockingBackend()
+    initialize_monitoring(_config(backend, batch_size=10))
+    try:
+        for i in range(20):
+            op(i)
+        for _ in range(2):
+            start = time.monotonic()
+            assert not llamonitor.flush(0.5)
+            assert time.monotonic() - start < 0.55
+    finally:
+        backend.release.set()
+    assert llamonitor.flush(5)
+    assert backend.rows == 20
+
+
+def test_awaited_and_sync_forms_of_the_lifecycle_functions() -> None:
+    """initialize/flush/shutdown/health_check work both awaited and called."""
+    import asyncio
+
+    backend = InMemoryBackend()
+
+    async def main() -> None:
+        writer = await initialize_monitoring(_config(backend))
+        assert writer is llamonitor.MonitoringWriter.get_instance_sync()
+        op(1)
+        assert await llamonitor.flush(5) is True
+        health = await writer.health_check()
+        assert health["events_written"] == 1
+        assert await shutdown_monitoring(5) is True
+
+    asyncio.run(main())
+    assert len(backend) == 1
+
+
+def test_sink_failures_are_retried_and_never_reach_user_code() -> None:
+    """Two failed writes, then success: every event written, retries counted."""
+    backend = FlakyBackend(failures=2)
+    writer = initialize_monitoring(_config(backend, batch_size=10_000, max_retries=3))
+    for i in range(30):
+        assert op(i) == f"answer number {i}"
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_written"] == 30 == len(backend)
+    assert h["events_retried"] == 60
+    assert h["events_failed"] == 0
+
+
+def test_a_sink_that_always_fails_counts_failed_events() -> None:
+    """After max_retries the batch is counted failed; user calls are unaffected."""
+    backend = FlakyBackend(failures=10**9)
+    writer = initialize_monitoring(_config(backend, batch_size=10_000, max_retries=2))
+    for i in range(10):
+        assert op(i) == f"answer number {i}"
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_failed"] == 10
+    assert h["events_written"] == 0
+    assert not h["backend_healthy"]
+    assert _accounted(h) == 10
+
+
+def test_a_hung_extra_backend_does_not_stall_the_primary() -> None:
+    """Sinks are isolated: the primary store fills while another sink hangs."""
+    primary = InMemoryBackend()
+    hung = BlockingBackend()
+    config = _config(primary, batch_size=10)
+    config.extra_backends.append(StorageConfig(backend=hung, flush_interval_seconds=0.05))
+    initialize_monitoring(config)
+    try:
+        for i in range(200):
+            op(i)
+        deadline = time.monotonic() + 5
+        while len(primary) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(primary) == 200
+    finally:
+        hung.release.set()
+
+
+def test_a_dead_worker_is_restarted_on_the_next_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the worker thread dies, the next event starts a new one; accounting holds."""
+    from llamonitor.transport import _pipeline
+
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(_config(backend, batch_size=1))
+    real = _pipeline.records_to_table
+    calls = {"n": 0}
+
+    def dying(records: Any, pid: int) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SystemExit("worker killed")  # not an Exception: ends the thread
+        return real(records, pid)
+
+    monkeypatch.setattr(_pipeline, "records_to_table", dying)
+    # The thread's death is the point of the test, not a warning.
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)
+    op(0)
+    deadline = time.monotonic() + 5
+    pipeline = writer_module.ACTIVE
+    assert pipeline is not None
+    while pipeline._worker_alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pipeline._worker_alive
+    op(1)
+    assert llamonitor.flush(5)
+    h = writer.health_check()
+    assert h["worker_restarts"] == 1
+    assert len(backend) == 1  # the event in the dead worker's hands is lost ...
+    assert h["dropped"]["worker_died"] == 1  # ... and accounted for, not silently
+    assert shutdown_monitoring(5)
+    assert _accounted(writer.health_check()) == 2
+
+
+def test_llamonitor_log_records_never_feed_back_into_monitoring(
+    internal_errors: list[Any],
+) -> None:
+    """A monitored log handler is not recorded for llamonitor's own log records."""
+
+    @monitor_llm(operation_name="log_sink")
+    def log_sink(message: str) -> None:
+        pass
+
+    class MonitoredHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log_sink(record.getMessage())
+
+    class Broken(llamonitor.MetricCollector):
+        metric_type = "broken"  # type: ignore[assignment]
+
+        def collect(self, result: Any, args: Any, kwargs: Any, context: Any) -> None:
+            raise RuntimeError("collector bug")
+
+    @monitor_llm(operation_name="work", collectors=[Broken()])
+    def work() -> int:
+        return 1
+
+    handler = MonitoredHandler()
+    logger = logging.getLogger("llamonitor")
+    logger.addHandler(handler)
+    try:
+        backend = FlakyBackend(failures=1)  # logs a warning from the sink thread
+        initialize_monitoring(_config(backend))
+        assert work() == 1  # logs an internal-error warning on this thread
+        log_sink("from the application")  # recorded: the user's own call
+        assert llamonitor.flush(5)
+    finally:
+        logger.removeHandler(handler)
+    names = sorted(r["operation_name"] for r in backend.rows())
+    assert names == ["log_sink", "work"]
+    assert [k for k, _ in internal_errors] == ["collector:broken"]
+    internal_errors.clear()
+
+
+def test_durations_use_the_monotonic_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wall clock jumping back an hour mid-call does not change the duration."""
+    backend = InMemoryBackend()
+    initialize_monitoring(_config(backend))
+    real_time_ns = time.time_ns
+
+    @monitor_llm(operation_name="sleepy")
+    def sleepy() -> None:
+        monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() - 3600 * 10**9)
+        monkeypatch.setattr(time, "time", lambda: real_time_ns() / 1e9 - 3600)
+        time.sleep(0.02)
+
+    sleepy()
+    monkeypatch.undo()
+    assert llamonitor.flush(5)
+    (row,) = backend.rows()
+    assert 20 <= row["duration_ms"] < 2000
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_initialize_shutdown_cycles_leak_no_threads_files_or_memory(tmp_path: Path) -> None:
+    """1,000 initialize/shutdown cycles (with a write each) leave nothing behind."""
+    config = MonitorConfig(
+        storage=StorageConfig(backend="parquet", output_dir=tmp_path, flush_interval_seconds=0.05)
+    )
+
+    def cycle() -> None:
+        initialize_monitoring(config)
+        op(1)
+        assert shutdown_monitoring(5)
+
+    for _ in range(20):  # warm up caches, imports, pyarrow pools
+        cycle()
+    gc.collect()
+    threads, fds = threading.active_count(), _fds()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for _ in range(1000):
+        cycle()
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert threading.active_count() == threads
+    assert _fds() == fds
+    assert growth < 2 * 1024 * 1024, f"grew {growth} bytes over 1000 cycles"
+    rows = sum(1 for _ in tmp_path.rglob("*.parquet"))
+    assert rows == 1020
