@@ -12,8 +12,9 @@ A *span record* is the tuple ``(spec, span, t0_ns, t1_ns, error, text, extra)``:
 - ``extra``: ``None`` or a dict of column values / ``custom_attributes`` /
   ``Deferred`` work from collectors.
 
-A *row record* is ``(None, row)`` with ``row`` a stored-form dict (from
-``MetricEvent.to_row``).
+A *row record* is ``(None, row, 0, 0, None, None, None)`` with ``row`` a
+stored-form dict (from ``MetricEvent.to_row``): the same length, so the hot
+path never checks which kind it holds.
 """
 
 from __future__ import annotations

@@ -37,11 +37,8 @@ DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "worker_died
 
 def record_bytes(record: tuple[Any, ...]) -> int:
     """Estimated memory a queued record holds (its text dominates)."""
-    if record[0] is not None:
-        text = record[5]
-        if text.__class__ is str:
-            return RECORD_BASE_BYTES + len(text)
-    return RECORD_BASE_BYTES
+    text = record[5]
+    return RECORD_BASE_BYTES + len(text) if text.__class__ is str else RECORD_BASE_BYTES
 
 
 class Pipeline:
@@ -131,7 +128,8 @@ class Pipeline:
         """Queue one record; returns False if it was dropped (and counted)."""
         if self._pid != _getpid():
             self._restart_after_fork()
-        nbytes = record_bytes(record)
+        text = record[5]
+        nbytes = RECORD_BASE_BYTES + len(text) if text.__class__ is str else RECORD_BASE_BYTES
         lock = self._lock
         lock.acquire()
         try:

@@ -169,7 +169,7 @@ class MonitoringWriter:
         if pipeline is None:
             return False
         try:
-            return pipeline.submit((None, event.to_row()))
+            return pipeline.submit((None, event.to_row(), 0, 0, None, None, None))
         except Exception as exc:
             _internal.report_internal_error("record", exc)
             return False
