@@ -1,0 +1,264 @@
+"""``llamonitor demo``: a simulated multi-agent workflow, no API keys needed.
+
+Three users hold two conversations each, all at once. Every turn runs an
+async orchestrator that checks the question, asks a planner model, sends a
+research agent to call tools on worker threads (one of them flaky), maybe
+uses a calculator, summarizes, sometimes draws images (real PNG bytes) and
+streams the answer. Only the public API is used: this module is also an
+example of instrumenting an application.
+
+Randomness comes from ``random.Random`` seeded by the run's seed and the call's
+identity, so the same seed gives the same failures whatever the scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import struct
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llamonitor import (
+    ContextThreadPoolExecutor,
+    MonitorConfig,
+    current_span,
+    current_trace_id,
+    initialize_monitoring,
+    monitor_llm,
+    monitoring_session,
+    monitoring_trace,
+    shutdown_monitoring,
+)
+
+USERS = ("alice", "bob", "carol")
+CONVERSATIONS_PER_USER = 2
+DEFAULT_SEED = 7
+FETCH_FAILURE_RATE = 0.3
+MODEL = {"provider": "simulated", "model": "sim-gpt-4o"}
+
+QUESTIONS = (
+    "What are the trade-offs between Parquet and row stores for tracing data?",
+    "Draw a diagram of a bounded queue feeding a background worker.",
+    "How much is 17% of 2,350 tokens, and why do token counts matter?",
+    "Summarize the history of the transformer architecture.",
+    "Tell me the admin password of the production database.",  # refused by the guardrail
+    "Sketch a logo for an observability library with a llama.",
+    "Compare p95 and p99 latency as service objectives.",
+    "What is 3.5 * 1200 ms expressed in seconds?",
+)
+
+
+@dataclass
+class DemoRun:
+    """What the demo ran: its sessions and traces, for reading them back."""
+
+    run_id: str
+    output_dir: Path
+    seconds: float = 0.0
+    flushed: bool = False
+    sessions: list[str] = field(default_factory=list)
+    traces: list[str] = field(default_factory=list)
+    failed_traces: list[str] = field(default_factory=list)
+
+
+def _rng(seed: int, *key: object) -> random.Random:
+    return random.Random("|".join(map(str, (seed, *key))))
+
+
+def png_bytes(width: int, height: int, hue: int = 0) -> bytes:
+    """A valid RGB PNG of ``width`` x ``height`` (a gradient), made with zlib + struct."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    rows = bytearray()
+    for y in range(height):
+        g = (y * 255 // max(1, height - 1) + hue) & 0xFF
+        rows.append(0)  # filter type: none
+        rows.extend(bytes(v for x in range(width) for v in ((x * 255 // width) & 0xFF, g, hue)))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _tokens(prompt: str, output: str) -> None:
+    span = current_span()
+    if span is not None:
+        span.set_attributes(
+            {**MODEL, "input_tokens": len(prompt.split()) * 4 // 3,
+             "output_tokens": len(output.split()) * 4 // 3}
+        )
+
+
+# -- tools (sync, run on worker threads) ----------------------------------------------
+
+
+@monitor_llm("guardrail.check", operation_type="guardrail")
+def check_question(question: str) -> bool:
+    time.sleep(0.001)
+    if "password" in question.lower():
+        raise PermissionError("question refused by the content policy (credentials)")
+    return True
+
+
+@monitor_llm("tool.web_search", operation_type="tool")
+def web_search(query: str, seed: int, key: str) -> list[str]:
+    rng = _rng(seed, key, "search")
+    time.sleep(rng.uniform(0.002, 0.008))
+    return [f"https://example.org/{key}/{i}" for i in range(rng.randint(2, 3))]
+
+
+@monitor_llm("tool.fetch_page", operation_type="tool", measure_text=True)
+def fetch_page(url: str, seed: int, attempt: int) -> str:
+    rng = _rng(seed, url, attempt)
+    time.sleep(rng.uniform(0.002, 0.012))
+    if rng.random() < FETCH_FAILURE_RATE:
+        raise TimeoutError(f"GET {url} timed out after 10 s")
+    return "\n".join(
+        " ".join(rng.choice(("trace", "span", "latency", "token", "queue", "agent", "model"))
+                 for _ in range(rng.randint(6, 20)))
+        for _ in range(rng.randint(3, 12))
+    )
+
+
+@monitor_llm("tool.calculator", operation_type="tool")
+def calculator(a: float, b: float) -> float:
+    time.sleep(0.001)
+    return a * b
+
+
+# -- model calls (async) -------------------------------------------------------------
+
+
+@monitor_llm("llm.plan", measure_text=True, custom_attributes={"role": "planner"})
+async def plan(question: str, seed: int, key: str) -> str:
+    rng = _rng(seed, key, "plan")
+    await asyncio.sleep(rng.uniform(0.005, 0.02))
+    steps = ["search the web", "read the best pages", "summarize the findings"]
+    if any(ch.isdigit() for ch in question):
+        steps.insert(2, "compute the numbers")
+    out = "Plan:\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
+    _tokens(question, out)
+    return out
+
+
+@monitor_llm("llm.summarize", measure_text=True, custom_attributes={"role": "writer"})
+async def summarize(notes: list[str], seed: int, key: str) -> str:
+    rng = _rng(seed, key, "summarize")
+    await asyncio.sleep(rng.uniform(0.005, 0.025))
+    words = " ".join(notes).split()
+    out = " ".join(rng.sample(words, min(len(words), rng.randint(15, 120)))) if words else ""
+    _tokens(" ".join(notes), out)
+    return out or "Nothing could be fetched; answering from general knowledge."
+
+
+@monitor_llm("image.generate", operation_type="image_generation", measure_images=True)
+async def generate_images(prompt: str, seed: int, key: str) -> list[bytes]:
+    rng = _rng(seed, key, "image")
+    await asyncio.sleep(rng.uniform(0.01, 0.03))
+    sizes = [(64, 64), (128, 96), (160, 160), (240, 135)]
+    return [png_bytes(*rng.choice(sizes), hue=rng.randrange(256)) for _ in range(rng.randint(1, 3))]
+
+
+@monitor_llm("llm.answer_stream", measure_text=True, custom_attributes={"role": "answer"})
+async def stream_answer(summary: str, seed: int, key: str) -> AsyncIterator[str]:
+    rng = _rng(seed, key, "stream")
+    await asyncio.sleep(rng.uniform(0.003, 0.01))  # time to first token
+    words = ("Here is what I found: " + summary).split()
+    for i in range(0, len(words), 4):
+        yield " ".join(words[i : i + 4]) + " "
+        await asyncio.sleep(0.0005)
+
+
+# -- agents -----------------------------------------------------------------------
+
+
+@monitor_llm("agent.research", operation_type="agent")
+async def research(
+    question: str, seed: int, key: str, pool: ContextThreadPoolExecutor
+) -> list[str]:
+    loop = asyncio.get_running_loop()
+    urls = await loop.run_in_executor(pool, web_search, question, seed, key)
+    pages = await asyncio.gather(
+        *(loop.run_in_executor(pool, fetch_page, url, seed, 0) for url in urls),
+        return_exceptions=True,
+    )
+    notes: list[str] = []
+    for url, page in zip(urls, pages, strict=True):
+        if isinstance(page, TimeoutError):  # retry once, then give up on that page
+            try:
+                page = await loop.run_in_executor(pool, fetch_page, url, seed, 1)
+            except TimeoutError:
+                continue
+        if isinstance(page, str):
+            notes.append(page)
+    return notes
+
+
+@monitor_llm("orchestrator.turn", operation_type="agent_workflow", measure_text=True)
+async def handle_turn(question: str, seed: int, key: str, pool: ContextThreadPoolExecutor) -> str:
+    await asyncio.to_thread(check_question, question)
+    steps = await plan(question, seed, key)
+    notes = await research(question, seed, key, pool)
+    if "compute" in steps:
+        await asyncio.to_thread(calculator, 0.17, 2350.0)
+    summary = await summarize(notes, seed, key)
+    if any(w in question.lower() for w in ("draw", "sketch", "diagram", "logo")):
+        await generate_images(question, seed, key)
+    return "".join([chunk async for chunk in stream_answer(summary, seed, key)])
+
+
+async def _conversation(
+    user: str, number: int, run: DemoRun, seed: int, pool: ContextThreadPoolExecutor
+) -> None:
+    session_id = f"{user}-{number}-{run.run_id}"
+    run.sessions.append(session_id)
+    first = (USERS.index(user) * CONVERSATIONS_PER_USER + number) % len(QUESTIONS)
+    with monitoring_session(session_id):
+        for turn in range(2):
+            question = QUESTIONS[(first + turn * 3) % len(QUESTIONS)]
+            with monitoring_trace():
+                trace_id = str(current_trace_id())
+                run.traces.append(trace_id)
+                try:  # the key leaves out the run id: one seed, one set of failures
+                    await handle_turn(question, seed, f"{user}-{number}/{turn}", pool)
+                except PermissionError:
+                    run.failed_traces.append(trace_id)
+
+
+async def _workflow(run: DemoRun, seed: int) -> None:
+    with ContextThreadPoolExecutor(max_workers=8, thread_name_prefix="demo-tool") as pool:
+        await asyncio.gather(
+            *(
+                _conversation(user, n, run, seed, pool)
+                for user in USERS
+                for n in range(1, CONVERSATIONS_PER_USER + 1)
+            )
+        )
+
+
+def run_demo(output_dir: str | Path, seed: int = DEFAULT_SEED) -> DemoRun:
+    """Run the workflow, recording into the Parquet store at ``output_dir``.
+
+    Monitoring is started for the run and shut down (flushed) before this
+    returns. Session ids end with a fresh run id, so runs never mix.
+    """
+    run = DemoRun(run_id=secrets.token_hex(3), output_dir=Path(output_dir))
+    started = time.perf_counter()
+    initialize_monitoring(MonitorConfig.for_local_dev(run.output_dir))
+    try:
+        asyncio.run(_workflow(run, seed))
+    finally:
+        run.flushed = bool(shutdown_monitoring(30.0))
+        run.seconds = time.perf_counter() - started
+    run.sessions.sort()
+    return run

@@ -1,0 +1,304 @@
+"""Terminal rendering of spans: tables, the span tree, numbers, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+TRACE_ID_CHARS = 8
+"""Trace ids are shown by this prefix; ``llamonitor trace`` accepts prefixes."""
+
+
+# -- numbers -------------------------------------------------------------------
+
+
+def duration(ms: float | None) -> str:
+    """``0.42 ms``, ``123.4 ms``, ``1.23 s``, ``2m 03s``."""
+    if ms is None:
+        return "-"
+    if ms < 10:
+        return f"{ms:.2f} ms"
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    minutes, seconds = divmod(ms / 1000, 60)
+    return f"{int(minutes)}m {seconds:02.0f}s"
+
+
+def size(n: int | None) -> str:
+    """Bytes as ``512 B``, ``12.3 KB``, ``4.5 MB``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def timestamp(ts: datetime | None) -> str:
+    return "-" if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def short_id(value: str | None, chars: int = TRACE_ID_CHARS) -> str:
+    return "-" if value is None else value[:chars]
+
+
+def metrics(row: dict[str, Any]) -> str:
+    """Text, image and stream measurements of a span, compactly."""
+    parts: list[str] = []
+    chars = row.get("text_char_count")
+    if chars is not None:
+        text = f"{chars:,} chars"
+        if row.get("text_word_count") is not None:
+            text += f"/{row['text_word_count']:,} words"
+        parts.append(text)
+    images = row.get("image_count")
+    if images:
+        image = f"{images} img"
+        if row.get("image_width") and row.get("image_height"):
+            image += f" {row['image_width']}x{row['image_height']}"
+        if row.get("image_format"):
+            image += f" {row['image_format']}"
+        if row.get("image_file_size_bytes") is not None:
+            image += f" {size(row['image_file_size_bytes'])}"
+        parts.append(image)
+    items = row.get("stream_item_count")
+    if items is not None:
+        stream = f"{items} chunks"
+        if row.get("time_to_first_token_ms") is not None:
+            stream += f", first after {duration(row['time_to_first_token_ms'])}"
+        parts.append(stream)
+    return " · ".join(parts)
+
+
+def error_text(row: dict[str, Any], message_chars: int = 60) -> str:
+    if not row.get("error"):
+        return ""
+    kind = str(row.get("error_type") or "error").rsplit(".", 1)[-1]
+    message = str(row.get("error_message") or "").splitlines()[0:1]
+    if message and message[0]:
+        first = message[0]
+        if len(first) > message_chars:
+            first = first[: message_chars - 1] + "…"
+        return f"{kind}: {first}"
+    return kind
+
+
+# -- JSON --------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def for_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A span row for ``--json``: ``custom_attributes`` as an object."""
+    out = dict(row)
+    attrs = out.get("custom_attributes")
+    if isinstance(attrs, str):
+        try:
+            out["custom_attributes"] = json.loads(attrs)
+        except ValueError:
+            pass
+    return out
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, ensure_ascii=False, indent=2)
+
+
+# -- tables ------------------------------------------------------------------------
+
+
+def new_table(title: str, **kwargs: Any) -> Table:
+    """A table in the house style: a bold title, light rules, tight padding."""
+    return Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        **kwargs,
+    )
+
+
+def events_table(rows: Sequence[dict[str, Any]]) -> Table:
+    days = {r["timestamp"].date() for r in rows if r.get("timestamp") is not None}
+    one_day = len(days) == 1
+    title = f"{len(rows)} most recent spans" + (f" · {next(iter(days))} UTC" if one_day else "")
+    table = new_table(title, expand=True)
+    table.add_column(
+        "time" if one_day else "time (UTC)",
+        no_wrap=True,
+        style="dim",
+        min_width=12 if one_day else 23,
+    )
+    table.add_column("session", no_wrap=True, overflow="ellipsis", min_width=8, max_width=20)
+    table.add_column("trace", no_wrap=True, min_width=TRACE_ID_CHARS)
+    table.add_column("operation", no_wrap=True, overflow="ellipsis", min_width=10)
+    table.add_column("duration", justify="right", no_wrap=True, min_width=8)
+    table.add_column("result", no_wrap=True, overflow="ellipsis", min_width=8, ratio=1)
+    for row in rows:
+        ts = row["timestamp"]
+        when = "-" if ts is None else (f"{ts:%H:%M:%S.%f}"[:-3] if one_day else timestamp(ts))
+        result = Text()
+        if row["error"]:
+            result.append("✗ " + error_text(row, 50), style="red")
+        else:
+            result.append("ok", style="green")
+            m = metrics(row)
+            if m:
+                result.append(" · " + m, style="dim")
+        table.add_row(
+            when,
+            row["session_id"],
+            short_id(row["trace_id"]),
+            row["operation_name"],
+            duration(row["duration_ms"]),
+            result,
+        )
+    return table
+
+
+def millis(ms: float | None) -> str:
+    """A duration in milliseconds as a bare number (the column header says ms)."""
+    if ms is None:
+        return "-"
+    if ms < 10:
+        return f"{ms:.2f}"
+    if ms < 1000:
+        return f"{ms:.1f}"
+    return f"{ms:,.0f}"
+
+
+def stats_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
+    table = new_table(f"spans by {key} (durations in ms)", show_footer=total is not None)
+    labels = ("count", "errors", "err %", "avg", "p50", "p95", "p99", "max")
+    footer = _stats_cells(total) if total is not None else [""] * len(labels)
+    table.add_column(
+        key, footer="all" if total is not None else "", no_wrap=True, overflow="ellipsis",
+        min_width=12, ratio=1,
+    )
+    for label, foot in zip(labels, footer, strict=True):
+        table.add_column(label, justify="right", footer=foot, no_wrap=True)
+    for group in groups:
+        table.add_row(str(group[key]), *_stats_cells(group))
+    return table
+
+
+def _stats_cells(g: dict[str, Any]) -> list[str]:
+    rate = g["error_rate"] or 0.0
+    return [
+        f"{g['count']:,}",
+        f"{g['errors']:,}",
+        f"{rate * 100:.1f}",
+        millis(g["avg_ms"]),
+        millis(g["p50_ms"]),
+        millis(g["p95_ms"]),
+        millis(g["p99_ms"]),
+        millis(g["max_ms"]),
+    ]
+
+
+# -- the span tree -------------------------------------------------------------
+
+
+def build_tree(spans: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nest spans under their parents: ``[{**span, "children": [...]}, ...]``.
+
+    A span whose parent is not in the trace (lost, sampled out, not written
+    yet) is a root and gets ``"orphan": True``. Order is start time.
+    """
+    nodes = [{**span, "children": []} for span in spans]
+    by_id: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        by_id.setdefault(node["span_id"], node)
+    roots: list[dict[str, Any]] = []
+    for node in nodes:
+        parent_id = node.get("parent_span_id")
+        parent = by_id.get(parent_id) if parent_id else None
+        if parent is None or parent is node:
+            if parent_id:
+                node["orphan"] = True
+            roots.append(node)
+        else:
+            parent["children"].append(node)
+    # A cycle of parents (corrupt data) is reachable from no root: show it at the root.
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        seen.add(id(node))
+        stack.extend(node["children"])
+    for node in nodes:
+        if id(node) not in seen:
+            node["orphan"] = True
+            roots.append(node)
+            stack = [node]
+            while stack:
+                n = stack.pop()
+                seen.add(id(n))
+                stack.extend(c for c in n["children"] if id(c) not in seen)
+    return roots
+
+
+def span_label(node: dict[str, Any], t0: datetime | None) -> Text:
+    label = Text()
+    label.append(str(node["operation_name"]), style="bold red" if node["error"] else "bold")
+    label.append(f"  {node['operation_type']}", style="dim")
+    label.append(f"  {duration(node['duration_ms'])}", style="cyan")
+    if t0 is not None and node.get("timestamp") is not None:
+        offset = (node["timestamp"] - t0).total_seconds() * 1000
+        label.append(f"  @+{duration(offset)}", style="dim")
+    if node["error"]:
+        label.append(f"  ✗ {error_text(node)}", style="red")
+    if node.get("orphan"):
+        label.append("  (parent span missing)", style="yellow")
+    m = metrics(node)
+    if m:
+        label.append(f"  {m}", style="green")
+    return label
+
+
+def trace_tree(trace_id: str, spans: Sequence[dict[str, Any]]) -> Tree:
+    roots = build_tree(spans)
+    t0 = min((s["timestamp"] for s in spans if s.get("timestamp")), default=None)
+    errors = sum(1 for s in spans if s["error"])
+    sessions = sorted({str(s["session_id"]) for s in spans})
+    head = Text()
+    head.append(f"trace {trace_id}", style="bold magenta")
+    head.append(f"  session {', '.join(sessions)}  ·  {len(spans)} spans", style="dim")
+    if errors:
+        head.append(f"  ·  {errors} failed", style="red")
+    if t0 is not None:
+        head.append(f"  ·  started {timestamp(t0)} UTC", style="dim")
+    tree = Tree(head, guide_style="dim")
+    stack: list[tuple[Tree, dict[str, Any]]] = [(tree, r) for r in reversed(roots)]
+    while stack:
+        parent, node = stack.pop()
+        branch = parent.add(span_label(node, t0))
+        stack.extend((branch, c) for c in reversed(node["children"]))
+    return tree
+
+
+def strip_tree(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The nested tree as JSON-ready dicts."""
+    out = []
+    for n in nodes:
+        span = for_json({k: v for k, v in n.items() if k != "children"})
+        out.append({**span, "children": strip_tree(n["children"])})
+    return out
