@@ -20,6 +20,7 @@ path never checks which kind it holds.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -85,8 +86,10 @@ def safe_repr(value: Any) -> str:
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # NaN is not JSON
     if depth < 8 and isinstance(value, dict):
         return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
     if depth < 8 and isinstance(value, (list, tuple)):
@@ -99,11 +102,14 @@ def safe_json(attrs: dict[str, Any]) -> str | None:
     if not attrs:
         return None
     try:
-        return json.dumps(attrs, default=safe_repr, ensure_ascii=False)
+        return json.dumps(attrs, default=safe_repr, ensure_ascii=False, allow_nan=False)
     except (ValueError, TypeError, RecursionError):
-        # Cycles, non-string keys, NaN-free issues: degrade value by value.
+        # Cycles, non-string keys, NaN/Infinity: degrade value by value.
         return json.dumps(
-            {str(k): _jsonable(v) for k, v in attrs.items()}, default=safe_repr, ensure_ascii=False
+            {str(k): _jsonable(v) for k, v in attrs.items()},
+            default=safe_repr,
+            ensure_ascii=False,
+            allow_nan=False,
         )
 
 

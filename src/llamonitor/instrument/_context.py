@@ -33,6 +33,8 @@ os.register_at_fork(after_in_child=_rng.seed)
 
 def reseed_ids() -> None:
     _rng.seed()
+
+
 _sample_rate = 1.0
 
 
@@ -77,8 +79,16 @@ class SpanContext:
         "trace_id",
     )
 
+    # Filled by ``_init_span`` (spans of decorated calls skip ``__init__``).
+    session_id: str
+    trace_id: str  # None only on a bare ``monitoring_session`` scope
+    sampled: bool
     _sid: int | None
     _parent: int | None
+    _attrs: dict[str, Any] | None
+    _op: str | None
+    _t0: int
+    _token: contextvars.Token[Any] | None
 
     def __init__(
         self,
@@ -89,7 +99,7 @@ class SpanContext:
         _init_span(self, CURRENT.get(), session_id, trace_id)
         self._op = operation_name
         self._t0 = 0
-        self._token: contextvars.Token[Any] | None = None
+        self._token = None
 
     @property
     def span_id(self) -> str | None:
@@ -127,18 +137,34 @@ class SpanContext:
         t1 = time.perf_counter_ns()
         token = getattr(self, "_token", None)
         if token is not None:
-            CURRENT.reset(token)
             self._token = None
-        if getattr(self, "_op", None) is not None and self._sid is not None:
+            _restore(token, self)
+        op: str | None = getattr(self, "_op", None)
+        if op is not None and self._sid is not None:
             from llamonitor.instrument._record import record_block
 
-            record_block(self, self._op, self._t0, t1, exc)
+            record_block(self, op, self._t0, t1, exc)
 
     def __repr__(self) -> str:
         return (
             f"SpanContext(session_id={self.session_id!r}, trace_id={self.trace_id!r}, "
             f"span_id={self.span_id!r}, parent_span_id={self.parent_span_id!r})"
         )
+
+
+def _restore(token: contextvars.Token[Any], scope: Any) -> None:
+    """Undo ``CURRENT.set`` (the ``reset(token)`` of a ``with`` block).
+
+    A block can end in another context than it began in (the teardown of an
+    async test fixture runs in another task): ``reset`` refuses that, and
+    then only our own value is taken back, never someone else's.
+    """
+    try:
+        CURRENT.reset(token)
+    except (ValueError, RuntimeError):
+        if CURRENT.get() is scope:
+            old = token.old_value
+            CURRENT.set(None if old is contextvars.Token.MISSING else old)
 
 
 def _init_span(
@@ -178,6 +204,11 @@ def start_span(
     return span
 
 
+def _live(current: Any) -> bool:
+    """``current`` (a ``CURRENT`` value) is a span or scope with ids."""
+    return current is not None and current is not SUPPRESSED
+
+
 def _scope(session_id: str, trace_id: str | None, sampled: bool) -> SpanContext:
     scope = _new_span(SpanContext)
     scope.session_id = session_id
@@ -193,26 +224,35 @@ def _scope(session_id: str, trace_id: str | None, sampled: bool) -> SpanContext:
 @contextmanager
 def monitoring_session(session_id: str | None = None) -> Iterator[SpanContext]:
     """Spans started inside belong to ``session_id`` (fresh when omitted), each
-    root span in a new trace unless a ``monitoring_trace`` says otherwise."""
+    root span in a new trace unless a ``monitoring_trace`` says otherwise.
+    Repeating the session already current changes nothing."""
+    current = CURRENT.get()
+    if session_id is not None and _live(current) and current.session_id == session_id:
+        yield current  # spans inside stay children of the current span
+        return
     scope = _scope(session_id or new_id128(), None, True)
     token = CURRENT.set(scope)
     try:
         yield scope
     finally:
-        CURRENT.reset(token)
+        _restore(token, scope)
 
 
 @contextmanager
 def monitoring_trace(trace_id: str | None = None) -> Iterator[SpanContext]:
-    """Spans started inside belong to trace ``trace_id`` (fresh when omitted)."""
+    """Spans started inside belong to trace ``trace_id`` (fresh when omitted).
+    Repeating the trace already current changes nothing."""
     parent = CURRENT.get()
-    session = None if parent is None or parent is SUPPRESSED else parent.session_id
+    if trace_id is not None and _live(parent) and parent.trace_id == trace_id:
+        yield parent  # spans inside stay children of the current span
+        return
+    session = parent.session_id if _live(parent) else None
     scope = _scope(session or new_id128(), trace_id or new_id128(), _sampled())
     token = CURRENT.set(scope)
     try:
         yield scope
     finally:
-        CURRENT.reset(token)
+        _restore(token, scope)
 
 
 def current_span() -> SpanContext | None:
@@ -225,25 +265,27 @@ def current_span() -> SpanContext | None:
 
 def current_session_id() -> str | None:
     span = CURRENT.get()
-    return None if span is None or span is SUPPRESSED else span.session_id  # type: ignore[no-any-return]
+    return None if span is None or span is SUPPRESSED else span.session_id
 
 
 def current_trace_id() -> str | None:
     span = CURRENT.get()
-    return None if span is None or span is SUPPRESSED else span.trace_id  # type: ignore[no-any-return]
+    return None if span is None or span is SUPPRESSED else span.trace_id
 
 
 def propagate_context(fn: Callable[P, R]) -> Callable[P, R]:
     """Bind ``fn`` to a copy of the caller's context, for another thread.
 
     ``threading.Thread(target=propagate_context(work))`` makes the spans of
-    ``work`` children of the span that created the thread.
+    ``work`` children of the span that created the thread. The returned
+    callable may run in several threads at once: each call gets its own copy
+    (a ``Context`` can be entered by one thread at a time).
     """
     ctx = contextvars.copy_context()
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        return ctx.run(fn, *args, **kwargs)
+        return ctx.copy().run(fn, *args, **kwargs)
 
     return run
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor._records import KEEP_TEXT_CHARS, error_facts, measure_text, safe_json
 from llamonitor.instrument._context import SpanContext, _init_span, start_span
-from llamonitor.instrument._extract import extract_text
+from llamonitor.instrument._extract import as_str, extract_text
 from llamonitor.instrument.collectors import (
     CollectorRegistry,
     ImageCollector,
@@ -34,6 +34,11 @@ _get = CURRENT.get
 _set = CURRENT.set
 _reset = CURRENT.reset
 _new = SpanContext.__new__
+
+_MISSING: Any = object()
+
+# Where an id argument is: (parameter name, position or -1, default or _MISSING).
+ArgSpot = tuple[str, int, Any]
 
 
 class Spec:
@@ -61,8 +66,8 @@ class Spec:
         text_metrics: tuple[bool, ...] | None = None,
         extractor: Callable[[Any], str | None] | None = None,
         collectors: tuple[MetricCollector, ...] = (),
-        session_arg: tuple[str, int] | None = None,
-        trace_arg: tuple[str, int] | None = None,
+        session_arg: ArgSpot | None = None,
+        trace_arg: ArgSpot | None = None,
     ) -> None:
         self.operation_name = operation_name
         self.operation_type = operation_type
@@ -89,10 +94,21 @@ def _text_for_queue(spec: Spec, result: Any) -> Any:
     if text is None:
         return None
     if text.__class__ is not str:
-        text = str(text)
+        text = as_str(text)
     if len(text) > KEEP_TEXT_CHARS:
         return measure_text(text)
     return text
+
+
+def _merge(extra: dict[str, Any], out: dict[str, Any]) -> None:
+    """Add one collector's output to ``extra``; ``custom_attributes`` are merged
+    (into a copy: the collector's own dict is never modified)."""
+    for key, value in out.items():
+        if key == "custom_attributes" and isinstance(value, dict):
+            mine = extra.get(key)
+            extra[key] = {**mine, **value} if isinstance(mine, dict) else dict(value)
+        else:
+            extra[key] = value
 
 
 def _collect(
@@ -102,26 +118,31 @@ def _collect(
     for collector in spec.collectors:
         try:
             out = collector.collect(result, args, kwargs, span)
+            if out is not None and not isinstance(out, dict):
+                raise TypeError(f"{collector!r}.collect returned {type(out).__name__}, not a dict")
         except Exception as exc:
-            report_internal_error(f"collector:{collector.metric_type}", exc)
+            report_internal_error(f"collector:{_collector_name(collector)}", exc)
             continue
         if out:
             if extra is None:
                 extra = {}
-            custom = out.get("custom_attributes")
-            if isinstance(custom, dict) and isinstance(extra.get("custom_attributes"), dict):
-                extra["custom_attributes"].update(custom)
-                out = {k: v for k, v in out.items() if k != "custom_attributes"}
-            extra.update(out)
+            _merge(extra, out)
     return extra
 
 
-def _arg(where: tuple[str, int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    name, index = where
-    value = kwargs.get(name)
-    if value is None and 0 <= index < len(args):
-        value = args[index]
-    return None if value is None else str(value)
+def _collector_name(collector: MetricCollector) -> str:
+    try:
+        return str(collector.metric_type)
+    except Exception:
+        return type(collector).__qualname__
+
+
+def _arg(where: ArgSpot, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    name, index, default = where
+    value = kwargs.get(name, _MISSING)
+    if value is _MISSING:
+        value = args[index] if 0 <= index < len(args) else default
+    return None if value is None or value is _MISSING else str(value)
 
 
 def _start(spec: Spec, parent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SpanContext:
@@ -147,13 +168,16 @@ def _finish(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
+    if not span.sampled:
+        pipe.count_sampled_out()  # nothing to measure for a span not kept
+        return
     try:
         text = _text_for_queue(spec, result) if spec.measure_text else None
     except Exception as exc:
         report_internal_error("measure_text", exc)
         text = None
     extra = _collect(spec, result, args, kwargs, span) if spec.collectors else None
-    _submit(pipe, (spec, span, t0, t1, None, text, extra))
+    pipe.submit((spec, span, t0, t1, None, text, extra))
 
 
 def _fail(pipe: Any, spec: Spec, span: SpanContext, t0: int, t1: int, exc: BaseException) -> None:
@@ -247,30 +271,34 @@ def _wrap_sync(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 
 
 class _Stream:
-    """What a streaming span accumulates: items, first-item time, text."""
+    """What a streaming span accumulates: item count, first-item time, the
+    text of the items (``measure_text``) and the items themselves (collectors,
+    which see the list of items as the stream's result)."""
 
-    __slots__ = ("chunks", "first", "items", "spec")
+    __slots__ = ("chunks", "first", "items", "kept", "spec")
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, sampled: bool) -> None:
         self.spec = spec
         self.first = 0
         self.items = 0
-        self.chunks: list[str] | None = [] if spec.measure_text else None
+        self.chunks: list[str] | None = [] if spec.measure_text and sampled else None
+        self.kept: list[Any] | None = [] if spec.collectors and sampled else None
 
     def item(self, value: Any) -> None:
         if self.items == 0:
             self.first = _clock()
         self.items += 1
+        if self.kept is not None:
+            self.kept.append(value)
         if self.chunks is not None:
             try:
-                spec = self.spec
-                text = (
-                    value
-                    if value.__class__ is str and spec.extractor is None
-                    else (spec.extractor or extract_text)(value)
-                )
-                if text:
-                    self.chunks.append(text if text.__class__ is str else str(text))
+                extractor = self.spec.extractor
+                if extractor is None:
+                    text = value if value.__class__ is str else extract_text(value)
+                else:
+                    text = extractor(value)
+                if text is not None:
+                    self.chunks.append(text if text.__class__ is str else as_str(text))
             except Exception as exc:
                 report_internal_error("measure_text", exc)
 
@@ -286,22 +314,25 @@ class _Stream:
     ) -> None:
         t1 = _clock()
         try:
+            if not span.sampled:
+                pipe.count_sampled_out()
+                return
             spec = self.spec
             extra: dict[str, Any] = {"stream_item_count": self.items}
             if self.items:
                 extra["time_to_first_token_ms"] = (self.first - t0) / 1e6
-            if closed_early:
-                extra["custom_attributes"] = {"stream_closed_early": True}
             text: Any = None
-            if self.chunks is not None:
+            if self.chunks:  # no item had text: no text metrics, as for a call
                 joined = "".join(self.chunks)
                 text = measure_text(joined) if len(joined) > KEEP_TEXT_CHARS else joined
-            if spec.collectors:
-                more = _collect(spec, "".join(self.chunks or ()), args, kwargs, span)
+            if self.kept is not None:
+                more = _collect(spec, self.kept, args, kwargs, span)
                 if more:
-                    extra.update(more)
+                    _merge(extra, more)
+            if closed_early:
+                _merge(extra, {"custom_attributes": {"stream_closed_early": True}})
             err = error_facts(error) if error is not None else None
-            _submit(pipe, (spec, span, t0, t1, err, text, extra))
+            pipe.submit((spec, span, t0, t1, err, text, extra))
         except Exception as exc:
             report_internal_error("record_stream", exc)
 
@@ -314,7 +345,7 @@ def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             return (yield from fn(*args, **kwargs))
         try:
             span = _start(spec, parent, args, kwargs)
-            stream = _Stream(spec)
+            stream = _Stream(spec, span.sampled)
         except Exception as exc:
             report_internal_error("start_span", exc)
             return (yield from fn(*args, **kwargs))
@@ -363,21 +394,20 @@ def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 
 
 def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
+    # One loop for monitored and unmonitored streams: an async generator has
+    # no ``yield from``, and asend/athrow/aclose must reach ``fn`` either way.
     async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
         pipe = _writer.ACTIVE
-        parent = _get()
-        if pipe is None or parent is SUPPRESSED:
-            async for item in fn(*args, **kwargs):
-                yield item
-            return
-        try:
-            span = _start(spec, parent, args, kwargs)
-            stream = _Stream(spec)
-        except Exception as exc:
-            report_internal_error("start_span", exc)
-            async for item in fn(*args, **kwargs):
-                yield item
-            return
+        current = _get()
+        span: Any = current  # unmonitored: the caller's context, nothing recorded
+        stream: _Stream | None = None
+        if pipe is not None and current is not SUPPRESSED:
+            try:
+                span = _start(spec, current, args, kwargs)
+                stream = _Stream(spec, span.sampled)
+            except Exception as exc:
+                report_internal_error("start_span", exc)
+                span, stream = current, None
         t0 = _clock()
         error: BaseException | None = None
         closed = False
@@ -397,7 +427,8 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
                     return
                 finally:
                     _reset(token)
-                stream.item(item)
+                if stream is not None:
+                    stream.item(item)
                 try:
                     value = yield item
                     send = agen.asend
@@ -417,7 +448,8 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             error = exc
             raise
         finally:
-            stream.end(pipe, span, t0, error, closed, args, kwargs)
+            if stream is not None:
+                stream.end(pipe, span, t0, error, closed, args, kwargs)
 
     return wrapper
 
@@ -425,22 +457,25 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 # -- the decorator ---------------------------------------------------------------
 
 
-def _param_position(fn: Callable[..., Any], name: str, setting: str) -> tuple[str, int]:
+def _param_position(fn: Callable[..., Any], name: str, setting: str) -> ArgSpot:
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        return name, -1
+        return name, -1, _MISSING
     for i, p in enumerate(params):
         if p.name == name:
             positional = p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            return name, i if positional else -1
+            default = _MISSING if p.default is p.empty else p.default
+            return name, i if positional else -1, default
     if any(p.kind is p.VAR_KEYWORD for p in params):
-        return name, -1
-    raise ValueError(f"{setting}={name!r}: {getattr(fn, '__qualname__', fn)!r} has no such parameter")
+        return name, -1, _MISSING
+    where = getattr(fn, "__qualname__", fn)
+    raise ValueError(f"{setting}={name!r}: {where!r} has no such parameter")
 
 
 def _kind(fn: Callable[..., Any]) -> str:
-    for target in (fn, getattr(type(fn), "__call__", None)):
+    # A callable instance is what its class's __call__ is.
+    for target in (fn, getattr(type(fn), "__call__", None)):  # noqa: B004
         if target is None:
             continue
         if inspect.isasyncgenfunction(target):
@@ -471,7 +506,9 @@ def _build_spec(
     trace_id_from: str | None,
     custom_attributes: dict[str, Any] | None,
 ) -> Spec:
-    text = TextCollector(None if measure_text is True else list(measure_text)) if measure_text else None
+    text = None
+    if measure_text:
+        text = TextCollector(None if measure_text is True else list(measure_text))
     instances: list[MetricCollector] = []
     for c in collectors or ():
         if isinstance(c, str):
@@ -492,12 +529,19 @@ def _build_spec(
         text_metrics=text.mask if text is not None else None,
         extractor=text.extractor if text is not None else None,
         collectors=tuple(instances),
-        session_arg=_param_position(fn, session_id_from, "session_id_from") if session_id_from else None,
+        session_arg=_param_position(fn, session_id_from, "session_id_from")
+        if session_id_from
+        else None,
         trace_arg=_param_position(fn, trace_id_from, "trace_id_from") if trace_id_from else None,
     )
 
 
-_WRAPPERS = {"async": _wrap_async, "sync": _wrap_sync, "gen": _wrap_gen, "async_gen": _wrap_async_gen}
+_WRAPPERS = {
+    "async": _wrap_async,
+    "sync": _wrap_sync,
+    "gen": _wrap_gen,
+    "async_gen": _wrap_async_gen,
+}
 
 
 @overload
@@ -511,7 +555,7 @@ def monitor_llm(
     operation_type: str = "llm_call",
     measure_text: bool | Sequence[str] = False,
     measure_images: bool = False,
-    collectors: Sequence[str | MetricCollector] | None = None,
+    collectors: Sequence[str | MetricCollector] | MetricCollector | None = None,
     session_id_from: str | None = None,
     trace_id_from: str | None = None,
     custom_attributes: dict[str, Any] | None = None,
@@ -525,7 +569,7 @@ def monitor_llm(
     operation_type: str = "llm_call",
     measure_text: bool | Sequence[str] = False,
     measure_images: bool = False,
-    collectors: Sequence[str | MetricCollector] | None = None,
+    collectors: Sequence[str | MetricCollector] | MetricCollector | None = None,
     session_id_from: str | None = None,
     trace_id_from: str | None = None,
     custom_attributes: dict[str, Any] | None = None,
@@ -545,7 +589,9 @@ def monitor_llm(
         measure_text: True for all text metrics of the result, or a list of
             ``char_count``, ``word_count``, ``byte_size``, ``line_count``.
         measure_images: count and measure the images in the result.
-        collectors: collector names (``CollectorRegistry``) or instances.
+        collectors: collector names (``CollectorRegistry``) or instances (or
+            one of either). They run when the call returns, with its result;
+            on a stream, once when it ends, with the list of yielded items.
         session_id_from: name of the parameter holding the session id.
         trace_id_from: name of the parameter holding the trace id.
         custom_attributes: stored with every span (non-JSON values as repr).
@@ -555,20 +601,28 @@ def monitor_llm(
         ValueError, KeyError, TypeError: at decoration, for an unknown metric,
             collector or parameter name.
     """
-    if callable(operation_name) and not isinstance(operation_name, str):
-        return monitor_llm()(operation_name)
+    if isinstance(operation_name, (staticmethod, classmethod)) or (
+        callable(operation_name) and not isinstance(operation_name, str)
+    ):
+        # Bare ``@monitor_llm`` (a classmethod object is not callable).
+        fn: Any = operation_name
+        return monitor_llm()(fn)
     if isinstance(measure_text, str):
         measure_text = [measure_text]
+    if isinstance(collectors, (str, MetricCollector)):
+        collectors = [collectors]
     if measure_text and measure_text is not True:
         unknown = [m for m in measure_text if m not in TEXT_METRICS]
         if unknown:
-            raise ValueError(f"measure_text: unknown metric(s) {unknown}; choose from {list(TEXT_METRICS)}")
+            raise ValueError(
+                f"measure_text: unknown metric(s) {unknown}; choose from {list(TEXT_METRICS)}"
+            )
 
     def decorate(fn: F) -> F:
         if not enabled:
             return fn
         if isinstance(fn, (staticmethod, classmethod)):
-            return type(fn)(decorate(fn.__func__))  # type: ignore[return-value]
+            return type(fn)(decorate(fn.__func__))
         spec = _build_spec(
             fn,
             operation_name,

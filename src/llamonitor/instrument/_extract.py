@@ -4,12 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-TEXT_KEYS = ("text", "content", "output", "output_text", "response", "completion", "answer", "message")
+TEXT_KEYS = (
+    "text",
+    "content",
+    "output",
+    "output_text",
+    "response",
+    "completion",
+    "answer",
+    "message",
+)
 _MAX_DEPTH = 4
 
 
 def _join(parts: list[str]) -> str | None:
     return "".join(parts) if parts else None
+
+
+def _attr(obj: Any, name: str) -> Any:
+    """``obj.name`` or ``None``: an attribute that raises just holds no text."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def as_str(value: Any) -> str:
+    """``value`` as an exact ``str``; a ``str`` subclass's own methods are not called."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    return str(value)
 
 
 def extract_text(result: Any, _depth: int = 0) -> str | None:
@@ -20,14 +44,15 @@ def extract_text(result: Any, _depth: int = 0) -> str | None:
     Completions (``choices[0].message.content``) and Responses
     (``output_text``); Anthropic Messages (``content[*].text``); stream chunks
     (``choices[0].delta.content``, ``delta.text``); objects with ``.text`` or
-    ``.content``. May raise if an object's attributes raise: callers guard it.
+    ``.content``. An attribute that raises counts as absent; may still raise
+    for stranger objects (callers guard it).
     """
     if result.__class__ is str:
-        return result  # type: ignore[no-any-return]
+        return result
     if result is None or _depth > _MAX_DEPTH:
         return None
     if isinstance(result, str):
-        return str(result)
+        return str.__str__(result)
     if isinstance(result, dict):
         for key in TEXT_KEYS:
             if key in result:
@@ -44,7 +69,7 @@ def extract_text(result: Any, _depth: int = 0) -> str | None:
     if isinstance(result, (list, tuple)):
         parts = []
         for item in result[:1000]:
-            if isinstance(item, (str, dict)) or hasattr(item, "text"):
+            if isinstance(item, (str, dict)) or _attr(item, "text") is not None:
                 t = extract_text(item, _depth + 1)
                 if t is not None:
                     parts.append(t)
@@ -52,14 +77,14 @@ def extract_text(result: Any, _depth: int = 0) -> str | None:
     if isinstance(result, (bytes, bytearray, memoryview, int, float, bool)):
         return None
     # Objects: SDK responses, pydantic models, user classes.
-    choices = getattr(result, "choices", None)
+    choices = _attr(result, "choices")
     if isinstance(choices, list) and choices:
         return _from_choices(choices, _depth)
-    output_text = getattr(result, "output_text", None)
+    output_text = _attr(result, "output_text")
     if isinstance(output_text, str):
-        return output_text
+        return str.__str__(output_text)
     for attr in ("text", "content", "delta"):
-        value = getattr(result, attr, None)
+        value = _attr(result, attr)
         if value is not None and not callable(value):
             found = extract_text(value, _depth + 1)
             if found is not None:
@@ -70,13 +95,18 @@ def extract_text(result: Any, _depth: int = 0) -> str | None:
 def _from_choices(choices: list[Any], depth: int) -> str | None:
     parts = []
     for choice in choices:
-        msg = choice.get("message") or choice.get("delta") if isinstance(choice, dict) else (
-            getattr(choice, "message", None) or getattr(choice, "delta", None)
-        )
-        if msg is None:
-            text = choice.get("text") if isinstance(choice, dict) else getattr(choice, "text", None)
+        if isinstance(choice, dict):
+            msg = choice.get("message")
+            if msg is None:
+                msg = choice.get("delta")
         else:
-            text = msg.get("content") if isinstance(msg, dict) else getattr(msg, "content", None)
+            msg = _attr(choice, "message")
+            if msg is None:
+                msg = _attr(choice, "delta")
+        if msg is None:
+            text = choice.get("text") if isinstance(choice, dict) else _attr(choice, "text")
+        else:
+            text = msg.get("content") if isinstance(msg, dict) else _attr(msg, "content")
         found = extract_text(text, depth + 1) if text is not None else None
         if found is not None:
             parts.append(found)

@@ -9,6 +9,10 @@ from llamonitor._internal import report_internal_error
 from llamonitor._records import error_facts
 from llamonitor.transport import writer as _writer
 
+MAX_BLOCK_SPECS = 10_000
+"""Distinct block names whose ``Spec`` is cached; past that the cache starts
+over, so names made per request cannot grow memory without bound."""
+
 _specs: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
 
@@ -21,16 +25,21 @@ def spec_for(operation_name: str, operation_type: str = "span") -> Any:
         from llamonitor.instrument._decorator import Spec
 
         with _lock:
+            if len(_specs) >= MAX_BLOCK_SPECS:
+                _specs.clear()
             spec = _specs.setdefault(key, Spec(operation_name, operation_type))
     return spec
 
 
-def record_block(span: Any, operation_name: str, t0: int, t1: int, exc: BaseException | None) -> None:
+def record_block(
+    span: Any, operation_name: str, t0: int, t1: int, exc: BaseException | None
+) -> None:
     pipe = _writer.ACTIVE
     if pipe is None:
         return
     try:
-        record = (spec_for(operation_name), span, t0, t1, None if exc is None else error_facts(exc), None, None)
+        error = None if exc is None else error_facts(exc)
+        record = (spec_for(operation_name), span, t0, t1, error, None, None)
         if span.sampled:
             pipe.submit(record)
         else:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llamonitor._records import Deferred, measure_text
-from llamonitor.instrument._extract import extract_text
+from llamonitor.instrument._extract import as_str, extract_text
 from llamonitor.schema._columns import TEXT_METRICS
 
 
@@ -97,7 +97,7 @@ class TextCollector(MetricCollector):
 
     def extract(self, result: Any) -> str | None:
         text = (self.extractor or extract_text)(result)
-        return text if text is None or text.__class__ is str else str(text)
+        return text if text is None or text.__class__ is str else as_str(text)
 
     def collect(
         self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any], context: Any

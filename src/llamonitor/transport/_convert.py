@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -14,7 +15,26 @@ from llamonitor._records import Deferred, TextMeasure, measure_text, safe_json
 from llamonitor.schema._columns import COLUMN_NAMES, SCHEMA
 
 _TEXT_COLS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
-_INDEX = {name: i for i, name in enumerate(COLUMN_NAMES)}
+
+def _python_types(t: pa.DataType) -> Any:
+    if pa.types.is_integer(t):
+        return numbers.Integral
+    if pa.types.is_floating(t):
+        return numbers.Real
+    if pa.types.is_boolean(t):
+        return bool
+    if pa.types.is_string(t):
+        return str
+    return None
+
+
+# Columns a collector may set, with the Python values that fit each.
+_SETTABLE: dict[str, Any] = {
+    f.name: _python_types(f.type)
+    for f in SCHEMA
+    if _python_types(f.type) is not None
+    and f.name not in ("event_id", "span_id", "trace_id", "session_id", "parent_span_id")
+}
 
 
 def wall_offset_ns() -> int:
@@ -94,8 +114,17 @@ def _apply_extra(
             m = measure_text(value) if isinstance(value, str) else value
             for j, c in enumerate(_TEXT_COLS):
                 cols[c][i] = m[j]
-        elif key in _INDEX and key not in ("event_id", "span_id", "trace_id", "session_id"):
-            cols[key][i] = value
+        elif key in _SETTABLE:
+            if isinstance(value, _SETTABLE[key]) and not (
+                isinstance(value, bool) and _SETTABLE[key] is not bool
+            ):
+                cols[key][i] = value
+            else:  # keep the value, but not in a column it does not fit
+                merged[key] = value
+                report_internal_error(
+                    f"collector_value:{key}",
+                    TypeError(f"{key}={value!r} does not fit its column; kept as an attribute"),
+                )
         else:
             merged[key] = value  # unknown metric names are kept, not dropped
 
