@@ -30,6 +30,7 @@ from llamonitor.transport import writer as _writer
 F = TypeVar("F", bound=Callable[..., Any])
 
 _clock = time.perf_counter_ns
+_KEEP = KEEP_TEXT_CHARS
 _get = CURRENT.get
 _set = CURRENT.set
 _reset = CURRENT.reset
@@ -158,6 +159,15 @@ def _submit(pipe: Any, record: tuple[Any, ...]) -> None:
         pipe.count_sampled_out()
 
 
+def _safe_text(spec: Spec, result: Any) -> Any:
+    """``_text_for_queue``, reporting (not raising) what an extractor raises."""
+    try:
+        return _text_for_queue(spec, result)
+    except Exception as exc:
+        report_internal_error("measure_text", exc)
+        return None
+
+
 def _finish(
     pipe: Any,
     spec: Spec,
@@ -171,11 +181,7 @@ def _finish(
     if not span.sampled:
         pipe.count_sampled_out()  # nothing to measure for a span not kept
         return
-    try:
-        text = _text_for_queue(spec, result) if spec.measure_text else None
-    except Exception as exc:
-        report_internal_error("measure_text", exc)
-        text = None
+    text = _safe_text(spec, result) if spec.measure_text else None
     extra = _collect(spec, result, args, kwargs, span) if spec.collectors else None
     pipe.submit((spec, span, t0, t1, None, text, extra))
 
@@ -192,6 +198,9 @@ def _fail(pipe: Any, spec: Spec, span: SpanContext, t0: int, t1: int, exc: BaseE
 
 def _wrap_async(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     simple = spec.session_arg is None and spec.trace_arg is None
+    plain = not spec.collectors
+    measure = spec.measure_text
+    direct = spec.extractor is None
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         pipe = _writer.ACTIVE
@@ -219,10 +228,17 @@ def _wrap_async(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         t1 = _clock()
         _reset(token)
         try:
-            if spec.measure_text or spec.collectors or not span.sampled:
-                _finish(pipe, spec, span, t0, t1, result, args, kwargs)
+            if plain and span.sampled:
+                # The common case inline: no collectors, the text is the str itself.
+                if not measure:
+                    text = None
+                elif direct and result.__class__ is str and len(result) <= _KEEP:
+                    text = result
+                else:
+                    text = _safe_text(spec, result)
+                pipe.submit((spec, span, t0, t1, None, text, None))
             else:
-                pipe.submit((spec, span, t0, t1, None, None, None))
+                _finish(pipe, spec, span, t0, t1, result, args, kwargs)
         except Exception as exc:
             report_internal_error("record", exc)
         return result
@@ -232,6 +248,9 @@ def _wrap_async(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
 
 def _wrap_sync(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     simple = spec.session_arg is None and spec.trace_arg is None
+    plain = not spec.collectors
+    measure = spec.measure_text
+    direct = spec.extractor is None
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         pipe = _writer.ACTIVE
@@ -259,10 +278,17 @@ def _wrap_sync(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         t1 = _clock()
         _reset(token)
         try:
-            if spec.measure_text or spec.collectors or not span.sampled:
-                _finish(pipe, spec, span, t0, t1, result, args, kwargs)
+            if plain and span.sampled:
+                # The common case inline: no collectors, the text is the str itself.
+                if not measure:
+                    text = None
+                elif direct and result.__class__ is str and len(result) <= _KEEP:
+                    text = result
+                else:
+                    text = _safe_text(spec, result)
+                pipe.submit((spec, span, t0, t1, None, text, None))
             else:
-                pipe.submit((spec, span, t0, t1, None, None, None))
+                _finish(pipe, spec, span, t0, t1, result, args, kwargs)
         except Exception as exc:
             report_internal_error("record", exc)
         return result

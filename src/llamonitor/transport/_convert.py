@@ -47,55 +47,111 @@ def _event_ids(n: int) -> list[str]:
     return [h[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
-def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> list[list[Any]]:
+# ASCII bytes Python's str.split() treats as whitespace map to " ", others to "x":
+# the words of an ASCII text are then the "x" runs, counted by their starts.
+_WS = set(range(9, 14)) | set(range(0x1C, 0x21))
+_WORD_MAP = bytes(32 if b in _WS else 120 for b in range(256))
+
+
+def _text_columns(texts: Sequence[Any], specs: Sequence[Any]) -> list[list[Any]]:
+    """Char, word, byte and line counts of the texts of a batch (``None`` where none).
+
+    Words are exactly ``len(text.split())``, counted without building the
+    list of words (2.4x faster for ASCII text).
+    """
+    n = len(texts)
+    chars: list[Any] = [None] * n
+    words: list[Any] = [None] * n
+    sizes: list[Any] = [None] * n
+    lines: list[Any] = [None] * n
+    for i, t in enumerate(texts):
+        if t is None:
+            continue
+        if t.__class__ is not str:  # measured on the hot path (long text)
+            chars[i], words[i], sizes[i], lines[i] = t
+            continue
+        c = len(t)
+        chars[i] = c
+        if c == 0:
+            words[i] = sizes[i] = lines[i] = 0
+            continue
+        lines[i] = t.count("\n") + (t[-1] != "\n")
+        if t.isascii():
+            sizes[i] = c
+            mapped = t.encode("ascii").translate(_WORD_MAP)
+            words[i] = mapped.count(b" x") + (mapped[0] == 120)
+        else:
+            sizes[i] = len(t.encode("utf-8", "surrogatepass"))
+            words[i] = len(t.split())
+    columns = [chars, words, sizes, lines]
+    for i, spec in enumerate(specs):
+        keep = spec.text_metrics
+        if keep is not None and texts[i] is not None:
+            for j in range(4):
+                if not keep[j]:
+                    columns[j][i] = None
+    return columns
+
+
+def _hex64(value: int | None) -> str | None:
+    return None if value is None else value.to_bytes(8, "big").hex()
+
+
+def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> list[Any]:
+    """Columns (lists or Arrow arrays, in ``COLUMN_NAMES`` order) of span records."""
     n = len(recs)
     specs, spans, t0s, t1s, errs, texts, extras = zip(*recs, strict=True)
-    cols: dict[str, list[Any]] = {
+    cols: dict[str, Any] = {
         "event_id": _event_ids(n),
         "session_id": [s.session_id for s in spans],
         "trace_id": [s.trace_id for s in spans],
-        "span_id": [f"{s._sid:016x}" for s in spans],
-        "parent_span_id": [None if s._parent is None else f"{s._parent:016x}" for s in spans],
+        "span_id": [s._sid.to_bytes(8, "big").hex() for s in spans],
+        "parent_span_id": [_hex64(s._parent) for s in spans],
         "operation_name": [s.operation_name for s in specs],
         "operation_type": [s.operation_type for s in specs],
         "timestamp": [(t0 + offset) // 1000 for t0 in t0s],
         "duration_ms": [(t1 - t0) / 1e6 for t0, t1 in zip(t0s, t1s, strict=True)],
-        "error": [e is not None for e in errs],
-        "error_type": [None if e is None else e[0] for e in errs],
-        "error_message": [None if e is None else e[1] for e in errs],
-        "process_id": [pid] * n,
+        "process_id": pa.repeat(pa.scalar(pid, pa.int64()), n),
+        "custom_attributes": [s.custom_json for s in specs],
     }
-    for name in COLUMN_NAMES:
-        if name not in cols:
-            cols[name] = [None] * n
+    if any(e is not None for e in errs):
+        cols["error"] = [e is not None for e in errs]
+        cols["error_type"] = [None if e is None else e[0] for e in errs]
+        cols["error_message"] = [None if e is None else e[1] for e in errs]
+    else:
+        cols["error"] = pa.repeat(pa.scalar(False), n)
 
-    tc = [cols[c] for c in _TEXT_COLS]
+    if any(t is not None for t in texts):
+        cols.update(zip(_TEXT_COLS, _text_columns(texts, specs), strict=True))
+
     custom = cols["custom_attributes"]
     for i in range(n):
-        spec = specs[i]
-        text = texts[i]
-        if text is not None:
-            m = measure_text(text) if text.__class__ is str else text
-            keep = spec.text_metrics
-            for j in range(4):
-                if keep is None or keep[j]:
-                    tc[j][i] = m[j]
         extra = extras[i]
         attrs = spans[i]._attrs
         if extra is None and not attrs:
-            custom[i] = spec.custom_json
             continue
+        spec = specs[i]
         merged = dict(spec.custom_attributes) if spec.custom_attributes else {}
         if extra is not None:
-            _apply_extra(extra, cols, i, merged)
+            _apply_extra(extra, cols, n, i, merged)
         if attrs:
             merged.update(attrs)
         custom[i] = safe_json(merged)
-    return [cols[name] for name in COLUMN_NAMES]
+    return [cols.get(name) for name in COLUMN_NAMES]
+
+
+def _column(cols: dict[str, Any], key: str, n: int) -> list[Any]:
+    """``cols[key]`` as a mutable list (created empty, or from an Arrow array)."""
+    col = cols.get(key)
+    if col is None:
+        col = cols[key] = [None] * n
+    elif not isinstance(col, list):
+        col = cols[key] = col.to_pylist()
+    return col
 
 
 def _apply_extra(
-    extra: dict[str, Any], cols: dict[str, list[Any]], i: int, merged: dict[str, Any]
+    extra: dict[str, Any], cols: dict[str, Any], n: int, i: int, merged: dict[str, Any]
 ) -> None:
     items = list(extra.items())
     while items:
@@ -113,12 +169,12 @@ def _apply_extra(
         elif key == "text" and isinstance(value, (str, TextMeasure)):
             m = measure_text(value) if isinstance(value, str) else value
             for j, c in enumerate(_TEXT_COLS):
-                cols[c][i] = m[j]
+                _column(cols, c, n)[i] = m[j]
         elif key in _SETTABLE:
             if isinstance(value, _SETTABLE[key]) and not (
                 isinstance(value, bool) and _SETTABLE[key] is not bool
             ):
-                cols[key][i] = value
+                _column(cols, key, n)[i] = value
             else:  # keep the value, but not in a column it does not fit
                 merged[key] = value
                 report_internal_error(
@@ -129,11 +185,17 @@ def _apply_extra(
             merged[key] = value  # unknown metric names are kept, not dropped
 
 
-def _table(columns: list[list[Any]]) -> pa.Table:
-    return pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, SCHEMA, strict=True)],
-        schema=SCHEMA,
-    )
+def _table(columns: list[Any]) -> pa.Table:
+    n = len(columns[0])
+    arrays = []
+    for col, field in zip(columns, SCHEMA, strict=True):
+        if col is None:
+            arrays.append(pa.nulls(n, field.type))
+        elif isinstance(col, list):
+            arrays.append(pa.array(col, type=field.type))
+        else:
+            arrays.append(col if col.type == field.type else col.cast(field.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.Table | None, int]:
