@@ -487,3 +487,20 @@ def test_initialize_shutdown_cycles_leak_no_threads_files_or_memory(tmp_path: Pa
     assert growth < 2 * 1024 * 1024, f"grew {growth} bytes over 1000 cycles"
     rows = sum(1 for _ in tmp_path.rglob("*.parquet"))
     assert rows == 1020
+
+
+def test_records_in_the_workers_hands_count_against_the_queue_bound() -> None:
+    """With a hung sink, queued plus in-hand records never exceed max_queue_size."""
+    backend = BlockingBackend()
+    writer = initialize_monitoring(_config(backend, max_queue_size=100, batch_size=10))
+    pipeline = writer_module.ACTIVE
+    assert pipeline is not None
+    try:
+        for i in range(2000):
+            op(i)
+            assert len(pipeline._q) + pipeline._inflight <= 100
+        h = writer.health_check()
+        assert h["dropped"]["queue_full"] > 0
+        assert _accounted(h) == 2000
+    finally:
+        backend.release.set()

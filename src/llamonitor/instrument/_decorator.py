@@ -15,7 +15,13 @@ from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any, TypeVar, overload
 
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
-from llamonitor._records import KEEP_TEXT_CHARS, error_facts, measure_text, safe_json
+from llamonitor._records import (
+    KEEP_TEXT_CHARS,
+    StreamFacts,
+    error_facts,
+    measure_text,
+    safe_json,
+)
 from llamonitor.instrument._context import SpanContext, _init_span, start_span
 from llamonitor.instrument._extract import as_str, extract_text
 from llamonitor.instrument.collectors import (
@@ -296,71 +302,65 @@ def _wrap_sync(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
     return wrapper
 
 
-class _Stream:
-    """What a streaming span accumulates: item count, first-item time, the
-    text of the items (``measure_text``) and the items themselves (collectors,
-    which see the list of items as the stream's result)."""
+def _chunk_text(spec: Spec, item: Any, chunks: list[str]) -> None:
+    """Add the text of one streamed item to ``chunks`` (never raises)."""
+    try:
+        extractor = spec.extractor
+        if extractor is None:
+            text = item if item.__class__ is str else extract_text(item)
+        else:
+            text = extractor(item)
+        if text is not None:
+            chunks.append(text if text.__class__ is str else as_str(text))
+    except Exception as exc:
+        report_internal_error("measure_text", exc)
 
-    __slots__ = ("chunks", "first", "items", "kept", "spec")
 
-    def __init__(self, spec: Spec, sampled: bool) -> None:
-        self.spec = spec
-        self.first = 0
-        self.items = 0
-        self.chunks: list[str] | None = [] if spec.measure_text and sampled else None
-        self.kept: list[Any] | None = [] if spec.collectors and sampled else None
+def _end_stream(
+    pipe: Any,
+    spec: Spec,
+    span: SpanContext,
+    t0: int,
+    first: int,
+    items: int,
+    chunks: list[str] | None,
+    kept: list[Any] | None,
+    error: BaseException | None,
+    closed_early: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """Record a finished stream: item count, time to first item, its text."""
+    t1 = _clock()
+    try:
+        if not span.sampled:
+            pipe.count_sampled_out()
+            return
+        text: Any = None
+        if chunks:  # no item had text: no text metrics, as for a call
+            joined = "".join(chunks)
+            text = measure_text(joined) if len(joined) > KEEP_TEXT_CHARS else joined
+        more: dict[str, Any] | None = None
+        if kept is not None:
+            more = _collect(spec, kept, args, kwargs, span)
+        if closed_early:
+            more = more or {}
+            _merge(more, {"custom_attributes": {"stream_closed_early": True}})
+        facts = StreamFacts(items, (first - t0) / 1e6 if items else None, more)
+        err = error_facts(error) if error is not None else None
+        pipe.submit((spec, span, t0, t1, err, text, facts))
+    except Exception as exc:
+        report_internal_error("record_stream", exc)
 
-    def item(self, value: Any) -> None:
-        if self.items == 0:
-            self.first = _clock()
-        self.items += 1
-        if self.kept is not None:
-            self.kept.append(value)
-        if self.chunks is not None:
-            try:
-                extractor = self.spec.extractor
-                if extractor is None:
-                    text = value if value.__class__ is str else extract_text(value)
-                else:
-                    text = extractor(value)
-                if text is not None:
-                    self.chunks.append(text if text.__class__ is str else as_str(text))
-            except Exception as exc:
-                report_internal_error("measure_text", exc)
 
-    def end(
-        self,
-        pipe: Any,
-        span: SpanContext,
-        t0: int,
-        error: BaseException | None,
-        closed_early: bool,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        t1 = _clock()
-        try:
-            if not span.sampled:
-                pipe.count_sampled_out()
-                return
-            spec = self.spec
-            extra: dict[str, Any] = {"stream_item_count": self.items}
-            if self.items:
-                extra["time_to_first_token_ms"] = (self.first - t0) / 1e6
-            text: Any = None
-            if self.chunks:  # no item had text: no text metrics, as for a call
-                joined = "".join(self.chunks)
-                text = measure_text(joined) if len(joined) > KEEP_TEXT_CHARS else joined
-            if self.kept is not None:
-                more = _collect(spec, self.kept, args, kwargs, span)
-                if more:
-                    _merge(extra, more)
-            if closed_early:
-                _merge(extra, {"custom_attributes": {"stream_closed_early": True}})
-            err = error_facts(error) if error is not None else None
-            pipe.submit((spec, span, t0, t1, err, text, extra))
-        except Exception as exc:
-            report_internal_error("record_stream", exc)
+def _begin_stream(
+    spec: Spec, parent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> SpanContext:
+    if spec.session_arg is None and spec.trace_arg is None:
+        span = _new(SpanContext)
+        _init_span(span, parent, None, None)
+        return span
+    return _start(spec, parent, args, kwargs)
 
 
 def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
@@ -370,12 +370,15 @@ def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         if pipe is None or parent is SUPPRESSED:
             return (yield from fn(*args, **kwargs))
         try:
-            span = _start(spec, parent, args, kwargs)
-            stream = _Stream(spec, span.sampled)
+            span = _begin_stream(spec, parent, args, kwargs)
+            sampled = span.sampled
+            chunks: list[str] | None = [] if spec.measure_text and sampled else None
+            kept: list[Any] | None = [] if spec.collectors and sampled else None
         except Exception as exc:
             report_internal_error("start_span", exc)
             return (yield from fn(*args, **kwargs))
         t0 = _clock()
+        first = items = 0
         error: BaseException | None = None
         closed = False
         try:
@@ -394,7 +397,16 @@ def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
                     return stop.value
                 finally:
                     _reset(token)
-                stream.item(item)
+                if not items:
+                    first = _clock()
+                items += 1
+                if chunks is not None:
+                    if item.__class__ is str and spec.extractor is None:
+                        chunks.append(item)
+                    else:
+                        _chunk_text(spec, item, chunks)
+                if kept is not None:
+                    kept.append(item)
                 try:
                     value = yield item
                     send = gen.send
@@ -414,7 +426,9 @@ def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             error = exc
             raise
         finally:
-            stream.end(pipe, span, t0, error, closed, args, kwargs)
+            _end_stream(
+                pipe, spec, span, t0, first, items, chunks, kept, error, closed, args, kwargs
+            )
 
     return wrapper
 
@@ -426,15 +440,20 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         pipe = _writer.ACTIVE
         current = _get()
         span: Any = current  # unmonitored: the caller's context, nothing recorded
-        stream: _Stream | None = None
+        monitored = False
+        chunks: list[str] | None = None
+        kept: list[Any] | None = None
         if pipe is not None and current is not SUPPRESSED:
             try:
-                span = _start(spec, current, args, kwargs)
-                stream = _Stream(spec, span.sampled)
+                span = _begin_stream(spec, current, args, kwargs)
+                chunks = [] if spec.measure_text and span.sampled else None
+                kept = [] if spec.collectors and span.sampled else None
+                monitored = True
             except Exception as exc:
                 report_internal_error("start_span", exc)
-                span, stream = current, None
+                span = current
         t0 = _clock()
+        first = items = 0
         error: BaseException | None = None
         closed = False
         try:
@@ -453,8 +472,16 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
                     return
                 finally:
                     _reset(token)
-                if stream is not None:
-                    stream.item(item)
+                if not items:
+                    first = _clock()
+                items += 1
+                if chunks is not None:
+                    if item.__class__ is str and spec.extractor is None:
+                        chunks.append(item)
+                    else:
+                        _chunk_text(spec, item, chunks)
+                if kept is not None:
+                    kept.append(item)
                 try:
                     value = yield item
                     send = agen.asend
@@ -474,8 +501,10 @@ def _wrap_async_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
             error = exc
             raise
         finally:
-            if stream is not None:
-                stream.end(pipe, span, t0, error, closed, args, kwargs)
+            if monitored:
+                _end_stream(
+                    pipe, spec, span, t0, first, items, chunks, kept, error, closed, args, kwargs
+                )
 
     return wrapper
 

@@ -224,7 +224,10 @@ class DuckDBQuery:
     def trace(self, trace_id: str) -> list[dict[str, Any]]:
         """All spans of ``trace_id``, in order of start time (empty if unknown)."""
         table = self._run(
-            'SELECT * FROM {rel} WHERE trace_id = ? ORDER BY "timestamp", span_id', [trace_id]
+            # On a tie of start times (same microsecond) the enclosing span lasts longer.
+            'SELECT * FROM {rel} WHERE trace_id = ? '
+            'ORDER BY "timestamp", duration_ms DESC, span_id',
+            [trace_id],
         )
         return [] if table is None else _rows(table)
 

@@ -11,7 +11,15 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor._internal import report_internal_error
-from llamonitor._records import Deferred, TextMeasure, measure_text, safe_json
+from llamonitor._records import (
+    CHUNK_CHARS,
+    Deferred,
+    StreamFacts,
+    TextMeasure,
+    measure_text,
+    safe_json,
+    words_and_bytes,
+)
 from llamonitor.schema._columns import COLUMN_NAMES, SCHEMA
 
 _TEXT_COLS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
@@ -37,9 +45,24 @@ _SETTABLE: dict[str, Any] = {
 }
 
 
+OFFSET_REFRESH_SECONDS = 60.0
+_offset = [0, -1e18]  # (offset ns, monotonic time it was read)
+
+
 def wall_offset_ns() -> int:
-    """Add to a ``perf_counter_ns`` reading to get UTC epoch nanoseconds."""
-    return time.time_ns() - time.perf_counter_ns()
+    """Add to a ``perf_counter_ns`` reading to get UTC epoch nanoseconds.
+
+    Read once a minute, and kept unless the wall clock moved by more than a
+    millisecond: re-reading per batch would let the jitter between the two
+    clock reads reorder spans of consecutive batches.
+    """
+    now = time.monotonic()
+    if now - _offset[1] >= OFFSET_REFRESH_SECONDS:
+        fresh = time.time_ns() - time.perf_counter_ns()
+        if abs(fresh - _offset[0]) > 1_000_000:
+            _offset[0] = fresh
+        _offset[1] = now
+    return int(_offset[0])
 
 
 def _event_ids(n: int) -> list[str]:
@@ -47,17 +70,10 @@ def _event_ids(n: int) -> list[str]:
     return [h[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
-# ASCII bytes Python's str.split() treats as whitespace map to " ", others to "x":
-# the words of an ASCII text are then the "x" runs, counted by their starts.
-_WS = set(range(9, 14)) | set(range(0x1C, 0x21))
-_WORD_MAP = bytes(32 if b in _WS else 120 for b in range(256))
-
-
 def _text_columns(texts: Sequence[Any], specs: Sequence[Any]) -> list[list[Any]]:
     """Char, word, byte and line counts of the texts of a batch (``None`` where none).
 
-    Words are exactly ``len(text.split())``, counted without building the
-    list of words (2.4x faster for ASCII text).
+    Words are exactly ``len(text.split())`` (see ``_records.measure_text``).
     """
     n = len(texts)
     chars: list[Any] = [None] * n
@@ -76,13 +92,7 @@ def _text_columns(texts: Sequence[Any], specs: Sequence[Any]) -> list[list[Any]]
             words[i] = sizes[i] = lines[i] = 0
             continue
         lines[i] = t.count("\n") + (t[-1] != "\n")
-        if t.isascii():
-            sizes[i] = c
-            mapped = t.encode("ascii").translate(_WORD_MAP)
-            words[i] = mapped.count(b" x") + (mapped[0] == 120)
-        else:
-            sizes[i] = len(t.encode("utf-8", "surrogatepass"))
-            words[i] = len(t.split())
+        words[i], sizes[i] = words_and_bytes(t) if c <= CHUNK_CHARS else measure_text(t)[1:3]
     columns = [chars, words, sizes, lines]
     for i, spec in enumerate(specs):
         keep = spec.text_metrics
@@ -127,6 +137,10 @@ def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> lis
     custom = cols["custom_attributes"]
     for i in range(n):
         extra = extras[i]
+        if extra.__class__ is StreamFacts:
+            _column(cols, "stream_item_count", n)[i] = extra.items
+            _column(cols, "time_to_first_token_ms", n)[i] = extra.time_to_first_token_ms
+            extra = extra.more
         attrs = spans[i]._attrs
         if extra is None and not attrs:
             continue

@@ -32,6 +32,10 @@ logger = logging.getLogger("llamonitor.transport")
 _getpid = os.getpid
 _monotonic = time.monotonic
 
+DRAIN_MAX = 10_000
+"""Records converted at a time (at most half the queue, so the application
+keeps filling the other half meanwhile); 1k-10k is the fastest size."""
+
 DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "worker_died")
 
 
@@ -52,6 +56,7 @@ class Pipeline:
         self._policy = config.queue_full_policy
         self._block_timeout = config.block_timeout_seconds
         self._batch_size = config.storage.batch_size
+        self._drain_max = min(DRAIN_MAX, max(1, config.max_queue_size // 2))
         self._interval = config.storage.flush_interval_seconds
         self._reset_state()
         self.sinks: list[SinkRunner] = []
@@ -62,8 +67,9 @@ class Pipeline:
         self._not_full = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._q: deque[tuple[Any, ...]] = deque()
-        self._bytes = 0
-        self._inflight = 0
+        self._bytes = 0  # queued and in-hand records, until measured
+        self._inflight = 0  # records drained, not yet handed to the sinks
+        self._inflight_bytes = 0
         self._flush_reqs: list[Marker] = []
         self._stopping = False
         self._closed = False
@@ -118,6 +124,8 @@ class Pipeline:
             # What the dead worker had drained is gone with it: say so.
             self.dropped["worker_died"] += self._inflight
             self._inflight = 0
+            self._bytes -= self._inflight_bytes
+            self._inflight_bytes = 0
         logger.warning("llamonitor: the worker thread had stopped; restarted it")
         self._worker = threading.Thread(target=self._run, name="llamonitor-worker", daemon=True)
         self._worker.start()
@@ -138,7 +146,7 @@ class Pipeline:
                 self.dropped["shutdown"] += 1
                 return False
             q = self._q
-            if len(q) >= self._maxsize or self._bytes + nbytes > self._maxbytes:
+            if len(q) + self._inflight >= self._maxsize or self._bytes + nbytes > self._maxbytes:
                 if not self._make_room(nbytes):
                     self.dropped["queue_full"] += 1
                     return False
@@ -156,24 +164,31 @@ class Pipeline:
 
     def _make_room(self, nbytes: int) -> bool:
         """Apply the queue-full policy (lock held). True if the record fits now."""
-        q = self._q
         if self._policy == "drop_oldest":
-            while q and (len(q) >= self._maxsize or self._bytes + nbytes > self._maxbytes):
+            q = self._q
+            while q and self._full(nbytes):
                 old = q.popleft()
                 self._bytes -= record_bytes(old)
                 self.dropped["queue_full"] += 1
-            return len(q) < self._maxsize and self._bytes + nbytes <= self._maxbytes
+            return not self._full(nbytes)
         if self._policy == "block" and self._block_timeout > 0:
             self._wake.set()
             deadline = _monotonic() + self._block_timeout
-            while len(q) >= self._maxsize or self._bytes + nbytes > self._maxbytes:
+            while self._full(nbytes):
                 left = deadline - _monotonic()
                 if left <= 0 or self._stopping:
                     return False
                 self._not_full.wait(left)
-                q = self._q
             return True
         return False
+
+    def _full(self, nbytes: int) -> bool:
+        """No room for a record of ``nbytes`` (lock held). The records the worker
+        holds count too, so memory stays bounded by the queue's limits."""
+        return (
+            len(self._q) + self._inflight >= self._maxsize
+            or self._bytes + nbytes > self._maxbytes
+        )
 
     def count_sampled_out(self) -> None:
         with self._lock:
@@ -182,34 +197,56 @@ class Pipeline:
 
     # -- the worker thread ------------------------------------------------
 
+    def _drain(self) -> tuple[list[tuple[Any, ...]] | deque[tuple[Any, ...]], int]:
+        """Take up to ``DRAIN_MAX`` records (lock held); they stay counted
+        against the queue's bounds until converted and handed over."""
+        q = self._q
+        if len(q) <= self._drain_max:
+            self._q = deque()
+            return q, self._bytes - self._inflight_bytes
+        batch = []
+        nbytes = 0
+        for _ in range(self._drain_max):
+            rec = q.popleft()
+            text = rec[5]
+            nbytes += RECORD_BASE_BYTES + len(text) if text.__class__ is str else RECORD_BASE_BYTES
+            batch.append(rec)
+        return batch, nbytes
+
     def _run(self) -> None:
         CURRENT.set(SUPPRESSED)
+        more = False
         try:
             while True:
-                self._wake.wait(self._interval)
-                self._wake.clear()
+                if not more:
+                    self._wake.wait(self._interval)
+                    self._wake.clear()
+                flushes: list[Marker] = []
                 with self._lock:
-                    batch = self._q
-                    if batch:
-                        self._q = deque()
-                        self._bytes = 0
+                    batch: Any = ()
+                    nbytes = 0
+                    if self._q:
+                        batch, nbytes = self._drain()
                         self._inflight += len(batch)
-                        self._not_full.notify_all()
-                    flushes, self._flush_reqs = self._flush_reqs, []
+                        self._inflight_bytes += nbytes
+                    more = bool(self._q)
+                    if not more:  # everything before these requests is in hand
+                        flushes, self._flush_reqs = self._flush_reqs, []
                     stopping = self._stopping
                 if batch:
-                    self._process(batch)
+                    self._process(batch, nbytes)
                 for marker in flushes:
                     for sink in self.sinks:
                         sink.put_marker(marker)
-                if stopping:
+                if stopping and not more:
                     with self._lock:
                         if not self._q:
                             return
+                        more = True
         finally:
             self._worker_alive = False
 
-    def _process(self, batch: deque[tuple[Any, ...]]) -> None:
+    def _process(self, batch: Any, nbytes: int) -> None:
         n = len(batch)
         try:
             table, invalid = records_to_table(batch, self._pid)
@@ -219,15 +256,20 @@ class Pipeline:
             except Exception:
                 pass
             table, invalid = None, n
+        del batch  # the texts are measured: let them go before waiting on a sink
         with self._lock:
             self.dropped["invalid"] += invalid
             self._inflight -= invalid
+            self._bytes -= nbytes
+            self._inflight_bytes -= nbytes
+            self._not_full.notify_all()
         if table is not None and table.num_rows:
             for sink in self.sinks:
                 sink.put(table, table.num_rows)
         # Only now: while a full primary sink makes us wait, the batch is ours.
         with self._lock:
             self._inflight -= n - invalid
+            self._not_full.notify_all()
 
     # -- flush / shutdown ---------------------------------------------------
 
@@ -276,6 +318,7 @@ class Pipeline:
                 self.dropped["shutdown"] += left
                 self._q.clear()
                 self._inflight = 0
+                self._bytes = self._inflight_bytes = 0
         return ok
 
     # -- numbers ------------------------------------------------------------
