@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 import llamonitor
+from _helpers import TEXT_COLUMNS, one, rows
 from llamonitor import (
     CollectorRegistry,
     Deferred,
@@ -21,18 +22,6 @@ from llamonitor import (
     TextCollector,
     monitor_llm,
 )
-
-TEXT_COLUMNS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
-
-
-def rows(spans: llamonitor.InMemoryBackend) -> list[dict[str, Any]]:
-    assert llamonitor.flush(5)
-    return spans.rows()
-
-
-def one(spans: llamonitor.InMemoryBackend) -> dict[str, Any]:
-    (row,) = rows(spans)
-    return row
 
 
 def text_of(row: dict[str, Any]) -> list[Any]:

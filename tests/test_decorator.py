@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import llamonitor
+from _helpers import TEXT_COLUMNS, one, rows
 from llamonitor import (
     CollectorRegistry,
     MetricCollector,
@@ -25,18 +26,6 @@ from llamonitor import (
     monitoring_session,
 )
 from llamonitor.testing import capture_spans
-
-TEXT_COLUMNS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
-
-
-def rows(spans: llamonitor.InMemoryBackend) -> list[dict[str, Any]]:
-    assert llamonitor.flush(5)
-    return spans.rows()
-
-
-def one(spans: llamonitor.InMemoryBackend) -> dict[str, Any]:
-    (row,) = rows(spans)
-    return row
 
 
 def attrs(row: dict[str, Any]) -> Any:

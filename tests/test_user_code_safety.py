@@ -15,20 +15,9 @@ import pytest
 from pydantic import BaseModel
 
 import llamonitor
+from _helpers import TEXT_COLUMNS, one, rows
 from llamonitor import TextCollector, current_span, monitor_llm
 from llamonitor.testing import capture_spans
-
-TEXT_COLUMNS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
-
-
-def rows(spans: llamonitor.InMemoryBackend) -> list[dict[str, Any]]:
-    assert llamonitor.flush(5)
-    return spans.rows()
-
-
-def one(spans: llamonitor.InMemoryBackend) -> dict[str, Any]:
-    (row,) = rows(spans)
-    return row
 
 
 def innermost_code(tb: TracebackType | None) -> Any:

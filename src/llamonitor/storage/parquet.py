@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,29 +43,38 @@ def partition_dir_name(partition_by: str, key: str) -> str:
     return key
 
 
-def write_table_atomic(table: pa.Table, path: Path, compression: str = "snappy") -> None:
-    """Write ``table`` to ``path`` so that ``path`` is either absent or complete."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+def _fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (best effort: not every OS can)."""
     try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=None if compression == "none" else compression)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError:
         pass
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` to a hidden temporary file, fsync, rename to ``path``: ``path`` is
+    then either absent or complete (prometheus_client's ``write_to_textfile``)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_table_atomic(table: pa.Table, path: Path, compression: str = "snappy") -> None:
+    """Write ``table`` to ``path`` so that ``path`` is either absent or complete."""
+    codec = None if compression == "none" else compression
+    _write_atomic(path, lambda f: pq.write_table(table, f, compression=codec))
 
 
 class ParquetBackend(StorageBackend):
@@ -210,29 +219,11 @@ class CompactResult:
         return asdict(self)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    def write(f: BinaryIO) -> None:
+        f.write(data)
+
+    _write_atomic(path, write)
 
 
 @contextmanager
@@ -256,7 +247,7 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 def _recover(directory: Path) -> bool:
     """Finish or undo the merge a leftover journal describes; True if there was one."""
-    for tmp in directory.glob(glob.escape(JOURNAL_NAME) + ".*.tmp"):
+    for tmp in directory.glob("." + glob.escape(JOURNAL_NAME) + ".*.tmp"):
         tmp.unlink(missing_ok=True)  # never committed: nothing was merged after it
     path = directory / JOURNAL_NAME
     if not path.exists():
