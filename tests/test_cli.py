@@ -316,3 +316,13 @@ def test_real_process_demo_then_events(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no store at" in missing.stderr
     assert "Traceback" not in missing.stderr
     assert pq.ParquetFile(parquet.data_files(store)[0]).metadata.num_rows > 0
+
+
+def test_demo_into_a_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    """`demo --dir <a file>` names the setting and exits 1, no traceback."""
+    target = tmp_path / "not-a-dir"
+    target.write_text("x")
+    result = run("demo", "--dir", target)
+    assert result.exit_code == 1
+    assert "storage.output_dir" in result.output
+    assert "Traceback" not in result.output

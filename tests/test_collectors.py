@@ -656,3 +656,39 @@ def test_collectors_on_a_stream_get_the_list_of_items(spans: llamonitor.InMemory
     full, early = sorted(rows(spans), key=lambda r: -r["stream_item_count"])
     assert attrs(full) == {"items": 3}
     assert attrs(early) == {"items": 1, "stream_closed_early": True}
+
+
+def test_computed_attributes_are_not_read_on_user_objects(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    """A `.text` property (a streaming HTTP body) is never read; SDK properties are."""
+
+    class StreamingResponse:
+        consumed = False
+
+        @property
+        def text(self) -> str:
+            StreamingResponse.consumed = True
+            return "the whole body"
+
+    class SDKResponse:
+        @property
+        def output_text(self) -> str:
+            return "from the SDK"
+
+    SDKResponse.__module__ = "openai.types.responses.response"
+
+    @monitor_llm("http", measure_text=True)
+    def http() -> StreamingResponse:
+        return StreamingResponse()
+
+    @monitor_llm("sdk", measure_text=True)
+    def sdk() -> SDKResponse:
+        return SDKResponse()
+
+    http()
+    sdk()
+    by_op = {r["operation_name"]: r for r in rows(spans)}
+    assert not StreamingResponse.consumed
+    assert by_op["http"]["text_char_count"] is None
+    assert by_op["sdk"]["text_char_count"] == len("from the SDK")

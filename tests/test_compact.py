@@ -277,3 +277,31 @@ def test_bad_arguments(tmp_path: Path) -> None:
         parquet.compact(tmp_path, min_files=1)
     with pytest.raises(ValueError, match="target_rows"):
         parquet.compact(tmp_path, target_rows=0)
+
+
+def test_a_reader_that_listed_before_the_merge_committed_keeps_the_inputs(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing, then the merged file is renamed in: the listed inputs are still read."""
+    many_small_files(store, batches=5)
+    part = store / "session=s1"
+    inputs = sorted(p.name for p in part.glob("events_*.parquet"))
+    merged = pa.concat_tables([pq.read_table(part / n) for n in inputs])
+    output = "events_20240501T120000000000_compacted_1_deadbeef.parquet"
+    (part / parquet.JOURNAL_NAME).write_text(
+        json.dumps({"version": 1, "output": output, "inputs": inputs})
+    )
+    listed_before = parquet.data_files(store)
+    expected = sum(pq.read_metadata(f).num_rows for f in listed_before)
+
+    # Simulate the race: the merge commits between listing and journal reading.
+    real_walk = os.walk
+
+    def walk_then_commit(*args: Any, **kwargs: Any) -> Any:
+        listing = list(real_walk(*args, **kwargs))
+        write_table_atomic(merged, part / output)
+        return iter(listing)
+
+    monkeypatch.setattr(parquet.os, "walk", walk_then_commit)
+    files_seen = parquet.data_files(store)
+    assert sum(pq.read_metadata(f).num_rows for f in files_seen) == expected

@@ -164,3 +164,45 @@ def test_several_processes_share_one_store(tmp_path: Path) -> None:
     assert len(rows) == 9000
     assert len({r[1] for r in rows}) == 3
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_children_forked_while_another_thread_records_exit_promptly(tmp_path: Path) -> None:
+    """A lock held by a parent thread at fork() never hangs the child's exit flush."""
+    proc = _run(
+        f"""
+        import os, sys, threading, time
+        from llamonitor import monitor_llm, initialize_monitoring, MonitorConfig
+
+        @monitor_llm(operation_name="busy")
+        def busy():
+            return 1
+
+        initialize_monitoring(MonitorConfig.for_local_dev({str(tmp_path)!r}))
+        stop = False
+        def hammer():
+            while not stop:
+                busy()
+        t = threading.Thread(target=hammer, daemon=True)
+        t.start()
+        hung = 0
+        for _ in range(40):
+            pid = os.fork()
+            if pid == 0:
+                sys.exit(0)  # runs the atexit flush
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.005)
+            else:
+                hung += 1
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+        stop = True
+        print("hung", hung)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hung 0" in proc.stdout

@@ -169,3 +169,63 @@ def test_metric_event_rejects_bad_data_clearly() -> None:
             timestamp=datetime.now(timezone.utc),
             duration_ms=-1,
         )
+
+
+def test_a_retried_multi_partition_write_does_not_duplicate_rows(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk on the second partition's file: the retry writes each row once."""
+    import errno
+
+    from llamonitor.storage import parquet
+
+    real = parquet._write_atomic
+    calls = {"n": 0}
+
+    def flaky(path: Path, write: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, write)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parquet, "_write_atomic", flaky)
+    initialize_monitoring(
+        MonitorConfig(
+            storage=StorageConfig(
+                output_dir=store, partition_by="session_id", batch_size=10_000
+            ),
+            retry_backoff_seconds=0.01,
+        )
+    )
+    for session in ("a", "b", "c"):
+        with monitoring_session(session):
+            answer("x")
+    assert shutdown_monitoring(5)
+    rows = duckdb.sql(
+        f"select session_id from read_parquet('{store}/**/*.parquet') order by 1"
+    ).fetchall()
+    assert rows == [("a",), ("b",), ("c",)]
+    assert not [p for p in store.rglob("*") if p.name.startswith(".")]
+
+
+def test_recorded_events_store_strict_json_attributes(spans: InMemoryBackend) -> None:
+    """writer.record() with a NaN attribute stores valid JSON."""
+    import math
+
+    writer = llamonitor.get_writer()
+    assert writer is not None
+    writer.record(
+        MetricEvent(
+            event_id="n1",
+            session_id="s",
+            trace_id="t",
+            span_id="1",
+            operation_name="op",
+            timestamp=datetime.now(timezone.utc),
+            duration_ms=1,
+            custom_attributes={"score": math.nan},
+        )
+    )
+    assert llamonitor.flush(5)
+    stored = spans.rows()[0]["custom_attributes"]
+    assert json.loads(stored, parse_constant=lambda c: pytest.fail(c)) == {"score": "nan"}

@@ -504,3 +504,91 @@ def test_records_in_the_workers_hands_count_against_the_queue_bound() -> None:
         assert _accounted(h) == 2000
     finally:
         backend.release.set()
+
+
+def test_a_stream_finalized_by_the_gc_inside_our_lock_does_not_deadlock() -> None:
+    """The garbage collector may close a decorated stream while the lock is held."""
+    import gc
+
+    backend = InMemoryBackend()
+    initialize_monitoring(_config(backend))
+    pipeline = writer_module.ACTIVE
+    assert pipeline is not None
+
+    @monitor_llm(operation_name="stream")
+    def stream() -> Any:
+        yield 1
+        yield 2
+
+    def make_garbage() -> None:
+        gen = stream()
+        next(gen)
+        holder: list[Any] = [gen]
+        holder.append(holder)  # a cycle: only the collector frees it
+
+    done = threading.Event()
+
+    def collect_while_locked() -> None:
+        make_garbage()
+        with pipeline._lock:  # as the worker does in _drain
+            gc.collect()
+        done.set()
+
+    t = threading.Thread(target=collect_while_locked, daemon=True)
+    t.start()
+    assert done.wait(5), "deadlocked"
+    assert llamonitor.flush(5)
+    (row,) = backend.rows()
+    assert row["stream_item_count"] == 1
+    assert '"stream_closed_early": true' in row["custom_attributes"]
+
+
+class SlowBackend(InMemoryBackend):
+    async def write_table(self, table: pa.Table) -> None:
+        time.sleep(0.3)
+        await super().write_table(table)
+
+
+def test_a_missed_shutdown_deadline_counts_each_event_once() -> None:
+    """Slow writes past the deadline: counters still add up, nothing negative."""
+    backend = SlowBackend()
+    writer = initialize_monitoring(_config(backend, batch_size=5, flush_interval_seconds=0.01))
+    for i in range(100):
+        op(i)
+        if i % 5 == 0:
+            time.sleep(0.005)  # let the worker cut several batches
+    assert not shutdown_monitoring(0.5)
+    time.sleep(2.5)  # the abandoned threads finish what they were doing
+    h = writer.health_check()
+    assert h["buffer_size"] >= 0
+    assert h["events_received"] == 100
+    assert _accounted(h) == 100
+
+
+class CancellingBackend(StorageBackend):
+    """An async driver that raises CancelledError (a BaseException) on write."""
+
+    async def write_batch(self, events: list[MetricEvent]) -> None:
+        raise NotImplementedError
+
+    async def write_table(self, table: pa.Table) -> None:
+        import asyncio
+
+        raise asyncio.CancelledError
+
+
+def test_a_base_exception_from_a_backend_is_a_failed_write_not_a_dead_sink() -> None:
+    """CancelledError from a driver: retried, then counted failed; flush and shutdown return."""
+    writer = initialize_monitoring(_config(CancellingBackend(), max_retries=1))
+    threads = threading.active_count()
+    for i in range(10):
+        op(i)
+    assert llamonitor.flush(5)
+    h = writer.health_check()
+    assert h["events_failed"] == 10
+    assert not h["backend_healthy"]
+    for i in range(5):
+        op(i)
+    assert shutdown_monitoring(5)
+    assert _accounted(writer.health_check()) == 15
+    assert threading.active_count() <= threads - 2  # worker and sink threads are gone

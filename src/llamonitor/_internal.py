@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,11 +37,21 @@ def suppressed() -> Iterator[None]:
         CURRENT.reset(token)
 
 
-_lock = threading.Lock()
+# Re-entrant: the garbage collector may finalize a decorated generator (which
+# can report an error) while this thread holds the lock.
+_lock = threading.RLock()
 _counts: dict[str, int] = {}
 _fail_silently = True
 # When a list, every swallowed error is appended to it (the test fixture).
 _collector: list[tuple[str, BaseException]] | None = None
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()  # a parent thread may have held it at fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_fail_silently(value: bool) -> None:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from llamonitor.cli import _render as render
 from llamonitor.cli._options import dir_option, json_option, open_store, time_options
+from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage import parquet
 from llamonitor.storage._duckdb import GROUPABLE_COLUMNS
 
@@ -44,7 +45,7 @@ def _store_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except duckdb.Error as exc:
             raise click.ClickException(f"cannot read the store: {exc}") from exc
-        except (OSError, parquet.CompactionError) as exc:
+        except (OSError, parquet.CompactionError, ConfigurationError) as exc:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]

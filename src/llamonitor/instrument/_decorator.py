@@ -412,11 +412,10 @@ def _wrap_gen(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
                     send = gen.send
                 except GeneratorExit:
                     closed = True
-                    token = _set(span)
-                    try:
-                        gen.close()
-                    finally:
-                        _reset(token)
+                    # No ContextVar switch here: this runs when the garbage collector
+                    # finalizes an abandoned stream, and setting a ContextVar inside a
+                    # collection can crash CPython (python/cpython#148891).
+                    gen.close()
                     raise
                 except BaseException as thrown:
                     send, value = gen.throw, thrown

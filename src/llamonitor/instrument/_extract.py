@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+from collections import namedtuple
 from typing import Any
 
 TEXT_KEYS = (
@@ -21,9 +23,41 @@ def _join(parts: list[str]) -> str | None:
     return "".join(parts) if parts else None
 
 
+# Computed attributes (properties, descriptors) may do anything: the ``text`` of
+# a streaming HTTP response reads, and so consumes, the body. They are read
+# only on the LLM SDKs' own response classes, whose properties are pure.
+_SDK_PACKAGES = frozenset({"openai", "anthropic"})
+_Pair: Any = namedtuple("_Pair", "a")
+_PLAIN_DESCRIPTORS = (types.MemberDescriptorType, type(_Pair.a))
+_computed: dict[tuple[type, str], bool] = {}
+_MAX_CACHED = 4096
+
+
+def _is_computed(cls: type, name: str) -> bool:
+    key = (cls, name)
+    known = _computed.get(key)
+    if known is not None:
+        return known
+    computed = False
+    for klass in cls.__mro__:
+        found = klass.__dict__.get(name, _computed)  # _computed: a "missing" marker
+        if found is not _computed:
+            computed = hasattr(type(found), "__get__") and not isinstance(
+                found, _PLAIN_DESCRIPTORS
+            )
+            break
+    if computed and cls.__module__.partition(".")[0] in _SDK_PACKAGES:
+        computed = False
+    if len(_computed) < _MAX_CACHED:
+        _computed[key] = computed
+    return computed
+
+
 def _attr(obj: Any, name: str) -> Any:
-    """``obj.name`` or ``None``: an attribute that raises just holds no text."""
+    """``obj.name`` if it is plain data, else ``None``; one that raises holds no text."""
     try:
+        if _is_computed(type(obj), name):
+            return None
         return getattr(obj, name, None)
     except Exception:
         return None
@@ -69,7 +103,11 @@ def extract_text(result: Any, _depth: int = 0) -> str | None:
     if isinstance(result, (list, tuple)):
         parts = []
         for item in result[:1000]:
-            if isinstance(item, (str, dict)) or _attr(item, "text") is not None:
+            if (
+                isinstance(item, (str, dict))
+                or _attr(item, "text") is not None
+                or _attr(item, "content") is not None
+            ):
                 t = extract_text(item, _depth + 1)
                 if t is not None:
                     parts.append(t)
@@ -83,7 +121,7 @@ def extract_text(result: Any, _depth: int = 0) -> str | None:
     output_text = _attr(result, "output_text")
     if isinstance(output_text, str):
         return str.__str__(output_text)
-    for attr in ("text", "content", "delta"):
+    for attr in ("text", "content", "delta", "output"):
         value = _attr(result, attr)
         if value is not None and not callable(value):
             found = extract_text(value, _depth + 1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llamonitor._records import safe_json
 from llamonitor.schema._columns import COLUMN_NAMES
 
 
@@ -64,9 +65,7 @@ class MetricEvent(BaseModel):
     def to_row(self) -> dict[str, Any]:
         """The row as stored: ``custom_attributes`` encoded as JSON text."""
         row = self.model_dump()
-        row["custom_attributes"] = (
-            json.dumps(self.custom_attributes, default=repr) if self.custom_attributes else None
-        )
+        row["custom_attributes"] = safe_json(self.custom_attributes)
         return row
 
     @classmethod

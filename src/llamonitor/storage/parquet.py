@@ -71,10 +71,18 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def _parquet_writer(table: pa.Table, compression: str) -> Callable[[BinaryIO], None]:
+    codec = None if compression == "none" else compression
+
+    def write(f: BinaryIO) -> None:
+        pq.write_table(table, f, compression=codec)
+
+    return write
+
+
 def write_table_atomic(table: pa.Table, path: Path, compression: str = "snappy") -> None:
     """Write ``table`` to ``path`` so that ``path`` is either absent or complete."""
-    codec = None if compression == "none" else compression
-    _write_atomic(path, lambda f: pq.write_table(table, f, compression=codec))
+    _write_atomic(path, _parquet_writer(table, compression))
 
 
 class ParquetBackend(StorageBackend):
@@ -120,10 +128,33 @@ class ParquetBackend(StorageBackend):
             return
         if table.schema != SCHEMA:
             table = table.cast(SCHEMA)
-        for key, part in self._partitions(table):
+        parts = self._partitions(table)
+        if len(parts) == 1:
+            key, part = parts[0]
             directory = self.root / partition_dir_name(self.config.partition_by, key)
             directory.mkdir(parents=True, exist_ok=True)
             write_table_atomic(part, directory / self._name(), self.config.compression)
+            return
+        # Several files for one batch: write them all under temporary names
+        # first, then rename, so a failure (a full disk) leaves none of them and
+        # the retry does not duplicate the partitions that had succeeded.
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for key, part in parts:
+                directory = self.root / partition_dir_name(self.config.partition_by, key)
+                directory.mkdir(parents=True, exist_ok=True)
+                final = directory / self._name()
+                tmp = final.with_name(f".{final.name}.staged.tmp")
+                _write_atomic(tmp, _parquet_writer(part, self.config.compression))
+                staged.append((tmp, final))
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        for tmp, final in staged:
+            os.replace(tmp, final)
+        for directory in {final.parent for _, final in staged}:
+            _fsync_dir(directory)
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
         await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
@@ -150,11 +181,16 @@ def _is_data_file(name: str) -> bool:
     return name.endswith(".parquet") and not name.startswith(".")
 
 
-def _journal_inputs(directory: Path) -> set[str]:
-    """Inputs a committed merge has superseded (its output exists, they may linger)."""
+def _journal_inputs(directory: Path, listed: set[Path] | None = None) -> set[str]:
+    """Inputs a committed merge has superseded (its output exists, they may linger).
+
+    With ``listed``, the output must be among those files: a reader that listed
+    the directory before the output was renamed in must keep reading the inputs.
+    """
     try:
         journal = json.loads((directory / JOURNAL_NAME).read_text("utf-8"))
-        if (directory / str(journal["output"])).exists():
+        output = directory / str(journal["output"])
+        if output in listed if listed is not None else output.exists():
             return {str(name) for name in journal["inputs"]}
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -180,7 +216,8 @@ def data_files(output_dir: str | Path) -> list[Path]:
     # Journals are read after listing the files: a journal removed meanwhile
     # means its inputs are gone too, and DuckDB's "file not found" retries.
     if journaled:
-        skip = {d / name for d in journaled for name in _journal_inputs(d)}
+        listed = set(found)
+        skip = {d / name for d in journaled for name in _journal_inputs(d, listed)}
         found = [f for f in found if f not in skip]
     return sorted(found)
 

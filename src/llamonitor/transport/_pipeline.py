@@ -63,7 +63,10 @@ class Pipeline:
 
     def _reset_state(self) -> None:
         self._pid = _getpid()
-        self._lock = threading.Lock()
+        # An RLock, not a Lock: a decorated generator that the garbage collector
+        # finalizes while this thread holds the lock records its span, re-entering
+        # submit() (sentry-python's _queue.py swaps in an RLock for the same reason).
+        self._lock = threading.RLock()
         self._not_full = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._q: deque[tuple[Any, ...]] = deque()
@@ -73,6 +76,7 @@ class Pipeline:
         self._flush_reqs: list[Marker] = []
         self._stopping = False
         self._closed = False
+        self._abandoned = False  # shutdown missed its deadline and counted what was held
         self._worker_alive = False
         self._worker: threading.Thread | None = None
         self.received = 0
@@ -91,11 +95,11 @@ class Pipeline:
         started: list[SinkRunner] = []
         try:
             for sink in self.sinks:
-                sink.start(wait=True)
                 started.append(sink)
+                sink.start(wait=True)
         except BaseException:
             deadline = _monotonic() + 5.0
-            for sink in started:
+            for sink in started:  # the one that failed too: it may still be running
                 sink.stop(deadline)
             raise
         self._start_worker()
@@ -191,6 +195,8 @@ class Pipeline:
         )
 
     def count_sampled_out(self) -> None:
+        if self._pid != _getpid():
+            self._restart_after_fork()
         with self._lock:
             self.received += 1
             self.dropped["sampled_out"] += 1
@@ -263,12 +269,18 @@ class Pipeline:
             self._bytes -= nbytes
             self._inflight_bytes -= nbytes
             self._not_full.notify_all()
+        accepted = True
         if table is not None and table.num_rows:
             for sink in self.sinks:
-                sink.put(table, table.num_rows)
+                ok = sink.put(table, table.num_rows)
+                accepted = ok if sink is self.sinks[0] else accepted
         # Only now: while a full primary sink makes us wait, the batch is ours.
         with self._lock:
+            if self._abandoned:
+                return  # shutdown gave up waiting and counted it already
             self._inflight -= n - invalid
+            if not accepted:  # the primary sink was abandoned at shutdown
+                self.dropped["shutdown"] += n - invalid
             self._not_full.notify_all()
 
     # -- flush / shutdown ---------------------------------------------------
@@ -283,7 +295,7 @@ class Pipeline:
         self._wake.set()
         if not self._worker_alive:
             self._restart_worker()
-        return marker.event.wait(max(0.0, timeout))
+        return marker.event.wait(max(0.0, timeout)) and marker.ok
 
     def shutdown(self, timeout: float) -> bool:
         """Flush, stop the threads and close the backends, all by one deadline.
@@ -292,14 +304,19 @@ class Pipeline:
         pending then is counted as dropped for ``shutdown``.
         """
         deadline = _monotonic() + max(0.0, timeout)
+        if self._pid != _getpid():
+            # A forked child that never recorded: the parent's threads and lock
+            # are not ours (the lock may even be held by a thread that is gone).
+            self._closed = True
+            return True
         with self._lock:
             if self._closed:
                 return True
             self._closed = True
             self._stopping = True
             self._not_full.notify_all()
-        if self._pid != _getpid():
-            return True  # a forked child that never recorded: nothing of ours
+        for sink in self.sinks:
+            sink.hurry()  # retries stop sleeping: the deadline is what is left
         self._wake.set()
         ok = True
         worker = self._worker
@@ -308,18 +325,28 @@ class Pipeline:
             if worker.is_alive():
                 ok = False
         for sink in self.sinks:
-            sink.hurry()
-        for sink in self.sinks:
             if not sink.stop(deadline):
                 ok = False
         with self._lock:
             left = len(self._q) + self._inflight
+            self._abandoned = True
             if left:
                 self.dropped["shutdown"] += left
                 self._q.clear()
                 self._inflight = 0
                 self._bytes = self._inflight_bytes = 0
+            markers, self._flush_reqs = self._flush_reqs, []
+        for marker in markers:  # a flush that raced the shutdown returns now
+            marker.ok = not left
+            marker.event.set()
         return ok
+
+    def after_fork_in_child(self) -> None:
+        """os.register_at_fork hook: fresh locks now, fresh threads on next use."""
+        self._lock = threading.RLock()
+        self._not_full = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._pid = -1  # the next submit() restarts the pipeline for this process
 
     # -- numbers ------------------------------------------------------------
 
@@ -328,6 +355,8 @@ class Pipeline:
         return self.sinks[0] if self.sinks else None
 
     def stats(self) -> dict[str, Any]:
+        if self._pid != _getpid() and not self._closed:
+            self._restart_after_fork()  # report this process, not the parent
         with self._lock:
             queued = len(self._q)
             inflight = self._inflight

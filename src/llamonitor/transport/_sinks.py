@@ -27,6 +27,7 @@ class Marker:
     """Set once every sink has written everything handed to it before."""
 
     def __init__(self, count: int) -> None:
+        self.ok = True  # False: given up at shutdown, not written
         self._left = count
         self._lock = threading.Lock()
         self.event = threading.Event()
@@ -75,6 +76,8 @@ class SinkRunner:
         self._cv = threading.Condition()
         self._stopping = False
         self._abandoned = False
+        self._dead = False  # the thread ended without being stopped
+        self._waited = False
         self._hurry = threading.Event()
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
@@ -92,6 +95,7 @@ class SinkRunner:
         Raises:
             BaseException: what the backend's ``initialize`` raised, when ``wait``.
         """
+        self._waited = wait  # the caller raises the initialization error itself
         self._thread.start()
         if wait:
             if not self._ready.wait(INITIALIZE_TIMEOUT_SECONDS):
@@ -99,11 +103,21 @@ class SinkRunner:
             if self._init_error is not None:
                 raise self._init_error
 
-    def put(self, table: Any, n: int) -> None:
-        """Hand a batch of ``n`` events over (the worker thread)."""
+    def put(self, table: Any, n: int) -> bool:
+        """Hand a batch of ``n`` events over (the worker thread).
+
+        Returns False if the sink was abandoned at shutdown: the events are
+        then the caller's to count. A sink whose thread died counts them as
+        failed itself.
+        """
         with self._cv:
+            if self._dead:
+                self.failed += n
+                return True
             if self.primary:
-                while len(self._q) >= MAX_PENDING_BATCHES and not self._abandoned:
+                while (
+                    len(self._q) >= MAX_PENDING_BATCHES and not self._abandoned and not self._dead
+                ):
                     self._cv.wait(0.05)
             elif len(self._q) >= MAX_PENDING_BATCHES:
                 for i, item in enumerate(self._q):
@@ -113,11 +127,14 @@ class SinkRunner:
                         self.pending -= item[1]
                         break
             if self._abandoned:
-                self.dropped += n
-                return
+                return False
+            if self._dead:
+                self.failed += n
+                return True
             self._q.append((table, n))
             self.pending += n
             self._cv.notify_all()
+            return True
 
     def put_marker(self, marker: Marker) -> None:
         with self._cv:
@@ -136,7 +153,7 @@ class SinkRunner:
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
-        if self._thread.ident is not None:
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             with self._cv:
@@ -145,6 +162,7 @@ class SinkRunner:
                 self.pending = 0
                 for item in self._q:
                     if isinstance(item, Marker):
+                        item.ok = False
                         item.done()
                 self._q.clear()
                 self._cv.notify_all()
@@ -163,6 +181,7 @@ class SinkRunner:
             "dropped": self.dropped,
             "retried": self.retried,
             "pending": self.pending,
+            "running": not self._dead and not self._abandoned,
             "last_error": self.last_error,
         }
 
@@ -183,6 +202,8 @@ class SinkRunner:
             self.call(self.backend.initialize)
         except BaseException as exc:
             self._init_error = exc
+            self.last_error = f"initialize: {type(exc).__name__}: {exc}"
+            self._die(log=not self._waited)
             self._ready.set()
             self._close_loop()
             return
@@ -202,11 +223,30 @@ class SinkRunner:
                 table, n = item
                 self._write(table, n)
         finally:
+            if not self._stopping:  # not a normal end: never leave work stranded
+                self._die()
             try:
                 self.call(self.backend.close)
-            except Exception as exc:
+            except BaseException as exc:
                 logger.warning("llamonitor: closing backend %s failed: %r", self.name, exc)
             self._close_loop()
+
+    def _die(self, log: bool = True) -> None:
+        """The thread is ending abnormally: fail what is pending, free the waiters."""
+        with self._cv:
+            self._dead = True
+            self.healthy = False
+            if not self._abandoned:
+                self.failed += self.pending
+            self.pending = 0
+            for item in self._q:
+                if isinstance(item, Marker):
+                    item.ok = False
+                    item.done()
+            self._q.clear()
+            self._cv.notify_all()
+        if log:
+            logger.error("llamonitor: the %s sink stopped: %s", self.name, self.last_error)
 
     def _close_loop(self) -> None:
         if self._loop is not None:
@@ -221,7 +261,7 @@ class SinkRunner:
         while True:
             try:
                 self.call(self.backend.write_table, table)
-            except Exception as exc:
+            except BaseException as exc:  # a driver's CancelledError must not kill the thread
                 self.healthy = False
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if not self._logged_failure:

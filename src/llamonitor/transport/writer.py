@@ -12,6 +12,7 @@ the awaitable form exists so async code reads naturally.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from collections.abc import Generator
 from typing import Any, ClassVar, Generic, TypeVar
@@ -233,6 +234,19 @@ def flush(timeout: float | None = None) -> Completed[bool]:
 
 def get_writer() -> MonitoringWriter | None:
     return MonitoringWriter._instance
+
+
+def _after_fork_in_child() -> None:
+    # A lock some parent thread held at fork() stays held in the child: replace
+    # ours before anything can wait on them (the atexit flush would hang).
+    global _lifecycle
+    _lifecycle = threading.RLock()
+    pipeline = ACTIVE
+    if pipeline is not None:
+        pipeline.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _flush_at_exit() -> None:
