@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import llamonitor
@@ -19,3 +20,25 @@ def one(spans: llamonitor.InMemoryBackend) -> dict[str, Any]:
     """The only span recorded so far."""
     (row,) = rows(spans)
     return row
+
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def span_row(i: int, **values: Any) -> dict[str, Any]:
+    """A complete stored span row (one per second from ``T0``); ``values`` override."""
+    base: dict[str, Any] = dict.fromkeys(llamonitor.SCHEMA.names)
+    base.update(
+        event_id=f"e{i:06d}",
+        session_id="s",
+        trace_id="t" * 32,
+        span_id=f"{i:016x}",
+        operation_name="op",
+        operation_type="llm_call",
+        timestamp=T0 + timedelta(seconds=i),
+        duration_ms=1.0,
+        error=False,
+        process_id=1,
+    )
+    base.update(values)
+    return base

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import llamonitor
+from _helpers import T0, span_row
 from llamonitor import MonitorConfig, StorageConfig, monitor_llm, monitoring_session
 from llamonitor.cli import _options, cli
 from llamonitor.cli._demo import png_bytes
@@ -25,29 +26,12 @@ from llamonitor.storage import parquet
 from llamonitor.storage.jsonl import JSONLBackend
 from llamonitor.storage.parquet import ParquetBackend
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
 
 
-def row(i: int, **values: Any) -> dict[str, Any]:
-    base: dict[str, Any] = dict.fromkeys(llamonitor.SCHEMA.names)
-    base.update(
-        event_id=f"e{i:06d}",
-        session_id="s",
-        trace_id="t" * 32,
-        span_id=f"{i:016x}",
-        operation_name="op",
-        operation_type="llm_call",
-        timestamp=T0 + timedelta(seconds=i),
-        duration_ms=1.0,
-        error=False,
-        process_id=1,
-    )
-    base.update(values)
-    return base
+row = span_row
 
 
 def write(root: Path, rows: list[dict[str, Any]]) -> None:

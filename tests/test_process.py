@@ -98,6 +98,7 @@ def _libc_fork() -> int:
     return int(libc.fork())
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("fork", [os.fork, _libc_fork], ids=["os.fork", "raw-libc-fork"])
 def test_forked_child_writes_its_own_events_and_the_parents_are_written_once(
     tmp_path: Path, fork: object

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import llamonitor
+from _helpers import T0, span_row
 from llamonitor import MonitorConfig, StorageConfig, monitor_llm, monitoring_session
 from llamonitor.storage import parquet
 from llamonitor.storage._duckdb import DuckDBQuery, jsonl_relation
 from llamonitor.storage.jsonl import JSONLBackend
 from llamonitor.storage.parquet import ParquetBackend
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def row(i: int, **values: Any) -> dict[str, Any]:
-    """A complete span row; ``values`` override the defaults."""
-    base: dict[str, Any] = dict.fromkeys(llamonitor.SCHEMA.names)
-    base.update(
-        event_id=f"e{i:06d}",
-        session_id="s",
-        trace_id="t",
-        span_id=f"{i:016x}",
-        operation_name="op",
-        operation_type="llm_call",
-        timestamp=T0 + timedelta(seconds=i),
-        duration_ms=1.0,
-        error=False,
-        process_id=1,
-    )
-    base.update(values)
-    return base
+row = span_row
 
 
 def write(root: Path, rows: list[dict[str, Any]], partition_by: str = "date") -> None:

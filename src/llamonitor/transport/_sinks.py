@@ -158,16 +158,21 @@ class SinkRunner:
         if self._thread.is_alive():
             with self._cv:
                 self._abandoned = True
-                self.dropped += self.pending
-                self.pending = 0
-                for item in self._q:
-                    if isinstance(item, Marker):
-                        item.ok = False
-                        item.done()
-                self._q.clear()
-                self._cv.notify_all()
+                self.dropped += self._release_backlog()
             return False
         return True
+
+    def _release_backlog(self) -> int:
+        """Empty the backlog (condition held): flush markers learn the batches were
+        not written; returns how many events were pending."""
+        pending, self.pending = self.pending, 0
+        for item in self._q:
+            if isinstance(item, Marker):
+                item.ok = False
+                item.done()
+        self._q.clear()
+        self._cv.notify_all()
+        return pending
 
     def hurry(self) -> None:
         """Skip the remaining backoff sleeps (shutdown is under way)."""
@@ -236,15 +241,9 @@ class SinkRunner:
         with self._cv:
             self._dead = True
             self.healthy = False
+            pending = self._release_backlog()
             if not self._abandoned:
-                self.failed += self.pending
-            self.pending = 0
-            for item in self._q:
-                if isinstance(item, Marker):
-                    item.ok = False
-                    item.done()
-            self._q.clear()
-            self._cv.notify_all()
+                self.failed += pending
         if log:
             logger.error("llamonitor: the %s sink stopped: %s", self.name, self.last_error)
 
