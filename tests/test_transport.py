@@ -592,3 +592,38 @@ def test_a_base_exception_from_a_backend_is_a_failed_write_not_a_dead_sink() -> 
     assert shutdown_monitoring(5)
     assert _accounted(writer.health_check()) == 15
     assert threading.active_count() <= threads - 2  # worker and sink threads are gone
+
+
+def test_a_sink_that_cannot_start_after_fork_fails_its_events_and_flush_returns(
+    tmp_path: Path,
+) -> None:
+    """A dead sink (its backend failed to start) counts events failed; flush does not wait."""
+    from llamonitor.transport._sinks import SinkRunner
+
+    class NoStart(InMemoryBackend):
+        async def initialize(self) -> None:
+            raise ConnectionError("database unreachable")
+
+    runner = SinkRunner(
+        "nostart",
+        NoStart(),
+        primary=True,
+        max_retries=0,
+        backoff_seconds=0.01,
+        max_backoff_seconds=0.01,
+    )
+    runner.start(wait=False)  # as after a fork: nobody waits for initialize
+    deadline = time.monotonic() + 5
+    while runner.health()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.put(pa.table({"x": [1, 2, 3]}), 3)
+    from llamonitor.transport._sinks import Marker
+
+    marker = Marker(1)
+    start = time.monotonic()
+    runner.put_marker(marker)
+    assert marker.event.wait(1) and time.monotonic() - start < 0.5
+    assert not marker.ok
+    h = runner.health()
+    assert h["failed"] == 3 and not h["healthy"] and not h["running"]
+    assert "database unreachable" in (h["last_error"] or "")

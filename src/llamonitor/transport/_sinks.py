@@ -138,7 +138,8 @@ class SinkRunner:
 
     def put_marker(self, marker: Marker) -> None:
         with self._cv:
-            if self._abandoned:
+            if self._abandoned or self._dead:  # nobody would take it off the queue
+                marker.ok = not self._dead
                 marker.done()
                 return
             self._q.append(marker)
