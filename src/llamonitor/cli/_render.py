@@ -23,10 +23,8 @@ def duration(ms: float | None) -> str:
     """``0.42 ms``, ``123.4 ms``, ``1.23 s``, ``2m 03s``."""
     if ms is None:
         return "-"
-    if ms < 10:
-        return f"{ms:.2f} ms"
     if ms < 1000:
-        return f"{ms:.1f} ms"
+        return f"{millis(ms)} ms"
     if ms < 60_000:
         return f"{ms / 1000:.2f} s"
     minutes, seconds = divmod(ms / 1000, 60)
