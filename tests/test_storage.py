@@ -15,6 +15,7 @@ import pytest
 import llamonitor
 from llamonitor import (
     SCHEMA,
+    SCHEMA_VERSION,
     InMemoryBackend,
     MetricEvent,
     MonitorConfig,
@@ -48,7 +49,7 @@ def test_parquet_layout_is_date_partitioned_snappy_with_the_one_schema(store: Pa
         assert NAME.match(f.name), f.name
         meta = pq.ParquetFile(f)
         assert meta.schema_arrow.remove_metadata() == SCHEMA.remove_metadata()
-        assert meta.schema_arrow.metadata[b"llamonitor.schema_version"] == b"1"
+        assert meta.schema_arrow.metadata[b"llamonitor.schema_version"] == str(SCHEMA_VERSION).encode()
         assert meta.metadata.row_group(0).column(0).compression == "SNAPPY"
     assert not [p for p in store.rglob("*") if p.name.startswith(".")]
     count = duckdb.sql(f"select count(*) from read_parquet('{store}/**/*.parquet')").fetchall()

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a column is added, removed or changes type."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a column is added, removed or changes type.
+
+History: 1 = core span columns; 2 = LLM columns (project, agent, provider,
+model, tokens, cost, request parameters, prompt hash, captured content).
+A store written at an older version is read with the new columns as nulls
+(Parquet) or migrated in place by ``ALTER TABLE ... ADD COLUMN`` (SQL).
+"""
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -41,6 +47,30 @@ _COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("image_format", pa.string(), True, "Format of the first image (PNG, JPEG, ...)."),
     ("time_to_first_token_ms", pa.float64(), True, "Streams: time from start to first item."),
     ("stream_item_count", pa.int64(), True, "Streams: items yielded."),
+    # -- LLM facts (schema version 2); OTel GenAI names in GEN_AI_ATTRIBUTES --
+    ("project_name", pa.string(), True, "Project (Observatory/config project_name)."),
+    ("agent_name", pa.string(), True, "Agent that made the call."),
+    ("provider", pa.string(), True, "LLM provider: openai, anthropic, ..."),
+    ("model", pa.string(), True, "Model the request asked for."),
+    ("response_model", pa.string(), True, "Model the response reports (may be a dated version)."),
+    ("response_id", pa.string(), True, "Provider's id of the response."),
+    ("input_tokens", pa.int64(), True, "Input tokens, cached ones included (OTel convention)."),
+    ("output_tokens", pa.int64(), True, "Output tokens, reasoning ones included."),
+    ("total_tokens", pa.int64(), True, "Input plus output tokens."),
+    ("cache_read_tokens", pa.int64(), True, "Input tokens served from the provider's cache."),
+    ("cache_write_tokens", pa.int64(), True, "Input tokens written to the provider's cache."),
+    ("reasoning_tokens", pa.int64(), True, "Output tokens spent on reasoning."),
+    ("token_source", pa.string(), True, "Where the counts come from: provider, user, estimate:..."),
+    ("input_cost_usd", pa.float64(), True, "Price of the input tokens, USD."),
+    ("output_cost_usd", pa.float64(), True, "Price of the output tokens, USD."),
+    ("cost_usd", pa.float64(), True, "Total price of the call, USD; null when the price is unknown."),
+    ("cost_source", pa.string(), True, "Where the price comes from: genai-prices, override, user."),
+    ("finish_reason", pa.string(), True, "Why generation stopped (stop, length, tool_calls...)."),
+    ("temperature", pa.float64(), True, "Requested sampling temperature."),
+    ("max_tokens", pa.int64(), True, "Requested output token limit."),
+    ("prompt_hash", pa.string(), True, "Hash of the prompt (kept even when content is not)."),
+    ("prompt_content", pa.string(), True, "Prompt text, redacted; only when content capture is on."),
+    ("completion_content", pa.string(), True, "Completion text, redacted; only when capture is on."),
     ("process_id", pa.int64(), False, "OS process that recorded the span."),
     ("custom_attributes", pa.string(), True, "JSON object of free-form attributes."),
 )
@@ -50,6 +80,39 @@ SCHEMA: pa.Schema = pa.schema(
     metadata={b"llamonitor.schema_version": str(SCHEMA_VERSION).encode()},
 )
 """The Arrow schema of the span table."""
+
+COLUMNS_V1: tuple[str, ...] = (
+    *(name for name, *_ in _COLUMNS[:24]),
+    "process_id",
+    "custom_attributes",
+)
+"""Columns of a schema-version-1 store (for migrations and tests)."""
+
+# OpenTelemetry GenAI semantic conventions -> our column. The one place the
+# mapping is written: span attributes set with these names land in the
+# column, and exporters use it the other way round.
+GEN_AI_ATTRIBUTES: dict[str, str] = {
+    "gen_ai.provider.name": "provider",
+    "gen_ai.system": "provider",  # the older name of gen_ai.provider.name
+    "gen_ai.request.model": "model",
+    "gen_ai.response.model": "response_model",
+    "gen_ai.response.id": "response_id",
+    "gen_ai.usage.input_tokens": "input_tokens",
+    "gen_ai.usage.output_tokens": "output_tokens",
+    "gen_ai.usage.cache_read.input_tokens": "cache_read_tokens",
+    "gen_ai.usage.cache_creation.input_tokens": "cache_write_tokens",
+    "gen_ai.usage.reasoning.output_tokens": "reasoning_tokens",
+    "gen_ai.response.finish_reasons": "finish_reason",
+    "gen_ai.request.temperature": "temperature",
+    "gen_ai.request.max_tokens": "max_tokens",
+    "gen_ai.agent.name": "agent_name",
+    "gen_ai.conversation.id": "session_id",
+    "gen_ai.operation.name": "operation_type",
+}
+
+LLM_COLUMNS: tuple[str, ...] = tuple(
+    name for name, *_ in _COLUMNS if name not in COLUMNS_V1
+)
 
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, *_ in _COLUMNS)
 COLUMN_DOCS: dict[str, str] = {name: doc for name, _, _, doc in _COLUMNS}

@@ -45,6 +45,29 @@ class MetricEvent(BaseModel):
     image_format: str | None = None
     time_to_first_token_ms: float | None = Field(default=None, ge=0)
     stream_item_count: int | None = Field(default=None, ge=0)
+    project_name: str | None = None
+    agent_name: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    total_tokens: int | None = Field(default=None, ge=0)
+    cache_read_tokens: int | None = Field(default=None, ge=0)
+    cache_write_tokens: int | None = Field(default=None, ge=0)
+    reasoning_tokens: int | None = Field(default=None, ge=0)
+    token_source: str | None = None
+    input_cost_usd: float | None = Field(default=None, ge=0)
+    output_cost_usd: float | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
+    cost_source: str | None = None
+    finish_reason: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    prompt_hash: str | None = None
+    prompt_content: str | None = None
+    completion_content: str | None = None
     process_id: int = 0
     custom_attributes: dict[str, Any] = Field(default_factory=dict)
 
