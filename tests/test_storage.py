@@ -49,7 +49,8 @@ def test_parquet_layout_is_date_partitioned_snappy_with_the_one_schema(store: Pa
         assert NAME.match(f.name), f.name
         meta = pq.ParquetFile(f)
         assert meta.schema_arrow.remove_metadata() == SCHEMA.remove_metadata()
-        assert meta.schema_arrow.metadata[b"llamonitor.schema_version"] == str(SCHEMA_VERSION).encode()
+        version = meta.schema_arrow.metadata[b"llamonitor.schema_version"]
+        assert version == str(SCHEMA_VERSION).encode()
         assert meta.metadata.row_group(0).column(0).compression == "SNAPPY"
     assert not [p for p in store.rglob("*") if p.name.startswith(".")]
     count = duckdb.sql(f"select count(*) from read_parquet('{store}/**/*.parquet')").fetchall()
