@@ -178,6 +178,22 @@ def test_files_with_an_older_schema_read_together(store: Path) -> None:
     assert rows["e000001"]["stream_item_count"] is None
 
 
+def test_a_store_of_only_version_1_files_answers_queries_on_new_columns(store: Path) -> None:
+    """A store written before the LLM columns existed: they read as nulls."""
+    from llamonitor.schema._columns import COLUMNS_V1
+
+    old = pa.Table.from_pylist([row(0), row(1)], schema=llamonitor.SCHEMA).select(
+        list(COLUMNS_V1)
+    )
+    (store / "2024-05-01").mkdir(parents=True)
+    pq.write_table(old, store / "2024-05-01" / "events_v1.parquet")
+    q = parquet.query(store)
+    assert [r["cost_usd"] for r in q.events(limit=None)] == [None, None]
+    assert q.stats(group_by="model") == [
+        {**q.stats(group_by=None)[0], "model": None}
+    ]
+
+
 def test_readers_skip_inputs_a_committed_merge_replaced(store: Path) -> None:
     """With a journal whose output exists, its leftover inputs are not read twice."""
     write(store, [row(0)])
@@ -198,11 +214,11 @@ def test_jsonl_store(tmp_path: Path) -> None:
     asyncio.run(backend.initialize())
     rows = [row(0, custom_attributes='{"model": "m"}', text_char_count=5), row(1, error=True)]
     asyncio.run(backend.write_table(pa.Table.from_pylist(rows, schema=llamonitor.SCHEMA)))
-    q = DuckDBQuery(lambda: jsonl_relation(backend.path))
+    q = DuckDBQuery(lambda _f: jsonl_relation(backend.path))
     got = q.events(limit=None)
     assert [r["event_id"] for r in got] == ["e000001", "e000000"]
     assert got[1]["timestamp"] == T0
     assert json.loads(got[1]["custom_attributes"]) == {"model": "m"}
     assert got[1]["text_char_count"] == 5
     assert q.stats()[0]["errors"] == 1
-    assert DuckDBQuery(lambda: jsonl_relation(tmp_path / "none.jsonl")).count() == 0
+    assert DuckDBQuery(lambda _f: jsonl_relation(tmp_path / "none.jsonl")).count() == 0

@@ -106,8 +106,8 @@ def open_store(directory: Path) -> DuckDBQuery:
             f"(or {DIR_ENV_VARS[0]}) at your output_dir, or run `llamonitor demo`."
         )
     if directory.is_file():
-        return DuckDBQuery(lambda: jsonl_relation(directory))
+        return DuckDBQuery(lambda _filters: jsonl_relation(directory))
     jsonl = directory / JSONL_FILE_NAME
     if jsonl.is_file() and not parquet.data_files(directory):
-        return DuckDBQuery(lambda: jsonl_relation(jsonl))
+        return DuckDBQuery(lambda _filters: jsonl_relation(jsonl))
     return parquet.query(directory)

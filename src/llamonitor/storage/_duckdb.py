@@ -1,7 +1,11 @@
-"""The query side of the file stores: DuckDB over Parquet or JSON Lines files.
+"""The query side of every store: DuckDB over a store's rows.
 
-A :class:`DuckDBQuery` wraps one *relation*: the SQL of a table expression
-(``read_parquet(?, ...)``) and its parameters. Every user-provided value goes
+A :class:`DuckDBQuery` wraps one *source*, called at each query with the
+query's :class:`Filters`. It returns either a *relation* -- the SQL of a table
+expression (``read_parquet(?, ...)``) and its parameters -- or Arrow data (a
+table or a ``RecordBatchReader``, streamed, not loaded whole) that a SQL store
+fetched with the filters pushed down. Every query is written once, in
+DuckDB's SQL over ``{rel}``, and runs the same over every store. Every user-provided value goes
 into the statement as a ``?`` parameter; identifiers (the ``group_by``
 column) are checked against the schema. Each query object owns a fresh
 in-memory DuckDB connection, so it shares no state with anything else.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,27 @@ from llamonitor.schema._columns import SCHEMA
 Relation = tuple[str, list[Any]]
 """The SQL of a table expression and its ``?`` parameters."""
 
-RelationSource = Callable[[], "Relation | None"]
-"""Builds the relation at query time; ``None`` means an empty store."""
+
+@dataclass(frozen=True)
+class Filters:
+    """What a query keeps; a SQL store pushes these into its own ``WHERE``.
+
+    ``operation`` is an exact name, or a glob when it holds ``*``, ``?`` or
+    ``[``. Times are UTC (naive ones are taken as UTC); ``until`` is exclusive.
+    """
+
+    session_id: str | tuple[str, ...] | None = None
+    trace_id: str | None = None
+    operation: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    project_name: str | None = None
+
+
+NO_FILTERS = Filters()
+
+Source = Callable[[Filters], "Relation | pa.Table | pa.RecordBatchReader | None"]
+"""Builds the store's rows at query time; ``None`` means an empty store."""
 
 DEFAULT_LIMIT = 50
 _NOT_GROUPABLE = ("event_id", "span_id", "parent_span_id", "error_message", "custom_attributes")
@@ -51,12 +75,25 @@ _DUCK_TYPES = {
 }
 
 
+def _empty_schema_sql() -> str:
+    cols = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS "{f.name}"' for f in SCHEMA)
+    return f"SELECT {cols} WHERE false"
+
+
+_EMPTY_SCHEMA_SQL = _empty_schema_sql()
+
+
 def parquet_relation(files: Sequence[str | Path]) -> Relation | None:
-    """``read_parquet`` over ``files`` (``None`` when there are none)."""
+    """``read_parquet`` over ``files`` (``None`` when there are none).
+
+    Files of an older schema version lack the newer columns: the union with an
+    empty table of the current schema reads them as nulls.
+    """
     if not files:
         return None
     return (
-        "read_parquet(?, union_by_name = true, hive_partitioning = false)",
+        "(SELECT * FROM read_parquet(?, union_by_name = true, hive_partitioning = false) "
+        f"UNION ALL BY NAME {_EMPTY_SCHEMA_SQL})",
         [[str(f) for f in files]],
     )
 
@@ -99,20 +136,30 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
+def _sessions(session_id: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    return session_id if session_id is None or isinstance(session_id, str) else tuple(session_id)
+
+
+def _fetch(result: Any) -> pa.Table:
+    fetch = getattr(result, "to_arrow_table", None) or result.arrow
+    table: pa.Table = fetch()
+    return table
+
+
 class DuckDBQuery:
     """Typed queries over a span table.
 
     Args:
-        source: a :data:`Relation`, ``None`` (an empty store), or a callable
-            returning either, called at each query so files written since are
-            seen.
+        source: a :data:`Relation`, ``None`` (an empty store), or a
+            :data:`Source` called with the query's filters at each query, so
+            rows written since are seen.
 
     Times are UTC ``datetime`` objects; a naive ``since``/``until`` is taken
     as UTC. Durations are milliseconds.
     """
 
-    def __init__(self, source: Relation | RelationSource | None) -> None:
-        self._source: RelationSource = source if callable(source) else (lambda: source)
+    def __init__(self, source: Relation | Source | None) -> None:
+        self._source: Source = source if callable(source) else (lambda _filters: source)
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()  # one DuckDB connection is not for concurrent use
@@ -128,23 +175,37 @@ class DuckDBQuery:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> pa.Table | None:
-        """Run ``sql`` with ``{rel}`` replaced by the store; ``None`` if the store is empty."""
+    def run(
+        self, sql: str, params: Sequence[Any] = (), filters: Filters = NO_FILTERS
+    ) -> pa.Table | None:
+        """Run ``sql`` with ``{rel}`` replaced by the store's rows.
+
+        ``filters`` are handed to the source (a SQL store fetches only those
+        rows); ``sql`` must apply them too (see :meth:`where`). Returns
+        ``None`` if the store is empty.
+        """
         for attempt in range(_RETRIES + 1):
-            relation = self._source()
+            relation = self._source(filters)
             if relation is None:
                 return None
-            rel_sql, rel_params = relation
             try:
                 with self._lock:
-                    result = self._con.sql(
-                        sql.replace("{rel}", rel_sql), params=[*rel_params, *params]
-                    )
-                    fetch = getattr(result, "to_arrow_table", None) or result.arrow
-                    table: pa.Table = fetch()
-                    return table
+                    if isinstance(relation, tuple):
+                        rel_sql, rel_params = relation
+                        result = self._con.sql(
+                            sql.replace("{rel}", rel_sql), params=[*rel_params, *params]
+                        )
+                        return _fetch(result)
+                    self._con.register("__llamonitor_rows", relation)
+                    try:
+                        result = self._con.sql(
+                            sql.replace("{rel}", "__llamonitor_rows"), params=list(params)
+                        )
+                        return _fetch(result)
+                    finally:
+                        self._con.unregister("__llamonitor_rows")
             except duckdb.IOException as exc:
-                if attempt < _RETRIES and self._source() != relation:
+                if attempt < _RETRIES and self._source(filters) != relation:
                     time.sleep(_RETRY_SLEEP_SECONDS * attempt)
                     continue  # the files changed under us: read the new set
                 if "No files found" in str(exc) or "needs at least one file" in str(exc):
@@ -152,37 +213,42 @@ class DuckDBQuery:
                 raise
         return None  # pragma: no cover - the loop always returns
 
+    _run = run
+
     @staticmethod
-    def _where(
-        session_id: str | Sequence[str] | None = None,
-        trace_id: str | None = None,
-        operation: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> tuple[str, list[Any]]:
+    def where(f: Filters) -> tuple[str, list[Any]]:
+        """``WHERE ...`` (or ``""``) and its parameters for ``f``."""
         clauses: list[str] = []
         params: list[Any] = []
-        if isinstance(session_id, str):
+        if isinstance(f.session_id, str):
             clauses.append("session_id = ?")
-            params.append(session_id)
-        elif session_id is not None:
+            params.append(f.session_id)
+        elif f.session_id is not None:
             clauses.append("list_contains(?, session_id)")
-            params.append(list(session_id))
-        if trace_id is not None:
+            params.append(list(f.session_id))
+        if f.trace_id is not None:
             clauses.append("trace_id = ?")
-            params.append(trace_id)
-        if operation is not None:
+            params.append(f.trace_id)
+        if f.operation is not None:
             # A pattern with * or ? is a glob; anything else an exact name.
-            glob = any(c in operation for c in "*?[")
+            glob = any(c in f.operation for c in "*?[")
             clauses.append("operation_name GLOB ?" if glob else "operation_name = ?")
-            params.append(operation)
-        if since is not None:
+            params.append(f.operation)
+        if f.since is not None:
             clauses.append('"timestamp" >= ?')
-            params.append(_aware(since))
-        if until is not None:
+            params.append(_aware(f.since))
+        if f.until is not None:
             clauses.append('"timestamp" < ?')
-            params.append(_aware(until))
+            params.append(_aware(f.until))
+        if f.project_name is not None:
+            clauses.append("project_name = ?")
+            params.append(f.project_name)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _filtered(self, sql: str, f: Filters, params: Sequence[Any] = ()) -> pa.Table | None:
+        """Run ``sql``, whose ``{where}`` is replaced by ``f``'s clause."""
+        where, wparams = self.where(f)
+        return self.run(sql.replace("{where}", where), [*wparams, *params], f)
 
     # -- queries ---------------------------------------------------------------
 
@@ -213,21 +279,21 @@ class DuckDBQuery:
         Returns:
             One dict per span, keyed by column name.
         """
-        where, params = self._where(session_id, trace_id, operation, since, until)
-        sql = f'SELECT * FROM {{rel}} {where} ORDER BY "timestamp" DESC, event_id'
+        f = Filters(_sessions(session_id), trace_id, operation, since, until)
+        sql = 'SELECT * FROM {rel} {where} ORDER BY "timestamp" DESC, event_id'
+        params: list[Any] = []
         if limit is not None:
             sql += " LIMIT ?"
             params.append(max(0, int(limit)))
-        table = self._run(sql, params)
+        table = self._filtered(sql, f, params)
         return [] if table is None else _rows(table)
 
     def trace(self, trace_id: str) -> list[dict[str, Any]]:
         """All spans of ``trace_id``, in order of start time (empty if unknown)."""
-        table = self._run(
+        table = self._filtered(
             # On a tie of start times (same microsecond) the enclosing span lasts longer.
-            'SELECT * FROM {rel} WHERE trace_id = ? '
-            'ORDER BY "timestamp", duration_ms DESC, span_id',
-            [trace_id],
+            'SELECT * FROM {rel} {where} ORDER BY "timestamp", duration_ms DESC, span_id',
+            Filters(trace_id=trace_id),
         )
         return [] if table is None else _rows(table)
 
@@ -269,7 +335,7 @@ class DuckDBQuery:
         """
         if group_by is not None and group_by not in GROUPABLE_COLUMNS:
             raise ValueError(f"group_by: {group_by!r} is not one of {list(GROUPABLE_COLUMNS)}")
-        where, params = self._where(session_id, None, None, since, until)
+        f = Filters(_sessions(session_id), since=since, until=until)
         key = f"{group_by}, " if group_by else ""
         sql = (
             f"SELECT {key}count(*) AS count, "
@@ -280,24 +346,23 @@ class DuckDBQuery:
             "quantile_cont(duration_ms, 0.95) AS p95_ms, "
             "quantile_cont(duration_ms, 0.99) AS p99_ms, "
             "max(duration_ms) AS max_ms "
-            f"FROM {{rel}} {where}"
+            "FROM {rel} {where}"
         )
         if group_by:
             sql += f" GROUP BY {group_by} ORDER BY count DESC, {group_by}"
         else:
             sql += " HAVING count(*) > 0"
-        table = self._run(sql, params)
+        table = self._filtered(sql, f)
         return [] if table is None else _rows(table)
 
     def overview(self, session_id: str | Sequence[str] | None = None) -> dict[str, Any]:
         """Spans, sessions, traces, errors and the time range of the store."""
-        where, params = self._where(session_id)
-        table = self._run(
+        table = self._filtered(
             "SELECT count(*) AS spans, count(DISTINCT session_id) AS sessions, "
             "count(DISTINCT trace_id) AS traces, count(*) FILTER (WHERE error) AS errors, "
             'min("timestamp") AS first, max("timestamp") AS last '
-            f"FROM {{rel}} {where}",
-            params,
+            "FROM {rel} {where}",
+            Filters(_sessions(session_id)),
         )
         if table is None:
             return dict(spans=0, sessions=0, traces=0, errors=0, first=None, last=None)

@@ -233,7 +233,7 @@ def query(output_dir: str | Path) -> DuckDBQuery:
         files again at every query.
     """
     root = Path(output_dir)
-    return DuckDBQuery(lambda: parquet_relation(data_files(root)))
+    return DuckDBQuery(lambda _filters: parquet_relation(data_files(root)))
 
 
 @dataclass
