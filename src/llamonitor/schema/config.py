@@ -8,10 +8,12 @@ Storage settings can be given flat (``LLMOPS_BACKEND``, ``LLMOPS_BATCH_SIZE``,
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_OUTPUT_DIR = "./monitoring_data"
@@ -71,6 +73,18 @@ class StorageConfig(BaseSettings):
         return v
 
 
+class ModelPrice(BaseModel):
+    """A user price for a model (private, fine-tuned, negotiated), USD per
+    million tokens. Cached input tokens cost ``cached_input_per_million`` when
+    given, else the input price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+    cached_input_per_million: float | None = Field(default=None, ge=0)
+
+
 class MonitorConfig(BaseSettings):
     """Everything ``initialize_monitoring`` needs.
 
@@ -89,6 +103,15 @@ class MonitorConfig(BaseSettings):
         max_retries: write attempts after the first failure of a batch.
         retry_backoff_seconds: first retry delay; doubles, with jitter.
         shutdown_timeout_seconds: deadline of the flush at interpreter exit.
+        project_name: stored in the ``project_name`` column of every span.
+        capture_content: store prompt and completion text (off by default),
+            after redaction and capped at ``content_max_chars`` per field.
+        redact_builtin: apply the built-in rules (e-mail addresses, phone
+            numbers, credit-card numbers, API keys and secrets).
+        redact_patterns: more regular expressions whose matches are replaced.
+        redactor: a callable ``str -> str`` applied last.
+        model_prices: ``{model: ModelPrice}`` overriding the bundled prices
+            (``genai-prices``) for private or fine-tuned models.
     """
 
     model_config = SettingsConfigDict(
@@ -111,6 +134,23 @@ class MonitorConfig(BaseSettings):
     retry_backoff_seconds: float = Field(default=0.2, gt=0)
     retry_max_backoff_seconds: float = Field(default=5.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    project_name: str | None = None
+    capture_content: bool = False
+    content_max_chars: int = Field(default=4096, gt=0)
+    redact_builtin: bool = True
+    redact_patterns: list[str] = Field(default_factory=list)
+    redactor: Callable[[str], str] | None = None
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
+        return v
 
     @model_validator(mode="before")
     @classmethod
