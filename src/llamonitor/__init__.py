@@ -26,11 +26,14 @@ from llamonitor.instrument import (
     monitoring_trace,
     propagate_context,
 )
+from llamonitor.llm import agent, current_agent
+from llamonitor.observatory import ModelProvider, Observatory, Session
 from llamonitor.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     ConfigurationError,
     MetricEvent,
+    ModelPrice,
     MonitorConfig,
     StorageConfig,
 )
@@ -56,6 +59,10 @@ __all__ = [
     "InMemoryBackend",
     "MetricCollector",
     "MetricEvent",
+    "ModelPrice",
+    "ModelProvider",
+    "Observatory",
+    "Session",
     "MonitorConfig",
     "MonitoringWriter",
     "SpanContext",
@@ -63,6 +70,8 @@ __all__ = [
     "StorageConfig",
     "TextCollector",
     "__version__",
+    "agent",
+    "current_agent",
     "current_session_id",
     "current_span",
     "current_trace_id",

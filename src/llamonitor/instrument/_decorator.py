@@ -30,7 +30,8 @@ from llamonitor.instrument.collectors import (
     MetricCollector,
     TextCollector,
 )
-from llamonitor.schema._columns import TEXT_METRICS
+from llamonitor.llm import AGENT
+from llamonitor.schema._columns import ATTRIBUTE_COLUMNS, TEXT_METRICS, column_value
 from llamonitor.transport import writer as _writer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,7 +53,9 @@ class Spec:
     """The static facts of one decorated function, shared by all its spans."""
 
     __slots__ = (
+        "agent_name",
         "collectors",
+        "columns",
         "custom_attributes",
         "custom_json",
         "extractor",
@@ -75,11 +78,24 @@ class Spec:
         collectors: tuple[MetricCollector, ...] = (),
         session_arg: ArgSpot | None = None,
         trace_arg: ArgSpot | None = None,
+        agent_name: str | None = None,
     ) -> None:
         self.operation_name = operation_name
         self.operation_type = operation_type
         self.custom_attributes = dict(custom_attributes) if custom_attributes else None
         self.custom_json = safe_json(self.custom_attributes) if self.custom_attributes else None
+        self.agent_name = agent_name
+        # Attributes naming an LLM column (model, provider, gen_ai.*) fill it too.
+        columns: dict[str, Any] = {}
+        for key, value in (self.custom_attributes or {}).items():
+            name = ATTRIBUTE_COLUMNS.get(key)
+            if name is not None:
+                value = column_value(name, value)
+                if value is not None:
+                    columns[name] = value
+        if agent_name is not None:
+            columns["agent_name"] = agent_name
+        self.columns = columns or None
         self.measure_text = measure_text
         self.text_metrics = text_metrics
         self.extractor = extractor
@@ -559,6 +575,7 @@ def _build_spec(
     session_id_from: str | None,
     trace_id_from: str | None,
     custom_attributes: dict[str, Any] | None,
+    agent_name: str | None = None,
 ) -> Spec:
     text = None
     if measure_text:
@@ -587,8 +604,35 @@ def _build_spec(
         if session_id_from
         else None,
         trace_arg=_param_position(fn, trace_id_from, "trace_id_from") if trace_id_from else None,
+        agent_name=agent_name,
     )
 
+
+def _sync_agent(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def run_as_agent(*args: Any, **kwargs: Any) -> Any:
+        token = AGENT.set(name)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            AGENT.reset(token)
+
+    return run_as_agent
+
+
+def _async_agent(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    async def run_as_agent(*args: Any, **kwargs: Any) -> Any:
+        token = AGENT.set(name)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            AGENT.reset(token)
+
+    return run_as_agent
+
+
+# The agent's name is current while its function runs (not for generators,
+# whose context would leak to the consumer between items).
+_AS_AGENT = {"sync": _sync_agent, "async": _async_agent}
 
 _WRAPPERS = {
     "async": _wrap_async,
@@ -613,6 +657,7 @@ def monitor_llm(
     session_id_from: str | None = None,
     trace_id_from: str | None = None,
     custom_attributes: dict[str, Any] | None = None,
+    agent_name: str | None = None,
     enabled: bool = True,
 ) -> Callable[[F], F]: ...
 
@@ -627,6 +672,7 @@ def monitor_llm(
     session_id_from: str | None = None,
     trace_id_from: str | None = None,
     custom_attributes: dict[str, Any] | None = None,
+    agent_name: str | None = None,
     enabled: bool = True,
 ) -> Any:
     """Record every call of the decorated function as a span.
@@ -649,6 +695,12 @@ def monitor_llm(
         session_id_from: name of the parameter holding the session id.
         trace_id_from: name of the parameter holding the trace id.
         custom_attributes: stored with every span (non-JSON values as repr).
+            Keys naming an LLM column (``model``, ``provider``, ``agent_name``,
+            or their OTel GenAI names such as ``gen_ai.request.model``) fill
+            that column too.
+        agent_name: the agent this function is; its spans carry the name, and
+            so do the LLM calls made inside it (function shapes; a generator's
+            own span only).
         enabled: False returns the function undecorated.
 
     Raises:
@@ -687,8 +739,13 @@ def monitor_llm(
             session_id_from,
             trace_id_from,
             custom_attributes,
+            agent_name,
         )
-        wrapper = _WRAPPERS[_kind(fn)](fn, spec)
+        kind = _kind(fn)
+        inner: Callable[..., Any] = fn
+        if agent_name is not None and kind in _AS_AGENT:
+            inner = _AS_AGENT[kind](fn, agent_name)
+        wrapper = _WRAPPERS[kind](inner, spec)
         try:
             functools.update_wrapper(wrapper, fn)
         except Exception:

@@ -2,22 +2,30 @@
 
 from llamonitor.schema._columns import (
     COLUMN_NAMES,
+    GEN_AI_ATTRIBUTES,
     IMAGE_METRICS,
     SCHEMA,
     SCHEMA_VERSION,
     TEXT_METRICS,
 )
-from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
+from llamonitor.schema.config import (
+    ConfigurationError,
+    ModelPrice,
+    MonitorConfig,
+    StorageConfig,
+)
 from llamonitor.schema.events import MetricEvent
 
 __all__ = [
     "COLUMN_NAMES",
+    "GEN_AI_ATTRIBUTES",
     "IMAGE_METRICS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "TEXT_METRICS",
     "ConfigurationError",
     "MetricEvent",
+    "ModelPrice",
     "MonitorConfig",
     "StorageConfig",
 ]

@@ -7,6 +7,9 @@ lists the columns.
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
@@ -110,9 +113,50 @@ GEN_AI_ATTRIBUTES: dict[str, str] = {
     "gen_ai.operation.name": "operation_type",
 }
 
-LLM_COLUMNS: tuple[str, ...] = tuple(
-    name for name, *_ in _COLUMNS if name not in COLUMNS_V1
-)
+LLM_COLUMNS: tuple[str, ...] = tuple(name for name, *_ in _COLUMNS if name not in COLUMNS_V1)
+
+def _python_types(t: pa.DataType) -> Any:
+    if pa.types.is_integer(t):
+        return numbers.Integral
+    if pa.types.is_floating(t):
+        return numbers.Real
+    if pa.types.is_boolean(t):
+        return bool
+    if pa.types.is_string(t):
+        return str
+    return None
+
+
+# Columns a collector or attribute may set, with the Python values that fit each.
+SETTABLE: dict[str, Any] = {
+    f.name: _python_types(f.type)
+    for f in SCHEMA
+    if _python_types(f.type) is not None
+    and f.name
+    not in ("event_id", "span_id", "trace_id", "session_id", "parent_span_id", "operation_type")
+}
+
+
+def column_value(name: str, value: Any) -> Any:
+    """``value`` as it fits column ``name``, or ``None`` if it does not fit."""
+    if name == "finish_reason" and isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value)) if value else None  # OTel: an array
+    kind = SETTABLE.get(name)
+    if value is None or kind is None:
+        return None
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value
+    return None
+
+
+
+ATTRIBUTE_COLUMNS: dict[str, str] = {
+    **{name: name for name in LLM_COLUMNS},
+    **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in LLM_COLUMNS},
+}
+"""Attribute keys (``custom_attributes``, span attributes) that also fill a
+column: the LLM column names and their OTel GenAI names. The attribute is
+kept in ``custom_attributes`` as given."""
 
 COLUMN_NAMES: tuple[str, ...] = tuple(name for name, *_ in _COLUMNS)
 COLUMN_DOCS: dict[str, str] = {name: doc for name, _, _, doc in _COLUMNS}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 import time
 from collections.abc import Sequence
@@ -20,28 +19,25 @@ from llamonitor._records import (
     safe_json,
     words_and_bytes,
 )
-from llamonitor.schema._columns import COLUMN_NAMES, SCHEMA
+from llamonitor.llm import _settings as llm_settings
+from llamonitor.llm.pricing import fill_costs
+from llamonitor.schema._columns import (
+    ATTRIBUTE_COLUMNS,
+    COLUMN_NAMES,
+    GEN_AI_ATTRIBUTES,
+    SCHEMA,
+    SETTABLE,
+    column_value,
+)
+
+_SETTABLE = SETTABLE
 
 _TEXT_COLS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
 
-def _python_types(t: pa.DataType) -> Any:
-    if pa.types.is_integer(t):
-        return numbers.Integral
-    if pa.types.is_floating(t):
-        return numbers.Real
-    if pa.types.is_boolean(t):
-        return bool
-    if pa.types.is_string(t):
-        return str
-    return None
-
-
-# Columns a collector may set, with the Python values that fit each.
-_SETTABLE: dict[str, Any] = {
-    f.name: _python_types(f.type)
-    for f in SCHEMA
-    if _python_types(f.type) is not None
-    and f.name not in ("event_id", "span_id", "trace_id", "session_id", "parent_span_id")
+# Extra/attribute keys that name a column: the column itself or its OTel GenAI name.
+_COLUMN_OF: dict[str, str] = {
+    **{name: name for name in _SETTABLE},
+    **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in _SETTABLE},
 }
 
 
@@ -142,16 +138,52 @@ def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> lis
             _column(cols, "time_to_first_token_ms", n)[i] = extra.time_to_first_token_ms
             extra = extra.more
         attrs = spans[i]._attrs
+        spec = specs[i]
+        if spec.columns is not None:  # custom_attributes={"model": ...}: also a column
+            for key, value in spec.columns.items():
+                _column(cols, key, n)[i] = value
         if extra is None and not attrs:
             continue
-        spec = specs[i]
         merged = dict(spec.custom_attributes) if spec.custom_attributes else {}
         if extra is not None:
             _apply_extra(extra, cols, n, i, merged)
         if attrs:
             merged.update(attrs)
+            if not ATTRIBUTE_COLUMNS.keys().isdisjoint(attrs):
+                # span.set_attribute("gen_ai.usage.input_tokens", 12) fills the column too
+                _attribute_columns(attrs, cols, n, i)
         custom[i] = safe_json(merged)
+    _llm_columns(cols, n)
     return [cols.get(name) for name in COLUMN_NAMES]
+
+
+def _attribute_columns(attrs: dict[str, Any], cols: dict[str, Any], n: int, i: int) -> None:
+    for key, value in attrs.items():
+        name = ATTRIBUTE_COLUMNS.get(key)
+        if name is not None:
+            value = column_value(name, value)
+            if value is not None:
+                _column(cols, name, n)[i] = value
+
+
+def _llm_columns(cols: dict[str, Any], n: int) -> None:
+    """Project name, total tokens and cost of the rows of a batch."""
+    settings = llm_settings.SETTINGS
+    if settings.project_name is not None:
+        project = _column(cols, "project_name", n)
+        for i in range(n):
+            if project[i] is None:
+                project[i] = settings.project_name
+    ins, outs = cols.get("input_tokens"), cols.get("output_tokens")
+    if ins is None and outs is None:
+        return
+    ins = ins or [None] * n
+    outs = outs or [None] * n
+    total = _column(cols, "total_tokens", n)
+    for i in range(n):
+        if total[i] is None and (ins[i] is not None or outs[i] is not None):
+            total[i] = (ins[i] or 0) + (outs[i] or 0)
+    fill_costs(cols, n, _column)
 
 
 def _column(cols: dict[str, Any], key: str, n: int) -> list[Any]:
@@ -184,7 +216,12 @@ def _apply_extra(
             m = measure_text(value) if isinstance(value, str) else value
             for j, c in enumerate(_TEXT_COLS):
                 _column(cols, c, n)[i] = m[j]
-        elif key in _SETTABLE:
+        elif key in _COLUMN_OF:
+            key = _COLUMN_OF[key]
+            if key == "finish_reason" and isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value)) if value else None  # OTel: an array
+            if value is None:
+                continue
             if isinstance(value, _SETTABLE[key]) and not (
                 isinstance(value, bool) and _SETTABLE[key] is not bool
             ):

@@ -15,16 +15,19 @@ import atexit
 import os
 import threading
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from llamonitor import _internal
 from llamonitor._records import RECORD_BASE_BYTES  # noqa: F401  (re-exported for docs)
 from llamonitor.instrument import _context
+from llamonitor.llm import _settings as llm_settings
 from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage.base import create_backend
 from llamonitor.transport._pipeline import Pipeline
 from llamonitor.transport._sinks import SinkRunner
+from llamonitor.transport._spool import Spool, sink_dir_name, sink_identity
 
 T = TypeVar("T")
 
@@ -37,12 +40,18 @@ _atexit_registered = False
 
 
 class Completed(Generic[T]):
-    """A finished result that can also be awaited (``await flush()``)."""
+    """A finished result that can also be awaited (``await flush()``).
 
-    __slots__ = ("value",)
+    ``spooled``: for ``flush``/``shutdown``, how many of this process's events
+    were in the primary sink's spool then (durably on disk, written when the
+    store is back) rather than written; 0 when everything was written.
+    """
 
-    def __init__(self, value: T) -> None:
+    __slots__ = ("spooled", "value")
+
+    def __init__(self, value: T, spooled: int = 0) -> None:
         self.value = value
+        self.spooled = spooled
 
     def __await__(self) -> Generator[Any, None, T]:
         return self.value
@@ -52,7 +61,8 @@ class Completed(Generic[T]):
         return bool(self.value)
 
     def __repr__(self) -> str:
-        return f"Completed({self.value!r})"
+        extra = f", spooled={self.spooled}" if self.spooled else ""
+        return f"Completed({self.value!r}{extra})"
 
 
 class HealthReport(dict[str, Any]):
@@ -100,6 +110,13 @@ class MonitoringWriter:
         runners = []
         for i, storage in enumerate([cfg.storage, *cfg.extra_backends]):
             setting = "storage.backend" if i == 0 else f"extra_backends[{i - 1}].backend"
+            spool = None
+            if cfg.spool_on(storage):
+                spool = Spool(
+                    cfg.spool_root() / sink_dir_name(storage),
+                    cfg.spool_max_bytes,
+                    sink_identity(storage),
+                )
             runners.append(
                 SinkRunner(
                     _sink_name(storage, i),
@@ -108,6 +125,7 @@ class MonitoringWriter:
                     max_retries=cfg.max_retries,
                     backoff_seconds=cfg.retry_backoff_seconds,
                     max_backoff_seconds=cfg.retry_max_backoff_seconds,
+                    spool=spool,
                 )
             )
         return runners
@@ -118,6 +136,10 @@ class MonitoringWriter:
         Raises:
             ConfigurationError: a setting is invalid (the message names it).
         """
+        if self.config.spool_dir is not None and Path(self.config.spool_dir).is_file():
+            raise ConfigurationError(
+                "spool_dir", f"{str(self.config.spool_dir)!r} is a file, not a directory"
+            )
         pipeline = Pipeline(self.config, self._make_sinks)
         try:
             pipeline.start()
@@ -140,21 +162,26 @@ class MonitoringWriter:
             if MonitoringWriter._instance is self:
                 MonitoringWriter._instance = None
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
-        return Completed(pipeline.shutdown(t))
+        ok = pipeline.shutdown(t)
+        return Completed(ok, pipeline.primary.spooled if pipeline.primary else 0)
 
     shutdown = stop
 
     def flush(self, timeout: float | None = None) -> Completed[bool]:
-        """Wait until every span recorded so far is written (or given up)."""
+        """Wait until every span recorded so far is written, durably spooled
+        (counted in the result's ``spooled``) or given up (counted failed)."""
         pipeline = self._pipeline
         if pipeline is None:
             return Completed(True)
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
-        return Completed(pipeline.flush(t))
+        ok = pipeline.flush(t)
+        return Completed(ok, pipeline.primary.spooled if pipeline.primary else 0)
 
     def health_check(self) -> HealthReport:
         """Queue depth, counters (received, written, dropped by reason,
-        sampled out, retried, failed) and each sink's health."""
+        sampled out, retried, failed, spooled, rejected) and each sink's health
+        (with its spool: ``spooled``, ``replayed``, ``spool_bytes``, ``spool_full``,
+        ``corrupt_records``, ``outage``...)."""
         if self._pipeline is None:
             return HealthReport(running=False, queue_size=0, buffer_size=0, backend_healthy=False)
         report = HealthReport(self._pipeline.stats())
@@ -202,6 +229,7 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
             old.stop()
         _internal.set_fail_silently(config.fail_silently)
         _context.set_sample_rate(config.sample_rate)
+        llm_settings.configure(config)
         writer = MonitoringWriter(config)
         if config.enabled:
             writer.start()
