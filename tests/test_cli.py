@@ -260,9 +260,49 @@ def test_demo_records_a_realistic_workflow(store: Path) -> None:
     assert all(r["text_char_count"] for r in rows if r["operation_name"] == "llm.summarize")
     roots = [r for r in rows if r["parent_span_id"] is None]
     assert {r["operation_name"] for r in roots} == {"orchestrator.turn"}
+    llm = [r for r in rows if r["operation_type"] == "llm_call"]
+    assert llm and all(r["input_tokens"] and r["cost_usd"] for r in llm)
+    assert {r["provider"] for r in llm} == {"openai", "anthropic"}
+    assert all(r["project_name"] == "llamonitor-demo" for r in rows)
+    guard = [r for r in rows if r["operation_name"] == "guardrail.check" and r["input_tokens"]]
+    assert guard and {r["cost_source"] for r in guard} == {"override"}
+    by_model = {g["model"]: g for g in summary["by_model"]}
+    assert set(by_model) == {"gpt-4o", "gpt-4o-mini", "claude-3-5-haiku-latest", "acme-guard-1"}
+    assert summary["total"]["cost_usd"] == pytest.approx(
+        sum(r["cost_usd"] or 0 for r in rows)
+    )
     text = run("demo", "--dir", store)
     assert text.exit_code == 0
     assert "Recorded" in text.stdout and "orchestrator.turn" in text.stdout
+    assert "tokens and cost by model" in text.stdout and "gpt-4o-mini" in text.stdout
+
+
+def test_stats_by_model_and_provider_totals_tokens_and_cost(store: Path) -> None:
+    """Sums computed by hand from the rows: per group and in the footer row."""
+    write(
+        store,
+        [
+            span_row(0, model="gpt-4o", provider="openai", input_tokens=100, output_tokens=10,
+                     total_tokens=110, cost_usd=0.25),
+            span_row(1, model="gpt-4o", provider="openai", input_tokens=50, output_tokens=5,
+                     total_tokens=55, cost_usd=0.5),
+            span_row(2, model="claude-x", provider="anthropic", input_tokens=7, output_tokens=3,
+                     total_tokens=10),  # no known price
+            span_row(3, operation_name="tool"),
+        ],
+    )
+    result = run("stats", "--dir", store, "--by", "model", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    groups = {g["model"]: g for g in out["groups"]}
+    assert (groups["gpt-4o"]["input_tokens"], groups["gpt-4o"]["output_tokens"]) == (150, 15)
+    assert groups["gpt-4o"]["cost_usd"] == pytest.approx(0.75)
+    assert groups["claude-x"]["cost_usd"] is None and groups["claude-x"]["unpriced"] == 1
+    assert out["total"]["total_tokens"] == 175 and out["total"]["llm_calls"] == 3
+    text = run("stats", "--dir", store, "--by", "provider")
+    assert text.exit_code == 0, text.output
+    assert "tokens and cost by provider" in text.stdout
+    assert "$0.7500" in text.stdout and "(+1 unpriced)" in text.stdout
 
 
 def test_png_encoder_makes_valid_images() -> None:

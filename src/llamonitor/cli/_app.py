@@ -149,7 +149,8 @@ def stats(
     group_by: str,
     as_json: bool,
 ) -> None:
-    """Counts, error rate and duration percentiles per operation."""
+    """Counts, error rate and duration percentiles per operation (or --by column);
+    tokens and cost too where spans have them (--by model, --by provider...)."""
     with open_store(directory) as store:
         groups = store.stats(since, until, group_by, session)
         total = store.stats(since, until, None, session)
@@ -163,6 +164,8 @@ def stats(
         return
     print_overview(console, overview or {})
     console.print(render.stats_table(groups, group_by, total[0] if total else None))
+    if render.has_llm_figures(groups):
+        console.print(render.llm_table(groups, group_by, total[0] if total else None))
 
 
 def print_overview(console: Console, o: dict[str, Any]) -> None:
@@ -255,6 +258,9 @@ def demo(directory: Path, seed: int, as_json: bool) -> None:
         overview = store.overview(run.sessions)
         groups = store.stats(group_by="operation_name", session_id=run.sessions)
         total = store.stats(group_by=None, session_id=run.sessions)
+        by_model = [
+            g for g in store.stats(group_by="model", session_id=run.sessions) if g["model"]
+        ]
         rows = store.events(session_id=run.sessions, limit=None)
         example = _example_trace(rows, run.failed_traces)
         spans = store.trace(example) if example else []
@@ -274,6 +280,8 @@ def demo(directory: Path, seed: int, as_json: bool) -> None:
                 "trace_ids": sorted(run.traces),
                 "example_trace_id": example,
                 "stats": groups,
+                "by_model": by_model,
+                "total": total[0] if total else None,
             }
         )
         return
@@ -286,12 +294,14 @@ def demo(directory: Path, seed: int, as_json: bool) -> None:
     if not run.flushed:
         err.print("[yellow]warning: not every span was written before the timeout[/]")
     console.print(render.stats_table(groups, "operation_name", total[0] if total else None))
+    if by_model:
+        console.print(render.llm_table(by_model, "model", total[0] if total else None))
     if example:
         console.print(render.trace_tree(example, spans))
     console.print(
         f"\nNext: [bold]llamonitor events --dir {directory} --session {run.sessions[0]}[/], "
         f"[bold]llamonitor trace --dir {directory} {str(example)[:12]}[/], "
-        f"[bold]llamonitor stats --dir {directory}[/]"
+        f"[bold]llamonitor stats --dir {directory} --by provider[/]"
     )
 
 
@@ -304,6 +314,11 @@ def _example_trace(rows: list[dict[str, Any]], refused: list[str]) -> str | None
         errs, imgs, n = score.get(r["trace_id"], (0, 0, 0))
         score[r["trace_id"]] = (errs | bool(r["error"]), imgs | bool(r["image_count"]), n + 1)
     return max(score, key=lambda t: (score[t], t)) if score else None
+
+
+from llamonitor.cli._spool import spool as _spool_group  # noqa: E402 - one line per group
+
+cli.add_command(_spool_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from llamonitor import (
     ContextThreadPoolExecutor,
+    ModelPrice,
     MonitorConfig,
     current_span,
     current_trace_id,
@@ -34,12 +35,20 @@ from llamonitor import (
     monitoring_trace,
     shutdown_monitoring,
 )
+from llamonitor.llm.content import prompt_hash
 
 USERS = ("alice", "bob", "carol")
 CONVERSATIONS_PER_USER = 2
 DEFAULT_SEED = 7
 FETCH_FAILURE_RATE = 0.3
-MODEL = {"provider": "simulated", "model": "sim-gpt-4o"}
+PROJECT = "llamonitor-demo"
+# Real model names, so the bundled price data (genai-prices) prices the calls;
+# the guardrail's in-house model is priced by an override in the config.
+PLANNER = {"provider": "openai", "model": "gpt-4o-mini", "agent_name": "planner"}
+WRITER = {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "agent_name": "writer"}
+ANSWER = {"provider": "openai", "model": "gpt-4o", "agent_name": "orchestrator"}
+GUARD = {"provider": "acme", "model": "acme-guard-1", "agent_name": "guardrail"}
+PRICES = {"acme-guard-1": ModelPrice(input_per_million=0.05, output_per_million=0.05)}
 
 QUESTIONS = (
     "What are the trade-offs between Parquet and row stores for tracing data?",
@@ -91,20 +100,26 @@ def png_bytes(width: int, height: int, hue: int = 0) -> bytes:
 
 
 def _tokens(prompt: str, output: str) -> None:
+    """What a provider's usage would say: about 4 tokens per 3 words (and a
+    system prompt), with the prompt's hash so repeated prompts can be found."""
     span = current_span()
     if span is not None:
         span.set_attributes(
-            {**MODEL, "input_tokens": len(prompt.split()) * 4 // 3,
-             "output_tokens": len(output.split()) * 4 // 3}
+            {
+                "gen_ai.usage.input_tokens": 120 + len(prompt.split()) * 4 // 3,
+                "gen_ai.usage.output_tokens": len(output.split()) * 4 // 3,
+                "prompt_hash": prompt_hash(prompt),
+            }
         )
 
 
 # -- tools (sync, run on worker threads) ----------------------------------------------
 
 
-@monitor_llm("guardrail.check", operation_type="guardrail")
+@monitor_llm("guardrail.check", operation_type="guardrail", custom_attributes=GUARD)
 def check_question(question: str) -> bool:
     time.sleep(0.001)
+    _tokens(question, "allow")
     if "password" in question.lower():
         raise PermissionError("question refused by the content policy (credentials)")
     return True
@@ -139,7 +154,7 @@ def calculator(a: float, b: float) -> float:
 # -- model calls (async) -------------------------------------------------------------
 
 
-@monitor_llm("llm.plan", measure_text=True, custom_attributes={"role": "planner"})
+@monitor_llm("llm.plan", measure_text=True, custom_attributes=PLANNER)
 async def plan(question: str, seed: int, key: str) -> str:
     rng = _rng(seed, key, "plan")
     await asyncio.sleep(rng.uniform(0.005, 0.02))
@@ -151,7 +166,7 @@ async def plan(question: str, seed: int, key: str) -> str:
     return out
 
 
-@monitor_llm("llm.summarize", measure_text=True, custom_attributes={"role": "writer"})
+@monitor_llm("llm.summarize", measure_text=True, custom_attributes=WRITER)
 async def summarize(notes: list[str], seed: int, key: str) -> str:
     rng = _rng(seed, key, "summarize")
     await asyncio.sleep(rng.uniform(0.005, 0.025))
@@ -169,20 +184,22 @@ async def generate_images(prompt: str, seed: int, key: str) -> list[bytes]:
     return [png_bytes(*rng.choice(sizes), hue=rng.randrange(256)) for _ in range(rng.randint(1, 3))]
 
 
-@monitor_llm("llm.answer_stream", measure_text=True, custom_attributes={"role": "answer"})
+@monitor_llm("llm.answer_stream", measure_text=True, custom_attributes=ANSWER)
 async def stream_answer(summary: str, seed: int, key: str) -> AsyncIterator[str]:
     rng = _rng(seed, key, "stream")
     await asyncio.sleep(rng.uniform(0.003, 0.01))  # time to first token
-    words = ("Here is what I found: " + summary).split()
+    text = "Here is what I found: " + summary
+    words = text.split()
     for i in range(0, len(words), 4):
         yield " ".join(words[i : i + 4]) + " "
         await asyncio.sleep(0.0005)
+    _tokens(summary, text)  # the usage arrives with the stream's last chunk
 
 
 # -- agents -----------------------------------------------------------------------
 
 
-@monitor_llm("agent.research", operation_type="agent")
+@monitor_llm("agent.research", operation_type="agent", agent_name="researcher")
 async def research(
     question: str, seed: int, key: str, pool: ContextThreadPoolExecutor
 ) -> list[str]:
@@ -204,7 +221,12 @@ async def research(
     return notes
 
 
-@monitor_llm("orchestrator.turn", operation_type="agent_workflow", measure_text=True)
+@monitor_llm(
+    "orchestrator.turn",
+    operation_type="agent_workflow",
+    measure_text=True,
+    agent_name="orchestrator",
+)
 async def handle_turn(question: str, seed: int, key: str, pool: ContextThreadPoolExecutor) -> str:
     await asyncio.to_thread(check_question, question)
     steps = await plan(question, seed, key)
@@ -254,7 +276,10 @@ def run_demo(output_dir: str | Path, seed: int = DEFAULT_SEED) -> DemoRun:
     """
     run = DemoRun(run_id=secrets.token_hex(3), output_dir=Path(output_dir))
     started = time.perf_counter()
-    initialize_monitoring(MonitorConfig.for_local_dev(run.output_dir))
+    config = MonitorConfig.for_local_dev(run.output_dir)
+    config.project_name = PROJECT
+    config.model_prices = PRICES
+    initialize_monitoring(config)
     try:
         asyncio.run(_workflow(run, seed))
     finally:

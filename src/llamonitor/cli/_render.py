@@ -183,15 +183,39 @@ def millis(ms: float | None) -> str:
     return f"{ms:,.0f}"
 
 
+def usd(value: float | None) -> str:
+    """A cost in US dollars, with the precision small LLM costs need."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "$0"
+    if value < 0.01:
+        return f"${value:.5f}"
+    if value < 100:
+        return f"${value:.4f}"
+    return f"${value:,.2f}"
+
+
+def tokens(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+_STATS_LABELS = ("count", "errors", "err %", "avg", "p50", "p95", "p99", "max")
+
+
+def has_llm_figures(groups: Sequence[dict[str, Any]]) -> bool:
+    return any(g.get("total_tokens") is not None or g.get("cost_usd") is not None for g in groups)
+
+
 def stats_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
+    """Counts, errors and duration percentiles per group."""
     table = new_table(f"spans by {key} (durations in ms)", show_footer=total is not None)
-    labels = ("count", "errors", "err %", "avg", "p50", "p95", "p99", "max")
-    footer = _stats_cells(total) if total is not None else [""] * len(labels)
+    footer = _stats_cells(total) if total is not None else [""] * len(_STATS_LABELS)
     table.add_column(
         key, footer="all" if total is not None else "", no_wrap=True, overflow="ellipsis",
         min_width=12, ratio=1,
     )
-    for label, foot in zip(labels, footer, strict=True):
+    for label, foot in zip(_STATS_LABELS, footer, strict=True):
         table.add_column(label, justify="right", footer=foot, no_wrap=True)
     for group in groups:
         table.add_row(str(group[key]), *_stats_cells(group))
@@ -209,6 +233,40 @@ def _stats_cells(g: dict[str, Any]) -> list[str]:
         millis(g["p95_ms"]),
         millis(g["p99_ms"]),
         millis(g["max_ms"]),
+    ]
+
+
+_LLM_LABELS = ("calls", "tokens in", "tokens out", "cost", "cost/call")
+
+
+def llm_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
+    """Tokens and cost per group (of the groups that have any)."""
+    shown = [g for g in groups if g.get("llm_calls")]
+    table = new_table(f"tokens and cost by {key}", show_footer=total is not None)
+    footer = _llm_cells(total) if total is not None else [""] * len(_LLM_LABELS)
+    table.add_column(
+        key, footer="all" if total is not None else "", no_wrap=True, overflow="ellipsis",
+        min_width=12, ratio=1,
+    )
+    for label, foot in zip(_LLM_LABELS, footer, strict=True):
+        table.add_column(label, justify="right", footer=foot, no_wrap=True)
+    for group in shown:
+        table.add_row(str(group[key]), *_llm_cells(group))
+    return table
+
+
+def _llm_cells(g: dict[str, Any]) -> list[str]:
+    cost = g.get("cost_usd")
+    text = usd(cost)
+    if g.get("unpriced"):
+        text += f" (+{g['unpriced']:,} unpriced)"
+    count = g.get("llm_calls") or 0
+    return [
+        f"{count:,}",
+        tokens(g.get("input_tokens")),
+        tokens(g.get("output_tokens")),
+        text,
+        usd(cost / count) if cost is not None and count else "-",
     ]
 
 

@@ -328,7 +328,11 @@ class DuckDBQuery:
         Returns:
             One dict per group, most spans first: the group column, ``count``,
             ``errors``, ``error_rate`` (0..1), ``avg_ms``, ``p50_ms``,
-            ``p95_ms``, ``p99_ms``, ``max_ms``.
+            ``p95_ms``, ``p99_ms``, ``max_ms``, the sums ``input_tokens``,
+            ``output_tokens``, ``total_tokens`` and ``cost_usd`` (``None``
+            when no span of the group has one), ``llm_calls`` (spans with
+            tokens or a cost), and ``unpriced``: spans with
+            tokens but no known price.
 
         Raises:
             ValueError: ``group_by`` is not a groupable column.
@@ -345,7 +349,14 @@ class DuckDBQuery:
             "quantile_cont(duration_ms, 0.5) AS p50_ms, "
             "quantile_cont(duration_ms, 0.95) AS p95_ms, "
             "quantile_cont(duration_ms, 0.99) AS p99_ms, "
-            "max(duration_ms) AS max_ms "
+            "max(duration_ms) AS max_ms, "
+            "CAST(sum(input_tokens) AS BIGINT) AS input_tokens, "
+            "CAST(sum(output_tokens) AS BIGINT) AS output_tokens, "
+            "CAST(sum(total_tokens) AS BIGINT) AS total_tokens, "
+            "sum(cost_usd) AS cost_usd, "
+            "count(*) FILTER (WHERE total_tokens IS NOT NULL OR cost_usd IS NOT NULL) "
+            "AS llm_calls, "
+            "count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens IS NOT NULL) AS unpriced "
             "FROM {rel} {where}"
         )
         if group_by:
