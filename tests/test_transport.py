@@ -45,6 +45,8 @@ def _accounted(h: dict[str, Any]) -> int:
         + h["events_dropped"]
         + h["queue_size"]
         + h["buffer_size"]
+        + h["events_spooled"]
+        + h["events_rejected"]
     )
 
 

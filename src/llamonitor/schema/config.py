@@ -21,6 +21,8 @@ DEFAULT_BATCH_SIZE = 100
 DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
+DEFAULT_SPOOL_MAX_BYTES = 1024**3
+SPOOL_DIR_NAME = ".spool"
 
 QueueFullPolicy = Literal["drop_newest", "drop_oldest", "block"]
 
@@ -112,6 +114,14 @@ class MonitorConfig(BaseSettings):
         redactor: a callable ``str -> str`` applied last.
         model_prices: ``{model: ModelPrice}`` overriding the bundled prices
             (``genai-prices``) for private or fine-tuned models.
+        spool_enabled: keep what a sink cannot write (after its retries) in a
+            local spool on disk and write it when the store is back. ``None``
+            (default): on for backends given by name (``parquet``, ``postgres``,
+            ``"pkg.module:Class"``...), off for backend objects and ``memory``.
+        spool_dir: the spool's root (one subdirectory per sink); default
+            ``<storage.output_dir>/.spool``.
+        spool_max_bytes: the most the spool of one sink holds on disk; past it,
+            events that cannot be written are counted as failed.
     """
 
     model_config = SettingsConfigDict(
@@ -141,6 +151,9 @@ class MonitorConfig(BaseSettings):
     redact_patterns: list[str] = Field(default_factory=list)
     redactor: Callable[[str], str] | None = None
     model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    spool_enabled: bool | None = None
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(default=DEFAULT_SPOOL_MAX_BYTES, gt=0)
 
     @field_validator("redact_patterns")
     @classmethod
@@ -161,6 +174,18 @@ class MonitorConfig(BaseSettings):
             flat = StorageConfig().model_dump(exclude_unset=True)
             data = {**data, "storage": {**flat, **data["storage"]}}
         return data
+
+    def spool_root(self) -> Path:
+        """The spool directory: ``spool_dir``, or ``<storage.output_dir>/.spool``."""
+        if self.spool_dir is not None:
+            return Path(self.spool_dir)
+        return Path(self.storage.output_dir) / SPOOL_DIR_NAME
+
+    def spool_on(self, storage: StorageConfig) -> bool:
+        """Whether the sink of ``storage`` gets a spool (see ``spool_enabled``)."""
+        if self.spool_enabled is not None:
+            return self.spool_enabled
+        return isinstance(storage.backend, str) and storage.backend != "memory"
 
     @classmethod
     def for_local_dev(cls, output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> MonitorConfig:

@@ -5,9 +5,10 @@ lock, an append. Everything else (conversion to Arrow, writing, retries)
 happens on the worker and sink threads.
 
 Accounting is exact: every record that reaches ``submit`` (or
-``count_sampled_out``) ends up in exactly one of ``written``, ``failed`` or a
+``count_sampled_out``) ends up in exactly one of ``written``, ``failed``, a
 ``dropped`` reason (``queue_full``, ``sampled_out``, ``shutdown``,
-``invalid``, ``worker_died``), or is still pending.
+``invalid``, ``worker_died``), the primary sink's spool (``spooled``, or
+``rejected`` for rows the database refused), or is still pending.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class Pipeline:
     def _restart_after_fork(self) -> None:
         # The parent's queue, lock and threads are not ours: the parent writes
         # its own records. Start from scratch, with our own ids.
+        for sink in self.sinks:
+            if sink.spool is not None:
+                sink.spool.forget()  # a raw fork(2) skipped the at-fork hook
         _context.reseed_ids()
         self._reset_state()
         self.sinks = self._make_sinks()
@@ -365,6 +369,8 @@ class Pipeline:
         primary = self.primary
         written = primary.written if primary else 0
         failed = primary.failed if primary else 0
+        spooled = primary.spooled if primary else 0
+        rejected = primary.rejected if primary else 0
         if primary is not None:
             dropped["shutdown"] += primary.dropped
         buffered = inflight + (primary.pending if primary else 0)
@@ -376,6 +382,10 @@ class Pipeline:
             "events_received": received,
             "events_written": written,
             "events_failed": failed,
+            "events_failed_by_reason": dict(primary.failed_reasons) if primary else {},
+            "events_spooled": spooled,
+            "events_rejected": rejected,
+            "events_replayed": primary.replayed if primary else 0,
             "events_dropped": sum(dropped.values()),
             "events_sampled_out": dropped["sampled_out"],
             "events_retried": primary.retried if primary else 0,

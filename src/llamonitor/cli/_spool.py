@@ -1,0 +1,290 @@
+"""``llamonitor spool status`` and ``llamonitor spool replay``: the local spool
+(events a store could not take, kept on disk) for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llamonitor.cli import _render as render
+from llamonitor.cli._options import dir_option, json_option
+from llamonitor.schema.config import (
+    SPOOL_DIR_NAME,
+    ConfigurationError,
+    MonitorConfig,
+    StorageConfig,
+)
+from llamonitor.storage.base import RowsRejected, create_backend
+from llamonitor.transport import _spool
+from llamonitor.transport._sinks import is_transient
+
+SPOOL_DIR_ENV = "LLMOPS_SPOOL_DIR"
+REJECTED_ROWS_SHOWN = 20
+
+
+def _spool_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--spool-dir",
+        "spool_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar=SPOOL_DIR_ENV,
+        show_envvar=True,
+        help="The spool's root (default: <--dir>/.spool, as the library's default).",
+    )(fn)
+
+
+def _root(spool_dir: Path | None, directory: Path) -> Path:
+    return spool_dir if spool_dir is not None else directory / SPOOL_DIR_NAME
+
+
+def _time(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+def _who(identity: dict[str, Any] | None) -> str:
+    if not identity:
+        return "?"
+    where = identity.get("dsn") or identity.get("output_dir") or ""
+    table = f" table {identity['table']}" if identity.get("table") else ""
+    return f"{identity.get('backend', '?')} {where}{table}".strip()
+
+
+@click.group()
+def spool() -> None:
+    """The local spool: events a store could not take, kept until it can.
+
+    The library writes them back by itself once the store is reachable; these
+    commands show what is waiting and write it back on demand.
+    """
+
+
+@spool.command()
+@_spool_dir_option
+@dir_option
+@json_option
+def status(spool_dir: Path | None, directory: Path, as_json: bool) -> None:
+    """What each sink's spool holds: records, events, bytes, times, rejected rows."""
+    root = _root(spool_dir, directory)
+    sinks = [_spool.inspect(d) for d in _spool.sink_dirs(root)]
+    if as_json:
+        out = []
+        for s in sinks:
+            d = s.to_dict()
+            d["oldest"], d["newest"] = _time(s.oldest_ns), _time(s.newest_ns)
+            out.append(d)
+        render_json({"spool_dir": str(root), "sinks": out})
+        return
+    console = Console(highlight=False)
+    if not sinks:
+        console.print(f"Nothing spooled in {root}.")
+        return
+    table = render.new_table(f"spool {root}")
+    for col in ("sink", "store", "records", "events", "size", "oldest (UTC)", "newest (UTC)",
+                "rejected rows", "corrupt"):
+        table.add_column(col, justify="right" if col in ("records", "events", "size") else "left")
+    for s in sinks:
+        table.add_row(
+            Path(s.directory).name,
+            _who(s.identity),
+            f"{s.records:,}",
+            f"{s.events:,}",
+            render.size(s.bytes),
+            render.timestamp(_time(s.oldest_ns)),
+            render.timestamp(_time(s.newest_ns)),
+            f"{len(s.rejected_rows):,}",
+            f"[red]{s.corrupt_records}[/]" if s.corrupt_records else "0",
+        )
+    console.print(table)
+    for s in sinks:
+        if not s.rejected_rows:
+            continue
+        console.print(
+            f"[bold]rejected by the store[/] ({Path(s.directory).name}; "
+            "`llamonitor spool replay --rejected` retries them):"
+        )
+        for r in s.rejected_rows[:REJECTED_ROWS_SHOWN]:
+            console.print(
+                f"  {r['event_id']}  {r['operation_name']}  [red]{r['error']}[/]",
+                soft_wrap=True,
+                markup=True,
+            )
+        if len(s.rejected_rows) > REJECTED_ROWS_SHOWN:
+            console.print(f"  ... and {len(s.rejected_rows) - REJECTED_ROWS_SHOWN:,} more (--json)")
+
+
+def render_json(obj: Any) -> None:
+    click.echo(render.dumps(obj))
+
+
+def _storage(directory: Path, backend: str | None, dsn: str | None, table: str | None) -> Any:
+    """The store to replay into: options first, then ``LLMOPS_*`` variables."""
+    settings: dict[str, Any] = {"output_dir": directory}
+    if dsn is not None:
+        settings["connection_string"] = dsn
+        if backend is None:
+            backend = MonitorConfig.for_production(dsn).storage.backend
+    if backend is not None:
+        settings["backend"] = backend
+    if table is not None:
+        settings["table_name"] = table
+    return StorageConfig(**settings)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> Any:
+    result = fn(*args)
+    return loop.run_until_complete(result) if inspect.isawaitable(result) else result
+
+
+@spool.command()
+@_spool_dir_option
+@dir_option
+@click.option("--backend", envvar="LLMOPS_BACKEND", help="The store's backend (as in the config).")
+@click.option(
+    "--dsn", envvar="LLMOPS_CONNECTION_STRING", help="The database's connection string."
+)
+@click.option("--table", envvar="LLMOPS_TABLE_NAME", help="The table (default metric_events).")
+@click.option(
+    "--sink",
+    help="Replay this spool subdirectory (as `spool status` lists them) into the store, "
+    "instead of the one that belongs to the store.",
+)
+@click.option("--rejected", is_flag=True, help="Also retry the rows the store rejected.")
+@json_option
+def replay(
+    spool_dir: Path | None,
+    directory: Path,
+    backend: str | None,
+    dsn: str | None,
+    table: str | None,
+    sink: str | None,
+    rejected: bool,
+    as_json: bool,
+) -> None:
+    """Write the spooled events to the store now (exit 1 if it is still down).
+
+    Each record is marked done as soon as the store took it, so an interrupted
+    replay can be run again: nothing is lost or written twice (except the one
+    batch in flight, which SQL stores drop by event_id).
+    """
+    err = Console(stderr=True, highlight=False)
+    root = _root(spool_dir, directory)
+    try:
+        storage = _storage(directory, backend, dsn, table)
+        store = create_backend(storage)
+    except (ConfigurationError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    target = root / (sink or _spool.sink_dir_name(storage))
+    if not target.is_dir():
+        others = ", ".join(p.name for p in _spool.sink_dirs(root))
+        msg = f"Nothing spooled for {_who(_spool.sink_identity(storage))} in {target}."
+        if others:
+            msg += f" Other spools there: {others} (pick one with --sink)."
+        if as_json:
+            render_json({"sink_dir": str(target), "records": 0, "events_written": 0})
+        else:
+            click.echo(msg)
+        return
+    before = _spool.inspect(target)
+    total = before.events + (len(before.rejected_rows) if rejected else 0)
+    loop = asyncio.new_event_loop()
+    result: dict[str, Any] = {
+        "sink_dir": str(target),
+        "store": _who(_spool.sink_identity(storage)),
+        "records": 0,
+        "events_written": 0,
+        "rejected": 0,
+        "corrupt_records": 0,
+        "segments_in_use": 0,
+    }
+    try:
+        try:
+            _call(loop, store.initialize)
+        except Exception as exc:
+            kind = "unreachable" if is_transient(exc) else "not usable"
+            raise click.ClickException(
+                f"the store is {kind}: {type(exc).__name__}: {exc}; the spool is left as it is "
+                f"({before.events:,} events in {target})"
+            ) from exc
+        try:
+            _replay_records(loop, store, target, rejected, total, result, err, as_json)
+        finally:
+            try:
+                _call(loop, store.close)
+            except Exception:
+                pass
+    finally:
+        loop.close()
+    after = _spool.inspect(target)
+    result["events_left"] = after.events
+    result["rejected_rows_left"] = len(after.rejected_rows)
+    if as_json:
+        render_json(result)
+        return
+    line = (
+        f"wrote {result['events_written']:,} events ({result['records']:,} records) "
+        f"from {target} to {result['store']}"
+    )
+    if result["rejected"]:
+        line += f"; {result['rejected']:,} rows rejected by the store (see `spool status`)"
+    if result["corrupt_records"]:
+        line += f"; skipped {result['corrupt_records']} corrupt record(s)"
+    if result["segments_in_use"]:
+        line += f"; {result['segments_in_use']} segment(s) in use by a running process left to it"
+    click.echo(line)
+
+
+def _replay_records(
+    loop: asyncio.AbstractEventLoop,
+    store: Any,
+    target: Path,
+    rejected: bool,
+    total: int,
+    result: dict[str, Any],
+    err: Console,
+    as_json: bool,
+) -> None:
+    kinds = (_spool.BATCH, _spool.REJECTED) if rejected else (_spool.BATCH,)
+    spool = _spool.Spool(target, max_bytes=2**62)
+    cursor = spool.cursor(kinds)
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json or not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("replay", total=total)
+        try:
+            while (record := cursor.next()) is not None:
+                try:
+                    _call(loop, store.write_table, record.table)
+                    refused = 0
+                except RowsRejected as rej:
+                    refused = rej.rejected.num_rows
+                    spool.append(rej.rejected, _spool.REJECTED, list(rej.errors))
+                except Exception as exc:
+                    raise click.ClickException(
+                        f"the store failed: {type(exc).__name__}: {exc}; wrote "
+                        f"{result['events_written']:,} events before, the rest is left in "
+                        f"the spool ({target})"
+                    ) from exc
+                cursor.done(record)
+                result["records"] += 1
+                result["events_written"] += record.rows - refused
+                result["rejected"] += refused
+                bar.advance(task, record.rows)
+        finally:
+            cursor.close()
+            spool.close()
+            result["corrupt_records"] = spool.corrupt_records
+            result["segments_in_use"] = cursor.skipped_locked

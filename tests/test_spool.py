@@ -1,0 +1,565 @@
+"""The spool: an outage (at start, mid-run, a killed process) loses nothing, a
+full or unwritable spool fails loudly but safely, rejected rows are kept with
+their errors, and operators can see and replay it all from the command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner, Result
+
+import llamonitor
+from _helpers import span_row
+from llamonitor import (
+    ConfigurationError,
+    MonitorConfig,
+    StorageConfig,
+    initialize_monitoring,
+    monitor_llm,
+    shutdown_monitoring,
+)
+from llamonitor.cli import cli
+from llamonitor.storage import parquet
+from llamonitor.storage.base import RowsRejected
+from llamonitor.storage.parquet import ParquetBackend
+from llamonitor.transport import _spool
+from llamonitor.transport._sinks import is_transient
+
+STORE = "test_spool:FlagStore"
+TESTS_DIR = Path(__file__).parent
+
+
+class FlagStore(ParquetBackend):
+    """A real Parquet store with switches kept as files in its output_dir (so
+    another process sees them too): ``DOWN`` makes it unreachable (connection
+    refused, at initialize and on every write); rows of operation ``bad`` are
+    rejected for their content, the rest of their batch written, unless an
+    ``ACCEPT`` file exists."""
+
+    def _flag(self, name: str) -> bool:
+        return (self.root / name).exists()
+
+    async def initialize(self) -> None:
+        if self._flag("DOWN"):
+            raise ConnectionRefusedError(111, "Connection refused")
+        await super().initialize()
+
+    async def write_table(self, table: pa.Table) -> None:
+        if self._flag("DOWN"):
+            raise ConnectionRefusedError(111, "Connection refused")
+        if not self._flag("ACCEPT"):
+            bad = pc.equal(table.column("operation_name"), "bad")
+            if pc.any(bad).as_py():
+                await super().write_table(table.filter(pc.invert(bad)))
+                refused = table.filter(bad)
+                errors = [
+                    f"value out of range for column duration_ms: {d}"
+                    for d in refused.column("duration_ms").to_pylist()
+                ]
+                raise RowsRejected(refused, errors)
+        await super().write_table(table)
+
+
+@monitor_llm(operation_name="op")
+def op(i: int) -> int:
+    return i
+
+
+@monitor_llm(operation_name="bad")
+def bad(i: int) -> int:
+    return i
+
+
+def _config(out: Path, **kw: Any) -> MonitorConfig:
+    storage = StorageConfig(
+        backend=kw.pop("backend", STORE),
+        output_dir=out,
+        batch_size=kw.pop("batch_size", 50),
+        flush_interval_seconds=0.02,
+    )
+    kw.setdefault("retry_backoff_seconds", 0.01)
+    kw.setdefault("retry_max_backoff_seconds", 0.05)
+    kw.setdefault("max_retries", 2)
+    return MonitorConfig(storage=storage, **kw)
+
+
+def _down(out: Path, down: bool = True) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    flag = out / "DOWN"
+    if down:
+        flag.touch()
+    else:
+        flag.unlink(missing_ok=True)
+
+
+def _ids(out: Path) -> list[str]:
+    """event_id of every row in the Parquet store (duplicates kept)."""
+    ids: list[str] = []
+    for f in parquet.data_files(out):
+        ids += pq.read_table(f, columns=["event_id"]).column("event_id").to_pylist()
+    return ids
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def _health() -> dict[str, Any]:
+    writer = llamonitor.get_writer()
+    assert writer is not None
+    return dict(writer.health_check())
+
+
+def _sink(h: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(h["sinks"].values()))  # type: ignore[no-any-return]
+
+
+def _accounted(h: dict[str, Any]) -> int:
+    return (
+        h["events_written"]
+        + h["events_failed"]
+        + h["events_dropped"]
+        + h["queue_size"]
+        + h["buffer_size"]
+        + h["events_spooled"]
+        + h["events_rejected"]
+    )
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_an_outage_mid_run_loses_nothing_and_writes_each_event_once(tmp_path: Path) -> None:
+    """Store down mid-run: events go to the spool; back up: every event written exactly once."""
+    out = tmp_path / "store"
+    writer = initialize_monitoring(_config(out))
+    for i in range(100):
+        op(i)
+    assert llamonitor.flush(5)
+    _down(out)
+    for i in range(300):
+        assert op(i) == i
+    result = llamonitor.flush(5)
+    assert result and result.spooled == 300
+    h = _health()
+    assert h["events_written"] == 100 and h["events_spooled"] == 300
+    assert _sink(h)["outage"] and not h["backend_healthy"]
+    assert _sink(h)["spool_bytes"] > 0
+    assert _accounted(h) == h["events_received"] == 400
+    assert len(_ids(out)) == 100
+
+    _down(out, False)
+    assert _wait(lambda: _health()["events_spooled"] == 0)
+    for i in range(50):
+        op(i)
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == 450
+    assert h["events_written"] == 450 and h["events_replayed"] == 300
+    assert h["events_failed"] == 0 and not _sink(h)["outage"]
+    assert _accounted(h) == h["events_received"] == 450
+    assert not _spool.segment_files(out / ".spool" / _spool.sink_dir_name(_config(out).storage))
+
+
+def test_a_store_down_at_start_does_not_stop_monitoring(tmp_path: Path) -> None:
+    """Connection refused at initialize: monitoring starts, spools, and catches up later."""
+    out = tmp_path / "store"
+    _down(out)
+    writer = initialize_monitoring(_config(out))
+    for i in range(120):
+        assert op(i) == i
+    assert llamonitor.flush(5).spooled == 120
+    h = writer.health_check()
+    assert _sink(h)["outage"] and "Connection refused" in _sink(h)["last_error"]
+    _down(out, False)
+    assert _wait(lambda: writer.health_check()["events_spooled"] == 0)
+    assert shutdown_monitoring(10)
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == 120
+    assert writer.health_check()["events_written"] == 120
+
+
+class BadSettings(ParquetBackend):
+    async def initialize(self) -> None:
+        raise ConfigurationError("storage.connection_string", "password authentication failed")
+
+
+def test_a_configuration_error_at_start_still_fails_initialize(tmp_path: Path) -> None:
+    """Only an unreachable store starts in outage mode; a wrong setting raises, named."""
+    with pytest.raises(ConfigurationError, match="password authentication failed"):
+        initialize_monitoring(_config(tmp_path, backend=BadSettings(), spool_enabled=True))
+
+
+def _refused() -> BaseException:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as exc:
+            raise RuntimeError("driver: cannot connect") from exc
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),
+        (TimeoutError("connect timed out"), True),
+        (OSError(113, "No route to host"), True),
+        (_refused(), True),  # a driver's own error, caused by a refused connection
+        (ConfigurationError("storage.backend", "bad"), False),
+        (ImportError("No module named 'asyncpg'"), False),
+        (PermissionError(13, "denied"), False),
+        (ValueError("invalid DSN"), False),
+    ],
+)
+def test_which_start_errors_mean_the_store_is_down(exc: BaseException, transient: bool) -> None:
+    """Refused, timed out, unreachable (or caused by them): down; anything else: a setting."""
+    assert is_transient(exc) is transient
+
+
+def test_a_full_spool_warns_once_and_counts_the_rest_as_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past spool_max_bytes: one warning naming the directory and the limit; exact counts."""
+    out = tmp_path / "store"
+    _down(out)
+    limit = 60_000
+    writer = initialize_monitoring(_config(out, spool_max_bytes=limit))
+    with caplog.at_level(logging.WARNING, logger="llamonitor"):
+        for i in range(3000):
+            assert op(i) == i
+            if i % 50 == 49:
+                assert llamonitor.flush(5)  # batches of 50, ~10 KB each in the spool
+        assert shutdown_monitoring(10)
+    h = writer.health_check()
+    sink = _sink(h)
+    assert sink["spool_full"] and 0 < h["events_spooled"] < 3000
+    assert h["events_failed"] == sink["failed_reasons"]["spool_full"] > 0
+    assert _accounted(h) == h["events_received"] == 3000
+    assert sink["spool_bytes"] <= limit
+    full = [r for r in caplog.records if "is full" in r.getMessage()]
+    assert len(full) == 1
+    assert str(out / ".spool") in full[0].getMessage()
+    assert "spool_max_bytes=60,000" in full[0].getMessage()
+
+
+def _write_spool(directory: Path, records: int, rows: int) -> list[list[str]]:
+    """``records`` records of ``rows`` rows each, in one segment; their event ids."""
+    spool = _spool.Spool(directory, 10**9)
+    ids = []
+    for r in range(records):
+        table = pa.Table.from_pylist(
+            [span_row(r * rows + i) for i in range(rows)], schema=llamonitor.SCHEMA
+        )
+        spool.append(table)
+        ids.append(table.column("event_id").to_pylist())
+    spool.close()
+    return ids
+
+
+def _record_offsets(segment: Path) -> list[int]:
+    data = segment.read_bytes()
+    offsets, offset = [], 0
+    while offset < len(data):
+        offsets.append(offset)
+        length = int.from_bytes(data[offset + 12 : offset + 16], "little")
+        offset += _spool.HEADER_SIZE + length
+    return offsets
+
+
+def test_a_torn_tail_and_a_flipped_byte_lose_only_those_records(tmp_path: Path) -> None:
+    """A half-written last record and a corrupted payload are skipped and counted;
+    every complete record is written by the next start."""
+    out = tmp_path / "store"
+    storage = _config(out).storage
+    directory = out / ".spool" / _spool.sink_dir_name(storage)
+    ids = _write_spool(directory, records=5, rows=10)
+    (segment,) = _spool.segment_files(directory)
+    offsets = _record_offsets(segment)
+    data = bytearray(segment.read_bytes())
+    data[offsets[2] + _spool.HEADER_SIZE + 40] ^= 0xFF  # inside the third record's payload
+    segment.write_bytes(bytes(data[:-7]))  # and the last record torn
+
+    status = run("spool", "status", "--dir", out, "--json")
+    assert status.exit_code == 0, status.output
+    (sink,) = json.loads(status.output)["sinks"]
+    assert sink["events"] == 30 and sink["corrupt_records"] == 2
+
+    writer = initialize_monitoring(_config(out))
+    assert _wait(lambda: _sink(writer.health_check())["recovered"] == 30)
+    assert shutdown_monitoring(10)
+    sink_health = _sink(writer.health_check())
+    assert sink_health["corrupt_records"] == 2
+    assert sorted(_ids(out)) == sorted(ids[0] + ids[1] + ids[3])
+    assert not _spool.segment_files(directory)  # replayed: nothing left to keep
+
+
+SIGKILL_SCRIPT = """
+import sys, time
+from llamonitor import MonitorConfig, StorageConfig, initialize_monitoring, monitor_llm
+
+@monitor_llm(operation_name="op")
+def op(i):
+    return i
+
+writer = initialize_monitoring(MonitorConfig(
+    storage=StorageConfig(backend={store!r}, output_dir={out!r}, batch_size=50,
+                          flush_interval_seconds=0.02),
+    retry_backoff_seconds=0.01, retry_max_backoff_seconds=0.05, max_retries=1,
+))
+for i in range({n}):
+    op(i)
+deadline = time.monotonic() + 60
+while writer.health_check()["events_spooled"] < {n} and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("spooled", writer.health_check()["events_spooled"], flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["next start", "spool replay"])
+def test_events_spooled_by_a_killed_process_are_written_later(tmp_path: Path, how: str) -> None:
+    """SIGKILL while the store is down: the next start (or `spool replay`) writes all N."""
+    out, n = tmp_path / "store", 1000
+    _down(out)
+    script = SIGKILL_SCRIPT.format(store=STORE, out=str(out), n=n)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["spooled", str(n)]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert _ids(out) == []
+    _down(out, False)
+    if how == "next start":
+        writer = initialize_monitoring(_config(out))
+        assert _wait(lambda: _sink(writer.health_check())["recovered"] == n)
+        assert shutdown_monitoring(10)
+    else:
+        result = run("spool", "replay", "--backend", STORE, "--dir", out, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["events_written"] == n
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == n
+
+
+def test_rejected_rows_are_kept_with_their_errors_and_replayed_on_request(tmp_path: Path) -> None:
+    """Rows the store refuses are isolated (the rest written), kept with the store's
+    error, listed by `spool status`, and written by `spool replay --rejected`."""
+    out = tmp_path / "store"
+    writer = initialize_monitoring(_config(out, batch_size=10_000))
+    for i in range(40):
+        op(i)
+        if i % 10 == 0:
+            bad(i)
+    assert llamonitor.flush(5)
+    h = writer.health_check()
+    assert h["events_written"] == 40 and h["events_rejected"] == 4
+    assert h["events_failed"] == 0 and _sink(h)["healthy"]
+    assert _accounted(h) == h["events_received"] == 44
+    assert len(_ids(out)) == 40
+    assert shutdown_monitoring(10)
+
+    status = run("spool", "status", "--dir", out, "--json")
+    (sink,) = json.loads(status.output)["sinks"]
+    assert sink["events"] == 0 and len(sink["rejected_rows"]) == 4
+    assert {r["operation_name"] for r in sink["rejected_rows"]} == {"bad"}
+    assert all("out of range" in r["error"] for r in sink["rejected_rows"])
+    text = run("spool", "status", "--dir", out)
+    assert "out of range for column duration_ms" in text.output
+
+    # Not replayed automatically (they would fail again) ...
+    plain = run("spool", "replay", "--backend", STORE, "--dir", out, "--json")
+    assert json.loads(plain.output)["events_written"] == 0
+    # ... but on request, once the store accepts them.
+    (out / "ACCEPT").touch()
+    again = run("spool", "replay", "--backend", STORE, "--dir", out, "--rejected")
+    assert again.exit_code == 0, again.output
+    assert "wrote 4 events" in again.output
+    assert len(set(_ids(out))) == 44
+    (sink,) = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"]
+    assert sink["rejected_rows"] == []
+
+
+def test_an_unwritable_spool_counts_failed_warns_once_and_the_sink_survives(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A spool directory that cannot be created: exact failed counts, one warning,
+    and the sink writes again once the store is back."""
+    out = tmp_path / "store"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    _down(out)
+    writer = initialize_monitoring(_config(out, spool_dir=blocker / "spool"))
+    with caplog.at_level(logging.WARNING, logger="llamonitor"):
+        for i in range(200):
+            assert op(i) == i
+        assert llamonitor.flush(5)
+    h = writer.health_check()
+    assert h["events_failed"] == _sink(h)["failed_reasons"]["spool_error"] == 200
+    assert h["events_spooled"] == 0 and _sink(h)["running"]
+    assert len([r for r in caplog.records if "cannot write the spool" in r.getMessage()]) == 1
+    _down(out, False)
+    time.sleep(0.1)  # past the recovery probe's delay: the next batch is the probe
+    for i in range(30):
+        op(i)
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_written"] == 30 == len(_ids(out))
+    assert _accounted(h) == h["events_received"] == 230
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0o500")
+def test_a_read_only_spool_directory_counts_failed(tmp_path: Path) -> None:
+    """chmod 0o500 spool directory: events counted failed, nothing raised."""
+    out, spool_dir = tmp_path / "store", tmp_path / "spool"
+    spool_dir.mkdir(mode=0o500)
+    _down(out)
+    writer = initialize_monitoring(_config(out, spool_dir=spool_dir))
+    for i in range(50):
+        op(i)
+    assert shutdown_monitoring(10)
+    assert writer.health_check()["events_failed"] == 50
+
+
+def test_a_spool_dir_that_is_a_file_is_a_configuration_error(tmp_path: Path) -> None:
+    """spool_dir naming a file fails at initialize, naming the setting."""
+    path = tmp_path / "spool"
+    path.write_text("")
+    with pytest.raises(ConfigurationError, match="spool_dir"):
+        initialize_monitoring(_config(tmp_path / "store", spool_dir=path))
+
+
+def test_application_calls_stay_fast_while_the_store_is_down(tmp_path: Path) -> None:
+    """During an outage the spool is written by the sink thread: p99 of a call < 50 ms."""
+    out = tmp_path / "store"
+    _down(out)
+    writer = initialize_monitoring(_config(out, batch_size=20))
+    times = []
+    for i in range(2000):
+        start = time.perf_counter()
+        op(i)
+        times.append(time.perf_counter() - start)
+    assert shutdown_monitoring(10)
+    times.sort()
+    assert times[int(len(times) * 0.99)] < 0.05
+    h = writer.health_check()
+    assert h["events_spooled"] == 2000 and h["events_failed"] == 0
+
+
+def test_spool_replay_exits_non_zero_while_the_store_is_down(tmp_path: Path) -> None:
+    """`spool replay` against a store still down: exit 1, the spool untouched."""
+    out = tmp_path / "store"
+    _down(out)
+    initialize_monitoring(_config(out))
+    for i in range(70):
+        op(i)
+    assert shutdown_monitoring(10)
+    before = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"][0]
+    result = run("spool", "replay", "--backend", STORE, "--dir", out)
+    assert result.exit_code == 1
+    assert "unreachable" in result.output and "left as it is" in result.output
+    after = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"][0]
+    assert after["events"] == before["events"] == 70
+    text = run("spool", "status", "--dir", out)
+    assert text.exit_code == 0 and "70" in text.output and "test_spool" in text.output
+
+
+def test_a_batch_the_store_always_refuses_does_not_hold_the_sink_down(tmp_path: Path) -> None:
+    """A spooled batch that fails while other writes succeed ends up rejected, with its
+    error; every other event is written."""
+
+    class Poison(FlagStore):
+        async def write_table(self, table: pa.Table) -> None:
+            if "poison" in table.column("operation_name").to_pylist():
+                raise ValueError("value too long for type character varying(64)")
+            await super().write_table(table)
+
+    @monitor_llm(operation_name="poison")
+    def poison() -> None:
+        pass
+
+    out = tmp_path / "store"
+    writer = initialize_monitoring(
+        _config(out, backend=Poison(StorageConfig(output_dir=out)), spool_enabled=True,
+                batch_size=10_000)
+    )
+    poison()
+    assert llamonitor.flush(5).spooled == 1
+    rounds = 0
+    while rounds < 20 and not writer.health_check()["events_rejected"]:
+        rounds += 1
+        for i in range(10):
+            op(i)
+        assert llamonitor.flush(5)
+        time.sleep(0.06)  # past the probe delay
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_rejected"] == 1 and h["events_spooled"] == 0
+    assert h["events_written"] == len(_ids(out)) == 10 * rounds
+    assert _accounted(h) == h["events_received"]
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_and_its_parent_share_a_spool_without_harm(tmp_path: Path) -> None:
+    """Parent and child spool into one directory during an outage; afterwards the
+    parent writes both processes' events, each once."""
+    out = tmp_path / "store"
+    _down(out)
+    writer = initialize_monitoring(_config(out))
+    for i in range(100):
+        op(i)
+    assert llamonitor.flush(5).spooled == 100
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            for i in range(60):
+                op(i)
+            code = 0 if shutdown_monitoring(20) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for i in range(40):
+        op(i)
+    assert llamonitor.flush(5).spooled == 140
+    _down(out, False)
+    assert _wait(lambda: _sink(writer.health_check())["replayed"] == 200)
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert _sink(h)["recovered"] == 60 and h["events_written"] == 140
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == 200
