@@ -9,7 +9,7 @@ Usage::
     python benchmarks/bench.py --quick    # smoke run, about 20 seconds
     python benchmarks/bench.py --json out.json
 
-Sections (select with ``--only overhead,throughput,memory``):
+Sections (select with ``--only overhead,throughput,memory,integrations``):
 
 * **overhead** -- time per call of the same function bare, decorated with
   ``@monitor_llm(measure_text=True, custom_attributes={"model": "gpt-4"})``
@@ -37,6 +37,14 @@ Sections (select with ``--only overhead,throughput,memory``):
   ``drop_newest``: peak RSS growth sampled every 0.25 s, drops counted, and
   the accounting identity ``received == written + failed + dropped + pending``.
   A second variant returns a fresh 50 MB string per call.
+
+* **integrations** -- ``client.chat.completions.create`` of an OpenAI client,
+  bare and with ``instrument_openai(client)``, interleaved trials (hot-path
+  mode: the queue drained between trials, outside the timing). *prebuilt*:
+  ``create`` returns prebuilt SDK objects (a ``ChatCompletion``; an
+  ``openai.Stream`` over prebuilt chunks), so only the wrapper's cost
+  remains; streams of 3 and 103 chunks give the cost per chunk. *MockTransport*:
+  the SDK's whole path over an ``httpx2.MockTransport``, for scale.
 
 Only the public API and ``health_check()`` counters are used, so the script
 survives refactors of the internals; a section that fails reports its error
@@ -991,6 +999,254 @@ def print_memory(res: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Section 4: integrations (instrument_openai)
+# --------------------------------------------------------------------------------------
+
+INTEGRATION_CALL_TARGET_US = 10.0
+INTEGRATION_CHUNK_TARGET_US = 1.0
+STREAM_CHUNKS = 100
+_BENCH_MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Summarize the benefits of columnar storage in one sentence."},
+]
+
+
+def _openai_payloads(n_chunks: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A chat completion body and the chunks of a stream (text, finish, usage)."""
+    usage = {
+        "prompt_tokens": 31,
+        "completion_tokens": n_chunks,
+        "total_tokens": 31 + n_chunks,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+    body = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": None,
+                "message": {"role": "assistant", "content": make_text(400)},
+            }
+        ],
+        "usage": usage,
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"content": f"tok{i} "}) for i in range(n_chunks - 2)]
+    chunks.append(chunk({}, "stop"))
+    chunks.append({**chunk({}), "choices": [], "usage": usage})  # include_usage
+    return body, chunks
+
+
+def _prebuilt_client(n_chunks: int) -> Any:
+    """An OpenAI client whose ``chat.completions.create`` returns prebuilt SDK objects
+    (a ``ChatCompletion``, or an ``openai.Stream`` over prebuilt ``ChatCompletionChunk``s):
+    no HTTP, no JSON, so what remains is the wrapper's own cost."""
+    import openai
+    from openai.resources.chat.completions import Completions
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    body, raw = _openai_payloads(n_chunks)
+    completion = ChatCompletion.model_validate(body)
+    chunks = [ChatCompletionChunk.model_validate(c) for c in raw]
+
+    class Response:  # stands in for the stream's httpx response (closed like one)
+        def close(self) -> None:
+            pass
+
+    class PrebuiltStream(openai.Stream):  # type: ignore[type-arg]
+        def __init__(self) -> None:  # the SDK's own iteration and close, over a list
+            self.response = Response()  # type: ignore[assignment]
+            self._iterator = iter(chunks)
+
+    class PrebuiltCompletions(Completions):
+        def create(self, **kwargs: Any) -> Any:  # type: ignore[override]
+            return PrebuiltStream() if kwargs.get("stream") else completion
+
+    client = openai.OpenAI(api_key="bench", base_url="http://127.0.0.1:9/v1")
+    client.chat.__dict__["completions"] = PrebuiltCompletions(client)
+    return client
+
+
+def _mock_transport_client(n_chunks: int) -> Any:
+    """An OpenAI client on an ``httpx2.MockTransport``: the SDK's whole path (request
+    building, HTTP client, SSE decoding, JSON, models) without a network."""
+    import httpx2
+    import openai
+
+    body, chunks = _openai_payloads(n_chunks)
+    json_body = json.dumps(body).encode()
+    sse = (
+        b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    )
+
+    def handler(request: Any) -> Any:
+        if b'"stream":true' in request.content.replace(b" ", b""):
+            return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, content=json_body, headers={"content-type": "application/json"})
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    return openai.OpenAI(
+        api_key="bench", base_url="http://bench.local/v1", http_client=http, max_retries=0
+    )
+
+
+def _call_loop(client: Any, n: int) -> int:
+    create = client.chat.completions.create
+    clock = time.perf_counter_ns
+    t = clock()
+    for _ in range(n):
+        create(model="gpt-4o-mini", messages=_BENCH_MESSAGES, temperature=0.2, max_tokens=256)
+    return clock() - t
+
+
+def _stream_loop(client: Any, n: int) -> int:
+    create = client.chat.completions.create
+    clock = time.perf_counter_ns
+    t = clock()
+    for _ in range(n):
+        for _chunk in create(
+            model="gpt-4o-mini",
+            messages=_BENCH_MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        ):
+            pass
+    return clock() - t
+
+
+def run_integrations(quick: bool, trials: int) -> dict[str, Any]:
+    """Time per call of the same ``chat.completions.create`` bare and with
+    ``instrument_openai(client)``; streams of 1 and ``STREAM_CHUNKS + 1`` chunks
+    give the cost per chunk (the difference of their added times, per chunk)."""
+    from llamonitor.integrations import instrument_openai
+
+    scale = 0.25 if quick else 1.0
+    shapes: dict[str, tuple[Callable[[Any, int], int], Callable[[], Any], int]] = {
+        "call (prebuilt ChatCompletion)": (_call_loop, lambda: _prebuilt_client(3), 5000),
+        "stream, 3 chunks (prebuilt)": (_stream_loop, lambda: _prebuilt_client(3), 3000),
+        f"stream, {STREAM_CHUNKS + 3} chunks (prebuilt)": (
+            _stream_loop,
+            lambda: _prebuilt_client(STREAM_CHUNKS + 3),
+            300,
+        ),
+        "call via SDK + MockTransport": (_call_loop, lambda: _mock_transport_client(3), 400),
+        f"stream, {STREAM_CHUNKS + 3} chunks via SDK + MockTransport": (
+            _stream_loop,
+            lambda: _mock_transport_client(STREAM_CHUNKS + 3),
+            40,
+        ),
+    }
+    result: dict[str, Any] = {"trials": trials, "shapes": {}}
+    with temp_dir("integrations") as out:
+        writer = initialize_monitoring(llamonitor_config("hot path", out))
+        try:
+            for name, (loop, make, n_full) in shapes.items():
+                n = max(20, int(n_full * scale))
+                clients = {"bare": make(), "instrumented": make()}
+                instrument_openai(clients["instrumented"])
+                per: dict[str, list[float]] = {"bare": [], "instrumented": []}
+                for c in clients.values():  # warm up: caches, first records
+                    loop(c, max(10, n // 10))
+                llamonitor.flush(60.0)
+                variants = list(clients)
+                for t in range(trials):
+                    for v in variants[t % 2 :] + variants[: t % 2]:
+                        gc.collect()
+                        per[v].append(loop(clients[v], n) / n / 1000.0)
+                        llamonitor.flush(120.0)  # drain outside the timed loop
+                added = [i - b for i, b in zip(per["instrumented"], per["bare"], strict=True)]
+                result["shapes"][name] = {
+                    "n_per_trial": n,
+                    "bare_us": median(per["bare"]),
+                    "instrumented_us": median(per["instrumented"]),
+                    "added_us": median(added),
+                    "added_trials_us": added,
+                    "trials_us": per,
+                }
+            names = list(shapes)
+            small, big = result["shapes"][names[1]], result["shapes"][names[2]]
+            per_chunk = [
+                (b - s) / STREAM_CHUNKS
+                for b, s in zip(big["added_trials_us"], small["added_trials_us"], strict=True)
+            ]
+            result["per_chunk_us"] = median(per_chunk)
+            result["per_stream_us"] = small["added_us"] - 3 * result["per_chunk_us"]
+            result["per_call_us"] = result["shapes"][names[0]]["added_us"]
+            flushed = bool(llamonitor.flush(120.0))
+            result["_check"] = {"flushed": flushed, "llamonitor": accounting(health(writer))}
+        finally:
+            stop_monitoring()
+    return result
+
+
+def _added(name: str, r: dict[str, Any]) -> str:
+    # Through the SDK, the difference is far below the SDK's own trial-to-trial noise.
+    return "(in the noise)" if "MockTransport" in name else fmt_us(r["added_us"])
+
+
+def print_integrations(res: dict[str, Any]) -> None:
+    rows = [
+        [name, fmt_us(r["bare_us"]), fmt_us(r["instrumented_us"]), _added(name, r)]
+        for name, r in res["shapes"].items()
+    ]
+    show(
+        f"instrument_openai: µs per call (medians of {res['trials']} interleaved trials)",
+        ["shape", "bare", "instrumented", "added"],
+        rows,
+    )
+    call, chunk = res["per_call_us"], res["per_chunk_us"]
+    say(
+        f"  added per call: {call:.2f} µs (target < {INTEGRATION_CALL_TARGET_US:g}: "
+        f"{'PASS' if call < INTEGRATION_CALL_TARGET_US else 'FAIL'}); per streamed chunk: "
+        f"{chunk:.3f} µs (target < {INTEGRATION_CHUNK_TARGET_US:g}: "
+        f"{'PASS' if chunk < INTEGRATION_CHUNK_TARGET_US else 'FAIL'}); per stream besides "
+        f"its chunks: {res['per_stream_us']:.2f} µs"
+    )
+    acc = res["_check"]["llamonitor"]
+    say(
+        f"  accounting: received {acc['received']:,} = written {acc['written']:,} + dropped "
+        f"{acc['dropped']:,} + pending {acc['pending']:,}: {'ok' if acc['balanced'] else 'MISMATCH'}"
+    )
+
+
+def _integrations_markdown(res: dict[str, Any]) -> list[str]:
+    lines = [
+        "**Integrations** (`instrument_openai(client)` vs the same client bare; µs per call, "
+        "medians of interleaved trials; *prebuilt*: `create` returns prebuilt SDK objects, so only "
+        "the wrapper's cost remains; *MockTransport*: the SDK's whole path without a network):",
+        "",
+        "| shape | bare | instrumented | added |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in res["shapes"].items():
+        lines.append(
+            f"| {name} | {r['bare_us']:.2f} | {r['instrumented_us']:.2f} | {_added(name, r)} |"
+        )
+    lines += [
+        "",
+        f"Added per call {res['per_call_us']:.2f} µs (target < {INTEGRATION_CALL_TARGET_US:g}), "
+        f"per streamed chunk {res['per_chunk_us']:.3f} µs (target < "
+        f"{INTEGRATION_CHUNK_TARGET_US:g}), per stream besides its chunks "
+        f"{res['per_stream_us']:.2f} µs.",
+        "",
+    ]
+    return lines
+
+
+# --------------------------------------------------------------------------------------
 # Markdown for the README
 # --------------------------------------------------------------------------------------
 
@@ -1075,6 +1331,9 @@ def markdown(results: dict[str, Any], argv: list[str]) -> str:
                 f"{fa['dropped']:,} | {'received = written + dropped' if r['accounting_ok'] else 'MISMATCH'} |"
             )
         lines.append("")
+    integ = results.get("integrations")
+    if isinstance(integ, dict) and "shapes" in integ:
+        lines += _integrations_markdown(integ)
     return "\n".join(lines)
 
 
@@ -1085,7 +1344,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller run (~20 s)")
     p.add_argument("--json", metavar="PATH", help="write all figures (and raw trials) as JSON")
-    p.add_argument("--only", default="overhead,throughput,memory", help="comma-separated sections")
+    p.add_argument(
+        "--only", default="overhead,throughput,memory,integrations", help="comma-separated sections"
+    )
     p.add_argument("--trials", type=int, default=None, help="overhead trials (default 7, quick 3)")
     args = p.parse_args(argv)
     trials = args.trials or (3 if args.quick else 7)
@@ -1111,6 +1372,7 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": (lambda: run_overhead(args.quick, trials), print_overhead),
         "throughput": (lambda: run_throughput(args.quick), print_throughput),
         "memory": (lambda: run_memory(args.quick), print_memory),
+        "integrations": (lambda: run_integrations(args.quick, trials), print_integrations),
     }
     failed = False
     for name in sections:

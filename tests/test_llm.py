@@ -386,3 +386,117 @@ def test_record_call_never_raises(spans: llamonitor.InMemoryBackend, internal_er
     obs.record_call("openai", "gpt-4o", latency_ms="slow")  # type: ignore[arg-type]
     assert internal_errors and internal_errors[0][0] == "record_call"
     internal_errors.clear()
+
+
+# -- @monitor_llm reads usage from what the function returns ------------------------
+
+CHAT = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "length",
+            "message": {"role": "assistant", "content": "four words of text"},
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "total_tokens": 150,
+        "prompt_tokens_details": {"cached_tokens": 100},
+        "completion_tokens_details": {"reasoning_tokens": 7},
+    },
+}
+
+MESSAGE = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-3-5-haiku-20241022",
+    "content": [{"type": "text", "text": "hello there"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {
+        "input_tokens": 10,
+        "output_tokens": 4,
+        "cache_read_input_tokens": 90,
+        "cache_creation_input_tokens": 5,
+    },
+}
+
+
+def test_decorated_calls_returning_sdk_objects_record_usage_and_cost(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    from anthropic.types import Message
+    from openai.types.chat import ChatCompletion
+
+    @monitor_llm("openai_call", measure_text=True)
+    def openai_call() -> ChatCompletion:
+        return ChatCompletion.model_validate(CHAT)
+
+    @monitor_llm("anthropic_call", agent_name="writer")
+    async def anthropic_call() -> Message:
+        return Message.model_validate(MESSAGE)
+
+    completion = openai_call()
+    message = asyncio.run(anthropic_call())
+    assert isinstance(completion, ChatCompletion) and isinstance(message, Message)
+    got = {r["operation_name"]: r for r in rows(spans)}
+    o = got["openai_call"]
+    assert (o["provider"], o["response_model"], o["response_id"]) == (
+        "openai", "gpt-4o-mini-2024-07-18", "chatcmpl-1",
+    )
+    assert (o["input_tokens"], o["output_tokens"], o["total_tokens"]) == (120, 30, 150)
+    assert (o["cache_read_tokens"], o["reasoning_tokens"]) == (100, 7)
+    assert (o["finish_reason"], o["token_source"]) == ("length", "provider")
+    assert o["text_char_count"] == len("four words of text")
+    want = package_price(
+        "gpt-4o-mini", "openai", input_tokens=120, output_tokens=30, cache_read_tokens=100
+    )
+    assert o["cost_usd"] == pytest.approx(want[2])
+    a = got["anthropic_call"]
+    # OTel convention: input tokens include the cached ones (Anthropic reports them apart).
+    assert (a["input_tokens"], a["cache_read_tokens"], a["cache_write_tokens"]) == (105, 90, 5)
+    assert (a["provider"], a["finish_reason"]) == ("anthropic", "end_turn")
+    assert a["agent_name"] == "writer"
+    want = package_price(
+        "claude-3-5-haiku-20241022", "anthropic",
+        input_tokens=105, output_tokens=4, cache_read_tokens=90, cache_write_tokens=5,
+    )  # fmt: skip
+    assert a["cost_usd"] == pytest.approx(want[2])
+
+
+def test_decorated_calls_returning_dicts_and_responses_without_usage(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    @monitor_llm("as_dict")
+    def as_dict() -> dict[str, Any]:
+        return dict(CHAT)
+
+    @monitor_llm("no_usage")
+    def no_usage() -> dict[str, Any]:
+        return {**CHAT, "usage": None}
+
+    @monitor_llm("not_llm")
+    def not_llm() -> dict[str, Any]:
+        return {"rows": 3, "usage": "n/a"}
+
+    @monitor_llm("tool_output")
+    def tool_output() -> dict[str, Any]:
+        return {"output": "42", "choices": ["a", "b"]}
+
+    for fn in (as_dict, no_usage, not_llm, tool_output):
+        fn()
+    got = {r["operation_name"]: r for r in rows(spans)}
+    assert got["as_dict"]["input_tokens"] == 120 and got["as_dict"]["provider"] == "openai"
+    est = got["no_usage"]
+    assert est["token_source"].startswith("estimate")
+    assert est["output_tokens"] == -(-len("four words of text") // 4)
+    assert est["input_tokens"] is None  # the prompt is not known to the decorator
+    for name in ("not_llm", "tool_output"):
+        n = got[name]
+        assert n["provider"] is None and n["output_tokens"] is None and n["token_source"] is None

@@ -26,6 +26,12 @@ from llamonitor.instrument import (
     monitoring_trace,
     propagate_context,
 )
+from llamonitor.integrations import (
+    instrument_anthropic,
+    instrument_openai,
+    uninstrument_anthropic,
+    uninstrument_openai,
+)
 from llamonitor.llm import agent, current_agent
 from llamonitor.observatory import ModelProvider, Observatory, Session
 from llamonitor.schema import (
@@ -78,10 +84,14 @@ __all__ = [
     "flush",
     "get_writer",
     "initialize_monitoring",
+    "instrument_anthropic",
+    "instrument_openai",
     "monitor_llm",
     "monitoring_session",
     "monitoring_trace",
     "propagate_context",
     "register_backend",
     "shutdown_monitoring",
+    "uninstrument_anthropic",
+    "uninstrument_openai",
 ]

@@ -31,6 +31,7 @@ from llamonitor.instrument.collectors import (
     TextCollector,
 )
 from llamonitor.llm import AGENT
+from llamonitor.llm._usage import add_estimates, response_facts, response_text
 from llamonitor.schema._columns import ATTRIBUTE_COLUMNS, TEXT_METRICS, column_value
 from llamonitor.transport import writer as _writer
 
@@ -190,6 +191,34 @@ def _safe_text(spec: Spec, result: Any) -> Any:
         return None
 
 
+# Results that cannot be an LLM response: no usage to look for.
+_NO_FACTS = frozenset({str, type(None), int, float, bool, bytes, list, tuple, set})
+
+
+def _facts(spec: Spec, result: Any) -> dict[str, Any] | None:
+    """Token usage and response facts of an LLM response object or dict."""
+    if type(result) is dict and ("model" not in result or "usage" not in result):
+        return None  # an API response dict has both; a tool's dict rarely does
+    try:
+        facts = response_facts(result)
+    except Exception as exc:
+        report_internal_error("response_facts", exc)
+        return None
+    if not facts:
+        return None
+    if "output_tokens" not in facts:  # a response without usage: estimate, and say so
+        try:
+            text = response_text(result)
+            add_estimates(facts, None, len(text) if text else 0)
+        except Exception as exc:
+            report_internal_error("response_facts", exc)
+    if spec.agent_name is None:
+        agent = AGENT.get()
+        if agent is not None:
+            facts["agent_name"] = agent
+    return facts
+
+
 def _finish(
     pipe: Any,
     spec: Spec,
@@ -205,6 +234,12 @@ def _finish(
         return
     text = _safe_text(spec, result) if spec.measure_text else None
     extra = _collect(spec, result, args, kwargs, span) if spec.collectors else None
+    if type(result) not in _NO_FACTS:
+        facts = _facts(spec, result)
+        if facts is not None:
+            if extra is not None:
+                facts.update(extra)  # what a collector says wins
+            extra = facts
     pipe.submit((spec, span, t0, t1, None, text, extra))
 
 
@@ -250,7 +285,7 @@ def _wrap_async(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         t1 = _clock()
         _reset(token)
         try:
-            if plain and span.sampled:
+            if plain and span.sampled and type(result) in _NO_FACTS:
                 # The common case inline: no collectors, the text is the str itself.
                 if not measure:
                     text = None
@@ -300,7 +335,7 @@ def _wrap_sync(fn: Callable[..., Any], spec: Spec) -> Callable[..., Any]:
         t1 = _clock()
         _reset(token)
         try:
-            if plain and span.sampled:
+            if plain and span.sampled and type(result) in _NO_FACTS:
                 # The common case inline: no collectors, the text is the str itself.
                 if not measure:
                     text = None

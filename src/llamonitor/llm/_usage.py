@@ -14,7 +14,7 @@ Anthropic's ``input_tokens`` does not, so its cache reads and writes are
 added), ``output_tokens`` includes reasoning tokens.
 
 Everything here runs on the application thread: dispatch is on
-``obj.__class__`` through a cache, and neither SDK is imported.
+``type(obj)`` through a cache, and neither SDK is imported.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def estimate_tokens(chars: int) -> int:
 
 def _int(value: Any) -> int | None:
     if value.__class__ is int:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return int(value)
     return None
@@ -59,7 +59,7 @@ def _int(value: Any) -> int | None:
 
 def _str(value: Any) -> str | None:
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value
     return str.__str__(value) if isinstance(value, str) else None
 
 
@@ -90,34 +90,52 @@ def _view(value: Any) -> Any:
 
 
 # -- usage blocks -----------------------------------------------------------------
+# The SDKs build responses without validation, so every value is type-checked
+# (``__class__ is int`` also keeps bools out); inline, as this runs per call.
 
 
 def _chat_usage(u: Any, out: Facts) -> None:
     """OpenAI Chat Completions ``usage`` (``prompt_tokens`` include cached ones)."""
-    _put(out, "input_tokens", _int(getattr(u, "prompt_tokens", None)))
-    _put(out, "output_tokens", _int(getattr(u, "completion_tokens", None)))
-    _put(out, "total_tokens", _int(getattr(u, "total_tokens", None)))
-    details = getattr(u, "prompt_tokens_details", None)
-    if details is not None:
-        _put(out, "cache_read_tokens", _int(getattr(details, "cached_tokens", None)))
-        _put(out, "cache_write_tokens", _int(getattr(details, "cache_write_tokens", None)))
-    details = getattr(u, "completion_tokens_details", None)
-    if details is not None:
-        _put(out, "reasoning_tokens", _int(getattr(details, "reasoning_tokens", None)))
+    value = getattr(u, "prompt_tokens", None)
+    if value.__class__ is int:
+        out["input_tokens"] = value
+    value = getattr(u, "completion_tokens", None)
+    if value.__class__ is int:
+        out["output_tokens"] = value
+    value = getattr(u, "total_tokens", None)
+    if value.__class__ is int:
+        out["total_tokens"] = value
+    _details(u, "prompt_tokens_details", "completion_tokens_details", out)
 
 
 def _responses_usage(u: Any, out: Facts) -> None:
     """OpenAI Responses ``usage`` (``input_tokens`` include cached ones)."""
-    _put(out, "input_tokens", _int(getattr(u, "input_tokens", None)))
-    _put(out, "output_tokens", _int(getattr(u, "output_tokens", None)))
-    _put(out, "total_tokens", _int(getattr(u, "total_tokens", None)))
-    details = getattr(u, "input_tokens_details", None)
+    value = getattr(u, "input_tokens", None)
+    if value.__class__ is int:
+        out["input_tokens"] = value
+    value = getattr(u, "output_tokens", None)
+    if value.__class__ is int:
+        out["output_tokens"] = value
+    value = getattr(u, "total_tokens", None)
+    if value.__class__ is int:
+        out["total_tokens"] = value
+    _details(u, "input_tokens_details", "output_tokens_details", out)
+
+
+def _details(u: Any, input_details: str, output_details: str, out: Facts) -> None:
+    details = getattr(u, input_details, None)
     if details is not None:
-        _put(out, "cache_read_tokens", _int(getattr(details, "cached_tokens", None)))
-        _put(out, "cache_write_tokens", _int(getattr(details, "cache_write_tokens", None)))
-    details = getattr(u, "output_tokens_details", None)
+        value = getattr(details, "cached_tokens", None)
+        if value.__class__ is int:
+            out["cache_read_tokens"] = value
+        value = getattr(details, "cache_write_tokens", None)
+        if value.__class__ is int:
+            out["cache_write_tokens"] = value
+    details = getattr(u, output_details, None)
     if details is not None:
-        _put(out, "reasoning_tokens", _int(getattr(details, "reasoning_tokens", None)))
+        value = getattr(details, "reasoning_tokens", None)
+        if value.__class__ is int:
+            out["reasoning_tokens"] = value
 
 
 def _anthropic_usage(u: Any, out: Facts, late: Any = None) -> None:
@@ -170,18 +188,28 @@ def _sourced(out: Facts) -> Facts:
 
 # -- responses: (facts, completion text) per shape ----------------------------------
 
-Handler = Callable[[Any, bool], "tuple[Facts, str | None] | None"]
+Handler = Callable[[Any, bool, Facts], "tuple[Facts, str | None] | None"]
 
 
-def _chat(obj: Any, text: bool, provider: str | None = "openai") -> tuple[Facts, str | None]:
-    out: Facts = {} if provider is None else {"provider": provider}
-    _put(out, "response_model", _str(getattr(obj, "model", None)))
-    _put(out, "response_id", _str(getattr(obj, "id", None)))
+def _ids(obj: Any, out: Facts) -> None:
+    value = getattr(obj, "model", None)
+    if value.__class__ is str:
+        out["response_model"] = value
+    value = getattr(obj, "id", None)
+    if value.__class__ is str:
+        out["response_id"] = value
+
+
+def _chat(obj: Any, text: bool, out: Facts) -> tuple[Facts, str | None]:
+    out["provider"] = "openai"
+    _ids(obj, out)
     content = None
     choices = getattr(obj, "choices", None)
     if choices:
         first = choices[0]
-        _put(out, "finish_reason", _str(getattr(first, "finish_reason", None)))
+        finish = getattr(first, "finish_reason", None)
+        if finish.__class__ is str:
+            out["finish_reason"] = finish
         if text:
             msg = getattr(first, "message", None)
             if msg is None:
@@ -213,10 +241,9 @@ def _response_text(obj: Any) -> str | None:
     return "".join(parts) if parts else None
 
 
-def _responses(obj: Any, text: bool, provider: str | None = "openai") -> tuple[Facts, str | None]:
-    out: Facts = {} if provider is None else {"provider": provider}
-    _put(out, "response_model", _str(getattr(obj, "model", None)))
-    _put(out, "response_id", _str(getattr(obj, "id", None)))
+def _responses(obj: Any, text: bool, out: Facts) -> tuple[Facts, str | None]:
+    out["provider"] = "openai"
+    _ids(obj, out)
     _put(out, "finish_reason", _response_status(obj))
     usage = getattr(obj, "usage", None)
     if usage is not None:
@@ -234,10 +261,9 @@ def _message_text(obj: Any) -> str | None:
     return "".join(parts) if parts else None
 
 
-def _message(obj: Any, text: bool, provider: str | None = "anthropic") -> tuple[Facts, str | None]:
-    out: Facts = {} if provider is None else {"provider": provider}
-    _put(out, "response_model", _str(getattr(obj, "model", None)))
-    _put(out, "response_id", _str(getattr(obj, "id", None)))
+def _message(obj: Any, text: bool, out: Facts) -> tuple[Facts, str | None]:
+    out["provider"] = "anthropic"
+    _ids(obj, out)
     _put(out, "finish_reason", _str(getattr(obj, "stop_reason", None)))
     usage = getattr(obj, "usage", None)
     if usage is not None:
@@ -245,25 +271,24 @@ def _message(obj: Any, text: bool, provider: str | None = "anthropic") -> tuple[
     return _sourced(out), _message_text(obj) if text else None
 
 
-def _dict(obj: Any, text: bool) -> tuple[Facts, str | None] | None:
+def _dict(obj: Any, text: bool, out: Facts) -> tuple[Facts, str | None] | None:
     """A plain dict: the API is inferred from its shape."""
     usage = obj.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     kind = obj.get("object")
     view = _View(obj)
     if "choices" in obj or "prompt_tokens" in usage or kind in _CHAT_OBJECTS:
-        return _chat(view, text)
+        return _chat(view, text, out)
     if kind == "response" or "output" in obj:
-        return _responses(view, text)
+        return _responses(view, text, out)
     if (
         obj.get("type") == "message"
         or "stop_reason" in obj
         or "cache_creation_input_tokens" in usage
         or "cache_read_input_tokens" in usage
     ):
-        return _message(view, text)
+        return _message(view, text, out)
     if "input_tokens" in usage or "output_tokens" in usage:
-        out: Facts = {}
         _responses_usage(_View(usage), out)
         _put(out, "response_model", _str(obj.get("model")))
         _put(out, "response_id", _str(obj.get("id")))
@@ -274,24 +299,25 @@ def _dict(obj: Any, text: bool) -> tuple[Facts, str | None] | None:
 _CHAT_OBJECTS = frozenset({"chat.completion", "chat.completion.chunk", "text_completion"})
 
 
-def _generic(obj: Any, text: bool) -> tuple[Facts, str | None] | None:
+def _generic(obj: Any, text: bool, out: Facts) -> tuple[Facts, str | None] | None:
     """Any other object with a plain ``usage`` attribute (provider unknown)."""
     usage = _attr(obj, "usage")
     if usage is None or isinstance(usage, (str, bytes, int, float)):
         return None
     if isinstance(usage, dict):
         usage = _View(usage)
-    out: Facts = {}
-    _generic_usage(usage, out)
-    if not out:
+    found: Facts = {}
+    _generic_usage(usage, found)
+    if not found:
         return None
-    _put(out, "response_model", _str(_attr(obj, "model")))
-    _put(out, "response_id", _str(_attr(obj, "id")))
-    _put(out, "finish_reason", _str(_attr(obj, "finish_reason") or _attr(obj, "stop_reason")))
+    _put(found, "response_model", _str(_attr(obj, "model")))
+    _put(found, "response_id", _str(_attr(obj, "id")))
+    _put(found, "finish_reason", _str(_attr(obj, "finish_reason") or _attr(obj, "stop_reason")))
+    out.update(found)
     return _sourced(out), None
 
 
-def _nothing(obj: Any, text: bool) -> None:
+def _nothing(obj: Any, text: bool, out: Facts) -> None:
     return None
 
 
@@ -316,17 +342,20 @@ def _handler_for(cls: type) -> Handler:
     return _generic
 
 
-def facts_and_text(obj: Any, text: bool = True) -> tuple[Facts, str | None] | None:
+def facts_and_text(
+    obj: Any, text: bool = True, out: Facts | None = None
+) -> tuple[Facts, str | None] | None:
     """``(response_facts(obj), completion text)``, or ``None`` for an object that is
-    not an LLM response. Never raises (an attribute that raises: ``None``)."""
-    cls = obj.__class__
+    not an LLM response. The facts are added to ``out`` when given (and it is
+    returned). Never raises (an attribute that raises: ``None``)."""
+    cls = type(obj)  # not obj.__class__, which an object may make raise
     handler = _handlers.get(cls)
     try:
         if handler is None:
             handler = _handler_for(cls)
             if len(_handlers) < MAX_CACHED_CLASSES:
                 _handlers[cls] = handler
-        return handler(obj, text)
+        return handler(obj, text, {} if out is None else out)
     except Exception:
         return None
 
@@ -358,52 +387,86 @@ def response_text(obj: Any) -> str | None:
 def request_facts(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``model``, ``temperature`` and ``max_tokens`` (from ``max_tokens``,
     ``max_completion_tokens`` or ``max_output_tokens``) of a request's keyword
-    arguments; arguments not given (or the SDKs' ``omit`` markers) are left out."""
-    out: Facts = {}
-    model = kwargs.get("model")
-    if isinstance(model, str):
-        out["model"] = str.__str__(model)
-    temperature = kwargs.get("temperature")
-    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-        out["temperature"] = float(temperature)
-    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        limit = _int(kwargs.get(key))
-        if limit is not None:
-            out["max_tokens"] = limit
-            break
+    arguments, or of its ``extra_body`` (parameters an SDK has no argument
+    for); arguments not given (or the SDKs' ``omit`` markers) are left out."""
+    out = _request_facts(kwargs)
+    extra_body = kwargs.get("extra_body")
+    if isinstance(extra_body, dict) and len(out) < 3:
+        for key, value in _request_facts(extra_body).items():
+            out.setdefault(key, value)
     return out
+
+
+def _request_facts(kwargs: dict[str, Any]) -> Facts:
+    out: Facts = {}
+    get = kwargs.get
+    model = get("model")
+    if model.__class__ is str:
+        out["model"] = model
+    elif isinstance(model, str):
+        out["model"] = str.__str__(model)
+    temperature = get("temperature")
+    if temperature is not None:
+        if temperature.__class__ is float:
+            out["temperature"] = temperature
+        elif isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+            out["temperature"] = float(temperature)
+    for key in _LIMITS:
+        limit = get(key)
+        if limit is not None:
+            limit = _int(limit)
+            if limit is not None:
+                out["max_tokens"] = limit
+                break
+    return out
+
+
+_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
 # -- estimates -------------------------------------------------------------------------
 
 
+_PROMPT_FIELDS = ("system", "instructions", "messages", "input", "prompt")
+_NON_TEXT_PARTS = frozenset({"image", "image_url", "input_image", "input_audio", "file"})
+
+
 def _text_chars(value: Any, depth: int = 0) -> int:
+    """Characters of a message, a content part, or a list of them: a dict's
+    ``content`` (else its ``text``), an SDK object's the same."""
     if value.__class__ is str:
         return len(value)
     if depth > 6 or value is None:
         return 0
-    if isinstance(value, str):
-        return len(value)
+    if isinstance(value, (list, tuple)):
+        total = 0
+        for item in value[:10_000]:
+            total += len(item) if item.__class__ is str else _text_chars(item, depth + 1)
+        return total
     if isinstance(value, dict):
         if value.get("type") in _NON_TEXT_PARTS:
             return 0
-        return sum(_text_chars(value.get(k), depth + 1) for k in _TEXT_FIELDS)
-    if isinstance(value, (list, tuple)):
-        return sum(_text_chars(v, depth + 1) for v in value[:10_000])
-    if isinstance(value, (bytes, bytearray, int, float)):
+        inner = value.get("content")
+        if inner is None:
+            inner = value.get("text")
+    elif isinstance(value, str):
+        return len(value)
+    elif isinstance(value, (bytes, bytearray, int, float)):
         return 0
-    # SDK objects (pydantic models) in a message list.
-    return sum(_text_chars(_attr(value, k), depth + 1) for k in _TEXT_FIELDS)
-
-
-_TEXT_FIELDS = ("content", "text", "input", "system", "instructions", "messages")
-_NON_TEXT_PARTS = frozenset({"image", "image_url", "input_image", "input_audio", "file"})
+    else:  # SDK objects (pydantic models) in a message list
+        inner = _attr(value, "content")
+        if inner is None:
+            inner = _attr(value, "text")
+    return 0 if inner is None else _text_chars(inner, depth + 1)
 
 
 def prompt_chars(prompt: Any) -> int:
     """Characters of text in a prompt: a string, a list of messages (text
-    content or text parts), or a dict of request arguments."""
+    content or text parts), or a dict of request arguments (``system``,
+    ``instructions``, ``messages``, ``input``, ``prompt``)."""
     try:
+        if isinstance(prompt, dict) and "content" not in prompt and "text" not in prompt:
+            return sum(_text_chars(prompt.get(key)) for key in _PROMPT_FIELDS)
         return _text_chars(prompt)
     except Exception:
         return 0
@@ -506,7 +569,7 @@ class ChatStreamUsage(StreamUsage):
         last = self.last
         if last is None:
             return {"provider": "openai"}
-        out, _ = _chat(last, False)
+        out, _ = _chat(last, False, {})
         out.pop("finish_reason", None)
         _put(out, "finish_reason", _str(self.finish))
         return out
@@ -561,12 +624,15 @@ class ResponsesStreamUsage(StreamUsage):
         response = self.final if self.final is not None else self.started
         if response is None:
             return {"provider": "openai"}
-        out, _ = _responses(response, False)
+        out, _ = _responses(response, False, {})
         if self.final is None:
             out.pop("finish_reason", None)  # "in_progress": the stream did not end
             for key in ("input_tokens", "output_tokens", "total_tokens", "token_source"):
                 out.pop(key, None)
         return out
+
+
+_MESSAGE_MORE = {"input_json_delta": "partial_json", "thinking_delta": "thinking"}
 
 
 class MessagesStreamUsage(StreamUsage):
@@ -590,10 +656,11 @@ class MessagesStreamUsage(StreamUsage):
         kind = event.type
         if kind == "content_block_delta":
             delta = event.delta
-            if delta.type == "text_delta":
+            kind = delta.type
+            if kind == "text_delta":
                 self.parts.append(delta.text)
-            else:  # tool input JSON, thinking: output tokens, not completion text
-                more = getattr(delta, "partial_json", None) or getattr(delta, "thinking", None)
+            elif kind in _MESSAGE_MORE:  # output tokens, not completion text
+                more = getattr(delta, _MESSAGE_MORE[kind], None)
                 if more.__class__ is str:
                     self.extra_chars += len(more)
         elif kind == "message_start":

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from llamonitor._records import Deferred
+from llamonitor.llm import _settings
 
 _SECRET_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     # key = value / key: value -- keep the key, hide the value.
@@ -170,10 +171,9 @@ _MARGIN = 256  # redact a little past the cap, so a secret cut in two is still f
 
 
 def _store(prompt: str | None, completion: str | None) -> dict[str, Any]:
-    from llamonitor.llm._settings import SETTINGS
-
-    cap = SETTINGS.content_max_chars
-    redact = SETTINGS.redact
+    settings = _settings.SETTINGS
+    cap = settings.content_max_chars
+    redact = settings.redact
     out: dict[str, Any] = {}
     cut: dict[str, int] = {}
     for name, text in (("prompt", prompt), ("completion", completion)):
@@ -196,9 +196,7 @@ def capture(prompt: Any, completion: str | None) -> dict[str, Any] | None:
     """The ``extra`` entries storing prompt and completion, or ``None`` when
     content capture is off. Cheap on the calling thread: it snapshots the text;
     redaction runs on the worker."""
-    from llamonitor.llm._settings import SETTINGS
-
-    if not SETTINGS.capture_content:
+    if not _settings.SETTINGS.capture_content:
         return None
     text = None if prompt is None else prompt_text(prompt)
     return {"_content": Deferred(_store, text, completion)}
