@@ -207,19 +207,32 @@ def has_llm_figures(groups: Sequence[dict[str, Any]]) -> bool:
     return any(g.get("total_tokens") is not None or g.get("cost_usd") is not None for g in groups)
 
 
-def stats_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
-    """Counts, errors and duration percentiles per group."""
-    table = new_table(f"spans by {key} (durations in ms)", show_footer=total is not None)
-    footer = _stats_cells(total) if total is not None else [""] * len(_STATS_LABELS)
+def _group_table(
+    title: str,
+    key: str,
+    labels: Sequence[str],
+    cells: Any,
+    groups: Sequence[dict[str, Any]],
+    total: dict[str, Any] | None,
+) -> Table:
+    """One row per group (``cells(group)`` gives its cells), with a footer of ``total``."""
+    table = new_table(title, show_footer=total is not None)
+    footer = cells(total) if total is not None else [""] * len(labels)
     table.add_column(
         key, footer="all" if total is not None else "", no_wrap=True, overflow="ellipsis",
         min_width=12, ratio=1,
     )
-    for label, foot in zip(_STATS_LABELS, footer, strict=True):
+    for label, foot in zip(labels, footer, strict=True):
         table.add_column(label, justify="right", footer=foot, no_wrap=True)
     for group in groups:
-        table.add_row(str(group[key]), *_stats_cells(group))
+        table.add_row(str(group[key]), *cells(group))
     return table
+
+
+def stats_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
+    """Counts, errors and duration percentiles per group."""
+    title = f"spans by {key} (durations in ms)"
+    return _group_table(title, key, _STATS_LABELS, _stats_cells, groups, total)
 
 
 def _stats_cells(g: dict[str, Any]) -> list[str]:
@@ -242,17 +255,8 @@ _LLM_LABELS = ("calls", "tokens in", "tokens out", "cost", "cost/call")
 def llm_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
     """Tokens and cost per group (of the groups that have any)."""
     shown = [g for g in groups if g.get("llm_calls")]
-    table = new_table(f"tokens and cost by {key}", show_footer=total is not None)
-    footer = _llm_cells(total) if total is not None else [""] * len(_LLM_LABELS)
-    table.add_column(
-        key, footer="all" if total is not None else "", no_wrap=True, overflow="ellipsis",
-        min_width=12, ratio=1,
-    )
-    for label, foot in zip(_LLM_LABELS, footer, strict=True):
-        table.add_column(label, justify="right", footer=foot, no_wrap=True)
-    for group in shown:
-        table.add_row(str(group[key]), *_llm_cells(group))
-    return table
+    title = f"tokens and cost by {key}"
+    return _group_table(title, key, _LLM_LABELS, _llm_cells, shown, total)
 
 
 def _llm_cells(g: dict[str, Any]) -> list[str]:
