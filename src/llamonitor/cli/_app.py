@@ -16,9 +16,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from llamonitor.cli import _render as render
-from llamonitor.cli._options import dir_option, json_option, open_store, time_options
+from llamonitor.cli._options import (
+    dir_option,
+    dsn_options,
+    json_option,
+    open_store,
+    store_label,
+    time_options,
+)
 from llamonitor.schema.config import ConfigurationError
-from llamonitor.storage import parquet
+from llamonitor.storage import StoreError, parquet
 from llamonitor.storage._duckdb import GROUPABLE_COLUMNS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +52,7 @@ def _store_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except duckdb.Error as exc:
             raise click.ClickException(f"cannot read the store: {exc}") from exc
-        except (OSError, parquet.CompactionError, ConfigurationError) as exc:
+        except (OSError, parquet.CompactionError, ConfigurationError, StoreError) as exc:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -63,6 +70,7 @@ def cli() -> None:
 
 @cli.command()
 @dir_option
+@dsn_options
 @click.option("--session", help="Only this session id.")
 @click.option("--trace", "trace_id", help="Only this trace id.")
 @click.option("--operation", help="Only this operation name (globs like 'tool.*' work).")
@@ -74,6 +82,8 @@ def cli() -> None:
 @_store_errors
 def events(
     directory: Path,
+    dsn: str | None,
+    table: str | None,
     session: str | None,
     trace_id: str | None,
     operation: str | None,
@@ -83,17 +93,19 @@ def events(
     as_json: bool,
 ) -> None:
     """The latest spans, newest first."""
-    with open_store(directory) as store:
+    with open_store(directory, dsn, table) as store:
         rows = store.events(session, trace_id, operation, since, until, limit)
     if as_json:
         _echo_json([render.for_json(r) for r in rows])
     elif not rows:
-        _out().print(_nothing_found(directory, session, trace_id, operation, since, until))
+        _out().print(
+            _nothing_found(store_label(directory, dsn), session, trace_id, operation, since, until)
+        )
     else:
         _out().print(render.events_table(rows))
 
 
-def _nothing_found(directory: Path, *filters: object) -> str:
+def _nothing_found(directory: Path | str, *filters: object) -> str:
     if any(f is not None for f in filters):
         return f"No spans in {directory} match these filters."
     return f"No spans recorded in {directory} yet."
@@ -102,16 +114,21 @@ def _nothing_found(directory: Path, *filters: object) -> str:
 @cli.command()
 @click.argument("trace_id")
 @dir_option
+@dsn_options
 @json_option
 @_store_errors
-def trace(trace_id: str, directory: Path, as_json: bool) -> None:
+def trace(
+    trace_id: str, directory: Path, dsn: str | None, table: str | None, as_json: bool
+) -> None:
     """The span tree of one trace (TRACE_ID or a unique prefix of it)."""
-    with open_store(directory) as store:
+    with open_store(directory, dsn, table) as store:
         spans = store.trace(trace_id)
         if not spans:
             candidates = store.find_trace_ids(trace_id, limit=6)
             if not candidates:
-                raise click.ClickException(f"trace {trace_id!r} not found in {directory}")
+                raise click.ClickException(
+                    f"trace {trace_id!r} not found in {store_label(directory, dsn)}"
+                )
             if len(candidates) > 1:
                 raise click.ClickException(
                     f"{trace_id!r} is the start of several traces: "
@@ -129,6 +146,7 @@ def trace(trace_id: str, directory: Path, as_json: bool) -> None:
 
 @cli.command()
 @dir_option
+@dsn_options
 @time_options
 @click.option("--session", help="Only this session id.")
 @click.option(
@@ -143,6 +161,8 @@ def trace(trace_id: str, directory: Path, as_json: bool) -> None:
 @_store_errors
 def stats(
     directory: Path,
+    dsn: str | None,
+    table: str | None,
     since: datetime | None,
     until: datetime | None,
     session: str | None,
@@ -151,7 +171,7 @@ def stats(
 ) -> None:
     """Counts, error rate and duration percentiles per operation (or --by column);
     tokens and cost too where spans have them (--by model, --by provider...)."""
-    with open_store(directory) as store:
+    with open_store(directory, dsn, table) as store:
         groups = store.stats(since, until, group_by, session)
         total = store.stats(since, until, None, session)
         overview = store.overview(session) if groups else None
@@ -160,7 +180,7 @@ def stats(
         return
     console = _out()
     if not groups:
-        console.print(_nothing_found(directory, session, since, until))
+        console.print(_nothing_found(store_label(directory, dsn), session, since, until))
         return
     print_overview(console, overview or {})
     console.print(render.stats_table(groups, group_by, total[0] if total else None))

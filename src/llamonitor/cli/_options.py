@@ -1,7 +1,9 @@
-"""Options shared by the commands: the store directory, ``--json``, times."""
+"""Options shared by the commands: the store (directory or database), ``--json``, times."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -9,8 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
+from pydantic import SecretStr
 
-from llamonitor.storage import parquet
+from llamonitor.schema.config import StorageConfig
+from llamonitor.storage import _sql, parquet
 from llamonitor.storage._duckdb import DuckDBQuery, jsonl_relation
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,6 +23,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_DIR = "./monitoring_data"
 DIR_ENV_VARS = ("LLMOPS_STORAGE__OUTPUT_DIR", "LLMOPS_OUTPUT_DIR")
 JSONL_FILE_NAME = "events.jsonl"
+DSN_ENV_VAR = "LLMOPS_CONNECTION_STRING"
+TABLE_ENV_VARS = ("LLMOPS_TABLE_NAME", "LLMOPS_STORAGE__TABLE_NAME")
+SCHEMA_ENV_VARS = ("LLMOPS_SCHEMA_NAME", "LLMOPS_STORAGE__SCHEMA_NAME")
+DEFAULT_TABLE = "metric_events"
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes",
@@ -73,6 +82,25 @@ def dir_option(fn: F) -> F:
     )(fn)
 
 
+def dsn_options(fn: F) -> F:
+    """``--dsn`` (a database instead of ``--dir``) and ``--table``."""
+    fn = click.option(
+        "--table",
+        metavar="[SCHEMA.]TABLE",
+        envvar=list(TABLE_ENV_VARS),
+        show_envvar=True,
+        help=f"The span table of the --dsn database (default {DEFAULT_TABLE}).",
+    )(fn)
+    return click.option(
+        "--dsn",
+        metavar="URL",
+        envvar=DSN_ENV_VAR,
+        show_envvar=True,
+        help="Read a database instead of --dir: postgresql://..., mysql://..., "
+        "sqlite:///path.db (shown with its password masked).",
+    )(fn)
+
+
 def json_option(fn: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print JSON on stdout (nothing else)."
@@ -94,12 +122,64 @@ def time_options(fn: F) -> F:
     )(fn)
 
 
-def open_store(directory: Path) -> DuckDBQuery:
-    """The query side of the store at ``directory``.
+def _use_dsn(dsn: str | None) -> bool:
+    """Whether to read ``dsn``: given, and not only from the environment while
+    ``--dir`` was given on the command line."""
+    if not dsn:
+        return False
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    return not (
+        ctx.get_parameter_source("dsn") is ParameterSource.ENVIRONMENT
+        and ctx.get_parameter_source("directory") is ParameterSource.COMMANDLINE
+    )
+
+
+def store_label(directory: Path, dsn: str | None = None) -> str:
+    """How messages name the store: the directory, or the masked connection string."""
+    return _sql.mask_dsn(dsn) if dsn and _use_dsn(dsn) else str(directory)
+
+
+def open_database(dsn: str, table: str | None = None) -> DuckDBQuery:
+    """The query side of the span table ``table`` (``[schema.]name``) of a database.
+
+    Raises:
+        click.ClickException: not a database URL, or a SQLite file that is not there.
+        ConfigurationError: a missing driver or a bad connection string.
+    """
+    backend = _sql.backend_for(dsn)
+    if backend is None:
+        raise click.ClickException(
+            f"--dsn: {_sql.mask_dsn(dsn)!r} is not a database URL: use postgresql://..., "
+            "mysql://... or sqlite:///path.db"
+        )
+    schema, _, name = (table or DEFAULT_TABLE).rpartition(".")
+    schema = schema or next((os.environ[v] for v in SCHEMA_ENV_VARS if os.environ.get(v)), "")
+    config = StorageConfig(
+        backend=backend,
+        connection_string=SecretStr(dsn),
+        table_name=name,
+        schema_name=schema or None,
+    )
+    module = importlib.import_module(f"llamonitor.storage.{backend}")
+    if backend == "sqlite" and not module.database_path(dsn).is_file():
+        raise click.ClickException(
+            f"no store at {str(module.database_path(dsn))!r}: nothing has been recorded there"
+        )
+    query: DuckDBQuery = module.query(config)
+    return query
+
+
+def open_store(directory: Path, dsn: str | None = None, table: str | None = None) -> DuckDBQuery:
+    """The query side of the store: the database ``dsn`` if given (see
+    :func:`open_database`), else the files at ``directory``.
 
     Raises:
         click.ClickException: nothing is there.
     """
+    if dsn and _use_dsn(dsn):
+        return open_database(dsn, table)
     if not directory.exists():
         raise click.ClickException(
             f"no store at {str(directory)!r}: nothing has been recorded there. Point --dir "

@@ -70,6 +70,11 @@ _REGISTRY: dict[str, str | Callable[[StorageConfig], StorageBackend]] = {
     "parquet": "llamonitor.storage.parquet:ParquetBackend",
     "jsonl": "llamonitor.storage.jsonl:JSONLBackend",
     "memory": "llamonitor.storage.memory:InMemoryBackend",
+    "postgres": "llamonitor.storage.postgres:PostgresBackend",
+    "postgresql": "llamonitor.storage.postgres:PostgresBackend",
+    "mysql": "llamonitor.storage.mysql:MySQLBackend",
+    "mariadb": "llamonitor.storage.mysql:MySQLBackend",
+    "sqlite": "llamonitor.storage.sqlite:SQLiteBackend",
 }
 
 

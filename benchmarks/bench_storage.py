@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""End-to-end throughput into each store: decorated calls -> durable rows.
+
+One process calls a decorated sync function ``N`` times
+(``@monitor_llm(measure_text=True, custom_attributes={"model": "gpt-4"})``,
+returning 1 KB of prose, so every row carries four text measurements and a
+JSON attribute), with ``queue_full_policy="block"`` so nothing is dropped.
+The clock runs from the first call to ``shutdown_monitoring()`` returning,
+when every row is committed; then the rows are counted in the store itself
+(rows, distinct event ids, the sum of ``text_char_count``). The Parquet
+figure of the same run is the reference.
+
+Usage::
+
+    python benchmarks/bench_storage.py                     # 200,000 events per store
+    python benchmarks/bench_storage.py --events 50000 --json
+    python benchmarks/bench_storage.py --stores postgres,parquet \\
+        --postgres postgresql://postgres@127.0.0.1:5432/test
+
+A store whose server does not answer is reported as skipped. Each store
+gets a fresh table (dropped afterwards) or a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import duckdb
+
+import llamonitor
+from llamonitor import MonitorConfig, StorageConfig, monitor_llm
+
+TARGET_EVENTS_PER_S = 50_000  # into PostgreSQL
+BATCH_SIZE = 10_000
+MAX_QUEUE_SIZE = 100_000
+WORDS = "the model reads the prompt and writes an answer about storage engines".split(" ")  # noqa: SIM905
+
+
+def text_1k() -> str:
+    """1,024 characters of prose with a newline every 12 words."""
+    out, i = [], 0
+    while sum(len(w) + 1 for w in out) < 1024:
+        out.append(WORDS[i % len(WORDS)] + ("\n" if i % 12 == 11 else ""))
+        i += 1
+    return " ".join(out)[:1024]
+
+
+TEXT = text_1k()
+
+
+# -- counting rows in each store, by its own means ----------------------------------
+
+COUNT_SQL = 'SELECT count(*), count(DISTINCT event_id), sum(text_char_count) FROM "{t}"'
+
+
+async def _pg(dsn: str, sql: str) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return await conn.fetchrow(sql) if sql.startswith("SELECT") else await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _mysql(dsn: str, sql: str) -> Any:
+    import pymysql
+
+    p = urlsplit(dsn)
+    conn = pymysql.connect(
+        host=p.hostname,
+        port=p.port or 3306,
+        user=p.username,
+        password=p.password or "",
+        database=p.path.lstrip("/"),
+        autocommit=True,
+        connect_timeout=5,
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.replace('"', "`"))
+            return cur.fetchone()
+    finally:
+        conn.close()
+
+
+def sql_runner(kind: str, dsn: str) -> Callable[[str], Any]:
+    if kind == "postgres":
+        return lambda sql: asyncio.run(_pg(dsn, sql))
+    if kind == "mysql":
+        return lambda sql: _mysql(dsn, sql)
+
+    def run_sqlite(sql: str) -> Any:
+        conn = sqlite3.connect(dsn[len("sqlite:///") :])
+        try:
+            return conn.execute(sql).fetchone()
+        finally:
+            conn.close()
+
+    return run_sqlite
+
+
+@contextlib.contextmanager
+def store(
+    kind: str, dsn: str | None, tmp: Path
+) -> Iterator[tuple[StorageConfig, Callable[[], Any]]]:
+    """The store's config and a function counting its rows; cleaned up after."""
+    if kind == "parquet":
+        out = tmp / "parquet"
+        config = StorageConfig(backend="parquet", output_dir=out, batch_size=BATCH_SIZE)
+
+        def count_parquet() -> Any:
+            glob = str(out / "**" / "*.parquet")
+            sql = COUNT_SQL.replace('"{t}"', f"read_parquet('{glob}')")
+            return duckdb.connect().execute(sql).fetchone()
+
+        yield config, count_parquet
+        return
+    if kind == "sqlite":
+        dsn = f"sqlite:///{tmp / 'bench.db'}"
+    assert dsn is not None
+    table = f"bench_{secrets.token_hex(4)}"
+    run = sql_runner(kind, dsn)
+    run("SELECT 1")  # reachable?
+    config = StorageConfig(
+        backend=kind,
+        connection_string=dsn,
+        table_name=table,
+        batch_size=BATCH_SIZE,
+        output_dir=tmp / "out",
+    )
+    try:
+        yield config, lambda: run(COUNT_SQL.format(t=table))
+    finally:
+        with contextlib.suppress(Exception):
+            run(f'DROP TABLE IF EXISTS "{table}"')
+            run(f"DELETE FROM llamonitor_schema_version WHERE table_name = '{table}'")
+
+
+# -- one measurement ------------------------------------------------------------
+
+
+def measure(kind: str, dsn: str | None, n: int) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="llamonitor-bench-storage-") as d,
+        store(kind, dsn, Path(d)) as (storage, count),
+    ):
+        config = MonitorConfig(
+            storage=storage,
+            queue_full_policy="block",
+            block_timeout_seconds=600.0,
+            shutdown_timeout_seconds=600.0,
+            max_queue_size=MAX_QUEUE_SIZE,
+            spool_dir=Path(d) / "spool",
+        )
+        gc.collect()
+        writer = llamonitor.initialize_monitoring(config)  # tables created here, untimed
+
+        @monitor_llm("generate", measure_text=True, custom_attributes={"model": "gpt-4"})
+        def answer(prompt: str) -> str:
+            return TEXT
+
+        t0 = time.perf_counter()
+        for _ in range(n):
+            answer("What is the answer?")
+        t_calls = time.perf_counter() - t0
+        ok = bool(llamonitor.shutdown_monitoring(600.0))
+        seconds = time.perf_counter() - t0
+        health = dict(writer.health_check())
+        rows, distinct, chars = count()
+        return {
+            "store": kind,
+            "events": n,
+            "seconds": seconds,
+            "calls_seconds": t_calls,
+            "events_per_s": n / seconds,
+            "rows": int(rows),
+            "distinct_event_ids": int(distinct),
+            "sum_text_char_count": int(chars or 0),
+            "written": health.get("events_written"),
+            "dropped": health.get("events_dropped"),
+            "ok": ok and int(rows) == n == int(distinct) and int(chars or 0) == n * len(TEXT),
+        }
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"python": platform.python_version(), "cpu": cpu, "cpus": os.cpu_count()}
+
+
+def summarize(kind: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median trial of a store (by events/s), with every trial's figure."""
+    done = [t for t in trials if "skipped" not in t]
+    if not done:
+        return trials[-1]
+    rates = sorted(t["events_per_s"] for t in done)
+    median = statistics.median(rates)
+    best = min(done, key=lambda t: abs(t["events_per_s"] - median))
+    return {
+        **best,
+        "events_per_s": median,
+        "trials_events_per_s": [t["events_per_s"] for t in done],
+        "ok": all(t["ok"] for t in done),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="calls per store and trial")
+    parser.add_argument("--trials", type=int, default=3, help="interleaved runs; medians shown")
+    parser.add_argument("--stores", default="parquet,postgres,mysql,sqlite")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "LLMOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument(
+        "--mysql",
+        default=os.environ.get("LLMOPS_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test"),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args(argv)
+    dsns = {"postgres": args.postgres, "mysql": args.mysql}
+    kinds = args.stores.split(",")
+    trials: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    for _ in range(args.trials):
+        for kind in kinds:  # interleaved: a slow minute of the machine hits every store
+            if trials[kind] and "skipped" in trials[kind][-1]:
+                continue
+            try:
+                trials[kind].append(measure(kind, dsns.get(kind), args.events))
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    llamonitor.shutdown_monitoring(10)
+                trials[kind].append({"store": kind, "skipped": f"{type(exc).__name__}: {exc}"})
+    results = [summarize(k, trials[k]) for k in kinds]
+    report = {"machine": machine(), "text_chars": len(TEXT), "results": results}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    m = report["machine"]
+    print(
+        f"{args.events:,} events per store and trial, median of {args.trials}, 1 KB text "
+        f"measured; {m['cpus']} x {m['cpu']}, Python {m['python']}"
+    )
+    print(f"{'store':<10} {'events/s':>10} {'range':>17} {'rows':>9}  check")
+    parquet = next((r for r in results if r["store"] == "parquet" and "skipped" not in r), None)
+    for r in results:
+        if "skipped" in r:
+            print(f"{r['store']:<10} {'skipped':>10}  {r['skipped'][:90]}")
+            continue
+        low, high = min(r["trials_events_per_s"]), max(r["trials_events_per_s"])
+        notes = []
+        if parquet and r is not parquet:
+            notes.append(f"{r['events_per_s'] / parquet['events_per_s']:.0%} of Parquet")
+        if r["store"] == "postgres":
+            met = r["events_per_s"] >= TARGET_EVENTS_PER_S
+            notes.append(f"target {TARGET_EVENTS_PER_S:,}/s {'met' if met else 'MISSED'}")
+        print(
+            f"{r['store']:<10} {r['events_per_s']:>10,.0f} {low:>8,.0f}-{high:<8,.0f} "
+            f"{r['rows']:>9,}  {'ok' if r['ok'] else 'MISMATCH'}"
+            + (f"  ({'; '.join(notes)})" if notes else "")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

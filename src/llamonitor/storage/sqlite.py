@@ -1,0 +1,401 @@
+"""SQLite store (the standard library's ``sqlite3``): writer and query side.
+
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the
+SQLAlchemy convention; the directory is created). ``:memory:`` is refused: the
+database would vanish with the sink's connection and nothing could read it.
+The file is in WAL mode with ``synchronous=NORMAL``, so readers (the CLI)
+never block the writer. A batch is one ``BEGIN IMMEDIATE`` transaction of
+``INSERT ... ON CONFLICT(event_id) DO NOTHING`` (not ``INSERT OR IGNORE``,
+which would also hide NOT NULL violations). Timestamps are stored as UTC
+text ``YYYY-MM-DD HH:MM:SS.ffffff``, which sorts in time order.
+``options={"timeout": seconds}`` is how long a write waits for another
+process's lock (default 30).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+
+from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
+from llamonitor.schema.config import ConfigurationError, StorageConfig
+from llamonitor.schema.events import MetricEvent
+from llamonitor.storage import _sql
+from llamonitor.storage._duckdb import DuckDBQuery, Filters
+from llamonitor.storage._sql import ContentError, Secrets, StoreError, describe
+from llamonitor.storage.base import RowsRejected, StorageBackend
+
+logger = logging.getLogger("llamonitor.storage.sqlite")
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+_TS = "timestamp"
+_MISSING = ("no such table", "no such column", "has no column named")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_type(field: pa.Field) -> str:
+    """The SQLite column type of a schema field."""
+    t = field.type
+    if pa.types.is_string(t) or pa.types.is_timestamp(t):
+        return "TEXT"
+    if pa.types.is_int64(t) or pa.types.is_boolean(t):
+        return "INTEGER"
+    if pa.types.is_float64(t):
+        return "REAL"
+    raise TypeError(f"no SQLite type for {field}")  # pragma: no cover - schema is fixed
+
+
+def _affinity(declared: str) -> str:
+    """SQLite's column affinity of a declared type (section 3.1 of its docs)."""
+    d = declared.upper()
+    if "INT" in d:
+        return "INTEGER"
+    if any(s in d for s in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if not d or "BLOB" in d:
+        return "BLOB"
+    if any(s in d for s in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def _accepts(declared: str, field: pa.Field) -> bool:
+    return _affinity(declared) == sql_type(field)
+
+
+def database_path(dsn: str) -> Path:
+    """The file of ``sqlite:///path`` (relative) or ``sqlite:////path`` (absolute).
+
+    Raises:
+        ConfigurationError: not that form, or an in-memory database.
+    """
+    prefix = "sqlite:///"
+    rest = dsn[len(prefix) :] if dsn.lower().startswith(prefix) else ""
+    if "?" in rest or "#" in rest:
+        rest = ""
+    if not rest or rest == ":memory:" or rest.startswith("file:"):
+        raise ConfigurationError(
+            "storage.connection_string",
+            f"{_sql.mask_dsn(dsn)!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db (an in-memory database would vanish with the "
+            "writer's connection, and nothing else could read it)",
+        )
+    return Path(rest)
+
+
+class _Target:
+    def __init__(self, config: StorageConfig) -> None:
+        dsn = _sql.connection_string(config, "sqlite")
+        self.sqlite3 = _sql.require_driver("sqlite3", "sqlite", None)
+        self.path = database_path(dsn)
+        self.table = _sql.check_identifier("storage.table_name", config.table_name)
+        if config.schema_name:
+            raise ConfigurationError(
+                "storage.schema_name", "SQLite has no schemas; leave schema_name unset"
+            )
+        options = dict(config.options)
+        try:
+            self.timeout = float(options.pop("timeout", DEFAULT_TIMEOUT_SECONDS))
+        except (TypeError, ValueError):
+            raise ConfigurationError("storage.options", "timeout: a number of seconds") from None
+        if options:
+            raise ConfigurationError(
+                "storage.options",
+                f"unknown option(s) {', '.join(sorted(options))} for the sqlite backend; "
+                "it takes 'timeout'",
+            )
+        self.qualified = _q(self.table)
+        self.label = f"table {self.table} in {self.path}"
+        self.secrets = Secrets(dsn)
+
+    def kind(self, exc: BaseException) -> str:
+        sqlite3 = self.sqlite3
+        if isinstance(exc, sqlite3.OperationalError) and any(m in str(exc) for m in _MISSING):
+            return "missing"
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, OverflowError)):
+            return "content"
+        return "other"
+
+    def error(self, doing: str, exc: BaseException) -> StoreError:
+        code = getattr(exc, "sqlite_errorname", None)
+        busy = isinstance(exc, self.sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc)
+        )
+        return StoreError(
+            self.secrets.scrub(f"sqlite {self.label}: {doing}: {describe(exc)}"),
+            sqlstate=str(code) if code else None,
+            transient=busy or self.kind(exc) == "missing",
+        )
+
+
+class SQLiteBackend(StorageBackend):
+    """Writes spans to a table (default ``metric_events``) of a SQLite file.
+
+    The methods are ``async def`` for the interface but do blocking work: the
+    transport runs them on the sink's own thread.
+    """
+
+    def __init__(self, config: StorageConfig | None = None) -> None:
+        super().__init__(config)
+        self._t = _Target(self.config)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._ready = False
+        self._inserts: dict[tuple[str, ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self._t.label})"
+
+    def _connect(self) -> Any:
+        if self._conn is None:
+            self._t.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._t.sqlite3.connect(
+                str(self._t.path),
+                timeout=self._t.timeout,
+                isolation_level=None,  # transactions are explicit
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        return self._conn
+
+    def _guarded(self, doing: str, fn: Any, *args: Any) -> None:
+        error: StoreError | None = None
+        with self._lock:
+            try:
+                fn(*args)
+                return
+            except (ConfigurationError, RowsRejected, StoreError):
+                raise
+            except Exception as exc:
+                if self._t.kind(exc) == "missing":
+                    self._ready = False
+                error = self._t.error(doing, exc)
+        raise error
+
+    # -- setup -------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Open the file (WAL), create the table, indexes and meta row, or migrate."""
+        self._guarded("initialize", self._setup)
+
+    def _setup(self) -> None:
+        t = self._t
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_q(_sql.META_TABLE)} (table_name TEXT PRIMARY KEY, "
+                "schema_version INTEGER NOT NULL, updated_at TEXT NOT NULL)"
+            )
+            row = conn.execute(
+                f"SELECT schema_version FROM {_q(_sql.META_TABLE)} WHERE table_name = ?",
+                (t.table,),
+            ).fetchone()
+            existing = {
+                r[1]: r[2] for r in conn.execute(f"PRAGMA table_info({t.qualified})").fetchall()
+            }
+            if not existing:
+                defs = _sql.column_defs(sql_type, _q, SCHEMA)
+                conn.execute(
+                    f"CREATE TABLE {t.qualified} ({', '.join(defs)}, "
+                    f"PRIMARY KEY ({', '.join(_q(c) for c in _sql.PRIMARY_KEY)}))"
+                )
+                logger.info("llamonitor: created %s (schema version %d)", t.label, SCHEMA_VERSION)
+            else:
+                missing = _sql.plan_migration(t.label, existing, _accepts, row[0] if row else None)
+                for f in missing:
+                    conn.execute(f"ALTER TABLE {t.qualified} ADD COLUMN {_q(f.name)} {sql_type(f)}")
+                if missing:
+                    logger.info(
+                        "llamonitor: migrated %s to schema version %d: added %s",
+                        t.label,
+                        SCHEMA_VERSION,
+                        ", ".join(f.name for f in missing),
+                    )
+                self._ensure_unique_event_id(conn)
+            for suffix, cols in _sql.INDEXES:
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {_q(_sql.derived_name(t.table, suffix))} "
+                    f"ON {t.qualified} ({_sql.index_columns(cols, _q)})"
+                )
+            conn.execute(
+                f"INSERT INTO {_q(_sql.META_TABLE)} (table_name, schema_version, updated_at) "
+                "VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT(table_name) "
+                "DO UPDATE SET schema_version = excluded.schema_version, "
+                "updated_at = excluded.updated_at",
+                (t.table, SCHEMA_VERSION),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._ready = True
+
+    def _ensure_unique_event_id(self, conn: Any) -> None:
+        """``ON CONFLICT(event_id)`` needs a unique index on exactly event_id."""
+        t = self._t
+        for _, name, unique, *_ in conn.execute(f"PRAGMA index_list({t.qualified})").fetchall():
+            cols = [r[2] for r in conn.execute(f"PRAGMA index_info({_q(name)})").fetchall()]
+            if unique and cols == list(_sql.PRIMARY_KEY):
+                return
+        conn.execute(
+            f"CREATE UNIQUE INDEX {_q(_sql.derived_name(t.table, 'event_id'))} "
+            f"ON {t.qualified} (event_id)"
+        )
+
+    # -- writing -----------------------------------------------------------
+
+    async def write_table(self, table: pa.Table) -> None:
+        """Write a batch; rows refused for their content raise
+        :class:`RowsRejected` after the others are written."""
+        if table.num_rows == 0:
+            return
+        table = _sql.conform(table)
+        error: StoreError | None = None
+        try:
+            if not self._ready:
+                self._guarded("initialize", self._setup)
+            await _sql.write_isolating(table, self._attempt)
+            return
+        except (ConfigurationError, RowsRejected, StoreError):
+            raise
+        except Exception as exc:
+            if self._t.kind(exc) == "missing":
+                self._ready = False
+            error = self._t.error("write", exc)
+        raise error
+
+    async def _attempt(self, part: pa.Table) -> None:
+        content: ContentError | None = None
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                names, rows = _records(part)
+                conn.executemany(self._insert(names), rows)
+                conn.execute("COMMIT")
+                return
+            except Exception as exc:
+                _rollback(conn)
+                if self._t.kind(exc) != "content":
+                    raise
+                content = ContentError(self._t.secrets.scrub(describe(exc)))
+        raise content
+
+    def _insert(self, names: tuple[str, ...]) -> str:
+        sql = self._inserts.get(names)
+        if sql is None:
+            sql = self._inserts[names] = (
+                f"INSERT INTO {self._t.qualified} ({', '.join(_q(n) for n in names)}) "
+                f"VALUES ({', '.join('?' for _ in names)}) ON CONFLICT(event_id) DO NOTHING"
+            )
+        return sql
+
+    async def write_batch(self, events: list[MetricEvent]) -> None:
+        await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
+
+    async def health_check(self) -> bool:
+        try:
+            with self._lock:
+                self._connect().execute("SELECT 1").fetchone()
+            return True
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+
+def _rollback(conn: Any) -> None:
+    if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+        conn.execute("ROLLBACK")
+
+
+def _records(table: pa.Table) -> tuple[tuple[str, ...], Any]:
+    """The columns to insert (see :func:`~llamonitor.storage._sql.present_fields`)
+    and the rows."""
+    fields = _sql.present_fields(table)
+    columns = []
+    for f in fields:
+        col = table.column(f.name)
+        if f.name == _TS:
+            # UTC text, "YYYY-MM-DD HH:MM:SS.ffffff" (zero-padded, so it sorts by time)
+            col = col.cast(pa.timestamp("us")).cast(pa.string())
+        columns.append(col.to_pylist())
+    return tuple(f.name for f in fields), zip(*columns, strict=True)
+
+
+# -- query side ----------------------------------------------------------------
+
+
+def _decode(field: pa.Field, values: list[Any]) -> pa.Array:
+    if pa.types.is_timestamp(field.type):
+        return pa.array(values, pa.string()).cast(pa.timestamp("us")).cast(field.type)
+    if pa.types.is_boolean(field.type):
+        return pa.array(values, pa.int64()).cast(pa.bool_())
+    return pa.array(values, type=field.type)
+
+
+def _bind_time(v: datetime) -> str:
+    # Formatted by hand: strftime("%Y") does not pad years before 1000.
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
+_PUSHDOWN = _sql.Pushdown(
+    quote=_q, placeholder=lambda _i: "?", timestamp=_bind_time, native_glob=True
+)
+
+
+def query(config: StorageConfig) -> DuckDBQuery:
+    """The query side of a SQLite span table (read-only; a missing file or
+    table is an empty store). Filters go into SQLite's ``WHERE`` (GLOB for
+    operation patterns) and rows stream to DuckDB in chunks.
+
+    Raises:
+        ConfigurationError: a bad connection string.
+    """
+    t = _Target(config)
+
+    def source(filters: Filters) -> pa.RecordBatchReader | None:
+        if not t.path.is_file():
+            return None
+        conn: Any = None
+        error: StoreError | None = None
+        try:
+            uri = f"file:{quote(str(t.path.resolve()))}?mode=ro"
+            conn = t.sqlite3.connect(uri, uri=True, timeout=t.timeout, check_same_thread=False)
+            present = [r[1] for r in conn.execute(f"PRAGMA table_info({t.qualified})")]
+            if not present:
+                conn.close()
+                return None
+            sql, params = _PUSHDOWN.select(t.qualified, present, filters)
+            cursor = conn.execute(sql, params)
+            first = cursor.fetchmany(_sql.CHUNK_ROWS)
+        except Exception as exc:
+            error = t.error("query", exc)
+        if error is not None:
+            if conn is not None:
+                conn.close()
+            raise error
+        return _sql.stream(
+            first, lambda: cursor.fetchmany(_sql.CHUNK_ROWS), conn.close, _decode, t.secrets.scrub
+        )
+
+    return DuckDBQuery(source)
