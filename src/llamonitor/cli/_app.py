@@ -340,6 +340,10 @@ from llamonitor.cli._spool import spool as _spool_group  # noqa: E402 - one line
 
 cli.add_command(_spool_group)
 
+from llamonitor.cli._report import report as _report_command  # noqa: E402
+
+cli.add_command(_report_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +60,9 @@ GROUPABLE_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in SCHEMA if pa.types.is_string(f.type) and f.name not in _NOT_GROUPABLE
 )
 """Columns ``stats(group_by=...)`` accepts."""
+
+STREAM_BATCH_ROWS = 122_880
+"""Rows per record batch of :meth:`DuckDBQuery.stream` (DuckDB's row group size)."""
 
 # A file listed, then removed by a concurrent compaction before DuckDB opens
 # it, is an IOException: if the store's file list changed, read it again.
@@ -214,6 +217,54 @@ class DuckDBQuery:
         return None  # pragma: no cover - the loop always returns
 
     _run = run
+
+    def stream(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        filters: Filters = NO_FILTERS,
+        batch_rows: int = STREAM_BATCH_ROWS,
+    ) -> Generator[pa.RecordBatch, None, None]:
+        """Like :meth:`run`, but yield the result in record batches as DuckDB
+        produces them, so that a large result is never held whole.
+
+        The connection is held until the iterator is exhausted or closed (use
+        ``contextlib.closing``). Yields nothing if the store is empty.
+        """
+        for attempt in range(_RETRIES + 1):
+            relation = self._source(filters)
+            if relation is None:
+                return
+            started = False
+            try:
+                with self._lock:
+                    if isinstance(relation, tuple):
+                        name = None
+                        text = sql.replace("{rel}", relation[0])
+                        args = [*relation[1], *params]
+                    else:
+                        name = "__llamonitor_rows"
+                        self._con.register(name, relation)
+                        text, args = sql.replace("{rel}", name), list(params)
+                    try:
+                        result = self._con.sql(text, params=args)
+                        read = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+                        for batch in read(batch_rows):
+                            started = True
+                            yield batch
+                    finally:
+                        if name is not None:
+                            self._con.unregister(name)
+                return
+            except duckdb.IOException as exc:
+                if started:
+                    raise
+                if attempt < _RETRIES and self._source(filters) != relation:
+                    time.sleep(_RETRY_SLEEP_SECONDS * attempt)
+                    continue  # the files changed under us: read the new set
+                if "No files found" in str(exc) or "needs at least one file" in str(exc):
+                    return
+                raise
 
     @staticmethod
     def where(f: Filters) -> tuple[str, list[Any]]:

@@ -1,0 +1,307 @@
+"""``analyze()`` and ``session_report()``: run the aggregates, build the typed report."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from llamonitor.analysis import _build as build
+from llamonitor.analysis import _sql
+from llamonitor.analysis._models import (
+    Bucket,
+    Overview,
+    Report,
+    Scope,
+    SessionReport,
+    SessionSummary,
+    TraceSummary,
+    Trends,
+)
+from llamonitor.storage._duckdb import DuckDBQuery, Filters
+
+Store = DuckDBQuery | str | os.PathLike[str]
+
+DEFAULT_TOP = 10
+
+_DIMENSIONS: tuple[_sql.Dimension, ...] = (
+    "total", "model", "provider", "agent", "operation", "bucket",
+)
+
+
+def auto_bucket(first: datetime | None, last: datetime | None) -> Bucket:
+    """Minutes up to 6 hours of data, hours up to 14 days, days beyond."""
+    if first is None or last is None:
+        return "hour"
+    span = last - first
+    if span <= timedelta(hours=6):
+        return "minute"
+    if span <= timedelta(days=14):
+        return "hour"
+    return "day"
+
+
+@contextmanager
+def _opened(store: Store) -> Iterator[DuckDBQuery]:
+    if isinstance(store, DuckDBQuery):
+        yield store
+        return
+    from llamonitor.storage import parquet
+
+    q = parquet.query(Path(store))
+    try:
+        yield q
+    finally:
+        q.close()
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(timezone.utc)
+    return value
+
+
+class _Runner:
+    """Runs statements with the scope's filters and keeps the time of each."""
+
+    def __init__(self, q: DuckDBQuery, filters: Filters) -> None:
+        self.q = q
+        self.filters = filters
+        self.timings: dict[str, float] = {}
+
+    def table(self, name: str, sql: str, params: list[Any] | None = None) -> pa.Table | None:
+        started = time.perf_counter()
+        where, wparams = self.q.where(self.filters)
+        table = self.q.run(sql.replace("{where}", where), [*wparams, *(params or [])], self.filters)
+        self.timings[name] = (time.perf_counter() - started) * 1000
+        return table
+
+    def rows(self, name: str, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        table = self.table(name, sql, params)
+        if table is None:
+            return []
+        return [{k: _utc(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _tops(
+    run: _Runner, top: int
+) -> tuple[list[SessionSummary], list[TraceSummary], list[TraceSummary], int, int]:
+    """Most expensive sessions; most expensive and longest traces; how many of each."""
+    rows = run.rows("top", _sql.top_sql(top))
+    ids = {kind: [str(r["id"]) for r in rows if r["rank_by"] == kind]
+           for kind in ("session_cost", "trace_cost", "trace_time")}
+    counts = {r["rank_by"]: build.integer(r["n"]) for r in rows if r["id"] is None}
+    sessions_wanted = ids["session_cost"]
+    traces_wanted = sorted(set(ids["trace_cost"]) | set(ids["trace_time"]))
+    sessions: dict[str, SessionSummary] = {}
+    traces: dict[str, TraceSummary] = {}
+    if sessions_wanted or traces_wanted:
+        for r in run.rows("details", _sql.details_sql(), [sessions_wanted, traces_wanted]):
+            if r["gid"] == 1 and r["session_id"] in sessions_wanted:
+                sessions[str(r["session_id"])] = build.session_summary(r)
+            elif r["gid"] == 2 and r["trace_id"] in traces_wanted:
+                traces[str(r["trace_id"])] = build.trace_summary(r)
+    by_cost = sorted(sessions.values(), key=lambda s: (-s.cost_usd, s.session_id))
+    t_cost = sorted((traces[t] for t in ids["trace_cost"] if t in traces),
+                    key=lambda t: (-t.cost_usd, t.trace_id))
+    t_time = sorted((traces[t] for t in ids["trace_time"] if t in traces),
+                    key=lambda t: (-t.duration_ms, t.trace_id))
+    return by_cost, t_cost, t_time, counts.get("sessions", 0), counts.get("traces", 0)
+
+
+def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket, started: threading.Event) -> Any:
+    """The structure pass (critical path, retries, percentiles): a ``Structure``.
+
+    The spans are streamed from DuckDB, never held whole; ``started`` is set
+    once the statement holds the connection (or has failed).
+    """
+    try:
+        from llamonitor.analysis import _structure
+    except ImportError as exc:  # pragma: no cover - numpy is a dependency
+        raise ImportError(
+            "llamonitor.analysis needs numpy for the critical path: pip install numpy"
+        ) from exc
+    spans = build.integer(head["spans"])
+    partitions = max(1, math.ceil(spans / _structure.PARTITION_SPANS))
+    where, params = run.q.where(run.filters)
+    sql = _sql.structure_sql(partitions).replace("{where}", where)
+    begun = time.perf_counter()
+    try:
+        with contextlib.closing(run.q.stream(sql, params, run.filters)) as batches:
+            structure = _structure.run(
+                _signal_start(batches, started), partitions,
+                bucket_us=_sql.BUCKET_US[bucket],
+                first_us=_epoch_us(head["first"]), last_us=_epoch_us(head["last"]),
+            )
+    finally:
+        started.set()
+    run.timings["structure"] = (time.perf_counter() - begun) * 1000
+    return structure
+
+
+def _check_buckets(bucket: Bucket, first: datetime, last: datetime) -> None:
+    from llamonitor.analysis._structure import MAX_BUCKETS
+
+    width = _sql.BUCKET_US[bucket]
+    n = _epoch_us(last) // width - _epoch_us(first) // width + 1
+    if n > MAX_BUCKETS:
+        raise ValueError(
+            f"bucket: {n:,} {bucket}s between the first and the last span, at most "
+            f"{MAX_BUCKETS:,}: choose a coarser bucket or a shorter time range"
+        )
+
+
+def _epoch_us(t: datetime) -> int:
+    return (t - build.EPOCH) // timedelta(microseconds=1)
+
+
+def _signal_start(
+    batches: Iterator[pa.RecordBatch], started: threading.Event
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        started.set()
+        yield batch
+
+
+def analyze(
+    store: Store,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    project: str | None = None,
+    session: str | None = None,
+    trace: str | None = None,
+    bucket: Bucket | None = None,
+    top: int = DEFAULT_TOP,
+    suggestions: bool = True,
+) -> Report:
+    """Analyze the spans of a scope: cost, latency, tokens, quality, trends, suggestions.
+
+    Every figure comes from aggregates written once in DuckDB SQL (so the same
+    report runs on every store), plus one streamed, vectorized pass over the
+    spans for the critical path, retries and percentiles (in bounded memory).
+
+    Args:
+        store: a query object (``llamonitor.storage.parquet.query(dir)`` or any
+            store's ``DuckDBQuery``), or the directory of a Parquet store.
+        since: spans that started at or after this time (naive = UTC).
+        until: spans that started before this time.
+        project: only this ``project_name``.
+        session: only this session id.
+        trace: only this trace id.
+        bucket: the trends' time bucket (default: from the data's time span).
+        top: how many sessions and traces to list.
+        suggestions: compute the suggestions.
+
+    Returns:
+        A :class:`Report` (``report.empty`` when no span is in the scope).
+
+    Raises:
+        ValueError: ``top`` below 1, or ``bucket`` too fine for the time range
+            (more than 1,000 buckets).
+    """
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    filters = Filters(
+        session_id=session, trace_id=trace, since=since, until=until, project_name=project
+    )
+    scope = Scope(since=since, until=until, project=project, session=session, trace=trace)
+    report = Report(scope=scope, generated_at=datetime.now(timezone.utc))
+    with _opened(store) as q:
+        run = _Runner(q, filters)
+        started = time.perf_counter()
+        span = run.rows("range", _sql.RANGE_SQL)
+        head: dict[str, Any] = span[0] if span else {"spans": 0, "first": None, "last": None}
+        scope.bucket = bucket or auto_bucket(head["first"], head["last"])
+        if not build.integer(head["spans"]):
+            report.trends.bucket = scope.bucket
+            report.timings_ms = run.timings
+            return report
+        _check_buckets(scope.bucket, head["first"], head["last"])
+        _fill(report, run, head, scope.bucket, top, suggestions)
+        run.timings["total"] = (time.perf_counter() - started) * 1000
+        report.timings_ms = run.timings
+    return report
+
+
+def _fill(
+    report: Report,
+    run: _Runner,
+    head: dict[str, Any],
+    bucket: Bucket,
+    top: int,
+    with_suggestions: bool,
+) -> None:
+    first, last = head["first"], head["last"]
+    # The structure pass runs in a thread while DuckDB computes the rest (numpy
+    # and DuckDB both release the GIL): its statement first, then its numpy
+    # work overlaps the other statements.
+    with ThreadPoolExecutor(1, thread_name_prefix="llamonitor-analysis") as pool:
+        started = threading.Event()
+        walking = pool.submit(_walk, run, head, bucket, started)
+        started.wait()
+        dims = build.by_dimension(
+            run.rows("profile", _sql.profile_sql(_DIMENSIONS, bucket)), _DIMENSIONS
+        )
+        if not dims["total"]:
+            walking.result()
+            return  # the store changed between two statements: report it as empty
+        total = dims["total"][0]
+        top_sessions, top_traces, slowest, n_sessions, n_traces = _tops(run, top)
+        errors = run.rows("errors", _sql.errors_sql()) if build.integer(total["errors"]) else []
+        repeated = run.rows("cache", _sql.cache_sql()) if with_suggestions else []
+        structure = walking.result()
+    qs, operations = build.percentiles(structure, dims)
+    walked = build.named(structure.path, structure.excess_us, operations)
+    report.overview = Overview(
+        spans=build.integer(total["spans"]), traces=n_traces, sessions=n_sessions,
+        errors=build.integer(total["errors"]), llm_calls=build.integer(total["llm_calls"]),
+        first=first, last=last,
+    )
+    report.cost = build.cost(dims, top_sessions, top_traces)
+    report.latency = build.latency(dims, qs, walked, slowest)
+    report.tokens = build.tokens(dims, top)
+    report.quality = build.quality(dims, errors, walked)
+    report.trends = Trends(bucket=bucket, points=build.trend(dims["bucket"], qs, bucket))
+    if with_suggestions:
+        begun = time.perf_counter()
+        report.suggestions = build.suggestions(report, dims, repeated)
+        run.timings["suggestions"] = (time.perf_counter() - begun) * 1000
+
+
+def session_report(
+    store: Store,
+    session_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    project: str | None = None,
+    trace: str | None = None,
+    bucket: Bucket | None = None,
+    top: int = DEFAULT_TOP,
+) -> SessionReport:
+    """The :class:`SessionReport` of one session: every breakdown, and suggestions.
+
+    Args:
+        store: as for :func:`analyze`.
+        session_id: the session.
+        since, until, project, trace: narrow the session further (as for :func:`analyze`).
+        bucket: the trends' time bucket (default: from the session's length).
+        top: how many traces to list.
+    """
+    report = analyze(
+        store, session=session_id, since=since, until=until, project=project, trace=trace,
+        bucket=bucket, top=top,
+    )
+    fields = {f: getattr(report, f) for f in report.__dataclass_fields__}
+    return SessionReport(**fields, session_id=session_id)
