@@ -4,13 +4,17 @@ their errors, and operators can see and replay it all from the command line."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -563,3 +567,571 @@ def test_a_forked_child_and_its_parent_share_a_spool_without_harm(tmp_path: Path
     assert _sink(h)["recovered"] == 60 and h["events_written"] == 140
     ids = _ids(out)
     assert len(ids) == len(set(ids)) == 200
+
+
+# -- regressions from the review of the spool ------------------------------------
+
+
+class Refuses(FlagStore):
+    """Refuses a batch holding a ``poison`` span for its content (a plain
+    ``ValueError``: not a connection error, and not isolated by row); with a
+    ``REFUSE_ALL`` file, refuses every batch that way."""
+
+    async def write_table(self, table: pa.Table) -> None:
+        if not self._flag("DOWN") and (
+            self._flag("REFUSE_ALL") or "poison" in table.column("operation_name").to_pylist()
+        ):
+            raise ValueError("value too long for type character varying(64)")
+        await super().write_table(table)
+
+
+class Flaky(FlagStore):
+    """With a ``FLAKY`` file, every other write fails: connection reset."""
+
+    calls = 0
+
+    async def write_table(self, table: pa.Table) -> None:
+        if self._flag("FLAKY"):
+            Flaky.calls += 1
+            if Flaky.calls % 2:
+                raise ConnectionResetError(104, "Connection reset by peer")
+        await super().write_table(table)
+
+
+class HangsAtConnect(FlagStore):
+    """``initialize`` hangs until ``release`` is set (a connect timeout)."""
+
+    release = threading.Event()
+
+    async def initialize(self) -> None:
+        HangsAtConnect.release.wait(60)
+        await super().initialize()
+
+
+class HangingProbe(FlagStore):
+    """Refuses the first connection; every later ``initialize`` (the recovery
+    probe) hangs until ``release`` is set, then is refused too."""
+
+    calls = 0
+    hanging = threading.Event()
+    release = threading.Event()
+
+    async def initialize(self) -> None:
+        HangingProbe.calls += 1
+        if HangingProbe.calls > 1:
+            HangingProbe.hanging.set()
+            HangingProbe.release.wait(60)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+class Gated(FlagStore):
+    """With a ``GATED`` file, every write hangs until ``gate`` is set (a slow store)."""
+
+    gate = threading.Event()
+    waiting = threading.Event()
+
+    async def write_table(self, table: pa.Table) -> None:
+        if self._flag("GATED"):
+            Gated.waiting.set()
+            Gated.gate.wait(60)
+        await super().write_table(table)
+
+
+@monitor_llm(operation_name="poison")
+def poison() -> None:
+    pass
+
+
+def _spool_dir(out: Path, backend: str = STORE) -> Path:
+    return out / ".spool" / _spool.sink_dir_name(StorageConfig(backend=backend, output_dir=out))
+
+
+def _table(first: int, rows: int, **values: Any) -> pa.Table:
+    return pa.Table.from_pylist(
+        [span_row(first + i, **values) for i in range(rows)], schema=llamonitor.SCHEMA
+    )
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_keep_the_parents_replay_segment_locked(tmp_path: Path) -> None:
+    """The child closes its copies of a replay cursor's segment (descriptor and map):
+    once the parent lets the segment go, it can be taken again while the child lives."""
+    directory = tmp_path / "spool"
+    _write_spool(directory, records=3, rows=5)
+    spool = _spool.Spool(directory, 10**9)
+    cursor = spool.cursor()
+    assert cursor.next() is not None  # the cursor holds the segment's lock now
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: lives on, with whatever it kept, until told
+        os.close(w)
+        os.write(ready_w, b"r")  # the at-fork hooks have run
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    try:
+        assert os.read(ready_r, 1) == b"r"
+        os.close(ready_r)
+        cursor.close()
+        (segment,) = _spool.segment_files(directory)
+        fd = os.open(segment, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the child holds it
+        finally:
+            os.close(fd)
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)
+    spool.close()
+
+
+def test_a_pass_that_met_a_locked_segment_keeps_the_backlog(tmp_path: Path) -> None:
+    """A segment someone holds for a moment is looked at again: the backlog stays."""
+    directory = tmp_path / "spool"
+    _write_spool(directory, records=2, rows=5)
+    (segment,) = _spool.segment_files(directory)
+    spool = _spool.Spool(directory, 10**9)
+    fd = os.open(segment, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as another reader would
+        cursor = spool.cursor()
+        assert cursor.next() is None and cursor.skipped_locked == 1
+        cursor.close()
+        assert spool.backlog
+    finally:
+        os.close(fd)
+    cursor = spool.cursor()
+    assert cursor.next() is not None
+    cursor.close()
+    spool.close()
+
+
+def test_a_segment_locked_at_start_is_replayed_soon_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment locked when the sink first looks (another replayer, a reader) is
+    replayed once released, without waiting for the five-minute rescan."""
+    monkeypatch.setattr("llamonitor.transport._spooling.LOCKED_RETRY_SECONDS", 0.2)
+    out = tmp_path / "store"
+    _down(out)
+    initialize_monitoring(_config(out))
+    for i in range(100):
+        op(i)
+    assert shutdown_monitoring(10)
+    (segment,) = _spool.segment_files(_spool_dir(out))
+    _down(out, False)
+    fd = os.open(segment, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        writer = initialize_monitoring(_config(out))
+        time.sleep(0.5)  # the sink's first replay pass meets the lock
+    finally:
+        os.close(fd)
+    assert _wait(lambda: _sink(writer.health_check())["recovered"] == 100)
+    assert len(set(_ids(out))) == 100
+
+
+def test_a_refused_batch_at_the_head_of_the_spool_does_not_stall_an_idle_sink(
+    tmp_path: Path,
+) -> None:
+    """A spooled batch the store refuses (not a connection error) first in line, and no
+    new traffic: everything behind it is written, and it ends up rejected with its error."""
+    out = tmp_path / "store"
+    backend = "test_spool:Refuses"
+    _down(out)
+    writer = initialize_monitoring(_config(out, backend=backend))
+    poison()
+    assert llamonitor.flush(5).spooled == 1
+    for i in range(200):
+        op(i)
+        if i % 50 == 49:
+            assert llamonitor.flush(5)
+    _down(out, False)  # the store is back; the application is idle from now on
+    assert _wait(lambda: writer.health_check()["events_spooled"] == 0, timeout=30)
+    h = writer.health_check()
+    assert h["events_rejected"] == 1 and h["events_written"] == 200
+    assert _accounted(h) == h["events_received"] == 201
+    assert len(set(_ids(out))) == 200
+    assert shutdown_monitoring(10)
+    (sink,) = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"]
+    (row,) = sink["rejected_rows"]
+    assert row["operation_name"] == "poison" and "value too long" in row["error"]
+
+
+def test_spool_replay_sets_aside_a_record_the_store_keeps_refusing(tmp_path: Path) -> None:
+    """`spool replay` passes a refused record by, writes the rest, and keeps the refused
+    one with the rejected rows and the store's error: the next run does not stop there."""
+    out = tmp_path / "store"
+    backend = "test_spool:Refuses"
+    directory = _spool_dir(out, backend)
+    spool = _spool.Spool(directory, 10**9)
+    spool.append(_table(0, 10))
+    spool.append(_table(10, 1, operation_name="poison"))
+    spool.append(_table(20, 10))
+    spool.close()
+    result = run("spool", "replay", "--backend", backend, "--dir", out, "--json")
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    assert got["events_written"] == 20 and got["set_aside"] == 1 and got["events_left"] == 0
+    assert len(_ids(out)) == 20
+    (sink,) = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"]
+    assert [r["event_id"] for r in sink["rejected_rows"]] == ["e000010"]
+    assert "value too long" in sink["rejected_rows"][0]["error"]
+    again = run("spool", "replay", "--backend", backend, "--dir", out)
+    assert again.exit_code == 0 and "wrote 0 events" in again.output
+
+
+def test_spool_replay_leaves_the_spool_alone_when_the_store_refuses_everything(
+    tmp_path: Path,
+) -> None:
+    """Every record refused, nothing written: not a bad record but a bad store: exit 1,
+    nothing set aside."""
+    out = tmp_path / "store"
+    backend = "test_spool:Refuses"
+    _write_spool(_spool_dir(out, backend), records=3, rows=5)
+    (out / "REFUSE_ALL").touch()
+    result = run("spool", "replay", "--backend", backend, "--dir", out)
+    assert result.exit_code == 1
+    assert "refused every record" in result.output and "left as it is" in result.output
+    (sink,) = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"]
+    assert sink["events"] == 15 and sink["rejected_rows"] == []
+
+
+def test_spool_replay_reports_a_spool_it_cannot_write_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keeping rejected rows fails (disk full): a clean error, exit 1, the record kept."""
+    out = tmp_path / "store"
+    directory = _spool_dir(out)
+    spool = _spool.Spool(directory, 10**9)
+    spool.append(_table(0, 3, operation_name="bad"))
+    spool.close()
+
+    def no_space(*args: Any, **kwargs: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_spool.Spool, "append", no_space)
+    result = run("spool", "replay", "--backend", STORE, "--dir", out)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert _spool.inspect(directory).events == 3
+
+
+def test_a_spool_deleted_underneath_is_noticed_and_counted(tmp_path: Path) -> None:
+    """`rm -rf` of the spool while the sink appends: the events in it are counted lost
+    (failed), later ones go to a new segment, and flush() says only what is on disk."""
+    out = tmp_path / "store"
+    _down(out)
+    writer = initialize_monitoring(_config(out))
+    for i in range(100):
+        op(i)
+    assert llamonitor.flush(5).spooled == 100
+    shutil.rmtree(out / ".spool")
+    for i in range(100):
+        op(i)
+    result = llamonitor.flush(5)
+    assert result and result.spooled == 100
+    assert len(_spool.segment_files(_spool_dir(out))) == 1
+    h = writer.health_check()
+    assert h["events_failed"] == _sink(h)["failed_reasons"]["spool_lost"] == 100
+    assert _accounted(h) == h["events_received"] == 200
+    _down(out, False)
+    assert _wait(lambda: writer.health_check()["events_spooled"] == 0)
+    assert shutdown_monitoring(10)
+    assert len(set(_ids(out))) == 100
+
+
+@pytest.mark.parametrize(
+    ("dsn", "secret"),
+    [
+        ("host=db user=app password=s3cret dbname=prod", "s3cret"),
+        ("scott/t1ger@db.example:1521/orcl", "t1ger"),
+        ("Driver={ODBC Driver 18};Server=db;Uid=app;Pwd=s3cret;", "s3cret"),
+        ("postgresql://app:s3cret@db/prod?sslpassword=k3yp4ss", "k3yp4ss"),
+        ("postgresql://app:s3cret@db/prod?sslpassword=k3yp4ss", "s3cret"),
+        ("postgresql://app:123/s3cret@db/prod", "s3cret"),
+    ],
+)
+def test_no_password_reaches_identity_json_or_the_cli(
+    tmp_path: Path, dsn: str, secret: str
+) -> None:
+    """Whatever the connection string's form, its password is never shown or stored."""
+    storage = StorageConfig(backend="mypkg.store:Store", connection_string=dsn)
+    identity = _spool.sink_identity(storage)
+    assert secret not in json.dumps(identity) and secret not in _spool.sink_dir_name(storage)
+    if dsn.startswith("postgresql://"):
+        assert identity["dsn"] == "postgresql://app@db/prod"
+    directory = tmp_path / ".spool" / _spool.sink_dir_name(storage)
+    spool = _spool.Spool(directory, 10**9, identity)
+    spool.append(_table(0, 2))
+    spool.close()
+    assert secret not in (directory / "identity.json").read_text()
+    text = run("spool", "status", "--dir", tmp_path)
+    assert text.exit_code == 0 and secret not in text.output
+
+
+def test_spool_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Segments and identity.json may hold captured prompts: 0o600 (the directory 0o700)."""
+    directory = tmp_path / "spool" / "sink"
+    spool = _spool.Spool(directory, 10**9, {"backend": "parquet"})
+    spool.append(_table(0, 2))
+    spool.close()
+    (segment,) = _spool.segment_files(directory)
+    assert stat.S_IMODE(segment.stat().st_mode) == 0o600
+    assert stat.S_IMODE((directory / "identity.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_a_new_segment_is_fsynced_into_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating (renaming) a segment fsyncs the directory, so a power loss keeps its name."""
+    synced_dirs: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced_dirs.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    spool = _spool.Spool(tmp_path / "spool", 10**9)
+    monkeypatch.setattr(os, "fsync", fsync)
+    spool.append(_table(0, 2))
+    assert any(synced_dirs)
+    spool.close()
+
+
+def test_stores_that_differ_in_options_or_dsn_parameters_get_their_own_spool() -> None:
+    """Options and connection parameters pick the store: they pick the spool too;
+    a changed password does not (the spool of the same store is found again)."""
+    name = _spool.sink_dir_name
+
+    def pg(dsn: str, **kw: Any) -> StorageConfig:
+        return StorageConfig(backend="postgres", connection_string=dsn, **kw)
+
+    a = StorageConfig(backend="mypkg.store:Store", options={"sub": "A"})
+    b = StorageConfig(backend="mypkg.store:Store", options={"sub": "B"})
+    assert name(a) != name(b)
+    assert name(pg("postgresql://app:pw@db/prod?options=-csearch_path%3Da")) != name(
+        pg("postgresql://app:pw@db/prod?options=-csearch_path%3Db")
+    )
+    assert name(pg("host=db dbname=a password=pw")) != name(pg("host=db dbname=b password=pw"))
+    assert name(pg("postgresql://app:one@db/prod")) == name(pg("postgresql://app:two@db/prod"))
+    assert name(pg("host=db password=one")) == name(pg("host=db password=two"))
+    assert name(pg("postgresql://db/p", options={"password": "x", "sslmode": "require"})) == name(
+        pg("postgresql://db/p", options={"password": "y", "sslmode": "require"})
+    )
+
+
+def test_a_flapping_store_never_turns_healthy_batches_into_rejected_rows(
+    tmp_path: Path,
+) -> None:
+    """Connection resets on every other write while the spool replays: no strikes for
+    transient errors, so every event is written once and nothing is rejected."""
+    out = tmp_path / "store"
+    backend = "test_spool:Flaky"
+    Flaky.calls = 0
+    _down(out)
+    writer = initialize_monitoring(_config(out, backend=backend))
+    for i in range(500):
+        op(i)
+        if i % 50 == 49:
+            assert llamonitor.flush(5)
+    (out / "FLAKY").touch()
+    _down(out, False)
+    for _ in range(20):
+        for i in range(10):
+            op(i)
+        assert llamonitor.flush(5)
+        time.sleep(0.06)
+    assert _wait(lambda: writer.health_check()["events_spooled"] == 0, timeout=30)
+    assert shutdown_monitoring(10)
+    h = writer.health_check()
+    assert h["events_rejected"] == 0 and h["events_failed"] == 0
+    ids = _ids(out)
+    assert len(ids) == len(set(ids)) == 700
+
+
+def test_a_store_that_hangs_at_connect_starts_monitoring_in_outage_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """initialize hanging past INITIALIZE_TIMEOUT_SECONDS, with a spool: monitoring
+    starts, spools, and catches up when the connection finally works."""
+    from llamonitor.transport import _sinks
+
+    monkeypatch.setattr(_sinks, "INITIALIZE_TIMEOUT_SECONDS", 0.3)
+    HangsAtConnect.release.clear()
+    out = tmp_path / "store"
+    try:
+        writer = initialize_monitoring(_config(out, backend="test_spool:HangsAtConnect"))
+        h = writer.health_check()
+        assert _sink(h)["outage"] and "did not finish" in _sink(h)["last_error"]
+        for i in range(50):
+            op(i)
+        assert llamonitor.flush(5).spooled == 50
+    finally:
+        HangsAtConnect.release.set()
+    assert _wait(lambda: writer.health_check()["events_spooled"] == 0)
+    assert shutdown_monitoring(10)
+    assert len(set(_ids(out))) == 50
+
+
+def test_a_hanging_probe_does_not_stop_spooling(tmp_path: Path) -> None:
+    """While the recovery probe hangs (a connect timeout), new batches still reach the
+    spool: flush returns, nothing is dropped."""
+    HangingProbe.calls = 0
+    HangingProbe.hanging.clear()
+    HangingProbe.release.clear()
+    out = tmp_path / "store"
+    try:
+        writer = initialize_monitoring(_config(out, backend="test_spool:HangingProbe"))
+        assert HangingProbe.hanging.wait(20)  # the probe hangs from now on
+        for i in range(300):
+            op(i)
+        result = llamonitor.flush(10)
+        assert result and result.spooled == 300
+        h = writer.health_check()
+        assert h["events_dropped"] == 0 and _sink(h)["outage"]
+    finally:
+        HangingProbe.release.set()
+    assert shutdown_monitoring(10)
+
+
+def test_shutdown_spools_what_is_queued_behind_a_slow_replay(tmp_path: Path) -> None:
+    """The store is back but hangs on a replayed batch: at shutdown, the new events
+    queued behind it are spooled by the deadline instead of dropped."""
+    Gated.gate.clear()
+    Gated.waiting.clear()
+    out = tmp_path / "store"
+    _down(out)
+    writer = initialize_monitoring(_config(out, backend="test_spool:Gated"))
+    try:
+        for i in range(200):
+            op(i)
+            if i % 50 == 49:
+                assert llamonitor.flush(5)
+        (out / "GATED").touch()
+        _down(out, False)
+        assert Gated.waiting.wait(20)  # a replay is stuck in the store now
+        for i in range(300):
+            op(i)
+        assert shutdown_monitoring(3.0)
+        h = writer.health_check()
+        assert h["dropped"]["shutdown"] == 0 and h["events_spooled"] == 500
+        assert _accounted(h) == h["events_received"] == 500
+    finally:
+        Gated.gate.set()
+
+
+def test_events_another_process_replayed_leave_this_processs_spooled_count(
+    tmp_path: Path,
+) -> None:
+    """`spool replay` writes this process's spooled events: its events_spooled and
+    flush().spooled come down to 0, and they count as written (written_elsewhere)."""
+    out = tmp_path / "store"
+    writer = initialize_monitoring(
+        _config(out, retry_backoff_seconds=0.02, retry_max_backoff_seconds=60)
+    )
+    _down(out)
+    for i in range(100):
+        op(i)
+    assert llamonitor.flush(5).spooled == 100
+    directory = _spool_dir(out)
+    # The first recovery probe closes the segment we append to (it can be replayed then).
+    assert _wait(lambda: not any(s.active for s in _spool.inspect(directory).segments))
+
+    def replayed() -> bool:  # into the Parquet files directly: the app's store stays down
+        r = run("spool", "replay", "--backend", "parquet", "--dir", out, "--sink",
+                directory.name, "--json")  # fmt: skip
+        return r.exit_code == 0 and json.loads(r.output)["events_left"] == 0
+
+    assert _wait(replayed)
+    assert llamonitor.flush(5).spooled == 0
+    h = writer.health_check()
+    assert h["events_spooled"] == 0 and h["events_written"] == 100
+    assert _sink(h)["written_elsewhere"] == 100
+    assert _accounted(h) == h["events_received"] == 100
+
+
+def test_temporary_segments_left_by_dead_writers_are_recovered_or_removed(
+    tmp_path: Path,
+) -> None:
+    """A writer killed before renaming its segment: an old, unlocked temporary segment
+    with records becomes replayable, an empty one goes; a locked one is left alone."""
+    directory = tmp_path / "spool"
+    ids = _write_spool(directory, records=2, rows=5)
+    (segment,) = _spool.segment_files(directory)
+    with_data = directory / f".{segment.name}.tmp"
+    segment.rename(with_data)
+    empty = directory / ".batch-00000000000000000001-1-00000001.seg.tmp"
+    empty.touch()
+    live = directory / ".batch-00000000000000000002-2-00000002.seg.tmp"
+    live.touch()
+    old = time.time() - 3600
+    for path in (with_data, empty, live):
+        os.utime(path, (old, old))
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its writer is alive
+        spool = _spool.Spool(directory, 10**9)
+        assert spool.backlog and not empty.exists() and live.exists()
+        cursor = spool.cursor()
+        got = []
+        while (record := cursor.next()) is not None:
+            got.append(record.table.column("event_id").to_pylist())
+            cursor.done(record)
+        cursor.close()
+        spool.close()
+    finally:
+        os.close(fd)
+    assert got == ids
+
+
+def test_rejected_rows_have_a_limit_of_their_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rejected rows (never replayed automatically) stop at spool_rejected_max_bytes,
+    with one warning; batches keep their own room in spool_max_bytes."""
+    out = tmp_path / "store"
+    limit = 20_000
+    writer = initialize_monitoring(
+        _config(out, batch_size=10_000, spool_rejected_max_bytes=limit, spool_max_bytes=60_000)
+    )
+    with caplog.at_level(logging.WARNING, logger="llamonitor"):
+        for i in range(30):
+            bad(i)
+            assert llamonitor.flush(5)
+    h = writer.health_check()
+    failed = _sink(h)["failed_reasons"].get("rejected", 0)
+    assert failed > 0 and h["events_rejected"] + failed == 30
+    assert _sink(h)["spool_rejected_bytes"] <= limit and _sink(h)["spool_rejected_full"]
+    full = [r for r in caplog.records if "spool_rejected_max_bytes" in r.getMessage()]
+    assert len(full) == 1
+    _down(out)
+    for i in range(100):
+        op(i)
+    assert llamonitor.flush(5).spooled == 100
+
+
+def test_suspect_records_need_a_write_in_between_and_are_bounded() -> None:
+    """A refused record strikes again only after the store took another write; a
+    transient error is no strike; the list is bounded and pruned."""
+    from llamonitor.transport._outage import Suspects
+
+    suspects = Suspects(max_entries=3)
+    refused = ValueError("value too long")
+    assert not suspects.failed(("a", 0), refused)
+    assert suspects.waiting() == {("a", 0)}
+    assert not suspects.failed(("a", 0), refused)  # nothing written in between
+    suspects.wrote()
+    assert suspects.waiting() == frozenset()
+    assert suspects.failed(("a", 0), refused)
+    suspects.forget(("a", 0))
+    assert not suspects.failed(("b", 0), ConnectionResetError(104, "reset")) and not suspects
+    for i in range(5):
+        suspects.failed((f"s{i}", 0), refused)
+    assert len(suspects) == 3
+    suspects.prune({"s4"})
+    assert len(suspects) == 1

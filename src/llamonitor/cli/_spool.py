@@ -7,6 +7,7 @@ import asyncio
 import inspect
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from llamonitor.schema.config import (
 )
 from llamonitor.storage.base import RowsRejected, create_backend
 from llamonitor.transport import _spool
-from llamonitor.transport._sinks import is_transient
+from llamonitor.transport._outage import is_transient
 
 SPOOL_DIR_ENV = "LLMOPS_SPOOL_DIR"
 REJECTED_ROWS_SHOWN = 20
@@ -172,7 +173,10 @@ def replay(
 
     Each record is marked done as soon as the store took it, so an interrupted
     replay can be run again: nothing is lost or written twice (except the one
-    batch in flight, which SQL stores drop by event_id).
+    batch in flight, which SQL stores drop by event_id). A record the store
+    refuses (an error other than being unreachable) is passed by; if the store
+    took other records meanwhile and refuses it once more, it is set aside with
+    the rejected rows, with the store's error.
     """
     err = Console(stderr=True, highlight=False)
     root = _root(spool_dir, directory)
@@ -201,6 +205,7 @@ def replay(
         "records": 0,
         "events_written": 0,
         "rejected": 0,
+        "set_aside": 0,
         "corrupt_records": 0,
         "segments_in_use": 0,
     }
@@ -214,7 +219,22 @@ def replay(
                 f"({before.events:,} events in {target})"
             ) from exc
         try:
-            _replay_records(loop, store, target, rejected, total, result, err, as_json)
+            with Progress(
+                TextColumn("replaying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("events"),
+                TimeElapsedColumn(),
+                console=err,
+                disable=as_json or not err.is_terminal,
+            ) as bar:
+                task = bar.add_task("replay", total=total)
+                _Replay(loop, store, target, rejected, result, partial(bar.advance, task)).run()
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot update the spool {target}: {exc}; what was not marked done there "
+                "is left to replay again"
+            ) from exc
         finally:
             try:
                 _call(loop, store.close)
@@ -234,6 +254,11 @@ def replay(
     )
     if result["rejected"]:
         line += f"; {result['rejected']:,} rows rejected by the store (see `spool status`)"
+    if result["set_aside"]:
+        line += (
+            f"; {result['set_aside']:,} events the store keeps refusing were set aside with "
+            "the rejected rows (see `spool status`)"
+        )
     if result["corrupt_records"]:
         line += f"; skipped {result['corrupt_records']} corrupt record(s)"
     if result["segments_in_use"]:
@@ -241,50 +266,93 @@ def replay(
     click.echo(line)
 
 
-def _replay_records(
-    loop: asyncio.AbstractEventLoop,
-    store: Any,
-    target: Path,
-    rejected: bool,
-    total: int,
-    result: dict[str, Any],
-    err: Console,
-    as_json: bool,
-) -> None:
-    kinds = (_spool.BATCH, _spool.REJECTED) if rejected else (_spool.BATCH,)
-    spool = _spool.Spool(target, max_bytes=2**62)
-    cursor = spool.cursor(kinds)
-    with Progress(
-        TextColumn("replaying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=as_json or not err.is_terminal,
-    ) as bar:
-        task = bar.add_task("replay", total=total)
+class _Replay:
+    """One ``spool replay`` run over a sink directory: two passes, the second
+    for the records the store refused in the first (see ``replay``)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: Any,
+        target: Path,
+        rejected: bool,
+        result: dict[str, Any],
+        advance: Callable[[int], Any],
+    ) -> None:
+        self.loop = loop
+        self.store = store
+        self.target = target
+        self.kinds = (_spool.BATCH, _spool.REJECTED) if rejected else (_spool.BATCH,)
+        self.result = result
+        self.advance = advance
+        self.spool = _spool.Spool(target, max_bytes=2**62, rejected_max_bytes=2**62)
+        self.refused: dict[tuple[str, int], str] = {}  # passed by, with the store's error
+        self.wrote = False  # the store took some write in this run
+
+    def run(self) -> None:
+        try:
+            self._pass(second=False)
+            if self.refused:
+                if not self.wrote:
+                    first = next(iter(self.refused.values()))
+                    raise click.ClickException(
+                        f"the store refused every record ({first}); nothing was written and "
+                        f"the spool is left as it is ({self.target})"
+                    )
+                self._pass(second=True)
+        finally:
+            self.spool.close()
+            self.result["corrupt_records"] = self.spool.corrupt_records
+
+    def _pass(self, second: bool) -> None:
+        cursor = self.spool.cursor(self.kinds)
         try:
             while (record := cursor.next()) is not None:
-                try:
-                    _call(loop, store.write_table, record.table)
-                    refused = 0
-                except RowsRejected as rej:
-                    refused = rej.rejected.num_rows
-                    spool.append(rej.rejected, _spool.REJECTED, list(rej.errors))
-                except Exception as exc:
-                    raise click.ClickException(
-                        f"the store failed: {type(exc).__name__}: {exc}; wrote "
-                        f"{result['events_written']:,} events before, the rest is left in "
-                        f"the spool ({target})"
-                    ) from exc
-                cursor.done(record)
-                result["records"] += 1
-                result["events_written"] += record.rows - refused
-                result["rejected"] += refused
-                bar.advance(task, record.rows)
+                if self._write(record, cursor, second):
+                    self.advance(record.rows)
         finally:
             cursor.close()
-            spool.close()
-            result["corrupt_records"] = spool.corrupt_records
-            result["segments_in_use"] = cursor.skipped_locked
+            self.result["segments_in_use"] = max(
+                self.result["segments_in_use"], cursor.skipped_locked
+            )
+
+    def _write(self, record: _spool.Record, cursor: _spool.Cursor, second: bool) -> bool:
+        """Write one record; False if it was passed by (left in the spool)."""
+        result = self.result
+        refused = 0
+        try:
+            _call(self.loop, self.store.write_table, record.table)
+        except RowsRejected as rej:
+            refused = rej.rejected.num_rows
+            self._keep_rejected(rej.rejected, list(rej.errors))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if is_transient(exc):
+                raise click.ClickException(
+                    f"the store failed: {error}; wrote {result['events_written']:,} events "
+                    f"before, the rest is left in the spool ({self.target})"
+                ) from exc
+            if not second or record.key not in self.refused:
+                self.refused[record.key] = error
+                return False
+            # Refused again, while the store took other records: its content.
+            self._keep_rejected(record.table, [error] * record.rows)
+            cursor.done(record)
+            result["set_aside"] += record.rows
+            return True
+        self.wrote = True
+        cursor.done(record)
+        result["records"] += 1
+        result["events_written"] += record.rows - refused
+        result["rejected"] += refused
+        return True
+
+    def _keep_rejected(self, rows: Any, errors: list[str]) -> None:
+        try:
+            self.spool.append(rows, _spool.REJECTED, errors, ours=False)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot keep {rows.num_rows:,} rejected rows in the spool {self.target}: "
+                f"{exc}; their record is left there (replaying it again writes its other "
+                "rows again)"
+            ) from exc

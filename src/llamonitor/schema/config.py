@@ -22,6 +22,7 @@ DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
 DEFAULT_SPOOL_MAX_BYTES = 1024**3
+DEFAULT_SPOOL_REJECTED_MAX_BYTES = 64 * 1024**2
 SPOOL_DIR_NAME = ".spool"
 
 QueueFullPolicy = Literal["drop_newest", "drop_oldest", "block"]
@@ -120,8 +121,12 @@ class MonitorConfig(BaseSettings):
             ``"pkg.module:Class"``...), off for backend objects and ``memory``.
         spool_dir: the spool's root (one subdirectory per sink); default
             ``<storage.output_dir>/.spool``.
-        spool_max_bytes: the most the spool of one sink holds on disk; past it,
-            events that cannot be written are counted as failed.
+        spool_max_bytes: the most the spool of one sink holds on disk for
+            batches waiting to be written; past it, events that cannot be
+            written are counted as failed.
+        spool_rejected_max_bytes: the most the spool of one sink holds for
+            rows the store rejected (kept until ``llamonitor spool replay
+            --rejected``); past it, further rejected rows are counted as failed.
     """
 
     model_config = SettingsConfigDict(
@@ -154,6 +159,7 @@ class MonitorConfig(BaseSettings):
     spool_enabled: bool | None = None
     spool_dir: Path | None = None
     spool_max_bytes: int = Field(default=DEFAULT_SPOOL_MAX_BYTES, gt=0)
+    spool_rejected_max_bytes: int = Field(default=DEFAULT_SPOOL_REJECTED_MAX_BYTES, gt=0)
 
     @field_validator("redact_patterns")
     @classmethod

@@ -320,7 +320,9 @@ class Pipeline:
             self._stopping = True
             self._not_full.notify_all()
         for sink in self.sinks:
-            sink.hurry()  # retries stop sleeping: the deadline is what is left
+            # Retries stop sleeping, and a sink with a spool stops waiting for a
+            # slow write in time to spool what is queued: the deadline is all there is.
+            sink.hurry(deadline)
         self._wake.set()
         ok = True
         worker = self._worker
@@ -366,6 +368,7 @@ class Pipeline:
             inflight = self._inflight
             received = self.received
             dropped = dict(self.dropped)
+        sinks = {s.name: s.health() for s in self.sinks}  # spool counts refreshed first
         primary = self.primary
         written = primary.written if primary else 0
         failed = primary.failed if primary else 0
@@ -391,5 +394,5 @@ class Pipeline:
             "events_retried": primary.retried if primary else 0,
             "dropped": dropped,
             "worker_restarts": self.worker_restarts,
-            "sinks": {s.name: s.health() for s in self.sinks},
+            "sinks": sinks,
         }

@@ -6,35 +6,31 @@ mode*: new batches go straight to the spool (no retry schedule each), while a
 recovery probe (backoff with jitter, capped) tries the backend again. Once a
 write works, the spool is replayed in the background, one record between new
 batches, oldest first. A backend that cannot be reached at start (connection
-refused, timeout) starts the sink in outage mode too.
+refused, timeout, or an ``initialize`` still hanging after
+``INITIALIZE_TIMEOUT_SECONDS``) starts the sink in outage mode too.
+
+The backend itself runs on a thread of its own (``_backend``): the sink's
+thread waits for a write in normal operation, but never for a probe, so a
+probe that hangs does not stop batches from being spooled; and at shutdown
+it stops waiting for a slow write in time to spool what is still queued.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import inspect
 import logging
 import random
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from llamonitor._internal import CURRENT, SUPPRESSED
-from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
-from llamonitor.transport._spool import (
-    BATCH,
-    REJECTED,
-    Cursor,
-    Record,
-    Spool,
-    SpoolFull,
-    segment_files,
-)
+from llamonitor.transport._backend import Call
+from llamonitor.transport._outage import is_transient
+from llamonitor.transport._spool import Spool
+from llamonitor.transport._spooling import SpoolingSink, error_text
+
+__all__ = ["Marker", "SinkRunner", "is_transient"]
 
 logger = logging.getLogger("llamonitor.transport")
 
@@ -43,59 +39,12 @@ MAX_PENDING_BATCHES = 4
 (the queue policy then applies), another sink drops its oldest batch."""
 
 INITIALIZE_TIMEOUT_SECONDS = 30.0
+"""How long the start waits for a backend's ``initialize``; with a spool, a
+longer one starts the sink in outage mode (it keeps running as the probe)."""
 
-SPOOL_RESCAN_SECONDS = 300.0
-"""How often an idle sink looks for segments other processes left behind."""
-
-POISON_STRIKES = 2
-"""A spooled batch that fails this many times, each time after the backend took
-other writes in between, is moved to the rejected records (with its error):
-the backend is up, that batch is what it refuses."""
-
-_NETWORK_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH",
-        "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EPIPE", "EAGAIN",
-    )
-    if hasattr(errno, name)
-)
-_TRANSIENT_NAMES = frozenset(
-    {"CannotConnectNowError", "TooManyConnectionsError", "ConnectionDoesNotExistError"}
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Is ``exc`` (from a backend's ``initialize``) the store being unreachable
-    for now, rather than a setting being wrong?
-
-    Transient: a connection refused/reset, a timeout, a name that does not
-    resolve, or a driver error caused by one of these (anywhere in the
-    ``__cause__``/``__context__`` chain). Never transient: ``ConfigurationError``
-    and ``ImportError`` (a missing driver). A backend can decide itself by
-    setting ``exc.llamonitor_transient = True/False``.
-    """
-    if isinstance(exc, (ConfigurationError, ImportError)):
-        return False
-    flag = getattr(exc, "llamonitor_transient", None)
-    if isinstance(flag, bool):
-        return flag
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.gaierror)):
-            return True
-        if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
-            return True
-        if type(e).__name__ in _TRANSIENT_NAMES:
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+SHUTDOWN_SPOOL_RESERVE_SECONDS = 0.5
+"""At shutdown, a sink with a spool stops waiting for a slow write this long
+before the deadline (at most half the time given) and spools what is queued."""
 
 
 class Marker:
@@ -116,19 +65,9 @@ class Marker:
                 self.event.set()
 
 
-class SinkRunner:
-    """Feeds one backend from its own thread, retrying with backoff.
-
-    Counters (events): ``written``, ``failed`` (gave up; by reason in
-    ``failed_reasons``), ``dropped`` (backlog overflow of a non-primary sink,
-    or shutdown), ``retried`` (events re-sent after a failed attempt),
-    ``pending``; with a spool: ``spooled`` (this process's events in the spool
-    now), ``spooled_total``, ``rejected`` (rows the database refused, kept in
-    the spool), ``replayed`` (written from the spool, ours or left by an
-    earlier process) and ``recovered`` (the part of ``replayed`` an earlier or
-    other process had spooled). At rest, the events handed to the sink are
-    ``written + failed + dropped + pending + spooled + rejected``.
-    """
+class SinkRunner(SpoolingSink):
+    """Feeds one backend from its own thread, retrying with backoff; with a
+    spool, loses nothing to an outage (see ``SpoolingSink`` for the counters)."""
 
     def __init__(
         self,
@@ -141,50 +80,22 @@ class SinkRunner:
         max_backoff_seconds: float,
         spool: Spool | None = None,
     ) -> None:
-        self.name = name
-        self.backend = backend
+        super().__init__(
+            name,
+            backend,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+            spool=spool,
+        )
         self.primary = primary
         self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
-        self.spool = spool
-        self.written = 0
-        self.failed = 0
-        self.failed_reasons: dict[str, int] = {}
-        self.dropped = 0
-        self.retried = 0
-        self.pending = 0
-        self.spooled = 0
-        self.spooled_total = 0
-        self.rejected = 0
-        self.replayed = 0
-        self.recovered = 0
-        self.outage = False
-        self.healthy = True
-        self.last_error: str | None = None
         self._q: deque[tuple[Any, int] | Marker] = deque()
-        self._cv = threading.Condition()
-        self._stopping = False
-        self._abandoned = False
         self._dead = False  # the thread ended without being stopped
         self._waited = False
         self._hurry = threading.Event()
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
-        self._initialized = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._logged_failure = False
-        self._logged_full = False
-        self._logged_spool_error = False
-        self._logged_rejected = False
-        self._probe_at = 0.0
-        self._probe_with_batch = False
-        self._probe_delay = backoff_seconds
-        self._next_rescan = time.monotonic() + SPOOL_RESCAN_SECONDS
-        self._cursor: Cursor | None = None
-        self._ok_writes = 0  # successful writes so far (poison-batch detection)
-        self._failed_at: dict[tuple[str, int], int] = {}
-        self._strikes: dict[tuple[str, int], int] = {}
+        self._deadline: float | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"llamonitor-sink-{name}", daemon=True
         )
@@ -194,8 +105,9 @@ class SinkRunner:
     def start(self, wait: bool) -> None:
         """Start the thread, which initializes the backend first.
 
-        A backend that is unreachable (see :func:`is_transient`) does not stop
-        a sink that has a spool: it starts in outage mode.
+        A backend that is unreachable (see :func:`is_transient`), or whose
+        ``initialize`` does not return within ``INITIALIZE_TIMEOUT_SECONDS``,
+        does not stop a sink that has a spool: it starts in outage mode.
 
         Raises:
             BaseException: what the backend's ``initialize`` raised, when ``wait``.
@@ -203,7 +115,8 @@ class SinkRunner:
         self._waited = wait  # the caller raises the initialization error itself
         self._thread.start()
         if wait:
-            if not self._ready.wait(INITIALIZE_TIMEOUT_SECONDS):
+            limit = INITIALIZE_TIMEOUT_SECONDS
+            if not self._ready.wait(limit + 10.0 if self.spool is not None else limit):
                 raise TimeoutError(f"backend {self.name!r} did not initialize in time")
             if self._init_error is not None:
                 raise self._init_error
@@ -257,6 +170,7 @@ class SinkRunner:
         Returns False if the deadline passed first; what was pending then is
         counted as dropped.
         """
+        self.hurry(deadline)
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
@@ -281,11 +195,20 @@ class SinkRunner:
         self._cv.notify_all()
         return pending
 
-    def hurry(self) -> None:
-        """Skip the remaining backoff sleeps (shutdown is under way)."""
+    def hurry(self, deadline: float | None = None) -> None:
+        """Shutdown is under way (by ``deadline``, monotonic): skip the remaining
+        backoff sleeps; with a spool, stop waiting for a slow write in time to
+        spool what is still queued."""
         self._hurry.set()
+        if deadline is not None and self._deadline is None:
+            with self._cv:
+                self._deadline = deadline
+                left = max(0.0, deadline - time.monotonic())
+                self._spool_from = deadline - min(SHUTDOWN_SPOOL_RESERVE_SECONDS, left / 2)
+                self._cv.notify_all()
 
     def health(self) -> dict[str, Any]:
+        self.refresh()
         spool = self.spool
         return {
             "healthy": self.healthy,
@@ -299,83 +222,98 @@ class SinkRunner:
             "spooled_total": self.spooled_total,
             "replayed": self.replayed,
             "recovered": self.recovered,
+            "written_elsewhere": self.written_elsewhere,
             "rejected": self.rejected,
             "outage": self.outage,
             "spool_dir": str(spool.directory) if spool is not None else None,
             "spool_bytes": spool.bytes if spool is not None else 0,
+            "spool_rejected_bytes": spool.rejected_bytes if spool is not None else 0,
             "spool_full": spool.full if spool is not None else False,
+            "spool_rejected_full": spool.rejected_full if spool is not None else False,
             "corrupt_records": spool.corrupt_records if spool is not None else 0,
             "running": not self._dead and not self._abandoned,
             "last_error": self.last_error,
         }
 
-    def _count_failed(self, n: int, reason: str) -> None:
-        """(condition held)"""
-        self.failed += n
-        self.failed_reasons[reason] = self.failed_reasons.get(reason, 0) + n
-
     # -- the sink's thread --------------------------------------------------
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call a backend method; run it on this sink's private loop if async."""
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(result)
-        return result
-
     def _run(self) -> None:
-        CURRENT.set(SUPPRESSED)
+        self._backend.start()
         try:
-            self.call(self.backend.initialize)
+            if not self._initialize():
+                return
+            self._ready.set()
+            self._serve()
+        finally:
+            self._ready.set()
+            if not self._stopping and not self._dead:  # not a normal end: strand nothing
+                self._die()
+            self._close_spool()
+            self._close_backend()
+
+    def _initialize(self) -> bool:
+        """Initialize the backend; False if the sink cannot run."""
+        call = self._backend.submit(("initialize", ()))
+        limit = INITIALIZE_TIMEOUT_SECONDS if self.spool is not None else None
+        if not self._wait(call, limit):
+            # Still connecting: start in outage mode; the call is the first probe.
+            self._probe = call
+            slow = TimeoutError(f"initialize did not finish within {limit:g} s")
+            self.last_error = f"initialize: {error_text(slow)}"
+            self.healthy = False
+            self._enter_outage(slow, at_start=True)
+            return True
+        if call.error is None:
             self._initialized = True
-        except BaseException as exc:
-            self.last_error = f"initialize: {_error_text(exc)}"
+        else:
+            exc = call.error
+            self.last_error = f"initialize: {error_text(exc)}"
             if self.spool is None or not is_transient(exc):
                 self._init_error = exc
                 self._die(log=not self._waited)
-                self._ready.set()
-                self._close_loop()
-                return
+                return False
             self.healthy = False
             self._enter_outage(exc, at_start=True)
         if self.spool is not None and self.spool.backlog:
             self._measure_spool()
-        self._ready.set()
-        try:
-            while True:
-                item: tuple[Any, int] | Marker | None = None
-                with self._cv:
-                    while not self._q and not self._stopping:
+        return True
+
+    def _serve(self) -> None:
+        while True:
+            item: tuple[Any, int] | Marker | None = None
+            with self._cv:
+                while not self._q:
+                    if self._probe is not None and self._probe.done.is_set():
+                        break
+                    if self._stopping:
+                        # A probe writing a spooled record may finish in time to mark
+                        # it done (no repeat later); a connect is not worth waiting for.
+                        if self._probe_record is None or self._past(self._spool_from):
+                            return
+                        wait: float | None = None  # the probe's end, or the shutdown's
+                        if self._spool_from is not None:
+                            wait = max(0.0, self._spool_from - time.monotonic())
+                    else:
                         wait = self._idle_wait()
                         if wait is not None and wait <= 0:
                             break
-                        self._cv.wait(wait)
-                    if self._q:
-                        item = self._q.popleft()
-                        self._cv.notify_all()
-                    elif self._stopping:
-                        break
-                if item is None:
+                    self._cv.wait(wait)
+                if self._q:
+                    item = self._q.popleft()
+                    self._cv.notify_all()
+            if self._probe is not None and self._probe.done.is_set():
+                self._probe_done()
+            if item is None:
+                if not self._stopping:
                     self._spool_work()
-                elif isinstance(item, Marker):
-                    self._sync_spool()
-                    item.done()
-                else:
-                    self._write(*item)
-                    if self._spool_work_due():
-                        self._spool_work()  # one spooled batch between new ones
-        finally:
-            if not self._stopping:  # not a normal end: never leave work stranded
-                self._die()
-            self._close_spool()
-            if self._initialized:
-                try:
-                    self.call(self.backend.close)
-                except BaseException as exc:
-                    logger.warning("llamonitor: closing backend %s failed: %r", self.name, exc)
-            self._close_loop()
+            elif isinstance(item, Marker):
+                self._sync_spool()
+                self.refresh()
+                item.done()
+            else:
+                self._take(*item)
+                if self._spool_work_due():
+                    self._spool_work()  # one spooled batch between new ones
 
     def _die(self, log: bool = True) -> None:
         """The thread is ending abnormally: fail what is pending, free the waiters."""
@@ -388,367 +326,98 @@ class SinkRunner:
         if log:
             logger.error("llamonitor: the %s sink stopped: %s", self.name, self.last_error)
 
-    def _close_loop(self) -> None:
-        if self._loop is not None:
-            try:
-                self._loop.close()
-            except Exception:
-                pass
-            self._loop = None
+    def _close_backend(self) -> None:
+        if self._backend.busy:
+            # A call still hangs (at shutdown, past the time we had): leave it be;
+            # its thread ends when it returns. A record it writes stays spooled.
+            self._backend.stop(0)
+            return
+        if self._initialized:
+            call = self._backend.submit(("close", ()))
+            left = None if self._deadline is None else self._deadline - time.monotonic()
+            if self._wait_done(call, left) and call.error is not None:
+                logger.warning(
+                    "llamonitor: closing backend %s failed: %r", self.name, call.error
+                )
+        left = 1.0 if self._deadline is None else self._deadline - time.monotonic()
+        self._backend.stop(max(0.0, left))
+
+    def _wait_done(self, call: Call, timeout: float | None) -> bool:
+        return call.done.wait(None if timeout is None else max(0.0, timeout))
 
     # -- writing ------------------------------------------------------------
 
-    def _write(self, table: Any, n: int) -> None:
-        max_attempts = self.max_retries
-        if self.spool is not None and (self.outage or not self._initialized):
-            # No retry schedule per batch during an outage: straight to the spool,
-            # unless the recovery probe is due, or the last probe was a spooled
-            # batch that failed: then this batch is the probe (one attempt), so a
-            # spooled batch the backend refuses cannot hold the sink down.
-            if not self._initialized or (
-                time.monotonic() < self._probe_at and not self._probe_with_batch
-            ):
-                self._to_spool(table, n)
-                return
-            self._probe_with_batch = False
-            max_attempts = 0
+    def _take(self, table: Any, n: int) -> None:
+        """A new batch: written, or spooled during an outage."""
+        if self.spool is None or not (
+            self.outage
+            or not self._initialized
+            or self._backend.busy
+            or self._past(self._spool_from)  # shutdown: no time left to wait on writes
+        ):
+            self._write(table, n)
+            return
+        if (
+            self._initialized
+            and not self._backend.busy
+            and not self._past(self._spool_from)
+            and not self.spool.backlog
+            and not self._backoff.wait(time.monotonic())
+        ):
+            # The probe is due and nothing is spooled to probe with (the spool
+            # cannot be written): this batch is the probe, one attempt.
+            self._write(table, n, attempts=0)
+            return
+        self._to_spool(table, n)
+
+    def _write(self, table: Any, n: int, attempts: int | None = None) -> None:
+        max_attempts = self.max_retries if attempts is None else attempts
         attempt = 0
         while True:
-            try:
-                self.call(self.backend.write_table, table)
-            except RowsRejected as rej:
-                self._rows_rejected(rej, n, mine=True, from_pending=True)
+            call = self._backend.submit(("write_table", (table,)))
+            if not self._wait(call):  # shutdown: the backend is slow, spool the batch
+                self._to_spool(table, n)
+                return
+            exc = call.error
+            if exc is None:
+                with self._cv:
+                    if not self._abandoned:
+                        self.written += n
+                        self.pending -= n
                 self._write_worked()
                 return
-            except BaseException as exc:  # a driver's CancelledError must not kill the thread
-                self.healthy = False
-                self.last_error = _error_text(exc)
-                if not self._logged_failure:
-                    self._logged_failure = True
-                    logger.warning(
-                        "llamonitor: writing to %s failed (retrying up to %d times%s): %r",
-                        self.name,
-                        max_attempts,
-                        ", then spooling" if self.spool is not None else "",
-                        exc,
-                    )
-                if attempt >= max_attempts or self._abandoned:
-                    if self.spool is not None and not self._abandoned:
-                        self._to_spool(table, n)
-                        self._enter_outage(exc)
-                        return
-                    with self._cv:
-                        if not self._abandoned:
-                            self._count_failed(n, "retries_exhausted")
-                            self.pending -= n
-                    logger.error(
-                        "llamonitor: gave up writing %d events to %s: %s",
-                        n,
-                        self.name,
-                        self.last_error,
-                    )
-                    return
-                attempt += 1
-                with self._cv:
-                    self.retried += n
-                delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
-                self._hurry.wait(delay * (0.5 + random.random() / 2))
-                continue
-            with self._cv:
-                if not self._abandoned:
-                    self.written += n
-                    self.pending -= n
-            self._write_worked()
-            return
-
-    def _write_worked(self) -> None:
-        self._ok_writes += 1
-        if self.outage:
-            self._leave_outage()
-        elif not self.healthy:
-            logger.info("llamonitor: writing to %s works again", self.name)
-        self._logged_failure = False
-        self.healthy = True
-
-    def _rows_rejected(self, rej: RowsRejected, n: int, *, mine: bool, from_pending: bool) -> None:
-        """The backend wrote a batch of ``n`` but for ``rej.rejected``: keep those
-        in the spool with their errors (or count them failed without a spool)."""
-        bad = rej.rejected.num_rows
-        kept = False
-        if self.spool is not None and bad:
-            try:
-                self.spool.append(rej.rejected, REJECTED, list(rej.errors))
-                kept = True
-            except Exception as exc:
-                self._spool_failed(exc)
-        with self._cv:
-            if self._abandoned:
+            if isinstance(exc, RowsRejected):
+                self._rows_rejected(exc, n, mine=True, from_pending=True)
+                self._write_worked()
                 return
-            if from_pending:
-                self.pending -= n
-            else:
-                self.replayed += n - bad
-                if mine:
-                    self.spooled -= n
-            if mine:
-                self.written += n - bad
-                if kept:
-                    self.rejected += bad
-                else:
-                    self._count_failed(bad, "rejected")
-            else:
-                self.recovered += n - bad
-        if not self._logged_rejected:
-            self._logged_rejected = True
-            logger.warning(
-                "llamonitor: %s rejected %d of %d events (first error: %s); %s",
+            self.healthy = False
+            self.last_error = error_text(exc)
+            self._warn_once(
+                "write",
+                "llamonitor: writing to %s failed (retrying up to %d times%s): %r",
                 self.name,
-                bad,
-                n,
-                rej.errors[0] if rej.errors else "?",
-                f"kept with their errors in {self.spool.directory} (llamonitor spool status)"
-                if kept and self.spool is not None
-                else "counted as failed",
-            )
-
-    # -- the spool ------------------------------------------------------------
-
-    def _to_spool(self, table: Any, n: int) -> None:
-        assert self.spool is not None
-        try:
-            self.spool.append(table, BATCH)
-        except Exception as exc:
-            with self._cv:
-                if not self._abandoned:
-                    self._count_failed(n, "spool_full" if isinstance(exc, SpoolFull) else
-                                       "spool_error")
-                    self.pending -= n
-            self._spool_failed(exc)
-            return
-        self._logged_full = False  # a new episode of "full" gets its own warning
-        with self._cv:
-            if not self._abandoned:
-                self.spooled += n
-                self.spooled_total += n
-                self.pending -= n
-
-    def _spool_failed(self, exc: BaseException) -> None:
-        assert self.spool is not None
-        if isinstance(exc, SpoolFull):
-            if not self._logged_full:
-                self._logged_full = True
-                logger.warning(
-                    "llamonitor: %s (sink %s). Events that cannot be written are counted as "
-                    "failed until it drains (raise spool_max_bytes, or run "
-                    "`llamonitor spool replay`)",
-                    exc,
-                    self.name,
-                )
-        elif not self._logged_spool_error:
-            self._logged_spool_error = True
-            logger.warning(
-                "llamonitor: cannot write the spool of %s in %s (%r); events that cannot be "
-                "written are counted as failed",
-                self.name,
-                self.spool.directory,
+                max_attempts,
+                ", then spooling" if self.spool is not None else "",
                 exc,
             )
-
-    def _enter_outage(self, exc: BaseException, at_start: bool = False) -> None:
-        """The backend failed: spool new batches directly, probe it with backoff."""
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
-        if not self.outage:
-            self.outage = True
-            self._probe_delay = self.backoff_seconds
-            assert self.spool is not None
-            logger.warning(
-                "llamonitor: %s is unavailable%s (%s); spooling events to %s and "
-                "retrying every %.3g s at most",
-                self.name,
-                " at start" if at_start else "",
-                _error_text(exc),
-                self.spool.directory,
-                self.max_backoff_seconds,
-            )
-        else:
-            self._probe_delay = min(self.max_backoff_seconds, self._probe_delay * 2)
-        self._probe_at = time.monotonic() + self._probe_delay * (0.5 + random.random() / 2)
-
-    def _leave_outage(self) -> None:
-        self.outage = False
-        self._probe_delay = self.backoff_seconds
-        logger.info(
-            "llamonitor: %s is back; replaying the spool in the background (%d events of "
-            "this process)",
-            self.name,
-            self.spooled,
-        )
-
-    def _idle_wait(self) -> float | None:
-        """Seconds until there is spool work (condition held); None: none."""
-        spool = self.spool
-        if spool is None:
-            return None
-        now = time.monotonic()
-        if not self._initialized or (self.outage and spool.backlog):
-            return max(0.0, self._probe_at - now)
-        if self.outage:
-            return None  # nothing spooled to probe with: the next batch is the probe
-        if spool.backlog:
-            return 0.0
-        return max(0.0, self._next_rescan - now)
-
-    def _spool_work_due(self) -> bool:
-        if self.spool is None or self._stopping:
-            return False
-        if not self._initialized or self.outage:
-            return self.spool.backlog and time.monotonic() >= self._probe_at
-        return self.spool.backlog
-
-    def _spool_work(self) -> None:
-        """Between batches: probe the backend, or replay one spooled record."""
-        spool = self.spool
-        if spool is None:
-            return
-        now = time.monotonic()
-        if not self._initialized:
-            if now < self._probe_at:
+            if attempt >= max_attempts or self._abandoned:
+                if self.spool is not None and not self._abandoned:
+                    self._to_spool(table, n)
+                    self._enter_outage(exc)
+                    return
+                with self._cv:
+                    if not self._abandoned:
+                        self._count_failed(n, "retries_exhausted")
+                        self.pending -= n
+                logger.error(
+                    "llamonitor: gave up writing %d events to %s: %s",
+                    n,
+                    self.name,
+                    self.last_error,
+                )
                 return
-            try:
-                self.call(self.backend.initialize)
-            except BaseException as exc:
-                self.last_error = f"initialize: {_error_text(exc)}"
-                self._enter_outage(exc)
-                return
-            self._initialized = True
-            self.healthy = True
-            self._leave_outage()
-            return
-        if self.outage and (now < self._probe_at or not spool.backlog):
-            return
-        if spool.backlog:
-            self._replay_one()
-            return
-        if now >= self._next_rescan:
-            self._next_rescan = now + SPOOL_RESCAN_SECONDS
-            self._measure_spool()
-
-    def _measure_spool(self) -> None:
-        assert self.spool is not None
-        try:
-            self.spool.measure()
-            if segment_files(self.spool.directory, (BATCH,)):
-                self.spool.backlog = True
-        except OSError:
-            pass
-
-    def _replay_one(self) -> None:
-        """Write the oldest spooled record (the probe, during an outage)."""
-        spool = self.spool
-        assert spool is not None
-        record: Record | None = None
-        try:
-            for second in (False, True):
-                if self._cursor is None:
-                    self._cursor = spool.cursor((BATCH,))
-                record = self._cursor.next()
-                if record is not None:
-                    break
-                self._cursor.close()
-                self._cursor = None
-                if second or not spool.active_batch_bytes():
-                    break
-                # All that is left is in the segment we append to: close it (once
-                # per outage, not per probe), so the cursor can take it.
-                spool.rotate()
-        except Exception as exc:
-            self._spool_failed(exc)
-            spool.backlog = False  # do not spin on it; the next append or rescan retries
-            if self._cursor is not None:
-                self._cursor.close()
-                self._cursor = None
-            return
-        if record is None:
-            return
-        cursor = self._cursor
-        assert cursor is not None
-        try:
-            self.call(self.backend.write_table, record.table)
-        except RowsRejected as rej:
-            self._rows_rejected(rej, record.rows, mine=record.mine, from_pending=False)
-        except BaseException as exc:
-            self.healthy = False
-            self.last_error = _error_text(exc)
-            if self._poisoned(record, exc):
-                return
-            self._enter_outage(exc)
-            self._probe_with_batch = True
-            return
-        else:
+            attempt += 1
             with self._cv:
-                self.replayed += record.rows
-                if record.mine:
-                    self.spooled -= record.rows
-                    self.written += record.rows
-                else:
-                    self.recovered += record.rows
-        try:
-            cursor.done(record)
-        except OSError as exc:  # it will be replayed again: a duplicate, not a loss
-            self._spool_failed(exc)
-        self._write_worked()
-
-    def _poisoned(self, record: Record, exc: BaseException) -> bool:
-        """A record that keeps failing while the backend takes other writes in
-        between is refused for its content: keep it as rejected, with the error."""
-        key = record.key
-        last = self._failed_at.get(key)
-        strikes = self._strikes.get(key, 0)
-        if last is None or self._ok_writes > last:
-            strikes += 1
-        self._failed_at[key] = self._ok_writes
-        self._strikes[key] = strikes
-        if strikes < POISON_STRIKES:
-            return False
-        spool = self.spool
-        assert spool is not None and self._cursor is not None
-        errors = [_error_text(exc)] * record.rows
-        try:
-            spool.append(record.table, REJECTED, errors)
-            self._cursor.done(record)
-        except Exception as err:
-            self._spool_failed(err)
-            return False
-        del self._failed_at[key], self._strikes[key]
-        with self._cv:
-            if record.mine:
-                self.spooled -= record.rows
-                self.rejected += record.rows
-        logger.warning(
-            "llamonitor: %s keeps refusing a spooled batch of %d events while taking others "
-            "(%s); moved it to the rejected records in %s",
-            self.name,
-            record.rows,
-            _error_text(exc),
-            spool.directory,
-        )
-        return True
-
-    def _sync_spool(self) -> None:
-        if self.spool is not None:
-            try:
-                self.spool.sync()
-            except OSError as exc:
-                self._spool_failed(exc)
-
-    def _close_spool(self) -> None:
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
-        if self.spool is not None:
-            try:
-                self.spool.close()
-            except OSError as exc:
-                self._spool_failed(exc)
+                self.retried += n
+            delay = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+            self._hurry.wait(delay * (0.5 + random.random() / 2))

@@ -78,6 +78,15 @@ def _sink_name(cfg: StorageConfig, index: int) -> str:
     return base if index == 0 else f"{base}#{index}"
 
 
+def _spooled(pipeline: Pipeline) -> int:
+    """This process's events in the primary sink's spool, as on disk now."""
+    primary = pipeline.primary
+    if primary is None:
+        return 0
+    primary.refresh()
+    return primary.spooled
+
+
 class MonitoringWriter:
     """Owns the transport for one configuration (a process-wide singleton)."""
 
@@ -116,6 +125,7 @@ class MonitoringWriter:
                     cfg.spool_root() / sink_dir_name(storage),
                     cfg.spool_max_bytes,
                     sink_identity(storage),
+                    cfg.spool_rejected_max_bytes,
                 )
             runners.append(
                 SinkRunner(
@@ -163,7 +173,7 @@ class MonitoringWriter:
                 MonitoringWriter._instance = None
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
         ok = pipeline.shutdown(t)
-        return Completed(ok, pipeline.primary.spooled if pipeline.primary else 0)
+        return Completed(ok, _spooled(pipeline))
 
     shutdown = stop
 
@@ -175,7 +185,7 @@ class MonitoringWriter:
             return Completed(True)
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
         ok = pipeline.flush(t)
-        return Completed(ok, pipeline.primary.spooled if pipeline.primary else 0)
+        return Completed(ok, _spooled(pipeline))
 
     def health_check(self) -> HealthReport:
         """Queue depth, counters (received, written, dropped by reason,

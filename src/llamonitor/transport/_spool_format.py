@@ -1,0 +1,229 @@
+"""The spool's files: segment names and the record layout (see ``_spool``).
+
+Record layout (little-endian)::
+
+    0   4  magic b"LMSP"
+    4   1  format version (1)
+    5   1  kind (1 batch, 2 rejected)
+    6   1  state (0 pending, 1 done): rewritten in place, not checksummed
+    7   1  reserved (0)
+    8   4  rows
+    12  4  payload length
+    16  8  time spooled, UTC nanoseconds
+    24  4  CRC32 of bytes 0-23 (state taken as 0) and of the payload
+    28  -  payload: an Arrow IPC stream of the rows (``SCHEMA``); for rejected
+           rows the errors are a JSON list in the schema metadata
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from llamonitor.schema._columns import SCHEMA
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process locking
+    fcntl = None  # type: ignore[assignment]
+
+MAGIC = b"LMSP"
+VERSION = 1
+BATCH = 1
+REJECTED = 2
+KIND_NAMES = {BATCH: "batch", REJECTED: "rejected"}
+PREFIX = {BATCH: "batch-", REJECTED: "rejected-"}
+PENDING = 0
+DONE = 1
+HEADER = struct.Struct("<4sBBBBIIQI")
+HEADER_SIZE = HEADER.size  # 28
+STATE_OFFSET = 6
+ERRORS_KEY = b"llamonitor.spool.errors"
+
+IDENTITY_FILE = "identity.json"
+SEGMENT_NAME = re.compile(r"^(batch|rejected)-(\d+)-(\d+)-([0-9a-f]+)\.seg$")
+SEGMENT_TMP_NAME = re.compile(r"^\.((?:batch|rejected)-\d+-\d+-[0-9a-f]+\.seg)\.tmp$")
+IDENTITY_TMP_NAME = re.compile(r"^\.identity\.json\.[0-9a-f]+\.tmp$")
+
+
+def segment_files(directory: Path, kinds: tuple[int, ...] = (BATCH, REJECTED)) -> list[Path]:
+    """The segments of a sink directory of the given kinds, oldest first."""
+    wanted = {KIND_NAMES[k] for k in kinds}
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:  # absent, under a file, unreadable: nothing we can replay
+        return []
+    for entry in entries:
+        m = SEGMENT_NAME.match(entry.name)
+        if m and m.group(1) in wanted:
+            found.append((int(m.group(2)), entry.name))
+    return [directory / name for _, name in sorted(found)]
+
+
+def segment_kind(path: Path) -> int:
+    return BATCH if path.name.startswith(PREFIX[BATCH]) else REJECTED
+
+
+def bytes_by_kind(directory: Path) -> dict[int, int]:
+    """Bytes held by the segments of a sink directory, per kind."""
+    total = {BATCH: 0, REJECTED: 0}
+    for path in segment_files(directory):
+        with contextlib.suppress(OSError):
+            total[segment_kind(path)] += path.stat().st_size
+    return total
+
+
+def directory_bytes(directory: Path) -> int:
+    """Bytes held by the segments of a sink directory."""
+    return sum(bytes_by_kind(directory).values())
+
+
+def lock(fd: int, exclusive: bool = True) -> bool:
+    """Take a ``flock`` without waiting; False if someone else holds one."""
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def unlock(fd: int) -> None:
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a file created or renamed in ``directory`` survive a power loss
+    (best effort: some file systems cannot fsync a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- encoding -----------------------------------------------------------------
+
+
+def _ipc_options() -> Any:
+    codec = "zstd" if pa.Codec.is_available("zstd") else None
+    return pa.ipc.IpcWriteOptions(compression=codec)
+
+
+def encode(table: pa.Table, kind: int, errors: list[str] | None = None) -> bytes:
+    """One record (header and payload) holding ``table``."""
+    if errors is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[ERRORS_KEY] = json.dumps(errors).encode()
+        table = table.replace_schema_metadata(meta)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_ipc_options()) as ipc:
+        ipc.write_table(table)
+    payload: bytes = sink.getvalue().to_pybytes()
+    head = HEADER.pack(MAGIC, VERSION, kind, PENDING, 0, table.num_rows, len(payload),
+                       time.time_ns(), 0)
+    crc = zlib.crc32(payload, zlib.crc32(head[:24]))
+    return head[:24] + struct.pack("<I", crc) + payload
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """``table`` in the current ``SCHEMA``: a record spooled by an older version
+    gets the new columns as nulls; columns no longer known are left out."""
+    if table.schema.equals(SCHEMA, check_metadata=False):
+        return table.replace_schema_metadata(SCHEMA.metadata)
+    n = table.num_rows
+    names = set(table.column_names)
+    arrays = []
+    for f in SCHEMA:
+        if f.name in names:
+            col = table.column(f.name)
+            arrays.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            arrays.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def decode(payload: bytes) -> tuple[pa.Table, list[str] | None]:
+    """The rows of a record's payload and, for rejected rows, their errors."""
+    table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+    meta = table.schema.metadata or {}
+    errors = json.loads(meta[ERRORS_KEY]) if ERRORS_KEY in meta else None
+    return conform(table), errors
+
+
+@dataclass
+class Record:
+    """One spooled record, as a replayer sees it."""
+
+    kind: int
+    rows: int
+    spooled_at_ns: int
+    table: pa.Table
+    errors: list[str] | None
+    segment: Path
+    offset: int
+    mine: bool = False  # appended by this ``Spool`` object (this process)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.segment.name, self.offset)
+
+
+def parse(mm: Any, offset: int) -> tuple[int, int, int, int, int] | None:
+    """The header at ``offset`` if it and its payload are intact:
+    ``(kind, state, rows, length, spooled_at_ns)``."""
+    end = len(mm)
+    if offset + HEADER_SIZE > end:
+        return None
+    magic, version, kind, state, _, rows, length, at, crc = HEADER.unpack_from(mm, offset)
+    if magic != MAGIC or version != VERSION or kind not in KIND_NAMES:
+        return None
+    if offset + HEADER_SIZE + length > end:
+        return None
+    head = bytearray(mm[offset : offset + 24])
+    head[STATE_OFFSET] = 0
+    body = mm[offset + HEADER_SIZE : offset + HEADER_SIZE + length]
+    if zlib.crc32(body, zlib.crc32(bytes(head))) != crc:
+        return None
+    return kind, state, rows, length, at
+
+
+def walk(mm: Any) -> Iterator[tuple[int, tuple[int, int, int, int, int] | None]]:
+    """``(offset, header)`` of each record; ``(offset, None)`` for a corrupt
+    stretch (reading resumes at the next intact record, if any)."""
+    offset, end = 0, len(mm)
+    while offset < end:
+        hdr = parse(mm, offset)
+        if hdr is not None:
+            yield offset, hdr
+            offset += HEADER_SIZE + hdr[3]
+            continue
+        yield offset, None
+        nxt = offset
+        while True:
+            nxt = mm.find(MAGIC, nxt + 1)
+            if nxt < 0 or parse(mm, nxt) is not None:
+                break
+        if nxt < 0:
+            return
+        offset = nxt
