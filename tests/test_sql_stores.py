@@ -510,6 +510,9 @@ def test_mask_dsn_hides_every_form_of_password() -> None:
     assert mask("postgresql://u:pw%40x@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert mask("mysql://u@h/db?password=pw&x=1") == "mysql://u@h/db?password=***&x=1"
     assert mask("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
+    # Unescaped "/" or "@" in a password: everything up to the host is masked.
+    assert mask("postgresql://u:pa/ss@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert mask("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
 
 
 def mask(dsn: str) -> str:

@@ -239,7 +239,9 @@ def plan_migration(
 # -- secrets ----------------------------------------------------------------
 
 MASK = "***"
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]*@")
+# Up to the last "@" of the URL: a password may hold an unescaped "/" or "@"
+# (masking too much is the safe side).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 _QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)[^&;\s]*", re.IGNORECASE)
 
 
@@ -317,7 +319,8 @@ def network_error(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror)):
+        # asyncio.TimeoutError is TimeoutError from 3.11 on, not before.
+        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.gaierror)):
             return True
         if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
             return True

@@ -17,7 +17,17 @@ MySQL cannot store NaN or infinity: such rows are rejected up front.
 ``options``: ``ssl`` (an ``ssl.SSLContext``, ``True`` for the default
 context, or a dict ``{"ca": path, "cert": path, "key": path,
 "check_hostname": bool, "verify": bool}``), ``connect_timeout`` (seconds),
-``pool_recycle`` (seconds, default 3600).
+``command_timeout`` (seconds, default :data:`COMMAND_TIMEOUT_SECONDS`; ``None``:
+no limit), ``pool_recycle`` (seconds, default 3600).
+
+Faults: aiomysql has no read timeout (and its ``connect_timeout`` bounds only
+the TCP connect), so the writer bounds each unit of its work itself: getting a
+connection (``connect_timeout + command_timeout``), and each transaction or
+setup (``command_timeout``). Past it, the connection's socket is aborted under
+the statement, which then fails as a transient ``TimeoutError``; a network
+that stops delivering never holds the sink forever. After a failure of the
+connection (a timeout, a connection lost) the pool is discarded, and the next
+attempt connects afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -52,6 +63,14 @@ SQL_MODE = (
 which the statements' quoting relies on."""
 
 CLOSE_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""``connect_timeout`` unless set (in ``options`` or the connection string)."""
+COMMAND_TIMEOUT_SECONDS = 30.0
+"""The longest one transaction of the writer (a batch's INSERTs and commit) may
+take, unless ``options`` sets ``command_timeout``; the table's setup gets
+:data:`LOCK_WAIT_SECONDS` more (it may wait for another process's setup)."""
+LOCK_WAIT_SECONDS = 60
+"""``GET_LOCK``'s wait for another process setting up the same table."""
 WRITE_CONNECTIONS = 2
 """A large batch is written as this many concurrent transactions, one per pool
 connection: the client builds one part while the server stores the other
@@ -71,6 +90,8 @@ _MISSING_CODES = frozenset({1054, 1146})
 # Too many connections, shutdown, lock wait timeout, deadlock, connection
 # killed, client-side connection errors (cannot connect, gone away, lost).
 _TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055})
+# The connection is gone: shutdown, killed, cannot connect, gone away, lost.
+_CONNECTION_CODES = frozenset({1053, 1927, 2002, 2003, 2006, 2013, 2055})
 _COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
 _SPECIAL = r"[\\'\x00\x1a]"
 _ESCAPES = (("\\", "\\\\"), ("'", "\\'"), ("\x00", "\\0"), ("\x1a", "\\Z"))
@@ -171,14 +192,22 @@ class _Target:
                 "in storage.options",
             )
         options = dict(config.options)
-        extra = set(options) - {"ssl", "connect_timeout", "pool_recycle"}
+        extra = set(options) - {"ssl", "connect_timeout", "command_timeout", "pool_recycle"}
         if extra:
             raise ConfigurationError(
                 "storage.options",
                 f"unknown option(s) {', '.join(sorted(extra))} for the mysql backend; it takes "
-                "ssl, connect_timeout, pool_recycle",
+                "ssl, connect_timeout, command_timeout, pool_recycle",
             )
         self.pool_recycle = int(options.pop("pool_recycle", 3600))
+        command = options.get("command_timeout", COMMAND_TIMEOUT_SECONDS)
+        if command is not None and (
+            isinstance(command, bool) or not isinstance(command, (int, float)) or command <= 0
+        ):
+            raise ConfigurationError(
+                "storage.options", f"command_timeout: {command!r} is not a number of seconds > 0"
+            )
+        self.command_timeout: float | None = None if command is None else float(command)
         timeout = options.get("connect_timeout", params.get("connect_timeout"))
         self.connect_kwargs: dict[str, Any] = {
             "host": parts.hostname or "localhost",
@@ -189,7 +218,7 @@ class _Target:
             "unix_socket": params.get("unix_socket"),
             "charset": "utf8mb4",
             "init_command": _INIT,
-            "connect_timeout": float(timeout) if timeout is not None else 10.0,
+            "connect_timeout": float(timeout) if timeout is not None else CONNECT_TIMEOUT_SECONDS,
             "ssl": _ssl_context(options.get("ssl")),
         }
         self.table = _sql.check_identifier("storage.table_name", config.table_name)
@@ -207,6 +236,16 @@ class _Target:
         if code in _CONTENT_CODES or isinstance(exc, (err.DataError, err.IntegrityError)):
             return "content"
         return "other"
+
+    def connection_failed(self, exc: BaseException) -> bool:
+        """Did the connection fail (timed out, lost, refused), rather than a
+        statement on a working one?"""
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        return (
+            _sql.network_error(exc)
+            or code in _CONNECTION_CODES
+            or isinstance(exc, self.pymysql.err.InterfaceError)
+        )
 
     def error(self, doing: str, exc: BaseException) -> StoreError:
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
@@ -245,7 +284,9 @@ class MySQLBackend(StorageBackend):
                 pass  # that loop is closed: its sockets went with it
         if self._pool is None:
             self._pool = await self._t.aiomysql.create_pool(
-                minsize=1,
+                # No connection at creation: every connect happens in
+                # _connection(), under its time limit.
+                minsize=0,
                 maxsize=self.config.pool_size,
                 pool_recycle=self._t.pool_recycle,
                 autocommit=False,
@@ -254,8 +295,54 @@ class MySQLBackend(StorageBackend):
             self._loop = loop
         return self._pool
 
+    def _discard_pool(self) -> None:
+        """Close every pooled connection at once."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                pool.terminate()
+            except Exception:
+                pass  # its loop is closed: its sockets went with it
+
+    @asynccontextmanager
+    async def _connection(self, extra: float = 0.0) -> AsyncIterator[Any]:
+        """A pool connection whose use must end within ``command_timeout`` (+
+        ``extra``) seconds: past it, its socket is aborted under the statement
+        (see the module docstring), and the failure raised as ``TimeoutError``."""
+        pool = await self._get_pool()
+        limit = self._t.command_timeout
+        if limit is None:
+            async with pool.acquire() as conn:
+                yield conn
+            return
+        limit += extra
+        connect = self._t.connect_kwargs["connect_timeout"] + limit
+        try:
+            conn = await asyncio.wait_for(_acquire(pool), connect)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no connection within {connect:g} s") from None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            _abort(conn)
+
+        timer = asyncio.get_running_loop().call_later(limit, expire)
+        try:
+            yield conn
+        except Exception as exc:
+            if expired:
+                raise TimeoutError(f"the server did not answer within {limit:g} s") from exc
+            raise
+        finally:
+            timer.cancel()
+            await pool.release(conn)
+
     async def _guard(self, doing: str, work: Awaitable[T]) -> T:
-        """Await ``work``; driver errors become a scrubbed :class:`StoreError`."""
+        """Await ``work``; driver errors become a scrubbed :class:`StoreError`.
+        After a failure of the connection rather than of a statement, the pool
+        is discarded: the next attempt connects afresh."""
         error: StoreError | None = None
         try:
             return await work
@@ -264,6 +351,8 @@ class MySQLBackend(StorageBackend):
         except Exception as exc:
             if self._t.kind(exc) == "missing":
                 self._ready = False
+            if self._t.connection_failed(exc):
+                self._discard_pool()
             error = self._t.error(doing, exc)
         raise error
 
@@ -280,10 +369,9 @@ class MySQLBackend(StorageBackend):
 
     async def _setup(self) -> None:
         t = self._t
-        pool = await self._get_pool()
         lock = f"llamonitor:{t.schema or ''}.{t.table}"[:64]
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT GET_LOCK(%s, 60)", (lock,))
+        async with self._connection(LOCK_WAIT_SECONDS) as conn, conn.cursor() as cur:
+            await cur.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_WAIT_SECONDS))
             try:
                 await self._ddl(cur)
             finally:
@@ -421,8 +509,7 @@ class MySQLBackend(StorageBackend):
             size += n + 1
         statements.append(prefix + ",".join(literals[start:]) + self._suffix)
         content: ContentError | None = None
-        pool = await self._get_pool()
-        async with pool.acquire() as conn:
+        async with self._connection() as conn:
             try:
                 await conn.begin()
                 async with conn.cursor() as cur:
@@ -445,8 +532,7 @@ class MySQLBackend(StorageBackend):
 
     async def health_check(self) -> bool:
         try:
-            pool = await self._get_pool()
-            async with pool.acquire() as conn, conn.cursor() as cur:
+            async with self._connection() as conn, conn.cursor() as cur:
                 await cur.execute("SELECT 1")
             return True
         except Exception:
@@ -520,6 +606,27 @@ def _decode(field: pa.Field, values: list[Any]) -> pa.Array:
     if pa.types.is_boolean(field.type):
         return pa.array(values, pa.int64()).cast(pa.bool_())
     return pa.array(values, type=field.type)  # naive DATETIMEs are UTC
+
+
+async def _acquire(pool: Any) -> Any:
+    conn = await pool.acquire()
+    return conn
+
+
+def _abort(conn: Any) -> None:
+    """Close ``conn``'s socket at once: its pending read fails. (aiomysql's
+    ``close()`` closes the transport only after unsent data went out, which a
+    stalled network never takes.)"""
+    writer = getattr(conn, "_writer", None)
+    try:
+        if writer is not None:
+            writer.transport.abort()
+    except Exception:
+        pass
+    try:
+        conn.close()
+    except Exception:
+        pass
 
 
 _PUSHDOWN = _sql.Pushdown(

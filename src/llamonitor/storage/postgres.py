@@ -18,6 +18,16 @@ other key of ``options`` goes to ``asyncpg.connect`` (``ssl``,
 ``direct_tls``, ``server_settings``, ``command_timeout``,
 ``statement_cache_size``, ``timeout``...); ``sslmode`` & co. in the
 connection string are asyncpg's own.
+
+Faults: every connect and every statement of the writer has a time limit
+(:data:`CONNECT_TIMEOUT_SECONDS`, :data:`COMMAND_TIMEOUT_SECONDS`, unless
+``options`` set ``timeout`` / ``command_timeout``), so a network that stops
+delivering (no error, no reset) fails the write instead of holding the sink
+forever. A connection that failed other than by an error the server sent (a
+timeout, a reset) is terminated at once (not rolled back: that would wait on
+the dead network again), and the whole pool with it: after a server restart
+or a stall every pooled connection is suspect, and the next attempt connects
+afresh.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -47,6 +58,15 @@ logger = logging.getLogger("llamonitor.storage.postgres")
 T = TypeVar("T")
 
 CLOSE_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""asyncpg's ``timeout`` (connect, TLS and login) unless ``options`` sets it
+(asyncpg's own default is 60 s)."""
+COMMAND_TIMEOUT_SECONDS = 30.0
+"""The writer's ``command_timeout`` (each statement: a ``COPY``, a DDL, a
+commit) unless ``options`` sets it (``None``: no limit; asyncpg's default). A
+batch of 1,000 spans takes tens of milliseconds; a statement still running
+after this long is on a connection that stopped answering, or waits on a lock
+(the batch is retried, then spooled; the primary key makes the retry safe)."""
 WRITE_CONNECTIONS = 2
 """A large batch is written as this many concurrent COPYs, one per pool
 connection: the client encodes one part while the server stores the other
@@ -181,13 +201,23 @@ class _Target:
             return "content"  # a value the client could not encode
         return "other"
 
+    def connection_failed(self, exc: BaseException) -> bool:
+        """Did the connection fail (timed out, lost, closed by the server),
+        rather than a statement on a working one?"""
+        state = str(getattr(exc, "sqlstate", "") or "")
+        if isinstance(exc, self.asyncpg.PostgresError):
+            return state[:2] == "08" or state in ("57P01", "57P02", "57P03")
+        return not isinstance(exc, self.asyncpg.exceptions._base.DataError)
+
     def error(self, doing: str, exc: BaseException) -> StoreError:
         state = str(getattr(exc, "sqlstate", "") or "")
+        pg = self.asyncpg
         transient = (
             _sql.network_error(exc)
             or state[:2] in _TRANSIENT_CLASSES
             or state in ("55P03", *_MISSING)
-            or (isinstance(exc, self.asyncpg.InterfaceError) and "closed" in str(exc))
+            or isinstance(exc, pg.ConnectionDoesNotExistError)
+            or (isinstance(exc, pg.InterfaceError) and "closed" in str(exc))
         )
         return StoreError(
             self.secrets.scrub(
@@ -242,16 +272,66 @@ class PostgresBackend(StorageBackend):
         if self._pool is None:
             self._pool = await self._t.asyncpg.create_pool(
                 dsn=self._t.dsn,
-                min_size=1,
+                # No connection floor: asyncpg (0.32+) would otherwise reconnect
+                # in the background during an outage and log each failure.
+                min_size=0,
                 max_size=self.config.pool_size,
                 init=_writer_connection,
-                **self._t.connect_kwargs,
+                **{
+                    "timeout": CONNECT_TIMEOUT_SECONDS,
+                    "command_timeout": COMMAND_TIMEOUT_SECONDS,
+                    **self._t.connect_kwargs,
+                },
             )
             self._loop = loop
         return self._pool
 
+    def _discard_pool(self) -> None:
+        """Close every pooled connection at once (no goodbye to the server)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                pool.terminate()
+            except Exception:
+                pass  # its loop is closed: its sockets went with it
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pool connection; terminated (not returned to the pool) after a
+        failure the server did not report itself: a timeout, a connection
+        reset, a cancellation. Releasing it normally would first wait for the
+        timed-out statement to be cancelled, over the same dead network."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                if not isinstance(exc, self._t.asyncpg.PostgresError):
+                    _terminate(conn)
+                raise
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        """A pool connection in a transaction: committed, rolled back after an
+        error the server reported, or (any other failure) ended with the
+        connection (see :meth:`_connection`); the server rolls it back."""
+        async with self._connection() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                yield conn
+            except self._t.asyncpg.PostgresError:
+                try:
+                    await transaction.rollback()
+                except Exception:
+                    _terminate(conn)
+                raise
+            await transaction.commit()
+
     async def _guard(self, doing: str, work: Awaitable[T]) -> T:
-        """Await ``work``; driver errors become a scrubbed :class:`StoreError`."""
+        """Await ``work``; driver errors become a scrubbed :class:`StoreError`.
+        After a failure of the connection rather than of the statement, the
+        pool is discarded: the next attempt connects afresh."""
         error: StoreError | None = None
         try:
             return await work
@@ -260,6 +340,8 @@ class PostgresBackend(StorageBackend):
         except Exception as exc:
             if self._t.kind(exc) == "missing":
                 self._ready = False
+            if self._t.connection_failed(exc):
+                self._discard_pool()
             error = self._t.error(doing, exc)
         raise error
 
@@ -274,9 +356,8 @@ class PostgresBackend(StorageBackend):
             raise
 
     async def _setup(self) -> None:
-        pool = await self._get_pool()
         t = self._t
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _sql.lock_key(t.qualified))
             if t.schema:
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(t.schema)}")
@@ -395,7 +476,7 @@ class PostgresBackend(StorageBackend):
                 f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
             )
             try:
-                async with (await self._get_pool()).acquire() as conn:
+                async with self._connection() as conn:
                     await conn.execute(ddl)
             except (
                 self._t.asyncpg.DuplicateTableError,
@@ -452,8 +533,7 @@ class PostgresBackend(StorageBackend):
     async def _copy(self, columns: list[str], records: list[tuple[Any, ...]], dedup: bool) -> None:
         """One transaction: COPY into the table, or (``dedup``) into the staging
         table and from there every row whose key is not in the table yet."""
-        pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             if not dedup:
                 await conn.copy_records_to_table(
                     self._t.table, schema_name=self._t.schema, records=records, columns=columns
@@ -471,8 +551,7 @@ class PostgresBackend(StorageBackend):
 
     async def health_check(self) -> bool:
         try:
-            pool = await self._get_pool()
-            async with pool.acquire() as conn:
+            async with self._connection() as conn:
                 await conn.fetchval("SELECT 1")
             return True
         except Exception:
@@ -492,6 +571,16 @@ class PostgresBackend(StorageBackend):
             pool.terminate()
         except Exception:
             pass  # its loop is closed: its sockets went with it
+
+
+def _terminate(conn: Any) -> None:
+    """Close a pool connection at once, unless it is gone already (a lost
+    connection is handed back to its pool by asyncpg itself)."""
+    try:
+        if not conn.is_closed():
+            conn.terminate()
+    except Exception:
+        pass  # released back to the pool: closed already
 
 
 def _records(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -559,7 +648,9 @@ async def _open(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
     conn: Any = None
     error: StoreError | None = None
     try:
-        conn = await t.asyncpg.connect(t.dsn, **t.connect_kwargs)
+        conn = await t.asyncpg.connect(
+            t.dsn, **{"timeout": CONNECT_TIMEOUT_SECONDS, **t.connect_kwargs}
+        )
         rows = await conn.fetch(
             "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass($1) "
             "AND a.attnum > 0 AND NOT a.attisdropped",

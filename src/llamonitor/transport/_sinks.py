@@ -39,6 +39,11 @@ MAX_PENDING_BATCHES = 4
 (the queue policy then applies), another sink drops its oldest batch."""
 
 INITIALIZE_TIMEOUT_SECONDS = 30.0
+
+STALLED_WRITE_SECONDS = 5.0
+"""With a spool, a write still running after this long is taken for a stalled
+store: the batch is spooled, the sink enters outage mode and the running call
+becomes the first probe (a healthy store writes a batch far faster)."""
 """How long the start waits for a backend's ``initialize``; with a spool, a
 longer one starts the sink in outage mode (it keeps running as the probe)."""
 
@@ -375,8 +380,20 @@ class SinkRunner(SpoolingSink):
         attempt = 0
         while True:
             call = self._backend.submit(("write_table", (table,)))
-            if not self._wait(call):  # shutdown: the backend is slow, spool the batch
+            limit = STALLED_WRITE_SECONDS if self.spool is not None else None
+            if not self._wait(call, limit):
+                # Shutdown, or a write stalled (a network that stopped answering):
+                # spool the batch rather than let the queue overflow behind it.
                 self._to_spool(table, n)
+                if not self._past(self._spool_from):
+                    # The stalled call is the outage's first probe. If it still
+                    # lands, its rows are written twice (a SQL store drops the
+                    # repeat by event_id).
+                    self._probe = call
+                    self.healthy = False
+                    stalled = TimeoutError(f"a write did not finish within {limit:g} s")
+                    self.last_error = error_text(stalled)
+                    self._enter_outage(stalled)
                 return
             exc = call.error
             if exc is None:
@@ -400,7 +417,10 @@ class SinkRunner(SpoolingSink):
                 ", then spooling" if self.spool is not None else "",
                 exc,
             )
-            if attempt >= max_attempts or self._abandoned:
+            # With a spool, an unreachable store is not retried batch by batch
+            # (each attempt can take a connect timeout): the outage's probe does it.
+            spool_now = self.spool is not None and is_transient(exc)
+            if attempt >= max_attempts or self._abandoned or spool_now:
                 if self.spool is not None and not self._abandoned:
                     self._to_spool(table, n)
                     self._enter_outage(exc)
