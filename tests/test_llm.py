@@ -500,3 +500,37 @@ def test_decorated_calls_returning_dicts_and_responses_without_usage(
     for name in ("not_llm", "tool_output"):
         n = got[name]
         assert n["provider"] is None and n["output_tokens"] is None and n["token_source"] is None
+
+
+@pytest.mark.parametrize("backend", ["parquet", "sqlite"])
+def test_observatory_get_report_reads_the_session_back(tmp_path: Any, backend: str) -> None:
+    """Seed 002's ``get_report(session)``: its cost and calls, from the store written to."""
+    if backend == "parquet":
+        config = llamonitor.MonitorConfig.for_local_dev(tmp_path / "store")
+    else:
+        config = llamonitor.MonitorConfig.for_production(f"sqlite:///{tmp_path / 'spans.db'}")
+    obs = Observatory(project_name="p", config=config)
+    other = obs.start_session("other")
+    obs.record_call("openai", "gpt-4o", 5000, 5000)
+    obs.end_session(other)
+    session = obs.start_session("answer")
+    obs.record_call("openai", "gpt-4o", 1000, 100, 20.0)
+    obs.record_call("anthropic", "claude-3-5-haiku-latest", 2000, 50, 30.0)
+    obs.end_session(session)
+    report = obs.get_report(session)
+    want = package_price("gpt-4o", "openai", input_tokens=1000, output_tokens=100)[2]
+    want += package_price(
+        "claude-3-5-haiku-latest", "anthropic", input_tokens=2000, output_tokens=50
+    )[2]
+    assert report.session_id == session.session_id
+    assert report.cost.total_usd == pytest.approx(want)
+    assert report.cost.llm_calls == 2
+    assert {g.key for g in report.cost.by_model} >= {"gpt-4o", "claude-3-5-haiku-latest"}
+
+
+def test_observatory_get_report_needs_a_store_it_can_read(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    obs = Observatory()
+    with pytest.raises(ValueError, match="pass store="):
+        obs.get_report("s1")

@@ -50,6 +50,32 @@ class ModelProvider(str, enum.Enum):
     OTHER = "other"
 
 
+def _writer_store() -> Any:
+    """The query side of the primary store monitoring writes to."""
+    import importlib
+
+    from llamonitor.storage import parquet
+    from llamonitor.storage.jsonl import DEFAULT_FILE_NAME
+
+    writer = _writer.MonitoringWriter.get_instance_sync()
+    storage = None if writer is None else writer.config.storage
+    backend = None if storage is None else storage.backend
+    if backend == "parquet":
+        return parquet.query(storage.output_dir)  # type: ignore[union-attr]
+    if backend == "jsonl":
+        from llamonitor.storage._duckdb import DuckDBQuery, jsonl_relation
+
+        path = storage.output_dir / DEFAULT_FILE_NAME  # type: ignore[union-attr]
+        return DuckDBQuery(lambda _filters: jsonl_relation(path))
+    if backend in ("postgres", "postgresql", "mysql", "mariadb", "sqlite"):
+        name = {"postgresql": "postgres", "mariadb": "mysql"}.get(backend, backend)
+        return importlib.import_module(f"llamonitor.storage.{name}").query(storage)
+    raise ValueError(
+        f"get_report: the {backend!r} backend cannot be read back; pass store= "
+        "(a Parquet directory or a query object)"
+    )
+
+
 def _submit(record: tuple[Any, ...]) -> None:
     pipe = _writer.ACTIVE
     if pipe is None:
@@ -218,6 +244,22 @@ class Observatory:
         outer = parent is None or parent is SUPPRESSED or parent.trace_id is None
         kind = "session" if outer else ("agent" if agent_name else "step")
         return Session(self, name, kind, agent_name, session_id, attributes)._begin()
+
+    def get_report(self, session: Session | str, store: Any = None) -> Any:
+        """The :class:`~llamonitor.analysis.SessionReport` of ``session`` (seed
+        002's ``get_report``): what is queued is flushed first, then the session
+        is read back from ``store`` -- by default the store monitoring writes to
+        (Parquet, JSONL, PostgreSQL, MySQL or SQLite).
+
+        Raises:
+            ValueError: no store given and the primary backend cannot be read
+                back (an in-memory or custom backend).
+        """
+        from llamonitor.analysis import session_report
+
+        _writer.flush(10.0)
+        session_id = session.session_id if isinstance(session, Session) else str(session)
+        return session_report(_writer_store() if store is None else store, session_id)
 
     def record_call(
         self,
