@@ -25,6 +25,15 @@ DEFAULT_SPOOL_MAX_BYTES = 1024**3
 DEFAULT_SPOOL_REJECTED_MAX_BYTES = 64 * 1024**2
 SPOOL_DIR_NAME = ".spool"
 
+DSN_SCHEMES: dict[str, str] = {
+    "postgresql": "postgres",
+    "postgres": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+}
+"""Connection string scheme (before any ``+driver``) -> backend name."""
+
 QueueFullPolicy = Literal["drop_newest", "drop_oldest", "block"]
 
 
@@ -206,13 +215,7 @@ class MonitorConfig(BaseSettings):
     def for_production(cls, connection_string: str, **storage: Any) -> MonitorConfig:
         """A database backend chosen from the connection string's scheme."""
         scheme = connection_string.split(":", 1)[0].split("+", 1)[0].lower()
-        backend = {
-            "postgresql": "postgres",
-            "postgres": "postgres",
-            "mysql": "mysql",
-            "mariadb": "mysql",
-            "sqlite": "sqlite",
-        }.get(scheme)
+        backend = DSN_SCHEMES.get(scheme)
         if backend is None:
             raise ConfigurationError(
                 "storage.connection_string",

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pyarrow as pa
 
 from llamonitor.schema._columns import COLUMNS_V1, SCHEMA, SCHEMA_VERSION
-from llamonitor.schema.config import ConfigurationError, StorageConfig
+from llamonitor.schema.config import DSN_SCHEMES, ConfigurationError, StorageConfig
 from llamonitor.storage._duckdb import Filters
 from llamonitor.storage.base import RowsRejected
 
@@ -64,14 +64,9 @@ ROW_BY_ROW = 8
 MIN_PART_ROWS = 1_000
 """A batch is split for concurrent writes only into slices at least this large."""
 
-SCHEMES = {
-    "postgresql": "postgres",
-    "postgres": "postgres",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "sqlite": "sqlite",
-}
-"""Connection string scheme (before any ``+driver``) -> backend name."""
+SCHEMES = DSN_SCHEMES
+"""Connection string scheme (before any ``+driver``) -> backend name (one map,
+shared with ``MonitorConfig.for_production``)."""
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_IDENTIFIER = 63  # PostgreSQL's limit; MySQL allows 64

@@ -30,14 +30,12 @@ from llamonitor.schema._columns import (
     column_value,
 )
 
-_SETTABLE = SETTABLE
-
 _TEXT_COLS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
 
 # Extra/attribute keys that name a column: the column itself or its OTel GenAI name.
 _COLUMN_OF: dict[str, str] = {
-    **{name: name for name in _SETTABLE},
-    **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in _SETTABLE},
+    **{name: name for name in SETTABLE},
+    **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in SETTABLE},
 }
 
 
@@ -218,14 +216,12 @@ def _apply_extra(
                 _column(cols, c, n)[i] = m[j]
         elif key in _COLUMN_OF:
             key = _COLUMN_OF[key]
-            if key == "finish_reason" and isinstance(value, (list, tuple)):
-                value = ",".join(map(str, value)) if value else None  # OTel: an array
-            if value is None:
+            empty_list = isinstance(value, (list, tuple)) and not value
+            if value is None or (key == "finish_reason" and empty_list):  # OTel: an array
                 continue
-            if isinstance(value, _SETTABLE[key]) and not (
-                isinstance(value, bool) and _SETTABLE[key] is not bool
-            ):
-                _column(cols, key, n)[i] = value
+            fitted = column_value(key, value)
+            if fitted is not None:
+                _column(cols, key, n)[i] = fitted
             else:  # keep the value, but not in a column it does not fit
                 merged[key] = value
                 report_internal_error(
