@@ -35,7 +35,7 @@ from _llm_server import (
     response_events,
     responses_usage,
 )
-from llamonitor import monitor_llm, monitoring_session
+from llamonitor import _handoff, monitor_llm, monitoring_session
 from llamonitor._internal import suppressed
 from llamonitor._records import error_facts
 from llamonitor.integrations import (
@@ -47,7 +47,6 @@ from llamonitor.integrations import (
 from llamonitor.llm import agent
 from llamonitor.llm.content import prompt_hash
 from llamonitor.testing import capture_spans
-from llamonitor.transport import writer
 
 TEXT = "Héllo wörld,\nthis is the answer ✓"
 PIECES = ["Héllo ", "wörld,", "\nthis ", "is the ", "answer ✓"]
@@ -1024,7 +1023,7 @@ def test_not_recorded_without_monitoring_or_when_suppressed(
 def test_not_initialized(server: LLMServer, instrumented: None) -> None:
     """Before initialize_monitoring the wrapper calls straight through."""
     llamonitor.shutdown_monitoring(5.0)
-    assert writer.ACTIVE is None
+    assert _handoff.ACTIVE is None
     server.push(Reply(events=chat_chunks(PIECES)))
     with oai(server) as client:
         stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)

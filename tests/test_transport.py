@@ -20,12 +20,12 @@ from llamonitor import (
     MonitorConfig,
     StorageBackend,
     StorageConfig,
+    _handoff,
     initialize_monitoring,
     monitor_llm,
     shutdown_monitoring,
 )
 from llamonitor.schema.events import MetricEvent
-from llamonitor.transport import writer as writer_module
 
 
 def _config(backend: Any, **kw: Any) -> MonitorConfig:
@@ -225,7 +225,7 @@ def test_long_text_is_measured_on_the_hot_path_and_not_queued() -> None:
     )
     for _ in range(5):
         assert produce() is big
-    pipeline = writer_module.ACTIVE
+    pipeline = _handoff.ACTIVE
     assert pipeline is not None
     assert len(pipeline._q) == 5
     assert pipeline._bytes < 5 * 1024
@@ -383,7 +383,7 @@ def test_a_dead_worker_is_restarted_on_the_next_event(
     monkeypatch.setattr(threading, "excepthook", lambda args: None)
     op(0)
     deadline = time.monotonic() + 5
-    pipeline = writer_module.ACTIVE
+    pipeline = _handoff.ACTIVE
     assert pipeline is not None
     while pipeline._worker_alive and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -495,7 +495,7 @@ def test_records_in_the_workers_hands_count_against_the_queue_bound() -> None:
     """With a hung sink, queued plus in-hand records never exceed max_queue_size."""
     backend = BlockingBackend()
     writer = initialize_monitoring(_config(backend, max_queue_size=100, batch_size=10))
-    pipeline = writer_module.ACTIVE
+    pipeline = _handoff.ACTIVE
     assert pipeline is not None
     try:
         for i in range(2000):
@@ -514,7 +514,7 @@ def test_a_stream_finalized_by_the_gc_inside_our_lock_does_not_deadlock() -> Non
 
     backend = InMemoryBackend()
     initialize_monitoring(_config(backend))
-    pipeline = writer_module.ACTIVE
+    pipeline = _handoff.ACTIVE
     assert pipeline is not None
 
     @monitor_llm(operation_name="stream")

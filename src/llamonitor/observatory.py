@@ -26,6 +26,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor._records import error_facts
 from llamonitor.instrument._context import SpanContext, _restore, start_span
@@ -77,7 +78,7 @@ def _writer_store() -> Any:
 
 
 def _submit(record: tuple[Any, ...]) -> None:
-    pipe = _writer.ACTIVE
+    pipe = _handoff.ACTIVE
     if pipe is None:
         return
     if record[1].sampled:
@@ -206,7 +207,7 @@ class Observatory:
 
     def __init__(self, project_name: str | None = None, config: MonitorConfig | None = None):
         self.project_name = project_name
-        if _writer.ACTIVE is None:
+        if _handoff.ACTIVE is None:
             if config is None:
                 config = MonitorConfig.from_env()
             if project_name is not None and config.project_name is None:
@@ -314,7 +315,7 @@ class Observatory:
         attributes: dict[str, Any],
     ) -> None:
         parent = CURRENT.get()
-        if parent is SUPPRESSED or _writer.ACTIVE is None:
+        if parent is SUPPRESSED or _handoff.ACTIVE is None:
             return
         t1 = time.perf_counter_ns()
         t0 = t1 - int(max(0.0, float(latency_ms or 0.0)) * 1e6)

@@ -9,38 +9,20 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
+from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# A private generator: drawing ids must not shift the stream of a user who
-# seeded the global ``random``. Re-seeded in a forked child (also by the
-# transport when it sees a new pid, for forks that skip the at-fork hooks).
-_rng = random.Random()
-_getrandbits = _rng.getrandbits
-_random = _rng.random
-os.register_at_fork(after_in_child=_rng.seed)
-
-
-def reseed_ids() -> None:
-    _rng.seed()
-
-
-_sample_rate = 1.0
-
-
-def set_sample_rate(rate: float) -> None:
-    global _sample_rate
-    _sample_rate = rate
+_getrandbits = _handoff.getrandbits
+_random = _handoff.uniform01
 
 
 def new_id128() -> str:
@@ -49,7 +31,8 @@ def new_id128() -> str:
 
 
 def _sampled() -> bool:
-    return _sample_rate >= 1.0 or _random() < _sample_rate
+    rate = _handoff.sample_rate
+    return rate >= 1.0 or _random() < rate
 
 
 class SpanContext:
@@ -180,7 +163,8 @@ def _init_span(
             span.session_id = session_id or new_id128()
             span.trace_id = trace_id or new_id128()
         span._parent = None
-        span.sampled = _sample_rate >= 1.0 or _random() < _sample_rate
+        rate = _handoff.sample_rate
+        span.sampled = rate >= 1.0 or _random() < rate
     else:
         span.session_id = session_id or parent.session_id
         ptrace = parent.trace_id

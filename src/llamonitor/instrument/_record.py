@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
 from llamonitor._records import error_facts
-from llamonitor.transport import writer as _writer
 
 MAX_BLOCK_SPECS = 10_000
 """Distinct block names whose ``Spec`` is cached; past that the cache starts
@@ -22,7 +22,7 @@ def spec_for(operation_name: str, operation_type: str = "span") -> Any:
     key = (operation_name, operation_type)
     spec = _specs.get(key)
     if spec is None:
-        from llamonitor.instrument._decorator import Spec
+        from llamonitor.instrument._spec import Spec
 
         with _lock:
             if len(_specs) >= MAX_BLOCK_SPECS:
@@ -34,7 +34,7 @@ def spec_for(operation_name: str, operation_type: str = "span") -> Any:
 def record_block(
     span: Any, operation_name: str, t0: int, t1: int, exc: BaseException | None
 ) -> None:
-    pipe = _writer.ACTIVE
+    pipe = _handoff.ACTIVE
     if pipe is None:
         return
     try:

@@ -23,14 +23,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor._records import KEEP_TEXT_CHARS, StreamFacts, error_facts, measure_text
 from llamonitor.instrument._context import SpanContext, _init_span
-from llamonitor.instrument._decorator import Spec
+from llamonitor.instrument._spec import Spec
 from llamonitor.llm import _settings, current_agent
 from llamonitor.llm._usage import StreamUsage, add_estimates, facts_and_text, request_facts
 from llamonitor.llm.content import capture, prompt_hash
-from llamonitor.transport import writer as _writer
 
 _clock = time.perf_counter_ns
 _get = CURRENT.get
@@ -350,7 +350,7 @@ class Patch:
 def _sync_call(
     patch: Patch, original: Callable[..., Any], args: Any, kwargs: dict[str, Any], stream: bool
 ) -> Any:
-    pipe = _writer.ACTIVE
+    pipe = _handoff.ACTIVE
     parent = _get()
     if pipe is None or parent is SUPPRESSED or not patch.active:
         return original(*args, **kwargs)
@@ -379,7 +379,7 @@ def _sync_call(
 async def _async_call(
     patch: Patch, original: Callable[..., Any], args: Any, kwargs: dict[str, Any], stream: bool
 ) -> Any:
-    pipe = _writer.ACTIVE
+    pipe = _handoff.ACTIVE
     parent = _get()
     if pipe is None or parent is SUPPRESSED or not patch.active:
         return await original(*args, **kwargs)
@@ -435,7 +435,7 @@ def _manager_wrapper(
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         manager = original(*args, **kwargs)
-        if _writer.ACTIVE is None or not patch.active:
+        if _handoff.ACTIVE is None or not patch.active:
             return manager
         try:
             name = _request_attribute(manager)

@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor._records import RECORD_BASE_BYTES
-from llamonitor.instrument import _context
 from llamonitor.schema.config import MonitorConfig
 from llamonitor.transport._convert import records_to_table
 from llamonitor.transport._sinks import Marker, SinkRunner
@@ -116,7 +116,7 @@ class Pipeline:
         for sink in self.sinks:
             if sink.spool is not None:
                 sink.spool.forget()  # a raw fork(2) skipped the at-fork hook
-        _context.reseed_ids()
+        _handoff.reseed_ids()
         self._reset_state()
         self.sinks = self._make_sinks()
         for sink in self.sinks:

@@ -18,9 +18,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from llamonitor import _internal
+from llamonitor import _handoff, _internal
 from llamonitor._records import RECORD_BASE_BYTES  # noqa: F401  (re-exported for docs)
-from llamonitor.instrument import _context
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
 from llamonitor.schema.events import MetricEvent
@@ -30,10 +29,6 @@ from llamonitor.transport._sinks import SinkRunner
 from llamonitor.transport._spool import Spool, sink_dir_name, sink_identity
 
 T = TypeVar("T")
-
-ACTIVE: Pipeline | None = None
-"""The pipeline decorated functions submit to; ``None`` when not monitoring.
-Read on every decorated call, so it is a plain module attribute."""
 
 _lifecycle = threading.RLock()
 _atexit_registered = False
@@ -162,13 +157,12 @@ class MonitoringWriter:
 
     def stop(self, timeout: float | None = None) -> Completed[bool]:
         """Flush and stop; True if everything was written before the deadline."""
-        global ACTIVE
         pipeline = self._pipeline
         if pipeline is None:
             return Completed(True)
         with _lifecycle:
-            if ACTIVE is pipeline:
-                ACTIVE = None
+            if _handoff.ACTIVE is pipeline:
+                _handoff.activate(None)
             if MonitoringWriter._instance is self:
                 MonitoringWriter._instance = None
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
@@ -226,7 +220,7 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
         ConfigurationError: a setting is invalid (the message names it).
         pydantic.ValidationError: a value is out of range (names the field).
     """
-    global ACTIVE, _atexit_registered
+    global _atexit_registered
     if config is None:
         config = MonitorConfig.from_env()
     elif isinstance(config, dict):
@@ -238,12 +232,12 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
         if old is not None:
             old.stop()
         _internal.set_fail_silently(config.fail_silently)
-        _context.set_sample_rate(config.sample_rate)
+        _handoff.set_sample_rate(config.sample_rate)
         llm_settings.configure(config)
         writer = MonitoringWriter(config)
         if config.enabled:
             writer.start()
-            ACTIVE = writer._pipeline
+            _handoff.activate(writer._pipeline)
         MonitoringWriter._instance = writer
         if not _atexit_registered:
             atexit.register(_flush_at_exit)
@@ -274,12 +268,17 @@ def get_writer() -> MonitoringWriter | None:
     return MonitoringWriter._instance
 
 
+def _active_pipeline() -> Pipeline | None:
+    pipeline = _handoff.ACTIVE
+    return pipeline if isinstance(pipeline, Pipeline) else None
+
+
 def _after_fork_in_child() -> None:
     # A lock some parent thread held at fork() stays held in the child: replace
     # ours before anything can wait on them (the atexit flush would hang).
     global _lifecycle
     _lifecycle = threading.RLock()
-    pipeline = ACTIVE
+    pipeline = _active_pipeline()
     if pipeline is not None:
         pipeline.after_fork_in_child()
 

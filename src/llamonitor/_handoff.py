@@ -1,0 +1,58 @@
+"""The hand-off between the hot path and the worker.
+
+The one module that both ``llamonitor.instrument`` (which records spans) and
+``llamonitor.transport`` (which ships them) import, and that imports neither,
+so the arrows between the two point one way:
+
+- :data:`ACTIVE`: the queue decorated functions submit records to (the
+  transport's pipeline), or ``None`` when monitoring is off. Read on every
+  decorated call, so it is a plain module attribute.
+- ids: a private random generator, re-seeded in a forked child.
+- sampling: the fraction of traces kept, decided at each root span.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Protocol
+
+
+class Queue(Protocol):
+    """What the hot path needs of the transport."""
+
+    def submit(self, record: tuple[Any, ...]) -> bool: ...
+
+    def count_sampled_out(self) -> None: ...
+
+
+ACTIVE: Queue | None = None
+"""The running pipeline; ``None`` when not monitoring."""
+
+
+def activate(queue: Queue | None) -> None:
+    """Make ``queue`` the one decorated functions submit to (``None``: stop)."""
+    global ACTIVE
+    ACTIVE = queue
+
+
+# A private generator: drawing ids must not shift the stream of a user who
+# seeded the global ``random``. Re-seeded in a forked child (also by the
+# transport when it sees a new pid, for forks that skip the at-fork hooks).
+_rng = random.Random()
+getrandbits = _rng.getrandbits
+uniform01 = _rng.random
+os.register_at_fork(after_in_child=_rng.seed)
+
+
+def reseed_ids() -> None:
+    _rng.seed()
+
+
+sample_rate = 1.0
+"""Fraction of traces recorded (``MonitorConfig.sample_rate``)."""
+
+
+def set_sample_rate(rate: float) -> None:
+    global sample_rate
+    sample_rate = rate
