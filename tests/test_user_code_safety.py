@@ -242,25 +242,6 @@ def test_extractor_that_raises_is_swallowed(
     internal_errors.clear()
 
 
-def test_session_argument_whose_str_raises_runs_the_function(
-    spans: llamonitor.InMemoryBackend, internal_errors: list[tuple[str, BaseException]]
-) -> None:
-    """A session-id argument that cannot be turned into a str leaves the call unmonitored."""
-
-    class BadId:
-        def __str__(self) -> str:
-            raise RuntimeError("no str")
-
-    @monitor_llm(session_id_from="sid")
-    def f(sid: Any) -> str:
-        return "ran"
-
-    assert f(BadId()) == "ran"
-    assert rows(spans) == []
-    assert [kind for kind, _ in internal_errors] == ["start_span"]
-    internal_errors.clear()
-
-
 # -- exceptions --------------------------------------------------------------------
 
 
@@ -506,3 +487,110 @@ def test_fail_silently_never_raises_for_odd_values_even_when_strict_elsewhere() 
         for make in ODD_RESULTS.values():
             f(make)
     assert len(spans.rows()) == len(ODD_RESULTS)
+
+
+class UnprintableId:
+    """An id argument whose ``str()`` and ``repr()`` both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_an_id_argument_whose_str_and_repr_raise_still_records_the_span(
+    spans: llamonitor.InMemoryBackend, internal_errors: list[tuple[str, BaseException]]
+) -> None:
+    """session_id_from / trace_id_from on an unprintable value: the call is recorded
+    (with the session it would have had without the argument) and counted."""
+
+    @monitor_llm("lookup", session_id_from="user", trace_id_from="request")
+    def lookup(user: Any, request: Any = None) -> str:
+        return "ok"
+
+    with llamonitor.monitoring_session("outer"):
+        assert lookup(UnprintableId(), request=UnprintableId()) == "ok"
+    row = one(spans)
+    assert row["operation_name"] == "lookup"
+    assert row["session_id"] == "outer"
+    assert len(row["trace_id"]) == 32
+    health = llamonitor.get_writer().health_check()  # type: ignore[union-attr]
+    assert health["events_received"] == health["events_written"] == 1
+    assert [kind for kind, _ in internal_errors] == ["id_argument", "id_argument"]
+    internal_errors.clear()
+
+
+@pytest.mark.parametrize(
+    ("how", "column", "value"),
+    [
+        ("set_attribute", "input_tokens", 2**63),
+        ("custom_attributes", "max_tokens", 2**64),
+        ("collector", "output_tokens", -(2**63) - 1),
+        ("set_attribute", "temperature", 10**400),
+    ],
+    ids=["attribute-2**63", "custom-attribute-2**64", "collector-below-int64", "float-10**400"],
+)
+def test_a_value_too_large_for_its_column_keeps_the_span_and_the_value(
+    spans: llamonitor.InMemoryBackend,
+    internal_errors: list[tuple[str, BaseException]],
+    how: str,
+    column: str,
+    value: int,
+) -> None:
+    """An int outside int64 leaves its column null and stays in custom_attributes
+    as given; the span (and the rest of its batch) is stored."""
+    key = {"input_tokens": "gen_ai.usage.input_tokens"}.get(column, column)
+
+    class Huge(llamonitor.MetricCollector):
+        metric_type = "huge"
+
+        def collect(self, result: Any, args: Any, kwargs: Any, context: Any) -> dict[str, Any]:
+            return {key: value} if how == "collector" else {}
+
+    @monitor_llm(
+        "big",
+        custom_attributes={key: value} if how == "custom_attributes" else None,
+        collectors=[Huge()],
+    )
+    def big() -> str:
+        if how == "set_attribute":
+            current_span().set_attribute(key, value)  # type: ignore[union-attr]
+        return "done"
+
+    @monitor_llm("small")
+    def small() -> str:
+        return "fine"
+
+    big()
+    small()
+    got = {r["operation_name"]: r for r in rows(spans)}
+    assert set(got) == {"big", "small"}
+    assert got["big"][column] is None
+    assert json.loads(got["big"]["custom_attributes"])[key] == value
+    health = llamonitor.get_writer().health_check()  # type: ignore[union-attr]
+    assert health["dropped"]["invalid"] == 0
+    # A collector that returns a value its column cannot hold is told so, once.
+    expected = [f"collector_value:{column}"] if how == "collector" else []
+    assert [kind for kind, _ in internal_errors] == expected
+    internal_errors.clear()
+
+
+def test_a_metric_event_with_an_int_past_int64_is_stored(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    """writer.record(MetricEvent(...)) with input_tokens=2**63: stored, column null."""
+    event = llamonitor.MetricEvent(
+        event_id="e1",
+        session_id="s",
+        trace_id="t",
+        span_id="0" * 16,
+        operation_name="ready-made",
+        timestamp=dt.datetime.now(dt.timezone.utc),
+        duration_ms=1.0,
+        input_tokens=2**63,
+    )
+    assert llamonitor.get_writer().record(event)  # type: ignore[union-attr]
+    row = one(spans)
+    assert row["input_tokens"] is None
+    assert json.loads(row["custom_attributes"]) == {"input_tokens": 2**63}

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from llamonitor._internal import report_internal_error
 from llamonitor._records import safe_json
 from llamonitor.instrument._context import SpanContext, start_span
 from llamonitor.instrument.collectors import (
@@ -83,7 +84,17 @@ def _arg(where: ArgSpot, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str |
     value = kwargs.get(name, _MISSING)
     if value is _MISSING:
         value = args[index] if 0 <= index < len(args) else default
-    return None if value is None or value is _MISSING else str(value)
+    if value is None or value is _MISSING:
+        return None
+    if value.__class__ is str:
+        return value
+    try:
+        return str(value)
+    except Exception as exc:
+        # An id argument whose str() raises: the span is still recorded, with the
+        # id it would have had without the argument (the parent's, or a fresh one).
+        report_internal_error("id_argument", exc)
+        return None
 
 
 def start(spec: Spec, parent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SpanContext:

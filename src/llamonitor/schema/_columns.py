@@ -144,9 +144,21 @@ def column_value(name: str, value: Any) -> Any:
     kind = SETTABLE.get(name)
     if value is None or kind is None:
         return None
-    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
-        return value
-    return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        return None
+    if kind is numbers.Integral:
+        # An int64 column: a larger int (2**63) does not fit and stays an attribute only.
+        return int(value) if INT64_MIN <= value <= INT64_MAX else None
+    if kind is numbers.Real and not isinstance(value, float):
+        try:
+            return float(value)  # Arrow refuses ints past int64 for a float64 column
+        except (OverflowError, ValueError, TypeError):
+            return None
+    return value
+
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 

@@ -6,10 +6,13 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamonitor._records import safe_json
-from llamonitor.schema._columns import COLUMN_NAMES
+from llamonitor.schema._columns import COLUMN_NAMES, INT64_MAX, INT64_MIN, SCHEMA
+
+_INT_COLUMNS = tuple(f.name for f in SCHEMA if pa.types.is_integer(f.type))
 
 
 class MetricEvent(BaseModel):
@@ -88,7 +91,15 @@ class MetricEvent(BaseModel):
     def to_row(self) -> dict[str, Any]:
         """The row as stored: ``custom_attributes`` encoded as JSON text."""
         row = self.model_dump()
-        row["custom_attributes"] = safe_json(self.custom_attributes)
+        attrs = self.custom_attributes
+        for name in _INT_COLUMNS:
+            value = row.get(name)
+            if value is not None and not INT64_MIN <= value <= INT64_MAX:
+                # Does not fit its int64 column: the column stays null and the
+                # value is kept, as given, in custom_attributes.
+                row[name] = None
+                attrs = {**attrs, name: value}
+        row["custom_attributes"] = safe_json(attrs)
         return row
 
     @classmethod
