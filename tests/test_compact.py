@@ -18,7 +18,7 @@ import pytest
 
 import llamonitor
 from llamonitor import StorageConfig
-from llamonitor.storage import parquet
+from llamonitor.storage import _compact, parquet
 from llamonitor.storage.parquet import ParquetBackend, write_table_atomic
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -251,7 +251,7 @@ def test_one_compaction_at_a_time(store: Path) -> None:
     many_small_files(store, batches=2)
     if os.name != "posix":
         pytest.skip("the lock is POSIX-only")
-    with parquet._exclusive(store), pytest.raises(parquet.CompactionError, match="another"):
+    with _compact._exclusive(store), pytest.raises(parquet.CompactionError, match="another"):
         parquet.compact(store)
 
 

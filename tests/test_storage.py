@@ -7,6 +7,7 @@ import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
@@ -181,16 +182,16 @@ def test_a_retried_multi_partition_write_does_not_duplicate_rows(
 
     from llamonitor.storage import parquet
 
-    real = parquet._write_atomic
+    real = parquet._stage
     calls = {"n": 0}
 
-    def flaky(path: Path, write: object) -> None:
+    def flaky(*args: Any) -> Path:
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, write)  # type: ignore[arg-type]
+        return real(*args)
 
-    monkeypatch.setattr(parquet, "_write_atomic", flaky)
+    monkeypatch.setattr(parquet, "_stage", flaky)
     initialize_monitoring(
         MonitorConfig(
             storage=StorageConfig(

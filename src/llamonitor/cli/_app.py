@@ -256,6 +256,11 @@ def compact(directory: Path, min_files: int, target_rows: int, as_json: bool) ->
         f"merged {result.files_merged:,} files into {result.files_written:,} "
         f"in {result.partitions:,} partition(s)"
         + (f"; finished {result.recovered} interrupted merge(s)" if result.recovered else "")
+        + (
+            f"; removed {result.temp_files_removed} temporary file(s) of writers that died"
+            if result.temp_files_removed
+            else ""
+        )
     )
     for path in result.skipped:
         err.print(f"[yellow]skipped unreadable file {path}[/]")

@@ -1,0 +1,92 @@
+"""The Parquet store's layout: how its files are named, written and listed.
+
+``output_dir/YYYY-MM-DD/events_*.parquet`` (``partition_by="date"``, the UTC
+day of the span's start) or ``output_dir/session=<id>/events_*.parquet``
+(``partition_by="session_id"``). Hidden files are never data: a writer's
+temporary files (see ``_files``), compaction's journal and lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llamonitor.storage._files import write_atomic
+
+FILE_GLOB = "**/*.parquet"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+JOURNAL_NAME = ".compact-journal.json"
+"""Written in a partition directory while a merge is in flight (see :func:`compact`)."""
+
+
+def partition_dir_name(partition_by: str, key: str) -> str:
+    if partition_by == "session_id":
+        return "session=" + (_UNSAFE.sub("_", key)[:100] or "_")
+    return key
+
+
+def parquet_writer(table: pa.Table, compression: str) -> Callable[[BinaryIO], None]:
+    codec = None if compression == "none" else compression
+
+    def write(f: BinaryIO) -> None:
+        pq.write_table(table, f, compression=codec)
+
+    return write
+
+
+def write_table_atomic(table: pa.Table, path: Path, compression: str = "snappy") -> None:
+    """Write ``table`` to ``path`` so that ``path`` is either absent or complete."""
+    write_atomic(path, parquet_writer(table, compression))
+
+
+def _is_data_file(name: str) -> bool:
+    return name.endswith(".parquet") and not name.startswith(".")
+
+
+def _journal_inputs(directory: Path, listed: set[Path] | None = None) -> set[str]:
+    """Inputs a committed merge has superseded (its output exists, they may linger).
+
+    With ``listed``, the output must be among those files: a reader that listed
+    the directory before the output was renamed in must keep reading the inputs.
+    """
+    try:
+        journal = json.loads((directory / JOURNAL_NAME).read_text("utf-8"))
+        output = directory / str(journal["output"])
+        if output in listed if listed is not None else output.exists():
+            return {str(name) for name in journal["inputs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return set()
+
+
+def data_files(output_dir: str | Path) -> list[Path]:
+    """Every complete Parquet file of the store, sorted.
+
+    Hidden files (a writer's ``.*.tmp``) are not data. Inputs of a merge
+    whose output is already in place are left out, so a reader never counts
+    a row twice, even after a compaction that crashed before cleaning up.
+    """
+    root = Path(output_dir)
+    found: list[Path] = []
+    journaled: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        directory = Path(dirpath)
+        found.extend(directory / n for n in filenames if _is_data_file(n))
+        if JOURNAL_NAME in filenames:
+            journaled.append(directory)
+    # Journals are read after listing the files: a journal removed meanwhile
+    # means its inputs are gone too, and DuckDB's "file not found" retries.
+    if journaled:
+        listed = set(found)
+        skip = {d / name for d in journaled for name in _journal_inputs(d, listed)}
+        found = [f for f in found if f not in skip]
+    return sorted(found)
