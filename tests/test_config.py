@@ -113,6 +113,53 @@ def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPa
         initialize_monitoring()
 
 
+def test_presets_take_the_environment_over_their_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """for_local_dev() / for_production(): explicit arguments > environment > preset defaults."""
+    monkeypatch.setenv("LLMOPS_STORAGE__OUTPUT_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("LLMOPS_BACKEND", "jsonl")
+    monkeypatch.setenv("LLMOPS_BATCH_SIZE", "7")
+    monkeypatch.setenv("LLMOPS_MAX_QUEUE_SIZE", "1234")
+    local = MonitorConfig.for_local_dev()
+    assert local.storage.output_dir == tmp_path / "env"
+    assert local.storage.backend == "jsonl"
+    assert local.storage.batch_size == 7
+    assert local.storage.flush_interval_seconds == 1.0  # the preset's, no variable for it
+    assert local.max_queue_size == 1234
+    given = MonitorConfig.for_local_dev(tmp_path / "given", max_queue_size=99)
+    assert given.storage.output_dir == tmp_path / "given"
+    assert given.max_queue_size == 99
+    production = MonitorConfig.for_production("postgresql://u@h/db")
+    assert production.storage.backend == "postgres"  # the DSN given says so
+    assert production.storage.batch_size == 7
+    monkeypatch.delenv("LLMOPS_BATCH_SIZE")
+    assert MonitorConfig.for_production("postgresql://u@h/db").storage.batch_size == 1000
+    assert MonitorConfig.for_production("postgresql://u@h/db", batch_size=5).storage.batch_size == 5
+
+
+def test_a_storage_config_given_explicitly_still_takes_unset_fields_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MonitorConfig(storage=StorageConfig(backend=...)): the environment fills output_dir."""
+    monkeypatch.setenv("LLMOPS_STORAGE__OUTPUT_DIR", str(tmp_path / "env"))
+    config = MonitorConfig(storage=StorageConfig(backend="jsonl"))
+    assert config.storage.backend == "jsonl"
+    assert config.storage.output_dir == tmp_path / "env"
+    explicit = MonitorConfig(storage=StorageConfig(output_dir=tmp_path / "mine"))
+    assert explicit.storage.output_dir == tmp_path / "mine"
+
+
+def test_an_invalid_backend_from_the_environment_fails_at_initialize_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LLMOPS_BACKEND=mongodb with the quick start's preset: a clear error, not silence."""
+    monkeypatch.setenv("LLMOPS_BACKEND", "mongodb")
+    error = r"storage\.backend: unknown backend 'mongodb'.*LLMOPS_BACKEND"
+    with pytest.raises(ConfigurationError, match=error):
+        initialize_monitoring(MonitorConfig.for_local_dev())
+
+
 def test_unknown_backend_fails_at_initialize_naming_the_setting() -> None:
     """An unknown backend name is refused with the list of known ones."""
     config = MonitorConfig(storage=StorageConfig(backend="cassandra"))

@@ -8,13 +8,19 @@ Storage settings can be given flat (``LLMOPS_BACKEND``, ``LLMOPS_BATCH_SIZE``,
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_OUTPUT_DIR = "./monitoring_data"
 DEFAULT_BATCH_SIZE = 100
@@ -42,7 +48,20 @@ class ConfigurationError(ValueError):
 
     def __init__(self, setting: str, message: str) -> None:
         self.setting = setting
+        where = env_names(setting)
+        if where:
+            message += f" (set in the environment: {', '.join(where)})"
         super().__init__(f"{setting}: {message}")
+
+
+def env_names(setting: str) -> list[str]:
+    """The ``LLMOPS_*`` variables that hold ``setting`` and are set now
+    (``storage.backend``: ``LLMOPS_STORAGE__BACKEND`` or ``LLMOPS_BACKEND``)."""
+    parts = setting.split(".")
+    names = ["LLMOPS_" + "__".join(parts).upper()]
+    if parts[0] == "storage" and len(parts) == 2:
+        names.append("LLMOPS_" + parts[1].upper())
+    return [n for n in names if os.environ.get(n)]
 
 
 class StorageConfig(BaseSettings):
@@ -180,6 +199,22 @@ class MonitorConfig(BaseSettings):
                 raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
         return v
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            _GivenStorage(settings_cls, init_settings),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     @model_validator(mode="before")
     @classmethod
     def _storage_from_flat_env(cls, data: Any) -> Any:
@@ -203,17 +238,31 @@ class MonitorConfig(BaseSettings):
         return isinstance(storage.backend, str) and storage.backend != "memory"
 
     @classmethod
-    def for_local_dev(cls, output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> MonitorConfig:
-        """Parquet files under ``output_dir``, flushed every second."""
-        return cls(
-            storage=StorageConfig(
-                backend="parquet", output_dir=Path(output_dir), flush_interval_seconds=1.0
-            )
-        )
+    def for_local_dev(
+        cls, output_dir: str | Path | None = None, **settings: Any
+    ) -> MonitorConfig:
+        """Parquet files under ``output_dir`` (default ``./monitoring_data``), flushed
+        every second.
+
+        What you pass wins; then the environment (``LLMOPS_STORAGE__OUTPUT_DIR``,
+        ``LLMOPS_BACKEND``...); then this preset's defaults.
+        """
+        storage = {} if output_dir is None else {"output_dir": Path(output_dir)}
+        defaults = {
+            "backend": "parquet",
+            "output_dir": Path(DEFAULT_OUTPUT_DIR),
+            "flush_interval_seconds": 1.0,
+        }
+        return cls._preset(defaults, storage, settings)
 
     @classmethod
     def for_production(cls, connection_string: str, **storage: Any) -> MonitorConfig:
-        """A database backend chosen from the connection string's scheme."""
+        """A database backend chosen from the connection string's scheme, written
+        in batches of 1,000.
+
+        What you pass wins (``storage`` holds ``StorageConfig`` fields); then the
+        environment (``LLMOPS_BATCH_SIZE``...); then this preset's defaults.
+        """
         scheme = connection_string.split(":", 1)[0].split("+", 1)[0].lower()
         backend = DSN_SCHEMES.get(scheme)
         if backend is None:
@@ -221,16 +270,40 @@ class MonitorConfig(BaseSettings):
                 "storage.connection_string",
                 f"unsupported scheme {scheme!r}; use postgresql://, mysql:// or sqlite://",
             )
-        return cls(
-            storage=StorageConfig(
-                backend=backend,
-                connection_string=SecretStr(connection_string),
-                batch_size=storage.pop("batch_size", 1000),
-                **storage,
-            )
-        )
+        given = {**storage, "backend": backend, "connection_string": SecretStr(connection_string)}
+        return cls._preset({"batch_size": 1000}, given, {})
+
+    @classmethod
+    def _preset(
+        cls, defaults: dict[str, Any], storage: dict[str, Any], settings: dict[str, Any]
+    ) -> MonitorConfig:
+        """A config from a preset: ``storage``/``settings`` (given by the caller) win,
+        then the environment, then the preset's storage ``defaults``."""
+        from_env = cls(**settings).storage.model_fields_set
+        below = {k: v for k, v in defaults.items() if k not in from_env and k not in storage}
+        return cls(**settings, storage={**below, **storage})
 
     @classmethod
     def from_env(cls) -> MonitorConfig:
         """Read every setting from ``LLMOPS_*`` environment variables."""
         return cls()
+
+
+class _GivenStorage(PydanticBaseSettingsSource):
+    """The init source, where a ``StorageConfig`` given as ``storage`` counts only
+    for the fields it was given: the environment fills the others (explicit
+    arguments > environment > defaults, field by field)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        storage = data.get("storage")
+        if isinstance(storage, StorageConfig):
+            data = {**data, "storage": storage.model_dump(include=storage.model_fields_set)}
+        return data
