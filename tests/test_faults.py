@@ -553,3 +553,49 @@ def test_the_pool_recovers_after_the_server_was_killed(cluster: PgCluster, table
     assert len(errors) <= 1, errors
     assert row_count(cluster, table) == 4100
     assert_unique_rows(cluster, table, markers=False)
+
+
+def test_a_store_that_refuses_the_credentials_at_start_is_an_outage(
+    cluster: PgCluster, table: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that does not exist yet: initialize_monitoring returns (fail_silently),
+    one warning with the password masked, the events wait in the spool and are
+    written once the role exists; with fail_silently=False the start raises."""
+    role = "llamonitor_late_role"
+
+    def drop_role() -> None:
+        if sql(cluster, f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"):
+            sql(cluster, f"REASSIGN OWNED BY {role} TO postgres")
+            sql(cluster, f"DROP ROLE {role}")
+
+    drop_role()
+    dsn = f"postgresql://{role}:hunter2@127.0.0.1:{cluster.port}/postgres"
+    storage = llamonitor.StorageConfig(
+        backend="postgres", connection_string=dsn, table_name=table, output_dir=tmp_path
+    )
+    with pytest.raises(llamonitor.ConfigurationError, match="does not exist") as refused:
+        llamonitor.initialize_monitoring(MonitorConfig(storage=storage, fail_silently=False))
+    assert "hunter2" not in str(refused.value)
+
+    caplog.set_level(logging.WARNING, logger="llamonitor")
+    writer = llamonitor.initialize_monitoring(
+        MonitorConfig(storage=storage, retry_backoff_seconds=0.05, retry_max_backoff_seconds=0.2)
+    )
+    try:
+        for i in range(100):
+            op(marker(i))
+        assert llamonitor.flush(10).spooled == 100
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "refuses to work at start" in warnings[0] and "does not exist" in warnings[0]
+        assert "hunter2" not in warnings[0] and "***" in warnings[0]
+        sql(cluster, f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'hunter2'")
+        deadline = time.monotonic() + 30
+        while writer.health_check()["events_written"] < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = writer.health_check()
+        assert health["events_written"] == 100 and health["events_spooled"] == 0
+        assert sql(cluster, f'SELECT count(DISTINCT session_id) FROM "{table}"') == [(100,)]
+    finally:
+        llamonitor.shutdown_monitoring(10)
+        drop_role()

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from typing import Any
 
+from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import Call
 from llamonitor.transport._outage import is_transient
@@ -84,6 +85,7 @@ class SinkRunner(SpoolingSink):
         backoff_seconds: float,
         max_backoff_seconds: float,
         spool: Spool | None = None,
+        outage_on_refusal: bool = True,
     ) -> None:
         super().__init__(
             name,
@@ -93,6 +95,7 @@ class SinkRunner(SpoolingSink):
             spool=spool,
         )
         self.primary = primary
+        self.outage_on_refusal = outage_on_refusal
         self.max_retries = max_retries
         self._q: deque[tuple[Any, int] | Marker] = deque()
         self._dead = False  # the thread ended without being stopped
@@ -273,15 +276,29 @@ class SinkRunner(SpoolingSink):
         else:
             exc = call.error
             self.last_error = f"initialize: {error_text(exc)}"
-            if self.spool is None or not is_transient(exc):
+            if self.spool is None or not self._outage_for(exc):
                 self._init_error = exc
                 self._die(log=not self._waited)
                 return False
             self.healthy = False
+            if not is_transient(exc):
+                # The store answers but refuses us (a role or database that does not
+                # exist yet, a wrong password): the outage warning says so, once.
+                self._logged.add("init")
             self._enter_outage(exc, at_start=True)
         if self.spool is not None and self.spool.backlog:
             self._measure_spool()
         return True
+
+    def _outage_for(self, exc: BaseException) -> bool:
+        """Does an ``initialize`` error start the sink in outage mode (rather than
+        fail the start)? An unreachable store does; a store that refuses us
+        does too, unless ``fail_silently=False``; a wrong setting never does."""
+        if is_transient(exc):
+            return True
+        if isinstance(exc, (ConfigurationError, ImportError)):
+            return False
+        return self.outage_on_refusal
 
     def _serve(self) -> None:
         while True:

@@ -313,9 +313,10 @@ class SpoolingSink:
             self._backoff.reset()
             assert self.spool is not None
             logger.warning(
-                "llamonitor: %s is unavailable%s (%s); spooling events to %s and "
+                "llamonitor: %s %s%s (%s); spooling events to %s and "
                 "retrying every %.3g s at most",
                 self.name,
+                "is unavailable" if is_transient(exc) else "refuses to work",
                 " at start" if at_start else "",
                 error_text(exc),
                 self.spool.directory,

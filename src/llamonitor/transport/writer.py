@@ -131,6 +131,7 @@ class MonitoringWriter:
                     backoff_seconds=cfg.retry_backoff_seconds,
                     max_backoff_seconds=cfg.retry_max_backoff_seconds,
                     spool=spool,
+                    outage_on_refusal=cfg.fail_silently,
                 )
             )
         return runners
