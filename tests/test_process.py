@@ -7,6 +7,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -207,3 +208,86 @@ def test_children_forked_while_another_thread_records_exit_promptly(tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stderr
     assert "hung 0" in proc.stdout
+
+
+MULTIPROCESSING_SCRIPT = """
+import multiprocessing as mp
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from llamonitor import MonitorConfig, initialize_monitoring, monitor_llm
+
+
+@monitor_llm("work", session_id_from="kind", measure_text=True)
+def step(kind: str, i: int) -> str:
+    return f"{kind} {i}"
+
+
+def work(kind: str, n: int) -> int:
+    for i in range(n):
+        step(kind, i)
+    return n
+
+
+def work_args(args: tuple[str, int]) -> int:
+    return work(*args)
+
+
+if __name__ == "__main__":
+    method, store = sys.argv[1], sys.argv[2]
+    ctx = mp.get_context(method)
+    initialize_monitoring(MonitorConfig.for_local_dev(store))
+    work("parent", 250)
+    p = ctx.Process(target=work, args=("process", 250))
+    p.start()
+    p.join()
+    assert p.exitcode == 0, p.exitcode
+    with ctx.Pool(2) as pool:  # terminate() on exit: SIGTERM to the workers
+        assert pool.map(work_args, [("pool", 125), ("pool", 125)]) == [125, 125]
+    pool = ctx.Pool(2)
+    assert pool.map(work_args, [("pool_closed", 100)] * 3) == [100] * 3
+    pool.close()
+    pool.join()
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        assert list(ex.map(work_args, [("executor", 50)] * 4)) == [50] * 4
+    work("parent", 250)
+    print(os.getpid())
+    # no shutdown: the parent's atexit flush writes its own
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_spans_of_multiprocessing_children_are_written_once(tmp_path: Path, method: str) -> None:
+    """Process, Pool (terminated and closed) and ProcessPoolExecutor workers: every
+    span written exactly once, the parent's too, whatever the start method."""
+    script = tmp_path / "mp_script.py"
+    script.write_text(MULTIPROCESSING_SCRIPT)
+    store = tmp_path / "store"
+    proc = subprocess.run(
+        [sys.executable, str(script), method, str(store)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = dict(
+        duckdb.sql(
+            f"select session_id, count(*) from read_parquet('{store}/**/*.parquet') group by 1"
+        ).fetchall()
+    )
+    assert counts == {
+        "parent": 500,
+        "process": 250,
+        "pool": 250,
+        "pool_closed": 300,
+        "executor": 200,
+    }
+    distinct = duckdb.sql(
+        f"select count(distinct event_id), count(*) from read_parquet('{store}/**/*.parquet')"
+    ).fetchall()
+    assert distinct == [(1500, 1500)]
+    # The configuration file children started from is gone with the parent.
+    parent = int(proc.stdout.split()[-1])
+    assert not list(Path(tempfile.gettempdir()).glob(f"llamonitor-{parent}-*"))

@@ -24,6 +24,7 @@ from llamonitor.llm import _settings as llm_settings
 from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage.base import create_backend
+from llamonitor.transport import _children
 from llamonitor.transport._pipeline import Pipeline
 from llamonitor.transport._sinks import SinkRunner
 from llamonitor.transport._spool import Spool, sink_dir_name, sink_identity
@@ -164,6 +165,7 @@ class MonitoringWriter:
         with _lifecycle:
             if _handoff.ACTIVE is pipeline:
                 _handoff.activate(None)
+                _children.stop_sharing()
             if MonitoringWriter._instance is self:
                 MonitoringWriter._instance = None
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
@@ -239,6 +241,8 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
         if config.enabled:
             writer.start()
             _handoff.activate(writer._pipeline)
+            _children.share_config(config)
+            _children.arrange_exit_flush()
         MonitoringWriter._instance = writer
         if not _atexit_registered:
             atexit.register(_flush_at_exit)
@@ -285,6 +289,7 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+_children.install_inherited()
 
 
 def _flush_at_exit() -> None:
