@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamonitor.transport._spool_format import (
+from llamonitor.transport.spool._format import (
     DONE,
     HEADER_SIZE,
     IDENTITY_FILE,

@@ -38,8 +38,8 @@ A record whose checksum does not match (a torn write at the tail of a killed
 process's segment, a flipped bit) is skipped and counted in
 ``corrupt_records``; reading resumes at the next valid record header.
 
-The record layout is in ``_spool_format``, naming in ``_spool_names``,
-inspection in ``_spool_status``; their public names are re-exported here.
+The record layout is in ``_format``, naming in ``_names``, inspection in
+``_status``; the package re-exports their public names.
 """
 
 from __future__ import annotations
@@ -59,14 +59,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from llamonitor.transport._spool_format import (
+from llamonitor.transport.spool._format import (
     BATCH,
     DONE,
     HEADER,
     HEADER_SIZE,
     IDENTITY_FILE,
     IDENTITY_TMP_NAME,
-    KIND_NAMES,
     MAGIC,
     PREFIX,
     REJECTED,
@@ -75,7 +74,6 @@ from llamonitor.transport._spool_format import (
     Record,
     bytes_by_kind,
     decode,
-    directory_bytes,
     encode,
     fsync_dir,
     lock,
@@ -83,14 +81,6 @@ from llamonitor.transport._spool_format import (
     segment_kind,
     walk,
 )
-from llamonitor.transport._spool_names import describe_dsn, sink_dir_name, sink_identity
-from llamonitor.transport._spool_status import SinkSpoolStatus, inspect, sink_dirs
-
-__all__ = [
-    "BATCH", "DEFAULT_REJECTED_MAX_BYTES", "DEFAULT_SPOOL_MAX_BYTES", "HEADER_SIZE", "KIND_NAMES",
-    "REJECTED", "Cursor", "Record", "SinkSpoolStatus", "Spool", "SpoolFull", "describe_dsn",
-    "directory_bytes", "inspect", "segment_files", "sink_dir_name", "sink_dirs", "sink_identity",
-]  # fmt: skip
 
 DEFAULT_SPOOL_MAX_BYTES = 1024**3
 DEFAULT_REJECTED_MAX_BYTES = 64 * 1024**2

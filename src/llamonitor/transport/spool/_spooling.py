@@ -19,16 +19,9 @@ from typing import Any
 
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import BackendThread, Call
-from llamonitor.transport._outage import Backoff, Suspects, is_transient
-from llamonitor.transport._spool import (
-    BATCH,
-    REJECTED,
-    Cursor,
-    Record,
-    Spool,
-    SpoolFull,
-    segment_files,
-)
+from llamonitor.transport.spool._format import BATCH, REJECTED, Record, segment_files
+from llamonitor.transport.spool._outage import Backoff, Suspects, is_transient
+from llamonitor.transport.spool._spool import Cursor, Spool, SpoolFull
 
 logger = logging.getLogger("llamonitor.transport")
 
