@@ -19,9 +19,11 @@ from typing import Any
 
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import BackendThread, Call
-from llamonitor.transport.spool._format import BATCH, REJECTED, Record, segment_files
+from llamonitor.transport.spool._cursor import Cursor
+from llamonitor.transport.spool._format import BATCH, REJECTED, Record
 from llamonitor.transport.spool._outage import Backoff, Suspects, is_transient
-from llamonitor.transport.spool._spool import Cursor, Spool, SpoolFull
+from llamonitor.transport.spool._segments import segment_files
+from llamonitor.transport.spool._spool import Spool, SpoolFull
 
 logger = logging.getLogger("llamonitor.transport")
 
