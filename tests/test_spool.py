@@ -40,7 +40,7 @@ from llamonitor.cli import cli
 from llamonitor.storage import parquet
 from llamonitor.storage.base import RowsRejected
 from llamonitor.storage.parquet import ParquetBackend
-from llamonitor.transport import _spool
+from llamonitor.transport import spool as _spool
 from llamonitor.transport._sinks import is_transient
 
 STORE = "test_spool:FlagStore"
@@ -714,7 +714,7 @@ def test_a_segment_locked_at_start_is_replayed_soon_after(
 ) -> None:
     """A segment locked when the sink first looks (another replayer, a reader) is
     replayed once released, without waiting for the five-minute rescan."""
-    monkeypatch.setattr("llamonitor.transport._spooling.LOCKED_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr("llamonitor.transport.spool._spooling.LOCKED_RETRY_SECONDS", 0.2)
     out = tmp_path / "store"
     _down(out)
     initialize_monitoring(_config(out))
@@ -1118,7 +1118,7 @@ def test_rejected_rows_have_a_limit_of_their_own(
 def test_suspect_records_need_a_write_in_between_and_are_bounded() -> None:
     """A refused record strikes again only after the store took another write; a
     transient error is no strike; the list is bounded and pruned."""
-    from llamonitor.transport._outage import Suspects
+    from llamonitor.transport.spool._outage import Suspects
 
     suspects = Suspects(max_entries=3)
     refused = ValueError("value too long")

@@ -24,8 +24,8 @@ from llamonitor.schema.config import (
     StorageConfig,
 )
 from llamonitor.storage.base import RowsRejected, create_backend
-from llamonitor.transport import _spool
-from llamonitor.transport._outage import is_transient
+from llamonitor.transport import spool as _spool
+from llamonitor.transport.spool import is_transient
 
 SPOOL_DIR_ENV = "LLMOPS_SPOOL_DIR"
 REJECTED_ROWS_SHOWN = 20

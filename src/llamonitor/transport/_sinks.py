@@ -1,6 +1,6 @@
 """One thread per sink: a slow or failing sink stalls nobody but itself.
 
-A sink with a spool (see ``_spool``) loses nothing to an outage: a batch that
+A sink with a spool (see ``spool``) loses nothing to an outage: a batch that
 still fails after its retries goes to the spool, and the sink enters *outage
 mode*: new batches go straight to the spool (no retry schedule each), while a
 recovery probe (backoff with jitter, capped) tries the backend again. Once a
@@ -27,9 +27,7 @@ from typing import Any
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import Call
-from llamonitor.transport._outage import is_transient
-from llamonitor.transport._spool import Spool
-from llamonitor.transport._spooling import SpoolingSink, error_text
+from llamonitor.transport.spool import Spool, SpoolingSink, error_text, is_transient
 
 __all__ = ["Marker", "SinkRunner", "is_transient"]
 

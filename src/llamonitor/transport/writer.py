@@ -27,7 +27,7 @@ from llamonitor.storage.base import create_backend
 from llamonitor.transport import _children
 from llamonitor.transport._pipeline import Pipeline
 from llamonitor.transport._sinks import SinkRunner
-from llamonitor.transport._spool import Spool, sink_dir_name, sink_identity
+from llamonitor.transport.spool import Spool, sink_dir_name, sink_identity
 
 T = TypeVar("T")
 

@@ -1,25 +1,5 @@
-"""The local spool: what a sink could not write, kept on disk until it can.
-
-One directory per sink (:func:`sink_dir_name`: the backend's name and a hash of
-what identifies its store), holding append-only segment files:
-
-- ``batch-<ns>-<pid>-<rand>.seg``: batches the backend could not take; replayed
-  automatically, oldest first, once it takes writes again.
-- ``rejected-<ns>-<pid>-<rand>.seg``: rows the database refused for their
-  content, each with the database's error; replayed only on request
-  (``llamonitor spool replay --rejected``), since they would fail again.
-- ``identity.json``: which backend the directory belongs to (for operators).
-
-Segments and ``identity.json`` are created ``0o600`` (they may hold captured
-prompts), the sink directory ``0o700``. Every process appends to its own
-segments (pid and random bits in the name), created under a temporary name and
-renamed only once the process holds an exclusive ``flock`` on them; the
-directory is fsynced after each rename. A replayer takes the same lock
-(non-blocking) before it reads a segment, so it never reads a segment a live
-process is still appending to, and two replayers never take the same segment.
-A process killed with SIGKILL loses its locks with it: its segments are
-replayable at once, and a temporary segment it left (killed between creating
-and renaming it) is recovered or removed by the next :class:`Spool` there.
+"""The spool directory of one sink: appending records within its limits,
+and which of them this process spooled.
 
 Durability: a record is one ``write(2)`` on an ``O_APPEND`` descriptor, so once
 :meth:`Spool.append` returns it is in the kernel and survives the process being
@@ -30,16 +10,8 @@ after the next append or fsync (its link count is 0): the record is written
 again to a new segment, and what the deleted one held is reported lost
 (:meth:`Spool.take_lost`).
 
-Replay marks each record done (one byte, in place) right after the backend
-took it, and deletes a segment once every record in it is done; so a crash
-during replay repeats at most the one batch that was being written (SQL
-stores drop the repeat by ``event_id``; the Parquet store would keep both).
-A record whose checksum does not match (a torn write at the tail of a killed
-process's segment, a flipped bit) is skipped and counted in
-``corrupt_records``; reading resumes at the next valid record header.
-
-The record layout is in ``_spool_format``, naming in ``_spool_names``,
-inspection in ``_spool_status``; their public names are re-exported here.
+The segment files and their locking are in ``_segments``, the record layout in
+``_format``, replay in ``_cursor``.
 """
 
 from __future__ import annotations
@@ -47,50 +19,37 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
-import mmap
 import os
 import secrets
 import threading
 import time
 import weakref
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from llamonitor.transport._spool_format import (
+from llamonitor.transport.spool._cursor import Cursor
+from llamonitor.transport.spool._format import (
     BATCH,
     DONE,
-    HEADER,
     HEADER_SIZE,
-    IDENTITY_FILE,
-    IDENTITY_TMP_NAME,
-    KIND_NAMES,
     MAGIC,
-    PREFIX,
     REJECTED,
-    SEGMENT_TMP_NAME,
     STATE_OFFSET,
     Record,
-    bytes_by_kind,
-    decode,
-    directory_bytes,
     encode,
+)
+from llamonitor.transport.spool._segments import (
+    IDENTITY_FILE,
+    IDENTITY_TMP_NAME,
+    SEGMENT_TMP_NAME,
+    Segment,
+    bytes_by_kind,
     fsync_dir,
     lock,
     segment_files,
-    segment_kind,
-    walk,
 )
-from llamonitor.transport._spool_names import describe_dsn, sink_dir_name, sink_identity
-from llamonitor.transport._spool_status import SinkSpoolStatus, inspect, sink_dirs
-
-__all__ = [
-    "BATCH", "DEFAULT_REJECTED_MAX_BYTES", "DEFAULT_SPOOL_MAX_BYTES", "HEADER_SIZE", "KIND_NAMES",
-    "REJECTED", "Cursor", "Record", "SinkSpoolStatus", "Spool", "SpoolFull", "describe_dsn",
-    "directory_bytes", "inspect", "segment_files", "sink_dir_name", "sink_dirs", "sink_identity",
-]  # fmt: skip
 
 DEFAULT_SPOOL_MAX_BYTES = 1024**3
 DEFAULT_REJECTED_MAX_BYTES = 64 * 1024**2
@@ -131,61 +90,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# -- the writer side ----------------------------------------------------------
-
-
-class _Segment:
-    """An open segment this process appends to (locked while open)."""
-
-    def __init__(self, directory: Path, kind: int) -> None:
-        name = f"{PREFIX[kind]}{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.seg"
-        tmp = directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        try:
-            lock(fd)
-            os.replace(tmp, directory / name)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        fsync_dir(directory)
-        self.kind = kind
-        self.path = directory / name
-        self.fd = fd
-        self.size = 0
-        self.dirty = False
-
-    def append(self, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
-        except BaseException:
-            # A partial record (disk full) would read as corrupt: take it back.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, self.size)
-            raise
-        self.size += len(data)
-        self.dirty = True
-
-    def linked(self) -> bool:
-        """False once the file was deleted (what it holds is gone with it)."""
-        return os.fstat(self.fd).st_nlink > 0
-
-    def sync(self) -> None:
-        if self.dirty:
-            os.fsync(self.fd)
-            self.dirty = False
-
-    def close(self) -> None:
-        try:
-            self.sync()
-        finally:
-            os.close(self.fd)  # releases the lock
-
-
 class Spool:
     """The spool directory of one sink.
 
@@ -217,7 +121,7 @@ class Spool:
         self.corrupt_records = 0
         self.lock = threading.RLock()
         self._corrupt_seen: set[tuple[str, int]] = set()  # counted once each
-        self._segments: dict[int, _Segment] = {}
+        self._segments: dict[int, Segment] = {}
         # This process's records not replayed yet: segment -> offset -> (kind, rows).
         self._ours: dict[str, dict[int, tuple[int, int]]] = {}
         self._lost = {BATCH: 0, REJECTED: 0}
@@ -315,7 +219,7 @@ class Spool:
             self.generation += 1
         return len(data)
 
-    def _write(self, kind: int, data: builtins.bytes) -> tuple[_Segment, int]:
+    def _write(self, kind: int, data: builtins.bytes) -> tuple[Segment, int]:
         seg = self._segments.get(kind)
         if seg is not None and seg.size + len(data) > SEGMENT_MAX_BYTES and seg.size:
             self._close(kind)
@@ -323,7 +227,7 @@ class Spool:
         for _ in range(2):
             if seg is None:
                 self._make_dir()
-                seg = self._segments[kind] = _Segment(self.directory, kind)
+                seg = self._segments[kind] = Segment(self.directory, kind)
             offset = seg.size
             seg.append(data)
             if seg.linked():
@@ -526,169 +430,3 @@ class Spool:
         """Records to replay, oldest first, but for the keys in ``skip`` (see
         :class:`Cursor`)."""
         return Cursor(self, kinds, skip)
-
-
-class Cursor:
-    """Walks the pending records of a spool directory, oldest segment first.
-
-    Takes each segment's lock (skipping segments a live process holds, counted
-    in ``skipped_locked``), hands out its pending records one at a time (but
-    those in ``skip``), and deletes the segment once every record in it is
-    done. Call :meth:`done` after the backend took a record; :meth:`close` (or
-    the end of the walk) releases the locks.
-    """
-
-    def __init__(
-        self, spool: Spool, kinds: tuple[int, ...], skip: frozenset[tuple[str, int]] = frozenset()
-    ) -> None:
-        self.spool = spool
-        self.kinds = kinds
-        self.skip = skip
-        self.generation = spool.generation
-        self.skipped_locked = 0
-        self.skipped = 0  # records left out because they were in ``skip``
-        active = {seg.path.name for seg in spool._segments.values()}
-        self._files = deque(
-            p for p in segment_files(spool.directory, kinds) if p.name not in active
-        )
-        self._fd = -1
-        self._mm: Any = None
-        self._path: Path | None = None
-        self._records: deque[tuple[int, int, int, int]] = deque()
-        self._keep = False
-        self._handed: Record | None = None
-        spool._cursors.add(self)
-
-    def next(self) -> Record | None:
-        """The next pending record, or None when there is none left."""
-        if self._handed is not None:
-            self._keep = True  # handed out and not done: the segment stays
-            self._handed = None
-        while True:
-            if self._path is None and not self._open_next():
-                # Segments another live process holds are its own to replay, or
-                # a later pass's (a lock held briefly: a replayer, `spool status`),
-                # as are the records skipped: the backlog stays. Ours, still open,
-                # need a rotate() first.
-                if (
-                    self.generation == self.spool.generation
-                    and not self.skipped_locked
-                    and not self.skipped
-                    and not self.spool.active_batch_bytes()
-                ):
-                    self.spool.backlog = False
-                self.close()
-                return None
-            while self._records:
-                offset, kind, rows, length = self._records.popleft()
-                assert self._path is not None
-                if (self._path.name, offset) in self.skip:
-                    self._keep = True
-                    self.skipped += 1
-                    continue
-                body = self._mm[offset + HEADER_SIZE : offset + HEADER_SIZE + length]
-                try:
-                    table, errors = decode(body)
-                except Exception:  # checksummed yet unreadable: count it, keep the file
-                    self.spool.count_corrupt(self._path.name, offset)
-                    self._keep = True
-                    continue
-                at = HEADER.unpack_from(self._mm, offset)[7]
-                self._handed = Record(
-                    kind, rows, at, table, errors, self._path, offset,
-                    mine=self.spool.is_ours(self._path.name, offset),
-                )  # fmt: skip
-                return self._handed
-            self._finish_segment()
-
-    def done(self, record: Record) -> None:
-        """Mark ``record`` replayed (it is never handed out again)."""
-        self.spool._done(self._fd, record)
-        if self._handed is record:
-            self._handed = None
-
-    def _open_next(self) -> bool:
-        while self._files:
-            path = self._files.popleft()
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue  # replayed and deleted by another process meanwhile
-            if not lock(fd):
-                os.close(fd)
-                self.skipped_locked += 1  # a live process is appending to it
-                continue
-            size = os.fstat(fd).st_size
-            if size == 0:  # created, never written (its writer died): nothing to keep
-                self._unlink(path, fd)
-                continue
-            self._fd, self._path = fd, path
-            self._mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-            self._keep = False
-            self._records = deque()
-            intact = set()
-            for offset, hdr in walk(self._mm):
-                if hdr is None:
-                    self.spool.count_corrupt(path.name, offset)
-                    continue
-                intact.add(offset)
-                kind, state, rows, length, _ = hdr
-                if state != DONE:
-                    if kind in self.kinds:
-                        self._records.append((offset, kind, rows, length))
-                    else:
-                        self._keep = True
-            self.spool._lost_in(path.name, intact)
-            return True
-        return False
-
-    def _finish_segment(self) -> None:
-        path, fd = self._path, self._fd
-        self._release_map()
-        assert path is not None
-        if self._keep:
-            os.close(fd)
-        else:
-            self._unlink(path, fd)
-        self._path, self._fd = None, -1
-
-    def _unlink(self, path: Path, fd: int) -> None:
-        try:
-            size = os.fstat(fd).st_size
-            path.unlink()
-            self.spool._freed(segment_kind(path), size)
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(fd)
-
-    def _release_map(self) -> None:
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-
-    def close(self) -> None:
-        """Stop walking: release the segment held (its undone records stay)."""
-        if self._path is not None:
-            self._release_map()
-            os.close(self._fd)
-            self._path, self._fd = None, -1
-        self._files.clear()
-        self._records.clear()
-        self._handed = None
-        self.spool._cursors.discard(self)
-
-    def forget(self) -> None:
-        """In a forked child: close our copies of the parent's descriptor and
-        map (the mmap holds a descriptor of its own), keeping the parent's lock."""
-        with contextlib.suppress(OSError, ValueError, BufferError):
-            self._release_map()
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-        self._path, self._fd = None, -1
-        self._files.clear()
-        self._records.clear()
-        self._handed = None
-        self.spool._cursors.discard(self)
-

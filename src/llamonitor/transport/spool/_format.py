@@ -1,4 +1,4 @@
-"""The spool's files: segment names and the record layout (see ``_spool``).
+"""The spool's record layout: one record of a segment, encoded and read back.
 
 Record layout (little-endian)::
 
@@ -17,10 +17,7 @@ Record layout (little-endian)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
 import struct
 import time
 import zlib
@@ -33,93 +30,17 @@ import pyarrow as pa
 
 from llamonitor.schema._columns import SCHEMA
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no cross-process locking
-    fcntl = None  # type: ignore[assignment]
-
 MAGIC = b"LMSP"
 VERSION = 1
 BATCH = 1
 REJECTED = 2
 KIND_NAMES = {BATCH: "batch", REJECTED: "rejected"}
-PREFIX = {BATCH: "batch-", REJECTED: "rejected-"}
 PENDING = 0
 DONE = 1
 HEADER = struct.Struct("<4sBBBBIIQI")
 HEADER_SIZE = HEADER.size  # 28
 STATE_OFFSET = 6
 ERRORS_KEY = b"llamonitor.spool.errors"
-
-IDENTITY_FILE = "identity.json"
-SEGMENT_NAME = re.compile(r"^(batch|rejected)-(\d+)-(\d+)-([0-9a-f]+)\.seg$")
-SEGMENT_TMP_NAME = re.compile(r"^\.((?:batch|rejected)-\d+-\d+-[0-9a-f]+\.seg)\.tmp$")
-IDENTITY_TMP_NAME = re.compile(r"^\.identity\.json\.[0-9a-f]+\.tmp$")
-
-
-def segment_files(directory: Path, kinds: tuple[int, ...] = (BATCH, REJECTED)) -> list[Path]:
-    """The segments of a sink directory of the given kinds, oldest first."""
-    wanted = {KIND_NAMES[k] for k in kinds}
-    found = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:  # absent, under a file, unreadable: nothing we can replay
-        return []
-    for entry in entries:
-        m = SEGMENT_NAME.match(entry.name)
-        if m and m.group(1) in wanted:
-            found.append((int(m.group(2)), entry.name))
-    return [directory / name for _, name in sorted(found)]
-
-
-def segment_kind(path: Path) -> int:
-    return BATCH if path.name.startswith(PREFIX[BATCH]) else REJECTED
-
-
-def bytes_by_kind(directory: Path) -> dict[int, int]:
-    """Bytes held by the segments of a sink directory, per kind."""
-    total = {BATCH: 0, REJECTED: 0}
-    for path in segment_files(directory):
-        with contextlib.suppress(OSError):
-            total[segment_kind(path)] += path.stat().st_size
-    return total
-
-
-def directory_bytes(directory: Path) -> int:
-    """Bytes held by the segments of a sink directory."""
-    return sum(bytes_by_kind(directory).values())
-
-
-def lock(fd: int, exclusive: bool = True) -> bool:
-    """Take a ``flock`` without waiting; False if someone else holds one."""
-    if fcntl is None:  # pragma: no cover
-        return True
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
-def unlock(fd: int) -> None:
-    if fcntl is not None:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a file created or renamed in ``directory`` survive a power loss
-    (best effort: some file systems cannot fsync a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- encoding -----------------------------------------------------------------

@@ -10,17 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamonitor.transport._spool_format import (
-    DONE,
-    HEADER_SIZE,
-    IDENTITY_FILE,
-    REJECTED,
-    decode,
-    lock,
-    segment_files,
-    unlock,
-    walk,
-)
+from llamonitor.transport.spool._format import DONE, HEADER_SIZE, REJECTED, decode, walk
+from llamonitor.transport.spool._segments import IDENTITY_FILE, lock, segment_files, unlock
 
 
 @dataclass
