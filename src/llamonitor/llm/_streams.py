@@ -92,7 +92,7 @@ class ChatStreamUsage(StreamUsage):
     def _facts(self) -> Facts:
         last = self.last
         if last is None:
-            return {"provider": "openai"}
+            return {"provider": self.provider}
         out, _ = _chat(last, False, {})
         out.pop("finish_reason", None)
         _put(out, "finish_reason", _str(self.finish))
@@ -147,7 +147,7 @@ class ResponsesStreamUsage(StreamUsage):
     def _facts(self) -> Facts:
         response = self.final if self.final is not None else self.started
         if response is None:
-            return {"provider": "openai"}
+            return {"provider": self.provider}
         out, _ = _responses(response, False, {})
         if self.final is None:
             out.pop("finish_reason", None)  # "in_progress": the stream did not end
@@ -194,7 +194,7 @@ class MessagesStreamUsage(StreamUsage):
             self.stop = event.delta.stop_reason
 
     def _facts(self) -> Facts:
-        out: Facts = {"provider": "anthropic"}
+        out: Facts = {"provider": self.provider}
         start = self.start
         if start is not None:
             _put(out, "response_model", _str(getattr(start, "model", None)))
