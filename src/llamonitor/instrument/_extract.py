@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import types
-from collections import namedtuple
 from typing import Any
+
+from llamonitor.llm._read import _attr
 
 TEXT_KEYS = (
     "text",
@@ -21,46 +21,6 @@ _MAX_DEPTH = 4
 
 def _join(parts: list[str]) -> str | None:
     return "".join(parts) if parts else None
-
-
-# Computed attributes (properties, descriptors) may do anything: the ``text`` of
-# a streaming HTTP response reads, and so consumes, the body. They are read
-# only on the LLM SDKs' own response classes, whose properties are pure.
-_SDK_PACKAGES = frozenset({"openai", "anthropic"})
-_Pair: Any = namedtuple("_Pair", "a")
-_PLAIN_DESCRIPTORS = (types.MemberDescriptorType, type(_Pair.a))
-_computed: dict[tuple[type, str], bool] = {}
-_MAX_CACHED = 4096
-
-
-def _is_computed(cls: type, name: str) -> bool:
-    key = (cls, name)
-    known = _computed.get(key)
-    if known is not None:
-        return known
-    computed = False
-    for klass in cls.__mro__:
-        found = klass.__dict__.get(name, _computed)  # _computed: a "missing" marker
-        if found is not _computed:
-            computed = hasattr(type(found), "__get__") and not isinstance(
-                found, _PLAIN_DESCRIPTORS
-            )
-            break
-    if computed and cls.__module__.partition(".")[0] in _SDK_PACKAGES:
-        computed = False
-    if len(_computed) < _MAX_CACHED:
-        _computed[key] = computed
-    return computed
-
-
-def _attr(obj: Any, name: str) -> Any:
-    """``obj.name`` if it is plain data, else ``None``; one that raises holds no text."""
-    try:
-        if _is_computed(type(obj), name):
-            return None
-        return getattr(obj, name, None)
-    except Exception:
-        return None
 
 
 def as_str(value: Any) -> str:

@@ -13,7 +13,7 @@ from llamonitor.integrations._core import Api
 from llamonitor.integrations._patching import Target, instrument, uninstrument
 from llamonitor.llm._usage import MessagesStreamUsage
 
-MESSAGES = Api("anthropic.messages", "anthropic", MessagesStreamUsage)
+MESSAGES = Api("anthropic.messages", MessagesStreamUsage)
 
 
 def _targets() -> list[Target]:

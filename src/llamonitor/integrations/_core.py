@@ -43,13 +43,14 @@ PROMPT_ARGUMENTS = ("system", "instructions", "messages", "input")
 
 
 class Api:
-    """One kind of call: its span's static facts and how to read its stream."""
+    """One kind of call: its span's static facts and how to read its stream
+    (the stream accumulator names the provider)."""
 
     __slots__ = ("provider", "spec", "usage")
 
-    def __init__(self, operation_name: str, provider: str, usage: type[StreamUsage]) -> None:
+    def __init__(self, operation_name: str, usage: type[StreamUsage]) -> None:
         self.spec = Spec(operation_name, "llm_call", measure_text=True)
-        self.provider = provider
+        self.provider = usage.provider
         self.usage = usage
 
 

@@ -13,8 +13,8 @@ from llamonitor.integrations._core import Api
 from llamonitor.integrations._patching import Target, instrument, uninstrument
 from llamonitor.llm._usage import ChatStreamUsage, ResponsesStreamUsage
 
-CHAT = Api("openai.chat.completions", "openai", ChatStreamUsage)
-RESPONSES = Api("openai.responses", "openai", ResponsesStreamUsage)
+CHAT = Api("openai.chat.completions", ChatStreamUsage)
+RESPONSES = Api("openai.responses", ResponsesStreamUsage)
 
 
 def _targets() -> list[Target]:
