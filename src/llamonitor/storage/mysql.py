@@ -46,9 +46,12 @@ import pyarrow.compute as pc
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
-from llamonitor.storage import _sql
+from llamonitor.storage import _sql, _sql_ddl, _sql_query, _sql_write
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
-from llamonitor.storage._sql import ContentError, Secrets, StoreError, describe
+from llamonitor.storage._sql import Secrets, StoreError, describe
+from llamonitor.storage._sql_types import mysql_accepts
+from llamonitor.storage._sql_types import mysql_type as sql_type
+from llamonitor.storage._sql_write import ContentError
 from llamonitor.storage.base import RowsRejected, StorageBackend
 
 logger = logging.getLogger("llamonitor.storage.mysql")
@@ -99,37 +102,6 @@ _ESCAPES = (("\\", "\\\\"), ("'", "\\'"), ("\x00", "\\0"), ("\x1a", "\\Z"))
 
 def _q(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
-
-
-def sql_type(field: pa.Field) -> str:
-    """The MySQL column type of a schema field."""
-    t = field.type
-    if pa.types.is_string(t):
-        # Indexed text must be VARCHAR (255 utf8mb4 characters fit InnoDB's key limit).
-        return "VARCHAR(255)" if field.name in _sql.INDEXED_COLUMNS else "LONGTEXT"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_float64(t):
-        return "DOUBLE"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_timestamp(t):
-        return "DATETIME(6)"
-    raise TypeError(f"no MySQL type for {field}")  # pragma: no cover - schema is fixed
-
-
-def _accepts(column_type: str, field: pa.Field) -> bool:
-    base = column_type.lower().split("(")[0].split()[0]
-    t = field.type
-    if pa.types.is_string(t):
-        return base in ("varchar", "char", "text", "tinytext", "mediumtext", "longtext", "json")
-    if pa.types.is_int64(t):
-        return base == "bigint"
-    if pa.types.is_float64(t):
-        return base == "double"
-    if pa.types.is_boolean(t):
-        return base in ("tinyint", "boolean", "bool")
-    return column_type.lower().startswith("datetime(6)")  # fewer digits lose microseconds
 
 
 def _ssl_context(value: Any) -> Any:
@@ -394,7 +366,7 @@ class MySQLBackend(StorageBackend):
         found = {r[0] for r in await cur.fetchall()}
         collation = next((c for c in _COLLATIONS if c in found), "utf8mb4_bin")
         table_opts = f"ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}"
-        meta = t.qualify(_sql.META_TABLE)
+        meta = t.qualify(_sql_ddl.META_TABLE)
         await cur.execute(
             f"CREATE TABLE IF NOT EXISTS {meta} (table_name VARCHAR(255) NOT NULL PRIMARY KEY, "
             f"schema_version INT NOT NULL, updated_at DATETIME(6) NOT NULL) {table_opts}"
@@ -409,19 +381,20 @@ class MySQLBackend(StorageBackend):
         )
         existing = {r[0]: r[1] for r in await cur.fetchall()}
         indexes = [
-            f"KEY {_q(_sql.derived_name(t.table, s))} ({_sql.index_columns(c, _q)})"
-            for s, c in _sql.INDEXES
+            f"KEY {_q(_sql.derived_name(t.table, s))} ({_sql_ddl.index_columns(c, _q)})"
+            for s, c in _sql_ddl.INDEXES
         ]
         if not existing:
-            defs = _sql.column_defs(sql_type, _q, SCHEMA)
+            defs = _sql_ddl.column_defs(sql_type, _q, SCHEMA)
             await cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {t.qualified} ({', '.join(defs)}, "
-                f"PRIMARY KEY ({', '.join(_q(c) for c in _sql.PRIMARY_KEY)}), "
+                f"PRIMARY KEY ({', '.join(_q(c) for c in _sql_ddl.PRIMARY_KEY)}), "
                 f"{', '.join(indexes)}) {table_opts}"
             )
             logger.info("llamonitor: created %s (schema version %d)", t.label, SCHEMA_VERSION)
         else:
-            missing = _sql.plan_migration(t.label, existing, _accepts, row[0] if row else None)
+            version = row[0] if row else None
+            missing = _sql_ddl.plan_migration(t.label, existing, mysql_accepts, version)
             if missing:
                 adds = ", ".join(f"ADD COLUMN {_q(f.name)} {sql_type(f)}" for f in missing)
                 await cur.execute(f"ALTER TABLE {t.qualified} {adds}")
@@ -441,13 +414,13 @@ class MySQLBackend(StorageBackend):
                 have.setdefault(name, []).append(column)
             if "PRIMARY" not in have:
                 await cur.execute(f"ALTER TABLE {t.qualified} ADD PRIMARY KEY (`event_id`)")
-            elif have["PRIMARY"] != list(_sql.PRIMARY_KEY):
+            elif have["PRIMARY"] != list(_sql_ddl.PRIMARY_KEY):
                 raise ConfigurationError(
                     "storage.table_name",
                     f"{t.label} has the primary key ({', '.join(have['PRIMARY'])}); "
                     "llamonitor needs (event_id)",
                 )
-            for (suffix, _), ddl in zip(_sql.INDEXES, indexes, strict=True):
+            for (suffix, _), ddl in zip(_sql_ddl.INDEXES, indexes, strict=True):
                 if _sql.derived_name(t.table, suffix) not in have:
                     await cur.execute(f"ALTER TABLE {t.qualified} ADD {ddl}")
         await cur.execute(
@@ -464,13 +437,13 @@ class MySQLBackend(StorageBackend):
         :class:`RowsRejected` after the others are written."""
         if table.num_rows == 0:
             return
-        table = _sql.conform(table)
+        table = _sql_write.conform(table)
         await self._guard("write", self._write(table))
 
     async def _write(self, table: pa.Table) -> None:
         if not self._ready:
             await self._setup()
-        fields = _sql.present_fields(table)
+        fields = _sql_write.present_fields(table)
         prefix = (
             f"INSERT INTO {self._t.qualified} ({', '.join(_q(f.name) for f in fields)}) VALUES "
         )
@@ -493,7 +466,7 @@ class MySQLBackend(StorageBackend):
         indexed = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
         parts = min(WRITE_CONNECTIONS, self.config.pool_size)
         try:
-            await _sql.write_in_parts(indexed, attempt, parts, sorted(set(refused)))
+            await _sql_write.write_in_parts(indexed, attempt, parts, sorted(set(refused)))
         except RowsRejected as exc:
             raise RowsRejected(exc.rejected.drop_columns(["__row"]), exc.errors) from None
 
@@ -629,7 +602,7 @@ def _abort(conn: Any) -> None:
         pass
 
 
-_PUSHDOWN = _sql.Pushdown(
+_PUSHDOWN = _sql_query.Pushdown(
     quote=_q, placeholder=lambda _i: "%s", timestamp=lambda t: t.replace(tzinfo=None)
 )
 
@@ -665,15 +638,19 @@ def query(config: StorageConfig) -> DuckDBQuery:
                 return None
             sql, params = _PUSHDOWN.select(t.qualified, present, filters)
             cur.execute(sql, params)
-            first = cur.fetchmany(_sql.CHUNK_ROWS)
+            first = cur.fetchmany(_sql_query.CHUNK_ROWS)
         except Exception as exc:
             error = t.error("query", exc)
         if error is not None:
             if conn is not None:
                 conn.close()
             raise error
-        return _sql.stream(
-            first, lambda: cur.fetchmany(_sql.CHUNK_ROWS), conn.close, _decode, t.secrets.scrub
+        return _sql_query.stream(
+            first,
+            lambda: cur.fetchmany(_sql_query.CHUNK_ROWS),
+            conn.close,
+            _decode,
+            t.secrets.scrub,
         )
 
     return DuckDBQuery(source)

@@ -48,9 +48,12 @@ import pyarrow.compute as pc
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
-from llamonitor.storage import _sql
+from llamonitor.storage import _sql, _sql_ddl, _sql_query, _sql_write
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
-from llamonitor.storage._sql import ContentError, Secrets, StoreError, describe
+from llamonitor.storage._sql import Secrets, StoreError, describe
+from llamonitor.storage._sql_types import postgres_accepts
+from llamonitor.storage._sql_types import postgres_type as sql_type
+from llamonitor.storage._sql_write import ContentError
 from llamonitor.storage.base import RowsRejected, StorageBackend
 
 logger = logging.getLogger("llamonitor.storage.postgres")
@@ -86,36 +89,6 @@ _TRANSIENT_CLASSES = ("08", "53", "57", "40")
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def sql_type(field: pa.Field) -> str:
-    """The PostgreSQL type of a schema field."""
-    t = field.type
-    if pa.types.is_string(t):
-        return "json" if field.name in _sql.JSON_COLUMNS else "text"
-    if pa.types.is_int64(t):
-        return "bigint"
-    if pa.types.is_float64(t):
-        return "double precision"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_timestamp(t):
-        return "timestamp with time zone"
-    raise TypeError(f"no PostgreSQL type for {field}")  # pragma: no cover - schema is fixed
-
-
-_ACCEPTS = {
-    "text": ("text", "character varying", "character", "json", "jsonb"),
-    "bigint": ("bigint",),
-    "double precision": ("double precision",),
-    "boolean": ("boolean",),
-    "timestamp with time zone": ("timestamp with time zone",),
-}
-
-
-def _accepts(db_type: str, field: pa.Field) -> bool:
-    expected = "text" if pa.types.is_string(field.type) else sql_type(field)
-    return db_type.split("(")[0].strip() in _ACCEPTS[expected]
 
 
 # Timestamps travel as PostgreSQL's own binary value, microseconds since
@@ -185,7 +158,7 @@ class _Target:
         return (f"{_q(self.schema)}." if self.schema else "") + _q(name)
 
     def meta(self) -> str:
-        return self.qualify(_sql.META_TABLE)
+        return self.qualify(_sql_ddl.META_TABLE)
 
     def kind(self, exc: BaseException) -> str:
         """``content``, ``missing`` (table/column gone) or ``other``."""
@@ -241,7 +214,7 @@ class PostgresBackend(StorageBackend):
         self._pool: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = False
-        self._conflict = ", ".join(_q(c) for c in _sql.PRIMARY_KEY)
+        self._conflict = ", ".join(_q(c) for c in _sql_ddl.PRIMARY_KEY)
         self._months: set[str] = set()
         self._warned_default = False
         names = list(SCHEMA.names)
@@ -378,10 +351,10 @@ class PostgresBackend(StorageBackend):
                 await self._create(conn)
             else:
                 await self._migrate(conn, existing, version)
-            for suffix, cols in _sql.INDEXES:
+            for suffix, cols in _sql_ddl.INDEXES:
                 await conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {_q(t.name(suffix))} ON {t.qualified} "
-                    f"({_sql.index_columns(cols, _q)})"
+                    f"({_sql_ddl.index_columns(cols, _q)})"
                 )
             await conn.execute(
                 f"INSERT INTO {t.meta()} (table_name, schema_version) VALUES ($1, $2) "
@@ -395,8 +368,8 @@ class PostgresBackend(StorageBackend):
 
     async def _create(self, conn: Any) -> None:
         t = self._t
-        defs = _sql.column_defs(sql_type, _q, SCHEMA)
-        key = [*_sql.PRIMARY_KEY, _TS] if t.partitioned else list(_sql.PRIMARY_KEY)
+        defs = _sql_ddl.column_defs(sql_type, _q, SCHEMA)
+        key = [*_sql_ddl.PRIMARY_KEY, _TS] if t.partitioned else list(_sql_ddl.PRIMARY_KEY)
         ddl = f"CREATE TABLE IF NOT EXISTS {t.qualified} ({', '.join(defs)}, " + (
             f"PRIMARY KEY ({', '.join(_q(c) for c in key)}))"
         )
@@ -413,7 +386,7 @@ class PostgresBackend(StorageBackend):
 
     async def _migrate(self, conn: Any, existing: dict[str, str], version: int | None) -> None:
         t = self._t
-        missing = _sql.plan_migration(t.label, existing, _accepts, version)
+        missing = _sql_ddl.plan_migration(t.label, existing, postgres_accepts, version)
         for f in missing:
             await conn.execute(
                 f"ALTER TABLE {t.qualified} ADD COLUMN IF NOT EXISTS {_q(f.name)} {sql_type(f)}"
@@ -441,7 +414,7 @@ class PostgresBackend(StorageBackend):
         )
         columns = {r[0] for r in key}
         if not columns:
-            wanted = [*_sql.PRIMARY_KEY, _TS] if relkind == "p" else list(_sql.PRIMARY_KEY)
+            wanted = [*_sql_ddl.PRIMARY_KEY, _TS] if relkind == "p" else list(_sql_ddl.PRIMARY_KEY)
             await conn.execute(
                 f"ALTER TABLE {t.qualified} ADD PRIMARY KEY ({', '.join(_q(c) for c in wanted)})"
             )
@@ -504,7 +477,7 @@ class PostgresBackend(StorageBackend):
         :class:`RowsRejected` after the others are written."""
         if table.num_rows == 0:
             return
-        table = _sql.conform(table)
+        table = _sql_write.conform(table)
         await self._guard("write", self._write(table))
 
     async def _write(self, table: pa.Table) -> None:
@@ -513,7 +486,7 @@ class PostgresBackend(StorageBackend):
         if self._t.partitioned:
             await self._ensure_partitions(table)
         parts = min(WRITE_CONNECTIONS, self.config.pool_size)
-        await _sql.write_in_parts(table, self._attempt, parts)
+        await _sql_write.write_in_parts(table, self._attempt, parts)
 
     async def _attempt(self, part: pa.Table) -> None:
         content: ContentError | None = None
@@ -584,9 +557,9 @@ def _terminate(conn: Any) -> None:
 
 
 def _records(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The columns to COPY (see :func:`~llamonitor.storage._sql.present_fields`)
+    """The columns to COPY (see :func:`~llamonitor.storage._sql_write.present_fields`)
     and the rows."""
-    fields = _sql.present_fields(table)
+    fields = _sql_write.present_fields(table)
     values = []
     for f in fields:
         col = table.column(f.name)
@@ -622,7 +595,7 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
-_PUSHDOWN = _sql.Pushdown(quote=_q, placeholder=lambda i: f"${i}", timestamp=lambda t: t)
+_PUSHDOWN = _sql_query.Pushdown(quote=_q, placeholder=lambda i: f"${i}", timestamp=lambda t: t)
 
 
 def query(config: StorageConfig) -> DuckDBQuery:
@@ -630,7 +603,7 @@ def query(config: StorageConfig) -> DuckDBQuery:
 
     Each query opens a connection, reads the rows its filters select (pushed
     into PostgreSQL's ``WHERE``) through a server-side cursor in chunks of
-    :data:`~llamonitor.storage._sql.CHUNK_ROWS`, and hands them to DuckDB as a
+    :data:`~llamonitor.storage._sql_query.CHUNK_ROWS`, and hands them to DuckDB as a
     stream; a missing table is an empty store.
 
     Raises:
@@ -663,7 +636,7 @@ async def _open(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
         transaction = conn.transaction(readonly=True)
         await transaction.start()
         cursor = await conn.cursor(sql, *params)
-        first = await cursor.fetch(_sql.CHUNK_ROWS)
+        first = await cursor.fetch(_sql_query.CHUNK_ROWS)
     except Exception as exc:
         error = t.error("query", exc)
     if error is not None:
@@ -672,7 +645,7 @@ async def _open(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
         raise error
 
     def fetch() -> list[Any]:
-        rows: list[Any] = _LoopThread.run(cursor.fetch(_sql.CHUNK_ROWS))
+        rows: list[Any] = _LoopThread.run(cursor.fetch(_sql_query.CHUNK_ROWS))
         return rows
 
     def close() -> None:
@@ -681,4 +654,4 @@ async def _open(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
         except Exception:
             conn.terminate()
 
-    return _sql.stream(first, fetch, close, scrub=t.secrets.scrub)
+    return _sql_query.stream(first, fetch, close, scrub=t.secrets.scrub)
