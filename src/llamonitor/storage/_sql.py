@@ -5,8 +5,10 @@
   the extra that installs it.
 - Names: table and schema names checked to be quotable in every dialect;
   derived names (indexes, partitions) kept under the identifier limit.
-- Secrets: :func:`mask_dsn` is the one masker of connection strings, and every
-  text that leaves a store (errors, logs, reprs) is scrubbed of the password.
+- Secrets: :func:`mask_dsn` is how every message shows a connection string
+  (the stores' and the CLI's), and every text that leaves a store (errors,
+  logs, reprs) is scrubbed of the password. (The spool's directory identity
+  is another thing: a stable, allow-listed form, in ``transport``.)
 - Errors: :class:`StoreError` (the transport retries it) and what counts as
   a network failure.
 
