@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 import llamonitor
 from llamonitor.schema.config import StorageConfig
-from llamonitor.storage import _sql, create_backend
+from llamonitor.storage import _sql_ddl, create_backend
 from llamonitor.storage import mysql as mysql_store
 from llamonitor.storage import postgres as postgres_store
 from llamonitor.storage import sqlite as sqlite_store
@@ -204,7 +204,7 @@ class Store:
 
     def schema_version(self) -> int | None:
         rows = self.execute(
-            f"SELECT schema_version FROM {_sql.META_TABLE} WHERE table_name = {self.mark(1)}",
+            f"SELECT schema_version FROM {_sql_ddl.META_TABLE} WHERE table_name = {self.mark(1)}",
             (self.table,),
         )
         return int(rows[0][0]) if rows else None
@@ -212,7 +212,7 @@ class Store:
     def create_table(self, fields: Sequence[pa.Field]) -> None:
         """A span table of ``fields`` (types from the backend's own mapping),
         primary key ``event_id``: what an older llamonitor created."""
-        defs = _sql.column_defs(self.module.sql_type, self.quote, fields)
+        defs = _sql_ddl.column_defs(self.module.sql_type, self.quote, fields)
         extra = " DEFAULT CHARSET=utf8mb4" if self.kind == "mysql" else ""
         self.execute(
             f"CREATE TABLE {self.quote(self.table)} ({', '.join(defs)}, "
@@ -244,7 +244,8 @@ class Store:
             self.execute(f"DROP TABLE IF EXISTS {self.quote(self.table)}")
         try:
             self.execute(
-                f"DELETE FROM {_sql.META_TABLE} WHERE table_name = {self.mark(1)}", (self.table,)
+                f"DELETE FROM {_sql_ddl.META_TABLE} WHERE table_name = {self.mark(1)}",
+                (self.table,),
             )
         except Exception:
             pass  # no meta table yet

@@ -25,7 +25,15 @@ from llamonitor import MonitorConfig, StorageConfig, monitor_llm, monitoring_ses
 from llamonitor.cli import cli
 from llamonitor.schema._columns import COLUMNS_V1, SCHEMA, SCHEMA_VERSION
 from llamonitor.schema.config import ConfigurationError
-from llamonitor.storage import RowsRejected, StoreError, _sql, create_backend
+from llamonitor.storage import (
+    RowsRejected,
+    StoreError,
+    _sql,
+    _sql_ddl,
+    _sql_query,
+    _sql_write,
+    create_backend,
+)
 from llamonitor.storage import sqlite as sqlite_store
 from llamonitor.storage._duckdb import Filters
 
@@ -149,7 +157,7 @@ def test_bad_rows_are_isolated_and_the_rest_written(
     goes as concurrent parts); a replay of the batch rejects them again and
     duplicates nothing."""
     if split:
-        monkeypatch.setattr(_sql, "MIN_PART_ROWS", 10)  # 101 rows: two parts
+        monkeypatch.setattr(_sql_write, "MIN_PART_ROWS", 10)  # 101 rows: two parts
     rows = [span_row(i) for i in range(101)]
     for position, (values, _) in zip((37, 64), BAD_ROWS[db.kind], strict=True):
         rows[position].update(values)
@@ -284,7 +292,7 @@ def test_fresh_table_has_the_indexes_and_version(db: Store) -> None:
         ]
     else:
         names = [r[1] for r in db.execute(f"PRAGMA index_list({db.table})")]
-    for suffix, _ in _sql.INDEXES:
+    for suffix, _ in _sql_ddl.INDEXES:
         assert f"{db.table}_{suffix}" in names
 
 
@@ -307,7 +315,7 @@ def test_newer_schema_version_is_refused(db: Store) -> None:
     """A table migrated by a newer llamonitor is not written by this one."""
     db.write(batch(1))
     db.execute(
-        f"UPDATE {_sql.META_TABLE} SET schema_version = 99 WHERE table_name = {db.mark(1)}",
+        f"UPDATE {_sql_ddl.META_TABLE} SET schema_version = 99 WHERE table_name = {db.mark(1)}",
         (db.table,),
     )
     error = initialize_error(db)
@@ -623,7 +631,7 @@ def test_filters_are_pushed_into_the_store(db: Store) -> None:
 def test_cli_reads_the_store(db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """events (filters, globs, times), trace (by prefix) and stats work through
     --dsn/--table, rows streamed in several chunks."""
-    monkeypatch.setattr(_sql, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(_sql_query, "CHUNK_ROWS", 5)
     db.write(table_of(conversation_rows()))
     at = ("--dsn", db.dsn, "--table", db.table)
 

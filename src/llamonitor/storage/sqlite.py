@@ -26,9 +26,12 @@ import pyarrow as pa
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
-from llamonitor.storage import _sql
+from llamonitor.storage import _sql, _sql_ddl, _sql_query, _sql_write
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
-from llamonitor.storage._sql import ContentError, Secrets, StoreError, describe
+from llamonitor.storage._sql import Secrets, StoreError, describe
+from llamonitor.storage._sql_types import sqlite_accepts
+from llamonitor.storage._sql_types import sqlite_type as sql_type
+from llamonitor.storage._sql_write import ContentError
 from llamonitor.storage.base import RowsRejected, StorageBackend
 
 logger = logging.getLogger("llamonitor.storage.sqlite")
@@ -40,36 +43,6 @@ _MISSING = ("no such table", "no such column", "has no column named")
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def sql_type(field: pa.Field) -> str:
-    """The SQLite column type of a schema field."""
-    t = field.type
-    if pa.types.is_string(t) or pa.types.is_timestamp(t):
-        return "TEXT"
-    if pa.types.is_int64(t) or pa.types.is_boolean(t):
-        return "INTEGER"
-    if pa.types.is_float64(t):
-        return "REAL"
-    raise TypeError(f"no SQLite type for {field}")  # pragma: no cover - schema is fixed
-
-
-def _affinity(declared: str) -> str:
-    """SQLite's column affinity of a declared type (section 3.1 of its docs)."""
-    d = declared.upper()
-    if "INT" in d:
-        return "INTEGER"
-    if any(s in d for s in ("CHAR", "CLOB", "TEXT")):
-        return "TEXT"
-    if not d or "BLOB" in d:
-        return "BLOB"
-    if any(s in d for s in ("REAL", "FLOA", "DOUB")):
-        return "REAL"
-    return "NUMERIC"
-
-
-def _accepts(declared: str, field: pa.Field) -> bool:
-    return _affinity(declared) == sql_type(field)
 
 
 def database_path(dsn: str) -> Path:
@@ -194,26 +167,28 @@ class SQLiteBackend(StorageBackend):
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            meta = _q(_sql_ddl.META_TABLE)
             conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_q(_sql.META_TABLE)} (table_name TEXT PRIMARY KEY, "
+                f"CREATE TABLE IF NOT EXISTS {meta} (table_name TEXT PRIMARY KEY, "
                 "schema_version INTEGER NOT NULL, updated_at TEXT NOT NULL)"
             )
             row = conn.execute(
-                f"SELECT schema_version FROM {_q(_sql.META_TABLE)} WHERE table_name = ?",
+                f"SELECT schema_version FROM {meta} WHERE table_name = ?",
                 (t.table,),
             ).fetchone()
             existing = {
                 r[1]: r[2] for r in conn.execute(f"PRAGMA table_info({t.qualified})").fetchall()
             }
             if not existing:
-                defs = _sql.column_defs(sql_type, _q, SCHEMA)
+                defs = _sql_ddl.column_defs(sql_type, _q, SCHEMA)
                 conn.execute(
                     f"CREATE TABLE {t.qualified} ({', '.join(defs)}, "
-                    f"PRIMARY KEY ({', '.join(_q(c) for c in _sql.PRIMARY_KEY)}))"
+                    f"PRIMARY KEY ({', '.join(_q(c) for c in _sql_ddl.PRIMARY_KEY)}))"
                 )
                 logger.info("llamonitor: created %s (schema version %d)", t.label, SCHEMA_VERSION)
             else:
-                missing = _sql.plan_migration(t.label, existing, _accepts, row[0] if row else None)
+                version = row[0] if row else None
+                missing = _sql_ddl.plan_migration(t.label, existing, sqlite_accepts, version)
                 for f in missing:
                     conn.execute(f"ALTER TABLE {t.qualified} ADD COLUMN {_q(f.name)} {sql_type(f)}")
                 if missing:
@@ -224,13 +199,13 @@ class SQLiteBackend(StorageBackend):
                         ", ".join(f.name for f in missing),
                     )
                 self._ensure_unique_event_id(conn)
-            for suffix, cols in _sql.INDEXES:
+            for suffix, cols in _sql_ddl.INDEXES:
                 conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {_q(_sql.derived_name(t.table, suffix))} "
-                    f"ON {t.qualified} ({_sql.index_columns(cols, _q)})"
+                    f"ON {t.qualified} ({_sql_ddl.index_columns(cols, _q)})"
                 )
             conn.execute(
-                f"INSERT INTO {_q(_sql.META_TABLE)} (table_name, schema_version, updated_at) "
+                f"INSERT INTO {meta} (table_name, schema_version, updated_at) "
                 "VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT(table_name) "
                 "DO UPDATE SET schema_version = excluded.schema_version, "
                 "updated_at = excluded.updated_at",
@@ -247,7 +222,7 @@ class SQLiteBackend(StorageBackend):
         t = self._t
         for _, name, unique, *_ in conn.execute(f"PRAGMA index_list({t.qualified})").fetchall():
             cols = [r[2] for r in conn.execute(f"PRAGMA index_info({_q(name)})").fetchall()]
-            if unique and cols == list(_sql.PRIMARY_KEY):
+            if unique and cols == list(_sql_ddl.PRIMARY_KEY):
                 return
         conn.execute(
             f"CREATE UNIQUE INDEX {_q(_sql.derived_name(t.table, 'event_id'))} "
@@ -261,12 +236,12 @@ class SQLiteBackend(StorageBackend):
         :class:`RowsRejected` after the others are written."""
         if table.num_rows == 0:
             return
-        table = _sql.conform(table)
+        table = _sql_write.conform(table)
         error: StoreError | None = None
         try:
             if not self._ready:
                 self._guarded("initialize", self._setup)
-            await _sql.write_isolating(table, self._attempt)
+            await _sql_write.write_isolating(table, self._attempt)
             return
         except (ConfigurationError, RowsRejected, StoreError):
             raise
@@ -326,9 +301,9 @@ def _rollback(conn: Any) -> None:
 
 
 def _records(table: pa.Table) -> tuple[tuple[str, ...], Any]:
-    """The columns to insert (see :func:`~llamonitor.storage._sql.present_fields`)
+    """The columns to insert (see :func:`~llamonitor.storage._sql_write.present_fields`)
     and the rows."""
-    fields = _sql.present_fields(table)
+    fields = _sql_write.present_fields(table)
     columns = []
     for f in fields:
         col = table.column(f.name)
@@ -358,7 +333,7 @@ def _bind_time(v: datetime) -> str:
     )
 
 
-_PUSHDOWN = _sql.Pushdown(
+_PUSHDOWN = _sql_query.Pushdown(
     quote=_q, placeholder=lambda _i: "?", timestamp=_bind_time, native_glob=True
 )
 
@@ -387,15 +362,19 @@ def query(config: StorageConfig) -> DuckDBQuery:
                 return None
             sql, params = _PUSHDOWN.select(t.qualified, present, filters)
             cursor = conn.execute(sql, params)
-            first = cursor.fetchmany(_sql.CHUNK_ROWS)
+            first = cursor.fetchmany(_sql_query.CHUNK_ROWS)
         except Exception as exc:
             error = t.error("query", exc)
         if error is not None:
             if conn is not None:
                 conn.close()
             raise error
-        return _sql.stream(
-            first, lambda: cursor.fetchmany(_sql.CHUNK_ROWS), conn.close, _decode, t.secrets.scrub
+        return _sql_query.stream(
+            first,
+            lambda: cursor.fetchmany(_sql_query.CHUNK_ROWS),
+            conn.close,
+            _decode,
+            t.secrets.scrub,
         )
 
     return DuckDBQuery(source)
