@@ -233,3 +233,14 @@ def test_disabled_config_records_nothing() -> None:
     assert f() == 3
     assert llamonitor.flush(1)
     assert len(backend) == 0
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql://u:pw@127.0.0.1:70000/test", "mysql://root:pw@127.0.0.1:0/test"],
+)
+def test_a_port_outside_1_to_65535_fails_at_initialize_naming_the_setting(dsn: str) -> None:
+    """Even with fail_silently (the default): a wrong port is configuration, not an outage."""
+    with pytest.raises(ConfigurationError, match=r"storage\.connection_string.*port") as error:
+        initialize_monitoring(MonitorConfig.for_production(dsn))
+    assert "pw" not in str(error.value)

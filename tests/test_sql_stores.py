@@ -523,6 +523,19 @@ def test_mask_dsn_hides_every_form_of_password() -> None:
     assert mask("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
 
 
+def test_mask_dsn_hides_secret_parameters_of_every_connection_string_form() -> None:
+    """sslpassword=, token=, ODBC Pwd=, libpq keywords and Oracle user/password@host."""
+    assert (
+        mask("postgresql://u@h/db?sslpassword=s3&sslmode=require")
+        == "postgresql://u@h/db?sslpassword=***&sslmode=require"
+    )
+    assert mask("mysql://root@h/db?access_token=t0k") == "mysql://root@h/db?access_token=***"
+    odbc = "Driver={X};Server=db;Uid=app;Pwd={se;cr};"
+    assert mask(odbc) == "Driver={X};Server=db;Uid=app;Pwd=***;"
+    assert mask("host=db user=app password=hunter2") == "host=db user=app password=***"
+    assert mask("scott/tiger@db:1521/orcl") == "scott/***@db:1521/orcl"
+
+
 def mask(dsn: str) -> str:
     return _sql.mask_dsn(dsn)
 

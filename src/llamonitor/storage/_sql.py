@@ -85,7 +85,24 @@ def connection_string(config: StorageConfig, backend: str) -> str:
             "storage.connection_string",
             f"{mask_dsn(dsn)!r} is not a {backend} connection string; expected {EXAMPLES[backend]}",
         )
+    _check_ports(dsn)
     return dsn
+
+
+def _check_ports(dsn: str) -> None:
+    """Every ``host:port`` of the URL (several for a failover list) has a port in 1-65535.
+
+    Raises:
+        ConfigurationError: naming ``storage.connection_string`` (masked).
+    """
+    netloc = dsn.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    for host in netloc.split(","):
+        port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host else ""
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigurationError(
+                "storage.connection_string",
+                f"{mask_dsn(dsn)!r}: port {port!r} is not a port number (1-65535)",
+            )
 
 
 EXAMPLES = {
@@ -131,13 +148,25 @@ MASK = "***"
 # Up to the last "@" of the URL: a password may hold an unescaped "/" or "@"
 # (masking too much is the safe side).
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
-_QUERY_PASSWORD = re.compile(r"((?:^|[?&;\s])password=)[^&;\s]*", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"pass|pwd|secret|token|credential|auth|api[_-]?key|private|(^|[_-])key$", re.IGNORECASE
+)
+"""Parameter names whose values are secrets (password, sslpassword, PWD,
+access_token, api_key, ...): masked when shown, left out of a spool's identity."""
+
+_PARAMETER = re.compile(r"((?:^|[?&;\s])\s*([\w.-]+)\s*=\s*)(\{(?:[^}]|\}\})*\}|[^&;\s]*)")
+_EZCONNECT_PASSWORD = re.compile(r"^([^/@:\s]+/)[^@\s]*@")  # Oracle user/password@host
 
 
 def mask_dsn(dsn: str) -> str:
-    """``postgresql://user:***@host:5432/db``: the password (also a
-    ``password=`` parameter) replaced by ``***``."""
-    return _QUERY_PASSWORD.sub(rf"\1{MASK}", _URL_PASSWORD.sub(rf"\1{MASK}@", dsn))
+    """``postgresql://user:***@host:5432/db``: the password replaced by ``***``,
+    and so is every parameter named like a secret (``password=``, ``sslpassword=``,
+    ``token=``, ODBC ``Pwd=``...) and the password of ``user/password@host``."""
+    masked = _URL_PASSWORD.sub(rf"\1{MASK}@", dsn)
+    masked = _PARAMETER.sub(
+        lambda m: m.group(1) + MASK if SECRET_KEY.search(m.group(2)) else m.group(0), masked
+    )
+    return _EZCONNECT_PASSWORD.sub(rf"\1{MASK}@", masked)
 
 
 class Secrets:

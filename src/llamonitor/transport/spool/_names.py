@@ -18,11 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-_SECRET_KEY = re.compile(
-    r"pass|pwd|secret|token|credential|auth|api[_-]?key|private|(^|[_-])key$", re.IGNORECASE
-)
-"""Parameter names whose values are secrets (password, sslpassword, PWD,
-access_token, api_key, ...): left out of the identity altogether."""
+from llamonitor.storage._sql import SECRET_KEY
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 _EZCONNECT = re.compile(r"^([^/@\s]+)/.*@([^@]+)$", re.DOTALL)  # user/password@host:port/service
@@ -66,17 +62,17 @@ def dsn_without_secrets(dsn: str) -> str:
         try:
             parts = urlsplit(f"{scheme}://{after}")
             query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                     if not _SECRET_KEY.search(k)]
+                     if not SECRET_KEY.search(k)]
         except ValueError:
             return f"{scheme.lower()}://{user}@{after}"
         q = f"?{urlencode(sorted(query))}" if query else ""
         return f"{scheme.lower()}://{user}@{parts.netloc.lower()}{parts.path}{q}"
     if ";" in dsn and "=" in dsn:  # ODBC: Driver={...};Server=db;Uid=app;Pwd=...;
         pairs = [(k.strip().lower(), v) for k, v in _ODBC_PAIR.findall(dsn)]
-        return ";".join(f"{k}={v}" for k, v in sorted(pairs) if not _SECRET_KEY.search(k))
+        return ";".join(f"{k}={v}" for k, v in sorted(pairs) if not SECRET_KEY.search(k))
     if _LIBPQ_PAIR.match(dsn.strip()):  # libpq keywords: host=db user=app password=...
         pairs = [(k.lower(), v) for k, v in _LIBPQ_PAIR.findall(dsn)]
-        return " ".join(f"{k}={v}" for k, v in sorted(pairs) if not _SECRET_KEY.search(k))
+        return " ".join(f"{k}={v}" for k, v in sorted(pairs) if not SECRET_KEY.search(k))
     m = _EZCONNECT.match(dsn.strip())
     if m:  # Oracle EZConnect: user/password@host:port/service
         return f"{m.group(1)}@{m.group(2)}"
@@ -118,7 +114,7 @@ def _stable(value: Any) -> str:
 
 
 def _options_digest(options: dict[str, Any]) -> str:
-    kept = {str(k): v for k, v in options.items() if not _SECRET_KEY.search(str(k))}
+    kept = {str(k): v for k, v in options.items() if not SECRET_KEY.search(str(k))}
     return _digest(json.dumps(kept, sort_keys=True, default=_stable), 16)
 
 
