@@ -291,3 +291,30 @@ def test_spans_of_multiprocessing_children_are_written_once(tmp_path: Path, meth
     # The configuration file children started from is gone with the parent.
     parent = int(proc.stdout.split()[-1])
     assert not list(Path(tempfile.gettempdir()).glob(f"llamonitor-{parent}-*"))
+
+
+def test_a_program_that_is_not_a_multiprocessing_child_does_not_inherit(tmp_path: Path) -> None:
+    """A plain subprocess of a monitored program sees the configuration file's path in
+    its environment, but records nothing unless it starts monitoring itself."""
+    store = tmp_path / "store"
+    parent = _run(
+        f"""
+        import os, subprocess, sys
+        from llamonitor import MonitorConfig, initialize_monitoring
+        initialize_monitoring(MonitorConfig.for_local_dev({str(store)!r}))
+        child = '''
+        from llamonitor import monitor_llm, flush
+        @monitor_llm("plain_child")
+        def f():
+            return "x"
+        f()
+        flush(5)
+        '''
+        subprocess.run([sys.executable, "-c", child], check=True)
+        print(os.environ["LLAMONITOR_PARENT_CONFIG"])
+        """,
+        tmp_path,
+    )
+    assert parent.returncode == 0, parent.stderr
+    assert parent.stdout.strip().endswith("config.pickle")
+    assert _rows(store) == []
