@@ -37,7 +37,7 @@ def span_row(i: int, **values: Any) -> dict[str, Any]:
         operation_type="llm_call",
         timestamp=T0 + timedelta(seconds=i),
         duration_ms=1.0,
-        error=False,
+        error=None,  # TRUE or NULL (schema version 3)
         process_id=1,
     )
     base.update(values)

@@ -77,7 +77,7 @@ def test_defaults_name_the_span_by_qualname_and_type_llm_call(
     row = one(spans)
     assert row["operation_name"] == plain.__qualname__
     assert row["operation_type"] == "llm_call"
-    assert row["error"] is False and row["error_type"] is None
+    assert row["error"] is None and row["error_type"] is None
     assert all(row[c] is None for c in TEXT_COLUMNS)
     assert row["custom_attributes"] is None
     assert row["stream_item_count"] is None
@@ -460,7 +460,7 @@ def test_sync_generator_span_ends_with_the_stream(spans: llamonitor.InMemoryBack
     assert row["stream_item_count"] == 3
     assert row["text_char_count"] == len("Hello streamed world")
     assert row["text_word_count"] == 3
-    assert row["error"] is False
+    assert row["error"] is None
     assert attrs(row) is None
 
 
@@ -546,7 +546,7 @@ def test_generator_send_throw_and_return_value_pass_through(
     assert stop.value.value == ["a", "b"]
     row = one(spans)
     assert row["stream_item_count"] == 4
-    assert row["error"] is False
+    assert row["error"] is None
 
 
 def test_async_generator_asend_and_athrow_pass_through(
@@ -573,7 +573,7 @@ def test_async_generator_asend_and_athrow_pass_through(
     assert asyncio.run(main()) == ["ready", "got x", "recovered"]
     row = one(spans)
     assert row["stream_item_count"] == 3
-    assert row["error"] is False
+    assert row["error"] is None
 
 
 def test_closing_a_sync_stream_early_records_stream_closed_early(
@@ -600,7 +600,7 @@ def test_closing_a_sync_stream_early_records_stream_closed_early(
     got = sorted(rows(spans), key=lambda r: r["stream_item_count"])
     assert [r["stream_item_count"] for r in got] == [2, 5]
     for row in got:
-        assert row["error"] is False
+        assert row["error"] is None
         assert attrs(row) == {"model": "m", "stream_closed_early": True}
 
 

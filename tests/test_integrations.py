@@ -165,7 +165,7 @@ def test_chat_sync(server: LLMServer, spans: Any, instrumented: None) -> None:
     assert row["finish_reason"] == "stop"
     assert (row["temperature"], row["max_tokens"]) == (0.25, 64)
     assert row["prompt_hash"] == prompt_hash({"messages": MESSAGES})
-    assert row["error"] is False and row["stream_item_count"] is None
+    assert row["error"] is None and row["stream_item_count"] is None
     check_text(row, TEXT)
 
 
@@ -225,7 +225,7 @@ def test_chat_stream_consumed(server: LLMServer, spans: Any, instrumented: None)
     assert row["response_id"] == "chatcmpl-S"
     assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (30, 11, 41)
     assert row["cache_read_tokens"] == 0 and row["token_source"] == "provider"
-    assert row["finish_reason"] == "stop" and row["error"] is False
+    assert row["finish_reason"] == "stop" and row["error"] is None
     assert "stream_closed_early" not in attrs(row)
     check_text(row, TEXT)
 
@@ -259,7 +259,7 @@ def test_chat_stream_closed_early(server: LLMServer, spans: Any, instrumented: N
         row = one(spans)  # recorded at the close, while the stream is still referenced
         assert attrs(row)["stream_closed_early"] is True
         check_stream(row, 3)
-        assert row["error"] is False
+        assert row["error"] is None
         check_text(row, PIECES[0] + PIECES[1])  # the role chunk has no text
         assert row["token_source"] == "estimate:chars/4"  # the usage chunk never came
         del stream
@@ -392,7 +392,7 @@ def test_async_streams_abandoned(server: LLMServer, spans: Any, instrumented: No
         "openai.chat.completions",
     ]
     for row in found:
-        assert attrs(row)["stream_closed_early"] is True and row["error"] is False
+        assert attrs(row)["stream_closed_early"] is True and row["error"] is None
 
 
 def test_chat_stream_async_connection_cut(
@@ -488,7 +488,7 @@ def test_with_streaming_response(server: LLMServer, spans: Any, instrumented: No
         assert json.loads(response.read())["choices"][0]["message"]["content"] == TEXT
     row = one(spans)
     check_span(row, "openai.chat.completions", "openai", "gpt-4o")
-    assert row["error"] is False
+    assert row["error"] is None
 
 
 # -- OpenAI Responses ---------------------------------------------------------------

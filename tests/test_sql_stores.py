@@ -58,6 +58,11 @@ def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["event_id"]: r for r in rows}
 
 
+def as_read(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as ``events()`` returns them: ``error`` a bool (stored TRUE or NULL)."""
+    return [{**r, "error": bool(r["error"])} for r in rows]
+
+
 def run(*args: Any, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env=env)
 
@@ -81,7 +86,7 @@ def every_column_rows() -> list[dict[str, Any]]:
             elif pa.types.is_float64(f.type):
                 row[f.name] = floats[i]
             elif pa.types.is_boolean(f.type):
-                row[f.name] = bool(i % 2)
+                row[f.name] = True if i % 2 else None  # error: TRUE or NULL
         attrs = {"model": "gpt-4", "nested": {"k": [1, 2.5, None, "ü🙂"]}, "i": i}
         row["custom_attributes"] = json.dumps(attrs, ensure_ascii=False)
         rows.append(row)
@@ -116,7 +121,7 @@ def test_every_column_round_trips(db: Store) -> None:
     with db.query() as q:
         got = by_id(q.events(limit=None))
         arrow = q.run("SELECT * FROM {rel} ORDER BY event_id")
-    assert got == by_id(written.to_pylist())
+    assert got == by_id(as_read(written.to_pylist()))
     assert arrow is not None
     assert [f.type for f in arrow.schema] == [f.type for f in SCHEMA]
     assert json.loads(got["e000000"]["custom_attributes"])["nested"]["k"][3] == "ü🙂"
@@ -244,17 +249,30 @@ def test_connection_killed_by_the_server_is_retried_without_duplicates(
 # -- the table definition and its migration ---------------------------------------
 
 
+def before_v3(names: tuple[str, ...] | list[str]) -> list[pa.Field]:
+    """The fields ``names`` as a table before schema version 3 had them
+    (``error`` and ``duration_ms`` NOT NULL)."""
+    return [
+        f.with_nullable(False) if f.name in _sql_ddl.RELAXED_IN_V3 else f
+        for f in SCHEMA
+        if f.name in names
+    ]
+
+
 def test_version_1_table_is_migrated_in_place(db: Store) -> None:
     """A table of schema version 1 gets the new columns on initialize; its rows stay
-    intact (new columns null) and new rows land beside them."""
-    db.create_table([f for f in SCHEMA if f.name in COLUMNS_V1])
+    intact (new columns null, error FALSE now NULL) and new rows land beside them."""
+    db.create_table(before_v3(COLUMNS_V1))
     old = [
-        span_row(i, session_id="old", text_char_count=i, custom_attributes='{"v": 1}')
+        span_row(
+            i, session_id="old", text_char_count=i, custom_attributes='{"v": 1}', error=i == 3
+        )
         for i in range(5)
     ]
     db.insert_rows(old, COLUMNS_V1)
     with db.query() as q:  # readable before any writer migrated it
         assert q.count() == 5
+        assert q.overview()["errors"] == 1
     db.write(batch(3, start=100, model="gpt-4o", input_tokens=7))
     assert set(SCHEMA.names) <= set(db.columns())
     assert db.schema_version() == SCHEMA_VERSION
@@ -263,10 +281,13 @@ def test_version_1_table_is_migrated_in_place(db: Store) -> None:
     assert len(rows) == 8
     for row in old:
         got = rows[row["event_id"]]
+        row["error"] = bool(row["error"])
         assert {c: got[c] for c in COLUMNS_V1} == {c: row[c] for c in COLUMNS_V1}
         assert got["model"] is None
     assert rows["e000100"]["model"] == "gpt-4o"
     assert rows["e000100"]["input_tokens"] == 7
+    failed = db.execute(f"SELECT event_id FROM {db.quote(db.table)} WHERE error IS NOT NULL")
+    assert failed == [("e000003",)]
 
 
 def test_fresh_table_has_the_indexes_and_version(db: Store) -> None:
@@ -346,7 +367,7 @@ def test_monthly_partitions_are_created_on_demand(pg_db: Store) -> None:
     kind = pg_db.execute("SELECT relkind::text FROM pg_class WHERE relname = $1", (pg_db.table,))
     assert kind == [("p",)]
     with pg_db.query() as q:
-        assert by_id(q.events(limit=None)) == by_id(rows)
+        assert by_id(q.events(limit=None)) == by_id(as_read(rows))
         assert q.count() == 6
 
 

@@ -127,7 +127,7 @@ def test_odd_results_pass_through_the_same_object(
     assert all(item is value for item in stream())
     got = {r["operation_name"]: r for r in rows(spans)}
     assert set(got) == {"sync", "async", "stream"}
-    assert all(r["error"] is False for r in got.values())
+    assert all(r["error"] is None for r in got.values())
 
 
 def test_text_of_a_str_subclass_with_raising_methods_is_measured(
@@ -203,7 +203,7 @@ def test_a_result_whose_attributes_raise_is_not_an_error(
 
     assert f() is value
     row = one(spans)
-    assert row["text_char_count"] is None and row["error"] is False
+    assert row["text_char_count"] is None and row["error"] is None
 
 
 def test_extractor_returning_a_non_str_is_converted(spans: llamonitor.InMemoryBackend) -> None:

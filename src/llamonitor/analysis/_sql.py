@@ -318,7 +318,7 @@ def cache_sql() -> str:
         "coalesce(sum(cost_usd), 0) - coalesce(arg_min(cost_usd, \"timestamp\"), 0) AS saving_usd, "
         "coalesce(sum(duration_ms), 0) - coalesce(arg_min(duration_ms, \"timestamp\"), 0) "
         "AS saving_ms FROM (SELECT * FROM {rel} {where}) AS s "
-        "WHERE s.prompt_hash IS NOT NULL AND NOT s.error "
+        "WHERE s.prompt_hash IS NOT NULL AND s.error IS NOT TRUE "
         "GROUP BY prompt_hash, model HAVING count(*) > 1) "
         "SELECT prompt_hash, model, n, saving_usd, saving_ms, "
         "count(*) OVER () AS prompts, sum(n - 1) OVER () AS repeats, "

@@ -8,13 +8,14 @@ from llamonitor.schema._columns import (
     SCHEMA_VERSION,
     TEXT_METRICS,
 )
+from llamonitor.schema._extensions import MetricGroup, register_metrics
 from llamonitor.schema.config import (
     ConfigurationError,
     ModelPrice,
     MonitorConfig,
     StorageConfig,
 )
-from llamonitor.schema.events import MetricEvent
+from llamonitor.schema.events import ImageMetrics, MetricEvent, TextMetrics
 
 __all__ = [
     "COLUMN_NAMES",
@@ -24,8 +25,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "TEXT_METRICS",
     "ConfigurationError",
+    "ImageMetrics",
     "MetricEvent",
+    "MetricGroup",
     "ModelPrice",
     "MonitorConfig",
     "StorageConfig",
+    "TextMetrics",
+    "register_metrics",
 ]

@@ -12,13 +12,17 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-"""Bumped whenever a column is added, removed or changes type.
+SCHEMA_VERSION = 3
+"""Bumped whenever a column is added, removed or changes type or meaning.
 
 History: 1 = core span columns; 2 = LLM columns (project, agent, provider,
-model, tokens, cost, request parameters, prompt hash, captured content).
-A store written at an older version is read with the new columns as nulls
-(Parquet) or migrated in place by ``ALTER TABLE ... ADD COLUMN`` (SQL).
+model, tokens, cost, request parameters, prompt hash, captured content);
+3 = ``error`` is TRUE on a failed span and NULL otherwise (it was FALSE), so
+the seed's ``error IS NOT NULL`` selects the failures, and ``duration_ms`` may
+be null (a hand-made seed-style event need not have one). A store written at
+an older version is read with the new columns as nulls and ``error`` FALSE as
+NULL (Parquet), or migrated in place (SQL: ``ALTER TABLE ... ADD COLUMN``,
+``UPDATE ... SET error = NULL WHERE error = FALSE``).
 """
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -34,8 +38,8 @@ _COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("operation_name", pa.string(), False, "What ran (decorator operation_name)."),
     ("operation_type", pa.string(), False, "Kind of step: llm_call, tool, agent_workflow..."),
     ("timestamp", _TS, False, "Start of the span, UTC."),
-    ("duration_ms", pa.float64(), False, "Wall time of the span, monotonic clock."),
-    ("error", pa.bool_(), False, "True when the span raised."),
+    ("duration_ms", pa.float64(), True, "Wall time of the span, monotonic clock."),
+    ("error", pa.bool_(), True, "TRUE when the span failed, NULL otherwise."),
     ("error_type", pa.string(), True, "Qualified name of the exception class."),
     ("error_message", pa.string(), True, "str() of the exception, capped."),
     ("text_char_count", pa.int64(), True, "Characters of the output text."),

@@ -24,8 +24,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llamonitor.schema._extensions import conform
 from llamonitor.storage._files import fsync_dir, remove_stale_temp_files, write_atomic
-from llamonitor.storage._layout import JOURNAL_NAME, data_files, write_table_atomic
+from llamonitor.storage._layout import JOURNAL_NAME, data_files, split_by_writer, write_table_atomic
 
 LOCK_NAME = ".compact.lock"
 DEFAULT_TARGET_ROWS = 1_000_000
@@ -122,7 +123,9 @@ def _merge(directory: Path, files: list[Path], compression: str) -> None:
     for f in files:
         with pq.ParquetFile(f) as pf:
             tables.append(pf.read())
-    merged = pa.concat_tables(tables, promote_options="default")
+    # Older files lack newer columns and hold error FALSE: the merged file is
+    # of the current schema version (what every reader makes of them anyway).
+    merged = conform(pa.concat_tables(tables, promote_options="default"))
     output = directory / _output_name(files[0].name)
     journal = {"version": 1, "output": output.name, "inputs": [f.name for f in files]}
     _write_bytes_atomic(json.dumps(journal).encode(), directory / JOURNAL_NAME)
@@ -147,11 +150,13 @@ _Inventory = list[tuple[Path, list[tuple[Path, int]]]]
 
 
 def _inventory(root: Path, result: CompactResult | None) -> _Inventory:
-    """Each directory's ``events_*.parquet`` files with their row counts."""
+    """Each directory's ``events_*.parquet`` files with their row counts; files
+    the original system wrote are left alone (never rewritten, see ``_layout``)."""
     out: _Inventory = []
     for directory in sorted({f.parent for f in data_files(root)}):
         files: list[tuple[Path, int]] = []
-        for f in sorted(directory.glob("events_*.parquet")):
+        ours, _ = split_by_writer(sorted(directory.glob("events_*.parquet")))
+        for f in ours:
             try:
                 with pq.ParquetFile(f) as pf:
                     files.append((f, pf.metadata.num_rows))

@@ -1,9 +1,16 @@
-"""The Parquet store's layout: how its files are named, written and listed.
+"""The Parquet store's layout: how its files are named, written, listed and
+told apart.
 
 ``output_dir/YYYY-MM-DD/events_*.parquet`` (``partition_by="date"``, the UTC
 day of the span's start) or ``output_dir/session=<id>/events_*.parquet``
 (``partition_by="session_id"``). Hidden files are never data: a writer's
 temporary files (see ``_files``), compaction's journal and lock.
+
+A store may also hold files the original system (llamonitor-async) wrote,
+under the same ``YYYY-MM-DD/events_*.parquet`` names: its own layout (naive
+timestamps, ``error`` the message, a ``schema_version`` column, ...).
+:func:`split_by_writer` tells them from ours, so the query side normalises
+them and compaction leaves them alone.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +30,10 @@ import pyarrow.parquet as pq
 from llamonitor.storage._files import write_atomic
 
 FILE_GLOB = "**/*.parquet"
+OURS = re.compile(r"^events_\d{8}T\d{12}_")
+"""Names our writer and compaction give (``events_<UTC time>T..._<pid>_...``);
+the original system's are ``events_YYYYmmdd_HHMMSS_ffffff.parquet``."""
+VERSION_KEY = b"llamonitor.schema_version"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 JOURNAL_NAME = ".compact-journal.json"
@@ -90,3 +103,65 @@ def data_files(output_dir: str | Path) -> list[Path]:
         skip = {d / name for d in journaled for name in _journal_inputs(d, listed)}
         found = [f for f in found if f not in skip]
     return sorted(found)
+
+
+@dataclass(frozen=True)
+class ForeignFile:
+    """A data file the original system wrote: its columns and whether its
+    timestamps are time-zone aware (the original's are naive UTC)."""
+
+    path: Path
+    columns: tuple[str, ...]
+    aware: bool
+
+
+_foreign_cache: dict[Path, tuple[int, int, ForeignFile | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def _foreign(path: Path) -> ForeignFile | None:
+    """``path`` as a :class:`ForeignFile`, or ``None`` if it is ours: written
+    with our metadata, or (an unknown writer) with a boolean ``error``."""
+    st = path.stat()
+    with _cache_lock:
+        cached = _foreign_cache.get(path)
+    if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
+        return cached[2]
+    schema = pq.read_schema(path)
+    found: ForeignFile | None = None
+    if VERSION_KEY not in (schema.metadata or {}):
+        names = schema.names
+        error = schema.field("error").type if "error" in names else None
+        if "schema_version" in names or (error is not None and not pa.types.is_boolean(error)):
+            ts = schema.field("timestamp").type if "timestamp" in names else None
+            aware = ts is not None and pa.types.is_timestamp(ts) and ts.tz is not None
+            found = ForeignFile(path, tuple(names), aware)
+    with _cache_lock:
+        _foreign_cache[path] = (st.st_mtime_ns, st.st_size, found)
+    return found
+
+
+def split_by_writer(files: Sequence[Path]) -> tuple[list[Path], list[ForeignFile]]:
+    """``(ours, the original system's)`` among a store's data files.
+
+    Our names are recognised without opening the file; any other file's
+    footer is read once per process (cached by size and modification time:
+    data files are written once, under a temporary name, and renamed).
+    A file that cannot be read is counted as ours (the query reports it).
+    """
+    ours: list[Path] = []
+    foreign: list[ForeignFile] = []
+    for f in files:
+        path = Path(f)
+        if OURS.match(path.name):
+            ours.append(path)
+            continue
+        try:
+            info = _foreign(path)
+        except (OSError, pa.ArrowException):
+            info = None
+        if info is None:
+            ours.append(path)
+        else:
+            foreign.append(info)
+    return ours, foreign

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from llamonitor.schema._columns import SCHEMA
 from llamonitor.storage import _sql_write
 from llamonitor.storage._mysql_target import q
 
@@ -24,7 +23,7 @@ class Rows:
     """The ``INSERT`` text of one batch.
 
     Args:
-        table: the batch (of ``SCHEMA``).
+        table: the batch (conformed: the base columns, then its metric groups').
         qualified: the span table's quoted name.
         max_statement: the largest statement to send (bytes).
 
@@ -92,7 +91,7 @@ def _values(table: pa.Table, fields: list[pa.Field]) -> pa.ChunkedArray:
 def _non_finite(table: pa.Table) -> list[tuple[int, str]]:
     """Rows with NaN or infinity in a float column (MySQL cannot store them)."""
     bad: dict[int, list[str]] = {}
-    for f in SCHEMA:
+    for f in table.schema:
         if not pa.types.is_floating(f.type):
             continue
         finite = pc.fill_null(pc.is_finite(table.column(f.name)), True)

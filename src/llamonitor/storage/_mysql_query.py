@@ -12,6 +12,7 @@ from llamonitor.storage import _sql_query
 from llamonitor.storage._duckdb import Filters
 from llamonitor.storage._mysql_target import Target, q
 from llamonitor.storage._sql import StoreError
+from llamonitor.storage._sql_ddl import META_TABLE, recorded_extensions
 
 
 def _decode(field: pa.Field, values: list[Any]) -> pa.Array:
@@ -50,7 +51,17 @@ def open_reader(t: Target, filters: Filters) -> pa.RecordBatchReader | None:
         if not present:
             conn.close()
             return None
-        sql, params = _PUSHDOWN.select(t.qualified, present, filters)
+        try:
+            cur.execute(
+                f"SELECT extensions FROM {t.qualify(META_TABLE)} WHERE table_name = %s",
+                (t.table,),
+            )
+            found = cur.fetchall()
+        except pymysql.err.MySQLError:  # no meta table, or an older llamonitor's
+            found = []
+        recorded = recorded_extensions(found[0][0] if found else None)
+        extra = _sql_query.extension_fields(recorded, present)
+        sql, params = _PUSHDOWN.select(t.qualified, present, filters, extra)
         cur.execute(sql, params)
         first = cur.fetchmany(_sql_query.CHUNK_ROWS)
     except Exception as exc:
@@ -60,5 +71,10 @@ def open_reader(t: Target, filters: Filters) -> pa.RecordBatchReader | None:
             conn.close()
         raise error
     return _sql_query.stream(
-        first, lambda: cur.fetchmany(_sql_query.CHUNK_ROWS), conn.close, _decode, t.secrets.scrub
+        first,
+        lambda: cur.fetchmany(_sql_query.CHUNK_ROWS),
+        conn.close,
+        _decode,
+        t.secrets.scrub,
+        _sql_query.read_schema(extra),
     )

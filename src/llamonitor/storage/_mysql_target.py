@@ -137,6 +137,7 @@ class Target:
         }
         self.table = _sql.check_identifier("storage.table_name", config.table_name)
         self.qualified = (f"{q(self.schema)}." if self.schema else "") + q(self.table)
+        self.columns: set[str] = set()  # the table's, as the last setup saw them
         self.label = f"table {(self.schema + '.') if self.schema else ''}{self.table}"
 
     def qualify(self, name: str) -> str:

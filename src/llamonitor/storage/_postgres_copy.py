@@ -13,10 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
+from llamonitor.schema._columns import SCHEMA_VERSION
 from llamonitor.storage import _sql, _sql_write
 from llamonitor.storage._postgres_target import TS, Target, q
-from llamonitor.storage._sql_types import postgres_type
 
 # Timestamps travel as PostgreSQL's own binary value, microseconds since
 # 2000-01-01 UTC, computed by Arrow for the whole column: making a datetime
@@ -62,16 +61,13 @@ class Copy:
 
     def __init__(self, t: Target) -> None:
         self._t = t
-        self._stage = (
-            "llamonitor_stage_"
-            + hex(_sql.lock_key(f"{t.qualified}/{SCHEMA_VERSION}") & 0xFFFFFFFFFFFF)[2:]
-        )
-        self._stage_ddl = (
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {q(self._stage)} ("
-            + ", ".join(f"{q(f.name)} {postgres_type(f)}" for f in SCHEMA)
-            + ") ON COMMIT DELETE ROWS"
-        )
-        self._columns = ", ".join(q(n) for n in SCHEMA.names)
+        self._base = "llamonitor_stage_"
+
+    def _stage(self) -> str:
+        # A staging table per column set: a column added to the span table
+        # (a metric group) gets a new one, LIKE the table as it is now.
+        key = f"{self._t.qualified}/{SCHEMA_VERSION}/{','.join(sorted(self._t.columns))}"
+        return self._base + hex(_sql.lock_key(key) & 0xFFFFFFFFFFFF)[2:]
 
     async def run(
         self,
@@ -90,9 +86,14 @@ class Copy:
                 t.table, schema_name=t.schema, records=rows, columns=columns
             )
             return
-        await conn.execute(self._stage_ddl)
-        await conn.copy_records_to_table(self._stage, records=rows, columns=columns)
+        stage = self._stage()
         await conn.execute(
-            f"INSERT INTO {t.qualified} ({self._columns}) SELECT {self._columns} "
-            f"FROM {q(self._stage)} ON CONFLICT ({conflict}) DO NOTHING"
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {q(stage)} (LIKE {t.qualified}) "
+            "ON COMMIT DELETE ROWS"
+        )
+        await conn.copy_records_to_table(stage, records=rows, columns=columns)
+        names = ", ".join(q(n) for n in columns)
+        await conn.execute(
+            f"INSERT INTO {t.qualified} ({names}) SELECT {names} "
+            f"FROM {q(stage)} ON CONFLICT ({conflict}) DO NOTHING"
         )

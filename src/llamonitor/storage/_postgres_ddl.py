@@ -18,14 +18,15 @@ from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage import _sql, _sql_ddl
 from llamonitor.storage._postgres_target import TS, Target, q
-from llamonitor.storage._sql_types import postgres_accepts, postgres_type
+from llamonitor.storage._sql_types import postgres_accepts, postgres_narrow, postgres_type
 
 logger = logging.getLogger("llamonitor.storage.postgres")  # the store's one logger
 
 
 async def setup(conn: Any, t: Target) -> str:
     """Create or migrate the span table, its indexes and its meta row, in the
-    transaction of ``conn`` (under an advisory lock on the table).
+    transaction of ``conn`` (under an advisory lock on the table). Sets
+    ``t.columns`` to the table's columns.
 
     Returns:
         The ``ON CONFLICT`` target of the table's primary key.
@@ -38,36 +39,88 @@ async def setup(conn: Any, t: Target) -> str:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _sql.lock_key(t.qualified))
     if t.schema:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q(t.schema)}")
+    version, recorded = await _meta(conn, t)
+    existing = await _columns(conn, t)
+    if not existing:
+        conflict = await _create(conn, t)
+        existing = {f.name: postgres_type(f) for f in SCHEMA}
+    else:
+        conflict = await _migrate(conn, t, existing, version)
+        existing = await _columns(conn, t)
+    t.columns = set(existing)
+    have = await _index_columns(conn, t)
+    for suffix, cols in _sql_ddl.INDEXES:
+        if _sql_ddl.same_columns_index(cols, have):
+            continue  # the original system's own index on these columns
+        await conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {q(t.name(suffix))} ON {t.qualified} "
+            f"({_sql_ddl.index_columns(cols, q)})"
+        )
+    kept = {k: v for k, v in recorded.items() if k in existing}
+    await _record(conn, t, _sql_ddl.extensions_text(kept, ()))
+    return conflict
+
+
+async def _meta(conn: Any, t: Target) -> tuple[int | None, dict[str, str]]:
+    """The meta table (created if missing): the table's version and extensions."""
     await conn.execute(
         f"CREATE TABLE IF NOT EXISTS {t.meta()} (table_name text PRIMARY KEY, "
-        "schema_version integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+        "schema_version integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), "
+        "extensions text)"
     )
-    version = await conn.fetchval(
-        f"SELECT schema_version FROM {t.meta()} WHERE table_name = $1", t.table
+    await conn.execute(f"ALTER TABLE {t.meta()} ADD COLUMN IF NOT EXISTS extensions text")
+    row = await conn.fetchrow(
+        f"SELECT schema_version, extensions FROM {t.meta()} WHERE table_name = $1", t.table
     )
+    if row is None:
+        return None, {}
+    return row[0], _sql_ddl.recorded_extensions(row[1])
+
+
+async def _record(conn: Any, t: Target, extensions: str) -> None:
+    await conn.execute(
+        f"INSERT INTO {t.meta()} (table_name, schema_version, extensions) VALUES ($1, $2, $3) "
+        "ON CONFLICT (table_name) DO UPDATE SET schema_version = EXCLUDED.schema_version, "
+        "extensions = EXCLUDED.extensions, updated_at = now()",
+        t.table,
+        SCHEMA_VERSION,
+        extensions,
+    )
+
+
+async def _columns(conn: Any, t: Target) -> dict[str, str]:
     rows = await conn.fetch(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
         t.qualified,
     )
-    existing = {r[0]: r[1] for r in rows}
-    if not existing:
-        conflict = await _create(conn, t)
-    else:
-        conflict = await _migrate(conn, t, existing, version)
-    for suffix, cols in _sql_ddl.INDEXES:
-        await conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {q(t.name(suffix))} ON {t.qualified} "
-            f"({_sql_ddl.index_columns(cols, q)})"
-        )
-    await conn.execute(
-        f"INSERT INTO {t.meta()} (table_name, schema_version) VALUES ($1, $2) "
-        "ON CONFLICT (table_name) DO UPDATE SET schema_version = EXCLUDED.schema_version, "
-        "updated_at = now()",
-        t.table,
-        SCHEMA_VERSION,
+    return {r[0]: r[1] for r in rows}
+
+
+async def _index_columns(conn: Any, t: Target) -> list[list[str]]:
+    """The column lists of the table's indexes."""
+    rows = await conn.fetch(
+        "SELECT array_agg(a.attname ORDER BY k.i) FROM pg_index x "
+        "CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, i) "
+        "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
+        "WHERE x.indrelid = to_regclass($1) GROUP BY x.indexrelid",
+        t.qualified,
     )
-    return conflict
+    return [list(r[0]) for r in rows]
+
+
+async def add_columns(conn: Any, t: Target, fields: list[pa.Field]) -> None:
+    """Add extension columns (nullable) a batch brings, and record them, in the
+    transaction of ``conn`` (under the table's advisory lock)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _sql.lock_key(t.qualified))
+    adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {q(f.name)} {postgres_type(f)}" for f in fields)
+    await conn.execute(f"ALTER TABLE {t.qualified} {adds}")
+    _, recorded = await _meta(conn, t)
+    await _record(conn, t, _sql_ddl.extensions_text(recorded, fields))
+    t.columns.update(f.name for f in fields)
+    logger.info(
+        "llamonitor: %s: added the column(s) %s", t.label, ", ".join(f.name for f in fields)
+    )
 
 
 async def _create(conn: Any, t: Target) -> str:
@@ -89,17 +142,31 @@ async def _create(conn: Any, t: Target) -> str:
 
 
 async def _migrate(conn: Any, t: Target, existing: dict[str, str], version: int | None) -> str:
-    missing = _sql_ddl.plan_migration(t.label, existing, postgres_accepts, version)
-    for f in missing:
+    plan = _sql_ddl.plan_migration(
+        t.label, existing, postgres_accepts, version, narrow=postgres_narrow
+    )
+    if plan.original:
+        await conn.execute(f'ALTER TABLE {t.qualified} RENAME COLUMN "error" TO "error_message"')
+    steps = [f"ADD COLUMN IF NOT EXISTS {q(f.name)} {postgres_type(f)}" for f in plan.add]
+    for f in plan.retype:
+        to = postgres_type(f)
+        how = f"{q(f.name)} AT TIME ZONE 'UTC'" if f.name == TS else f"{q(f.name)}::{to}"
+        steps.append(f"ALTER COLUMN {q(f.name)} TYPE {to} USING {how}")
+    steps += [f"ALTER COLUMN {q(c)} DROP NOT NULL" for c in plan.relax if c in existing]
+    if steps:  # one statement: the original's table is rewritten once
+        await conn.execute(f"ALTER TABLE {t.qualified} {', '.join(steps)}")
+    if plan.original:
         await conn.execute(
-            f"ALTER TABLE {t.qualified} ADD COLUMN IF NOT EXISTS {q(f.name)} {postgres_type(f)}"
+            f'UPDATE {t.qualified} SET "error" = TRUE WHERE "error_message" IS NOT NULL'
         )
-    if missing:
+    if plan.null_false_errors:
+        await conn.execute(f'UPDATE {t.qualified} SET "error" = NULL WHERE "error" = FALSE')
+    if plan.needed:
         logger.info(
-            "llamonitor: migrated %s to schema version %d: added %s",
+            "llamonitor: migrated %s to schema version %d: %s",
             t.label,
             SCHEMA_VERSION,
-            ", ".join(f.name for f in missing),
+            plan.describe(),
         )
     relkind = await conn.fetchval(
         "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", t.qualified

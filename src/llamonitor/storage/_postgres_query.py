@@ -17,6 +17,7 @@ from llamonitor.storage import _sql_query
 from llamonitor.storage._duckdb import Filters
 from llamonitor.storage._postgres_target import Target, q
 from llamonitor.storage._sql import StoreError
+from llamonitor.storage._sql_ddl import recorded_extensions
 
 T = TypeVar("T")
 
@@ -68,7 +69,15 @@ async def open_reader(
         if not rows:
             await conn.close()
             return None
-        sql, params = _PUSHDOWN.select(t.qualified, (r[0] for r in rows), filters)
+        present = [r[0] for r in rows]
+        try:
+            recorded = await conn.fetchval(
+                f"SELECT extensions FROM {t.meta()} WHERE table_name = $1", t.table
+            )
+        except t.asyncpg.PostgresError:  # no meta table, or an older llamonitor's
+            recorded = None
+        extra = _sql_query.extension_fields(recorded_extensions(recorded), present)
+        sql, params = _PUSHDOWN.select(t.qualified, present, filters, extra)
         transaction = conn.transaction(readonly=True)
         await transaction.start()
         cursor = await conn.cursor(sql, *params)
@@ -90,4 +99,5 @@ async def open_reader(
         except Exception:
             conn.terminate()
 
-    return _sql_query.stream(first, fetch, close, scrub=t.secrets.scrub)
+    schema = _sql_query.read_schema(extra)
+    return _sql_query.stream(first, fetch, close, scrub=t.secrets.scrub, schema=schema)

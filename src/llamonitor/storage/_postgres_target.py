@@ -46,6 +46,7 @@ class Target:
             else None
         )
         self.qualified = (f"{q(self.schema)}." if self.schema else "") + q(self.table)
+        self.columns: set[str] = set()  # the table's, as the last setup saw them
         self.label = f"table {(self.schema + '.') if self.schema else ''}{self.table}"
         options = dict(config.options)
         partition = options.pop("partition", None)

@@ -13,8 +13,10 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import failed_or_null
 from llamonitor.storage._duckdb import Filters
 from llamonitor.storage._sql import StoreError, describe, mask_dsn
+from llamonitor.storage._sql_ddl import extension_field
 
 CHUNK_ROWS = 10_000
 """Rows per record batch handed to DuckDB by the query side."""
@@ -87,13 +89,32 @@ class Pushdown:
             clauses.append(f"{self.quote('project_name')} = {param(f.project_name)}")
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def select(self, qualified: str, present: Iterable[str], f: Filters) -> tuple[str, list[Any]]:
+    def select(
+        self,
+        qualified: str,
+        present: Iterable[str],
+        f: Filters,
+        extra: Sequence[pa.Field] = (),
+    ) -> tuple[str, list[Any]]:
         """``SELECT`` of every schema column (``NULL`` for those the table
-        lacks, an older version's) with the filters pushed down."""
+        lacks, an older version's), then the ``extra`` (extension) columns,
+        with the filters pushed down."""
         have = set(present)
-        cols = ", ".join(self.quote(n) if n in have else "NULL" for n in SCHEMA.names)
+        names = [*SCHEMA.names, *(x.name for x in extra)]
+        cols = ", ".join(self.quote(n) if n in have else "NULL" for n in names)
         where, params = self.where(f)
         return f"SELECT {cols} FROM {qualified} {where}", params
+
+
+def extension_fields(recorded: dict[str, str], present: Iterable[str]) -> list[pa.Field]:
+    """The recorded extension columns (metric groups) the table has, as they are read."""
+    have = set(present)
+    return [extension_field(n, k) for n, k in sorted(recorded.items()) if n in have]
+
+
+def read_schema(extra: Sequence[pa.Field] = ()) -> pa.Schema:
+    """The schema a query streams: the base columns, then ``extra``."""
+    return pa.schema([*SCHEMA, *extra], metadata=SCHEMA.metadata) if extra else SCHEMA
 
 
 Decoder = Callable[[pa.Field, list[Any]], pa.Array]
@@ -104,12 +125,15 @@ def default_decode(field: pa.Field, values: list[Any]) -> pa.Array:
 
 
 def rows_to_batch(
-    rows: Sequence[Sequence[Any]], decode: Decoder = default_decode
+    rows: Sequence[Sequence[Any]], decode: Decoder = default_decode, schema: pa.Schema = SCHEMA
 ) -> pa.RecordBatch:
-    """A record batch of ``SCHEMA`` from rows in schema order."""
-    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in SCHEMA]
-    arrays = [decode(f, list(col)) for f, col in zip(SCHEMA, columns, strict=True)]
-    return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+    """A record batch of ``schema`` from rows in its order; ``error`` FALSE (a
+    table not migrated to version 3 yet) read as NULL."""
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = [decode(f, list(col)) for f, col in zip(schema, columns, strict=True)]
+    i = schema.get_field_index("error")
+    arrays[i] = failed_or_null(arrays[i])
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def stream(
@@ -118,8 +142,9 @@ def stream(
     close: Callable[[], None],
     decode: Decoder = default_decode,
     scrub: Callable[[str], str] = mask_dsn,
+    schema: pa.Schema = SCHEMA,
 ) -> pa.RecordBatchReader:
-    """A reader of ``SCHEMA`` batches: ``first``, then ``fetch()`` until it
+    """A reader of ``schema`` batches: ``first``, then ``fetch()`` until it
     returns no rows; ``close()`` runs when the reader is exhausted or dropped.
     A failing fetch raises :class:`StoreError` (scrubbed) in the consumer."""
 
@@ -128,7 +153,7 @@ def stream(
         try:
             rows = first
             while rows:
-                yield rows_to_batch(rows, decode)
+                yield rows_to_batch(rows, decode, schema)
                 try:
                     rows = fetch()
                 except Exception as exc:
@@ -139,4 +164,4 @@ def stream(
         if error is not None:
             raise error
 
-    return pa.RecordBatchReader.from_batches(SCHEMA, batches())
+    return pa.RecordBatchReader.from_batches(schema, batches())

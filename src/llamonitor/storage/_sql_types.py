@@ -64,6 +64,11 @@ def postgres_accepts(db_type: str, field: pa.Field) -> bool:
     return db_type.split("(")[0].strip() in _POSTGRES_ACCEPTS[_kind(field, "PostgreSQL")]
 
 
+def postgres_narrow(db_type: str, field: pa.Field) -> bool:
+    """A ``character varying(n)`` or ``character(n)`` column where ours is ``text``."""
+    return _kind(field, "PostgreSQL") == "string" and db_type.startswith("character")
+
+
 # -- MySQL / MariaDB ------------------------------------------------------------
 
 _MYSQL = {
@@ -98,6 +103,17 @@ def mysql_accepts(column_type: str, field: pa.Field) -> bool:
     if kind == "timestamp":
         return column_type.lower().startswith("datetime(6)")  # fewer digits lose microseconds
     return base in _MYSQL_ACCEPTS[kind]
+
+
+def mysql_narrow(column_type: str, field: pa.Field) -> bool:
+    """A ``CHAR(n)``, a shorter ``VARCHAR`` or ``TEXT`` where ours is longer."""
+    if _kind(field, "MySQL") != "string":
+        return False
+    base = column_type.lower().split("(")[0].split()[0]
+    ours = mysql_type(field).lower()
+    return base in ("char", "varchar", "tinytext", "text", "mediumtext") and (
+        column_type.lower().split()[0] != ours
+    )
 
 
 # -- SQLite ---------------------------------------------------------------------

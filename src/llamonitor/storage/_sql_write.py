@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pyarrow as pa
 
-from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema import _extensions
 from llamonitor.storage.base import RowsRejected
 
 ROW_BY_ROW = 8
@@ -23,17 +23,18 @@ MIN_PART_ROWS = 1_000
 
 
 def present_fields(table: pa.Table) -> list[pa.Field]:
-    """The schema fields to send for ``table``: a nullable column null in every
-    row is left out (the database fills in NULL). Half the columns of a typical
-    span are, and each costs the client and the server per row."""
-    return [f for f in SCHEMA if not f.nullable or table.column(f.name).null_count < table.num_rows]
+    """The fields to send for ``table`` (conformed: the base columns, then its
+    metric groups' columns): a nullable column null in every row is left out
+    (the database fills in NULL). Half the columns of a typical span are, and
+    each costs the client and the server per row."""
+    n = table.num_rows
+    return [f for f in table.schema if not f.nullable or table.column(f.name).null_count < n]
 
 
 def conform(table: pa.Table) -> pa.Table:
-    """``table`` with exactly the columns and types of ``SCHEMA``."""
-    if table.schema.equals(SCHEMA):
-        return table
-    return table.select(list(SCHEMA.names)).cast(SCHEMA)
+    """``table`` with the columns and types of ``SCHEMA`` (then its extension
+    columns), ``error`` TRUE or NULL (see :func:`~llamonitor.schema._extensions.conform`)."""
+    return _extensions.conform(table)
 
 
 class ContentError(Exception):

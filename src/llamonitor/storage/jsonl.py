@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import conform, rows_table
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage.base import StorageBackend
@@ -49,8 +49,7 @@ class JSONLBackend(StorageBackend):
             ) from exc
 
     async def write_table(self, table: pa.Table) -> None:
-        if table.schema != SCHEMA:
-            table = table.cast(SCHEMA)
+        table = conform(table)
         lines = []
         for row in table.to_pylist():
             attrs = row.get("custom_attributes")
@@ -68,4 +67,4 @@ class JSONLBackend(StorageBackend):
                 os.close(fd)
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
-        await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
+        await self.write_table(rows_table([e.to_row() for e in events]))

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import rows_table
 from llamonitor.schema.config import StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage.base import StorageBackend
@@ -26,7 +27,7 @@ class InMemoryBackend(StorageBackend):
         self._lock = threading.Lock()
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
-        table = pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA)
+        table = rows_table([e.to_row() for e in events])
         await self.write_table(table)
 
     async def write_table(self, table: pa.Table) -> None:
@@ -37,7 +38,9 @@ class InMemoryBackend(StorageBackend):
         """Everything written so far, one Arrow table."""
         with self._lock:
             tables = list(self._tables)
-        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        if not tables:
+            return SCHEMA.empty_table()
+        return pa.concat_tables(tables, promote_options="default")
 
     def rows(self) -> list[dict[str, Any]]:
         return self.table().to_pylist()  # type: ignore[no-any-return]

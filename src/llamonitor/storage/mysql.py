@@ -39,10 +39,10 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import rows_table
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
-from llamonitor.storage import _mysql_ddl, _mysql_query, _sql_write
+from llamonitor.storage import _mysql_ddl, _mysql_query, _sql_ddl, _sql_write
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
 from llamonitor.storage._mysql_insert import Rows
 from llamonitor.storage._mysql_target import SQL_MODE, Target
@@ -194,7 +194,7 @@ class MySQLBackend(StorageBackend):
 
     async def _setup(self) -> None:
         t = self._t
-        lock = f"llamonitor:{t.schema or ''}.{t.table}"[:64]
+        lock = _mysql_ddl.lock_name(t)
         async with self._connection(LOCK_WAIT_SECONDS) as conn, conn.cursor() as cur:
             await cur.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_WAIT_SECONDS))
             try:
@@ -218,6 +218,11 @@ class MySQLBackend(StorageBackend):
     async def _write(self, table: pa.Table) -> None:
         if not self._ready:
             await self._setup()
+        missing = _sql_ddl.missing_columns(table, self._t.columns)
+        if missing:  # a metric group's columns the table does not have yet
+            async with self._connection(LOCK_WAIT_SECONDS) as conn, conn.cursor() as cur:
+                await _mysql_ddl.add_columns(cur, self._t, missing)
+                await conn.commit()
         rows = Rows(table, self._t.qualified, self._max_statement)
 
         async def attempt(part: pa.Table) -> None:
@@ -254,7 +259,7 @@ class MySQLBackend(StorageBackend):
         raise content
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
-        await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
+        await self.write_table(rows_table([e.to_row() for e in events]))
 
     async def health_check(self) -> bool:
         try:

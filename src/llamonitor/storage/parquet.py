@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import conform, rows_table
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage._compact import (
@@ -108,8 +108,7 @@ class ParquetBackend(StorageBackend):
     async def write_table(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        if table.schema != SCHEMA:
-            table = table.cast(SCHEMA)
+        table = conform(table)
         parts = self._partitions(table)
         if len(parts) == 1:
             key, part = parts[0]
@@ -133,7 +132,7 @@ class ParquetBackend(StorageBackend):
             fsync_dir(directory)
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
-        await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
+        await self.write_table(rows_table([e.to_row() for e in events]))
 
     async def health_check(self) -> bool:
         return self.root.is_dir() and os.access(self.root, os.W_OK)

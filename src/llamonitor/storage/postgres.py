@@ -39,13 +39,13 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import rows_table
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage import _postgres_query, _sql_ddl, _sql_write
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
 from llamonitor.storage._postgres_copy import Copy, records, writer_connection
-from llamonitor.storage._postgres_ddl import Partitions, setup
+from llamonitor.storage._postgres_ddl import Partitions, add_columns, setup
 from llamonitor.storage._postgres_target import Target, q
 from llamonitor.storage._sql import StoreError, describe
 from llamonitor.storage._sql_types import postgres_type as sql_type
@@ -217,6 +217,10 @@ class PostgresBackend(StorageBackend):
     async def _write(self, table: pa.Table) -> None:
         if not self._ready:
             await self._setup()
+        missing = _sql_ddl.missing_columns(table, self._t.columns)
+        if missing:  # a metric group's columns the table does not have yet
+            async with self._transaction() as conn:
+                await add_columns(conn, self._t, missing)
         if self._t.partitioned:
             await self._partitions.ensure(table, self._connection)
         parts = min(WRITE_CONNECTIONS, self.config.pool_size)
@@ -244,7 +248,7 @@ class PostgresBackend(StorageBackend):
             await self._copier.run(conn, columns, rows, dedup, self._conflict)
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
-        await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
+        await self.write_table(rows_table([e.to_row() for e in events]))
 
     async def health_check(self) -> bool:
         try:

@@ -23,14 +23,13 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
+from llamonitor.schema._extensions import rows_table
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
-from llamonitor.storage import _sql, _sql_ddl, _sql_query, _sql_write
+from llamonitor.storage import _sql, _sql_ddl, _sql_query, _sql_write, _sqlite_ddl
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
 from llamonitor.storage._sql import Secrets, StoreError, describe
-from llamonitor.storage._sql_types import sqlite_accepts
-from llamonitor.storage._sql_types import sqlite_type as sql_type
+from llamonitor.storage._sql_types import sqlite_type as sql_type  # noqa: F401 - the store's type map
 from llamonitor.storage._sql_write import ContentError
 from llamonitor.storage.base import RowsRejected, StorageBackend
 
@@ -124,6 +123,7 @@ class SQLiteBackend(StorageBackend):
         self._lock = threading.Lock()
         self._ready = False
         self._inserts: dict[tuple[str, ...], str] = {}
+        self._columns: set[str] = set()  # the table's, as the last setup saw them
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self._t.label})"
@@ -167,67 +167,24 @@ class SQLiteBackend(StorageBackend):
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            meta = _q(_sql_ddl.META_TABLE)
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta} (table_name TEXT PRIMARY KEY, "
-                "schema_version INTEGER NOT NULL, updated_at TEXT NOT NULL)"
-            )
-            row = conn.execute(
-                f"SELECT schema_version FROM {meta} WHERE table_name = ?",
-                (t.table,),
-            ).fetchone()
-            existing = {
-                r[1]: r[2] for r in conn.execute(f"PRAGMA table_info({t.qualified})").fetchall()
-            }
-            if not existing:
-                defs = _sql_ddl.column_defs(sql_type, _q, SCHEMA)
-                conn.execute(
-                    f"CREATE TABLE {t.qualified} ({', '.join(defs)}, "
-                    f"PRIMARY KEY ({', '.join(_q(c) for c in _sql_ddl.PRIMARY_KEY)}))"
-                )
-                logger.info("llamonitor: created %s (schema version %d)", t.label, SCHEMA_VERSION)
-            else:
-                version = row[0] if row else None
-                missing = _sql_ddl.plan_migration(t.label, existing, sqlite_accepts, version)
-                for f in missing:
-                    conn.execute(f"ALTER TABLE {t.qualified} ADD COLUMN {_q(f.name)} {sql_type(f)}")
-                if missing:
-                    logger.info(
-                        "llamonitor: migrated %s to schema version %d: added %s",
-                        t.label,
-                        SCHEMA_VERSION,
-                        ", ".join(f.name for f in missing),
-                    )
-                self._ensure_unique_event_id(conn)
-            for suffix, cols in _sql_ddl.INDEXES:
-                conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {_q(_sql.derived_name(t.table, suffix))} "
-                    f"ON {t.qualified} ({_sql_ddl.index_columns(cols, _q)})"
-                )
-            conn.execute(
-                f"INSERT INTO {meta} (table_name, schema_version, updated_at) "
-                "VALUES (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now')) ON CONFLICT(table_name) "
-                "DO UPDATE SET schema_version = excluded.schema_version, "
-                "updated_at = excluded.updated_at",
-                (t.table, SCHEMA_VERSION),
-            )
+            self._columns = _sqlite_ddl.setup(conn, t.table, t.label)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
         self._ready = True
 
-    def _ensure_unique_event_id(self, conn: Any) -> None:
-        """``ON CONFLICT(event_id)`` needs a unique index on exactly event_id."""
-        t = self._t
-        for _, name, unique, *_ in conn.execute(f"PRAGMA index_list({t.qualified})").fetchall():
-            cols = [r[2] for r in conn.execute(f"PRAGMA index_info({_q(name)})").fetchall()]
-            if unique and cols == list(_sql_ddl.PRIMARY_KEY):
-                return
-        conn.execute(
-            f"CREATE UNIQUE INDEX {_q(_sql.derived_name(t.table, 'event_id'))} "
-            f"ON {t.qualified} (event_id)"
-        )
+    def _add_columns(self, fields: list[pa.Field]) -> None:
+        """Add a metric group's columns the table does not have yet."""
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _sqlite_ddl.add_columns(conn, self._t.table, fields)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        self._columns.update(f.name for f in fields)
 
     # -- writing -----------------------------------------------------------
 
@@ -241,6 +198,9 @@ class SQLiteBackend(StorageBackend):
         try:
             if not self._ready:
                 self._guarded("initialize", self._setup)
+            missing = _sql_ddl.missing_columns(table, self._columns)
+            if missing:
+                self._guarded("initialize", self._add_columns, missing)
             await _sql_write.write_isolating(table, self._attempt)
             return
         except (ConfigurationError, RowsRejected, StoreError):
@@ -278,7 +238,7 @@ class SQLiteBackend(StorageBackend):
         return sql
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
-        await self.write_table(pa.Table.from_pylist([e.to_row() for e in events], schema=SCHEMA))
+        await self.write_table(rows_table([e.to_row() for e in events]))
 
     async def health_check(self) -> bool:
         try:
@@ -360,7 +320,16 @@ def query(config: StorageConfig) -> DuckDBQuery:
             if not present:
                 conn.close()
                 return None
-            sql, params = _PUSHDOWN.select(t.qualified, present, filters)
+            try:
+                found = conn.execute(
+                    f"SELECT extensions FROM {_q(_sql_ddl.META_TABLE)} WHERE table_name = ?",
+                    (t.table,),
+                ).fetchall()
+            except t.sqlite3.OperationalError:  # no meta table, or an older llamonitor's
+                found = []
+            recorded = _sql_ddl.recorded_extensions(found[0][0] if found else None)
+            extra = _sql_query.extension_fields(recorded, present)
+            sql, params = _PUSHDOWN.select(t.qualified, present, filters, extra)
             cursor = conn.execute(sql, params)
             first = cursor.fetchmany(_sql_query.CHUNK_ROWS)
         except Exception as exc:
@@ -375,6 +344,7 @@ def query(config: StorageConfig) -> DuckDBQuery:
             conn.close,
             _decode,
             t.secrets.scrub,
+            _sql_query.read_schema(extra),
         )
 
     return DuckDBQuery(source)

@@ -21,11 +21,11 @@ from llamonitor._records import (
 )
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm.pricing import fill_costs
+from llamonitor.schema import _extensions
 from llamonitor.schema._columns import (
     ATTRIBUTE_COLUMNS,
     COLUMN_NAMES,
     GEN_AI_ATTRIBUTES,
-    SCHEMA,
     SETTABLE,
     column_value,
 )
@@ -101,8 +101,8 @@ def _hex64(value: int | None) -> str | None:
     return None if value is None else value.to_bytes(8, "big").hex()
 
 
-def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> list[Any]:
-    """Columns (lists or Arrow arrays, in ``COLUMN_NAMES`` order) of span records."""
+def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> dict[str, Any]:
+    """Columns (lists or Arrow arrays, by name; see :func:`_table`) of span records."""
     n = len(recs)
     specs, spans, t0s, t1s, errs, texts, extras = zip(*recs, strict=True)
     cols: dict[str, Any] = {
@@ -119,11 +119,10 @@ def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> lis
         "custom_attributes": [s.custom_json for s in specs],
     }
     if any(e is not None for e in errs):
-        cols["error"] = [e is not None for e in errs]
+        # TRUE or NULL (schema version 3): the seed's "error IS NOT NULL" counts failures.
+        cols["error"] = [None if e is None else True for e in errs]
         cols["error_type"] = [None if e is None else e[0] for e in errs]
         cols["error_message"] = [None if e is None else e[1] for e in errs]
-    else:
-        cols["error"] = pa.repeat(pa.scalar(False), n)
 
     if any(t is not None for t in texts):
         cols.update(zip(_TEXT_COLS, _text_columns(texts, specs), strict=True))
@@ -152,7 +151,7 @@ def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> lis
                 _attribute_columns(attrs, cols, n, i)
         custom[i] = safe_json(merged)
     _llm_columns(cols, n)
-    return [cols.get(name) for name in COLUMN_NAMES]
+    return cols
 
 
 def _attribute_columns(attrs: dict[str, Any], cols: dict[str, Any], n: int, i: int) -> None:
@@ -210,6 +209,8 @@ def _apply_extra(
                 items.extend(out.items())
         elif key == "custom_attributes" and isinstance(value, dict):
             merged.update(value)
+        elif key.endswith("_metrics") and _metric_group(key, value, cols, n, i, merged):
+            pass  # {"audio_metrics": AudioMetrics(...)}: a metric group's columns
         elif key == "text" and isinstance(value, (str, TextMeasure)):
             m = measure_text(value) if isinstance(value, str) else value
             for j, c in enumerate(_TEXT_COLS):
@@ -232,17 +233,44 @@ def _apply_extra(
             merged[key] = value  # unknown metric names are kept, not dropped
 
 
-def _table(columns: list[Any]) -> pa.Table:
-    n = len(columns[0])
+def _metric_group(
+    key: str, value: Any, cols: dict[str, Any], n: int, i: int, merged: dict[str, Any]
+) -> bool:
+    """Fill the columns of a ``<prefix>_metrics`` value (a pydantic model, or a
+    dict of a registered group); False if ``key`` names no metric group."""
+    try:
+        g = _extensions.group_of(key, value)
+    except (TypeError, ValueError) as exc:  # a model that cannot be registered
+        report_internal_error(f"collector_value:{key}", exc)
+        merged[key] = value
+        return True
+    if g is None:
+        return False
+    columns, leftovers = _extensions.flatten(g, value)
+    for column, v in columns.items():
+        _column(cols, column, n)[i] = v
+    merged.update(leftovers)
+    return True
+
+
+def _table(cols: dict[str, Any]) -> pa.Table:
+    """The batch's table. Its schema is chosen here, once: the base columns,
+    then the extension columns (metric groups) the batch has values in."""
+    n = len(cols["event_id"])
+    schema = _extensions.batch_schema(name for name in cols if name not in _BASE_NAMES)
     arrays = []
-    for col, field in zip(columns, SCHEMA, strict=True):
+    for field in schema:
+        col = cols.get(field.name)
         if col is None:
             arrays.append(pa.nulls(n, field.type))
         elif isinstance(col, list):
             arrays.append(pa.array(col, type=field.type))
         else:
             arrays.append(col if col.type == field.type else col.cast(field.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+_BASE_NAMES = frozenset(COLUMN_NAMES)
 
 
 def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.Table | None, int]:
@@ -268,15 +296,15 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
                     report_internal_error("invalid_event", exc)
     if rows:
         try:
-            tables.append(pa.Table.from_pylist(rows, schema=SCHEMA))
+            tables.append(_extensions.rows_table(rows))
         except Exception:
             for row in rows:
                 try:
-                    tables.append(pa.Table.from_pylist([row], schema=SCHEMA))
+                    tables.append(_extensions.rows_table([row]))
                 except Exception as exc:
                     invalid += 1
                     report_internal_error("invalid_event", exc)
     if not tables:
         return None, invalid
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     return table, invalid
