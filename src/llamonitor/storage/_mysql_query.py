@@ -22,7 +22,13 @@ def _decode(field: pa.Field, values: list[Any]) -> pa.Array:
 
 
 _PUSHDOWN = _sql_query.Pushdown(
-    quote=q, placeholder=lambda _i: "%s", timestamp=lambda t: t.replace(tzinfo=None)
+    quote=q,
+    placeholder=lambda _i: "%s",
+    timestamp=lambda t: t.replace(tzinfo=None),
+    original={
+        "error": "CASE WHEN `error` IS NULL THEN NULL ELSE 1 END",
+        "error_message": "`error`",
+    },
 )
 
 

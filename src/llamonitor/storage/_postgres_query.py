@@ -45,7 +45,18 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
-_PUSHDOWN = _sql_query.Pushdown(quote=q, placeholder=lambda i: f"${i}", timestamp=lambda t: t)
+_PUSHDOWN = _sql_query.Pushdown(
+    quote=q,
+    placeholder=lambda i: f"${i}",
+    timestamp=lambda t: t,
+    original={
+        "event_id": '"event_id"::text',  # uuid
+        "timestamp": "\"timestamp\" AT TIME ZONE 'UTC'",  # naive UTC (utcnow)
+        "error": 'CASE WHEN "error" IS NULL THEN NULL ELSE TRUE END',
+        "error_message": '"error"',
+        "custom_attributes": '"custom_attributes"::text',  # jsonb
+    },
+)
 
 
 async def open_reader(

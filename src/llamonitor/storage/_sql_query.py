@@ -5,8 +5,8 @@ schema.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,6 +52,9 @@ class Pushdown:
     placeholder: Callable[[int], str]  # 1-based position -> "$1" | "%s" | "?"
     timestamp: Callable[[datetime], Any]  # an aware UTC time -> the bound value
     native_glob: bool = False  # the dialect has GLOB with DuckDB's semantics
+    # How a table of the original system (llamonitor-async) not migrated yet
+    # is read: column -> SQL expression (its error is the message).
+    original: Mapping[str, str] = field(default_factory=dict)
 
     def where(self, f: Filters) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -101,6 +104,12 @@ class Pushdown:
         with the filters pushed down."""
         have = set(present)
         names = [*SCHEMA.names, *(x.name for x in extra)]
+        if "schema_version" in have and "error" in have and "error_message" not in have:
+            # The original's table, before a writer migrated it: read it as ours.
+            exprs = {**{n: self.quote(n) for n in have}, **self.original}
+            inner = ", ".join(f"{e} AS {self.quote(n)}" for n, e in exprs.items())
+            qualified = f"(SELECT {inner} FROM {qualified}) AS llamonitor_original"
+            have |= exprs.keys()
         cols = ", ".join(self.quote(n) if n in have else "NULL" for n in names)
         where, params = self.where(f)
         return f"SELECT {cols} FROM {qualified} {where}", params
