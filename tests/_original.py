@@ -35,7 +35,9 @@ RECORD_COLUMNS = (
 )  # fmt: skip
 
 
-def event(i: int, error: str | None = None, chars: int | None = 100, **values: Any) -> dict[str, Any]:
+def event(
+    i: int, error: str | None = None, chars: int | None = 100, **values: Any
+) -> dict[str, Any]:
     """One event as the original's backends flatten it (a record)."""
     text = chars is not None
     record: dict[str, Any] = {

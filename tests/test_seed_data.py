@@ -449,3 +449,18 @@ def test_compaction_leaves_their_files_alone(tmp_path: Path) -> None:
     with parquet.query(root) as q:
         assert q.count() == 14
         assert q.overview()["errors"] == 5
+
+
+def test_spooled_batch_keeps_its_metric_group_columns() -> None:
+    """A batch with audio columns spooled during an outage replays with them."""
+    from llamonitor.schema import _extensions
+    from llamonitor.transport.spool import _format
+
+    register_metrics("audio", AudioMetrics)
+    row = span_row(1, audio_duration_seconds=1.5, audio_sample_rate=8000, audio_channels=1)
+    table = _extensions.rows_table([row])
+    record = _format.encode(table, _format.BATCH)
+    back, _ = _format.decode(record[_format.HEADER.size :])
+    assert back.select(list(AUDIO_COLUMNS)).to_pylist() == [
+        {"audio_duration_seconds": 1.5, "audio_sample_rate": 8000, "audio_channels": 1}
+    ]

@@ -311,7 +311,9 @@ def test_audio_metrics_become_columns_of_every_sql_store(db: Store) -> None:
     }
     with db.query() as q:
         (row,) = q.events(operation="hand_made")
-    assert {c: row[c] for c in AUDIO_COLUMNS} == dict(zip(AUDIO_COLUMNS, (3.0, 16000, 1)))
+    assert {c: row[c] for c in AUDIO_COLUMNS} == dict(
+        zip(AUDIO_COLUMNS, (3.0, 16000, 1), strict=True)
+    )
     replay = llamonitor.schema._extensions.rows_table([event.to_row()])
     db.write(replay)  # a fresh backend: the columns are there, the row is skipped
     db.write(replay)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema import _extensions
 
 MAGIC = b"LMSP"
 VERSION = 1
@@ -69,19 +69,9 @@ def encode(table: pa.Table, kind: int, errors: list[str] | None = None) -> bytes
 
 def conform(table: pa.Table) -> pa.Table:
     """``table`` in the current ``SCHEMA``: a record spooled by an older version
-    gets the new columns as nulls; columns no longer known are left out."""
-    if table.schema.equals(SCHEMA, check_metadata=False):
-        return table.replace_schema_metadata(SCHEMA.metadata)
-    n = table.num_rows
-    names = set(table.column_names)
-    arrays = []
-    for f in SCHEMA:
-        if f.name in names:
-            col = table.column(f.name)
-            arrays.append(col if col.type == f.type else col.cast(f.type))
-        else:
-            arrays.append(pa.nulls(n, f.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    gets the new columns as nulls (and ``error`` FALSE as NULL); its metric
+    groups' columns are kept (see ``llamonitor.schema._extensions.conform``)."""
+    return _extensions.conform(table)
 
 
 def decode(payload: bytes) -> tuple[pa.Table, list[str] | None]:
