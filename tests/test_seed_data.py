@@ -195,22 +195,19 @@ def test_collector_returning_text_metrics_fills_the_columns(
 # -- schema evolution: AudioMetrics end to end -------------------------------------------
 
 
-def audio_store(root: Path) -> None:
-    """A store with an old file (no audio columns), then audio spans recorded by a
-    collector, and one AudioEvent written through the writer."""
-    write_ours(root, pa.Table.from_pylist([span_row(0, operation_name="before")], schema=SCHEMA))
+def record_audio(storage: StorageConfig, seconds: tuple[float, ...] = (1.5, 2.0)) -> AudioEvent:
+    """Audio spans the seed's way: ``transcribe`` calls through the AudioCollector,
+    and one AudioEvent queued through the writer (returned)."""
     CollectorRegistry.register("audio", AudioCollector)
     try:
-        llamonitor.initialize_monitoring(
-            MonitorConfig(storage=StorageConfig(backend="parquet", output_dir=str(root)))
-        )
+        llamonitor.initialize_monitoring(MonitorConfig(storage=storage))
 
         @monitor_llm("transcribe", collectors=["audio"])
-        def transcribe(seconds: float) -> dict[str, Any]:
-            return {"audio": {"duration_seconds": seconds, "sample_rate": 44100, "channels": 2}}
+        def transcribe(duration: float) -> dict[str, Any]:
+            return {"audio": {"duration_seconds": duration, "sample_rate": 44100, "channels": 2}}
 
-        transcribe(1.5)
-        transcribe(2.0)
+        for duration in seconds:
+            transcribe(duration)
         event = AudioEvent(
             session_id="s",
             trace_id="t",
@@ -220,9 +217,16 @@ def audio_store(root: Path) -> None:
             audio_metrics=AudioMetrics(duration_seconds=3.0, sample_rate=16000, channels=1),
         )
         assert llamonitor.get_writer().record(event)
-        llamonitor.shutdown_monitoring(10)
+        assert llamonitor.shutdown_monitoring(10)
     finally:
         CollectorRegistry.unregister("audio")
+    return event
+
+
+def audio_store(root: Path) -> None:
+    """A store with an old file (no audio columns), then audio spans."""
+    write_ours(root, pa.Table.from_pylist([span_row(0, operation_name="before")], schema=SCHEMA))
+    record_audio(StorageConfig(backend="parquet", output_dir=str(root)))
 
 
 def test_audio_metrics_become_parquet_columns(tmp_path: Path) -> None:

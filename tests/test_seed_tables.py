@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -19,11 +19,11 @@ from click.testing import CliRunner
 import _original
 import llamonitor
 from _helpers import span_row
-from llamonitor import CollectorRegistry, MonitorConfig, monitor_llm, monitoring_session
+from llamonitor import MonitorConfig, monitor_llm, monitoring_session
 from llamonitor.cli import cli
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
 from llamonitor.storage import _sql_ddl
-from test_seed_data import AUDIO_COLUMNS, AudioCollector, AudioEvent, AudioMetrics
+from test_seed_data import AUDIO_COLUMNS, record_audio
 
 if TYPE_CHECKING:
     from _servers import Store
@@ -263,28 +263,7 @@ def test_audio_metrics_become_columns_of_every_sql_store(db: Store) -> None:
     (old rows null), recorded in the meta table and read back by the query side;
     a replay of the batch duplicates nothing."""
     db.write(pa.Table.from_pylist([span_row(0, operation_name="before")], schema=SCHEMA))
-    CollectorRegistry.register("audio", AudioCollector)
-    try:
-        llamonitor.initialize_monitoring(MonitorConfig(storage=db.config()))
-
-        @monitor_llm("transcribe", collectors=["audio"])
-        def transcribe(seconds: float) -> dict[str, Any]:
-            return {"audio": {"duration_seconds": seconds, "sample_rate": 44100, "channels": 2}}
-
-        transcribe(1.5)
-        event = AudioEvent(
-            session_id="s",
-            trace_id="t",
-            span_id="a" * 16,
-            operation_name="hand_made",
-            duration_ms=1.0,
-            timestamp=datetime(2024, 5, 1, tzinfo=UTC),
-            audio_metrics=AudioMetrics(duration_seconds=3.0, sample_rate=16000, channels=1),
-        )
-        assert llamonitor.get_writer().record(event)
-        assert llamonitor.shutdown_monitoring(10)
-    finally:
-        CollectorRegistry.unregister("audio")
+    event = record_audio(db.config(), seconds=(1.5,))
     columns = {k.lower(): v.lower() for k, v in db.columns().items()}
     kinds = {"postgres": ("double", "bigint"), "mysql": ("double", "bigint")}
     real, integer = kinds.get(db.kind, ("real", "integer"))

@@ -97,13 +97,7 @@ async def _migrate(cur: Any, t: Target, existing: dict[str, str], version: int |
         )
     if plan.null_false_errors:
         await cur.execute(f"UPDATE {t.qualified} SET `error` = NULL WHERE `error` = FALSE")
-    if plan.needed:
-        logger.info(
-            "llamonitor: migrated %s to schema version %d: %s",
-            t.label,
-            SCHEMA_VERSION,
-            plan.describe(),
-        )
+    plan.log(logger, t.label)
 
 
 async def _indexes(cur: Any, t: Target, indexes: list[str]) -> None:

@@ -161,13 +161,7 @@ async def _migrate(conn: Any, t: Target, existing: dict[str, str], version: int 
         )
     if plan.null_false_errors:
         await conn.execute(f'UPDATE {t.qualified} SET "error" = NULL WHERE "error" = FALSE')
-    if plan.needed:
-        logger.info(
-            "llamonitor: migrated %s to schema version %d: %s",
-            t.label,
-            SCHEMA_VERSION,
-            plan.describe(),
-        )
+    plan.log(logger, t.label)
     relkind = await conn.fetchval(
         "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", t.qualified
     )

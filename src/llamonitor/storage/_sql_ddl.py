@@ -15,6 +15,7 @@ clear error.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +95,16 @@ class Migration:
     @property
     def needed(self) -> bool:
         return self.from_version < SCHEMA_VERSION or bool(self.add or self.retype or self.relax)
+
+    def log(self, logger: logging.Logger, label: str) -> None:
+        """Say what the migration did (nothing when there was nothing to do)."""
+        if self.needed:
+            logger.info(
+                "llamonitor: migrated %s to schema version %d: %s",
+                label,
+                SCHEMA_VERSION,
+                self.describe(),
+            )
 
     def describe(self) -> str:
         done = []

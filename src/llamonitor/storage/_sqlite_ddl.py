@@ -62,13 +62,7 @@ def setup(conn: Any, table: str, label: str) -> set[str]:
             conn.execute(f'UPDATE {qualified} SET "error" = NULL WHERE "error" = 0')
         if plan.original:
             conn.execute(f'UPDATE {qualified} SET "error" = 1 WHERE "error_message" IS NOT NULL')
-        if plan.needed:
-            logger.info(
-                "llamonitor: migrated %s to schema version %d: %s",
-                label,
-                SCHEMA_VERSION,
-                plan.describe(),
-            )
+        plan.log(logger, label)
         _ensure_unique_event_id(conn, table)
     for suffix, cols in _sql_ddl.INDEXES:
         conn.execute(
