@@ -611,8 +611,9 @@ def test_registered_factory_and_unregister() -> None:
     made = CollectorRegistry.get("prefix3")
     assert isinstance(made, Prefix) and made.n == 3
     CollectorRegistry.unregister("prefix3")
+    assert CollectorRegistry.get("prefix3") is None  # seed 000: get() of an unknown name
     with pytest.raises(KeyError, match=r"registered: .*text"):
-        CollectorRegistry.get("prefix3")
+        CollectorRegistry.create("prefix3")
     CollectorRegistry.unregister("prefix3")  # twice is fine
 
 
