@@ -35,10 +35,11 @@ def attrs(row: dict[str, Any]) -> Any:
 
 @pytest.fixture(autouse=True)
 def _restore_registry() -> Iterator[None]:
-    before = set(CollectorRegistry.names())
+    # Names added and built-ins replaced (the seed example registers "cost").
+    saved = dict(CollectorRegistry._collectors)
     yield
-    for name in set(CollectorRegistry.names()) - before:
-        CollectorRegistry.unregister(name)
+    CollectorRegistry._collectors.clear()
+    CollectorRegistry._collectors.update(saved)
 
 
 # -- OpenAI / Anthropic shaped responses (attribute shapes of their SDK models) -----

@@ -11,15 +11,12 @@ import warnings
 
 from llamonitor import (
     CollectorRegistry,
-    ImageCollector,
     MetricCollector,
     MetricEvent,
     MonitorConfig,
     MonitoringWriter,
-    SpanContext,
     StorageBackend,
     StorageConfig,
-    TextCollector,
     __version__,
     flush,
     initialize_monitoring,
@@ -38,15 +35,12 @@ warnings.warn(
 
 __all__ = [
     "CollectorRegistry",
-    "ImageCollector",
     "MetricCollector",
     "MetricEvent",
     "MonitorConfig",
     "MonitoringWriter",
-    "SpanContext",
     "StorageBackend",
     "StorageConfig",
-    "TextCollector",
     "__version__",
     "flush",
     "initialize_monitoring",
