@@ -342,6 +342,32 @@ def test_span_context_current_to_dict_and_span_id(spans: llamonitor.InMemoryBack
     assert other.span_id == llamonitor.SpanContext(span_id="span-789").span_id
 
 
+def test_original_context_functions(spans: llamonitor.InMemoryBackend) -> None:
+    """The original's SpanContext argument order, get_current_*, set_*_id, clear_context."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from llmops_monitoring.instrumentation import context as old
+
+    def inner() -> tuple[Any, ...]:
+        return (old.get_current_session_id(), old.get_current_trace_id(),
+                old.get_current_span_id(), old.get_current_parent_span_id())  # fmt: skip
+
+    with old.SpanContext("s1", "t1", "00000000000000aa", "outer") as outer:
+        got = monitor_llm("inner")(inner)()
+    assert outer.span_id == "00000000000000aa" and got[:2] == ("s1", "t1")
+    by_op = {r["operation_name"]: r for r in rows(spans)}
+    assert got[3] == "00000000000000aa" and got[2] == by_op["inner"]["span_id"]
+
+    async def task() -> Any:
+        old.set_session_id("s2")
+        old.set_trace_id("t2")
+        ids = (old.get_current_session_id(), old.get_current_trace_id())
+        old.clear_context()
+        return ids, old.get_current_session_id()
+
+    assert asyncio.run(task()) == (("s2", "t2"), None)
+
+
 class OneByOne(llamonitor.StorageBackend):
     """A seed 000 style backend that wants events one at a time."""
 

@@ -77,6 +77,15 @@ def _check_metrics(metrics: Sequence[str] | None, allowed: Sequence[str], settin
         raise ValueError(f"{setting}: unknown metric(s) {unknown}; choose from {list(allowed)}")
 
 
+def _text_columns(values: Sequence[int], metrics: Sequence[str] | None) -> dict[str, int]:
+    """``text_*`` columns of the four text metrics, those in ``metrics`` only."""
+    return {
+        f"text_{name}": value
+        for name, value in zip(TEXT_METRICS, values, strict=True)
+        if metrics is None or name in metrics
+    }
+
+
 class TextCollector(MetricCollector):
     """Characters, words, UTF-8 bytes and lines of the result's text.
 
@@ -127,12 +136,7 @@ class TextCollector(MetricCollector):
         text = self.extract(result)
         if text is None:
             return None
-        m = measure_text(text)
-        return {
-            f"text_{name}": value
-            for name, value in zip(TEXT_METRICS, m, strict=True)
-            if self.metrics is None or name in self.metrics
-        }
+        return _text_columns(measure_text(text), self.metrics)
 
 
 class ImageCollector(MetricCollector):
@@ -214,11 +218,7 @@ class MultiTextCollector(TextCollector):
         for text in texts:
             for j, value in enumerate(measure_text(text)):
                 sums[j] += value
-        return {
-            f"text_{name}": value
-            for name, value in zip(TEXT_METRICS, sums, strict=True)
-            if self.metrics is None or name in self.metrics
-        }
+        return _text_columns(sums, self.metrics)
 
 
 def _texts_of(result: Any) -> list[str]:
