@@ -511,6 +511,26 @@ config = MonitorConfig(
 await initialize_monitoring(config)
 """
 
+SEED_004_STORAGE_BACKENDS = """
+config = MonitorConfig(
+    storage=StorageConfig(
+        backend="parquet",
+        output_dir="./monitoring_data",
+        partition_by="date"  # or "session_id"
+    )
+)
+parquet = config
+
+config = MonitorConfig(
+    storage=StorageConfig(
+        backend="postgres",
+        connection_string="postgresql://user:pass@host:5432/db",
+        table_name="metric_events",
+        pool_size=20
+    )
+)
+"""
+
 # Its helpers (llm.classify, search_kb, generate_response) are not in the seed.
 SEED_004_HIERARCHY_HELPERS = """
 class llm:
@@ -692,6 +712,24 @@ def test_seed_004_configuration(name: str, tmp_path: Path, monkeypatch: pytest.M
     (row,) = stored(tmp_path / "my_data")
     assert row["operation_name"] == "configured"
     assert ns["config"].storage.batch_size == 500 and ns["config"].max_queue_size == 50000
+
+
+@BOTH
+def test_seed_004_storage_backends(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 004's Parquet and PostgreSQL settings; the Parquet one writes
+    ``./monitoring_data/YYYY-MM-DD/events_*.parquet``."""
+    monkeypatch.chdir(tmp_path)
+    ns = run_seed(name, PRELUDE, SEED_004_STORAGE_BACKENDS)
+    pg = ns["config"].storage
+    assert (pg.backend, pg.table_name, pg.pool_size) == ("postgres", "metric_events", 20)
+    llamonitor.initialize_monitoring(ns["parquet"])
+    monitor_llm("op")(lambda: None)()
+    llamonitor.flush(10)
+    (day,) = (tmp_path / "monitoring_data").iterdir()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name)
+    assert [f.name.startswith("events_") for f in day.glob("*.parquet")] == [True]
 
 
 @BOTH
