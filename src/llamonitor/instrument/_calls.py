@@ -10,6 +10,7 @@ from typing import Any
 from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor._records import KEEP_TEXT_CHARS, error_facts, measure_text
+from llamonitor.instrument._collector_context import Call
 from llamonitor.instrument._context import SpanContext, _init_span
 from llamonitor.instrument._extract import as_str, extract_text
 from llamonitor.instrument._spec import Spec, start
@@ -56,21 +57,35 @@ def merge(extra: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 def collect(
-    spec: Spec, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any], span: SpanContext
+    spec: Spec,
+    result: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    span: SpanContext,
+    t0: int = 0,
+    t1: int = 0,
 ) -> dict[str, Any] | None:
     extra: dict[str, Any] | None = None
-    for collector in spec.collectors:
-        try:
-            out = collector.collect(result, args, kwargs, span)
-            if out is not None and not isinstance(out, dict):
-                raise TypeError(f"{collector!r}.collect returned {type(out).__name__}, not a dict")
-        except Exception as exc:
-            report_internal_error(f"collector:{_collector_name(collector)}", exc)
-            continue
-        if out:
-            if extra is None:
-                extra = {}
-            merge(extra, out)
+    span._call = Call(spec, t0, t1, result, kwargs)  # the seed's context keys, on demand
+    try:
+        for collector, gate in zip(spec.collectors, spec.gates, strict=True):
+            try:
+                if gate is not None and not gate(result, args, kwargs):
+                    continue
+                out = collector.collect(result, args, kwargs, span)
+                if out is not None and not isinstance(out, dict):
+                    raise TypeError(
+                        f"{collector!r}.collect returned {type(out).__name__}, not a dict"
+                    )
+            except Exception as exc:
+                report_internal_error(f"collector:{_collector_name(collector)}", exc)
+                continue
+            if out:
+                if extra is None:
+                    extra = {}
+                merge(extra, out)
+    finally:
+        span._call = None  # the span outlives the call: do not keep its result alive
     return extra
 
 
@@ -139,7 +154,7 @@ def _finish(
         pipe.count_sampled_out()  # nothing to measure for a span not kept
         return
     text = _safe_text(spec, result) if spec.measure_text else None
-    extra = collect(spec, result, args, kwargs, span) if spec.collectors else None
+    extra = collect(spec, result, args, kwargs, span, t0, t1) if spec.collectors else None
     if type(result) not in _NO_FACTS:
         facts = _facts(spec, result)
         if facts is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,11 +49,19 @@ class SpanContext:
                 assert child.parent_span_id == parent.span_id
 
     Attributes set with :meth:`set_attribute` are stored in the span's
-    ``custom_attributes``.
+    ``custom_attributes``. ``span_id`` gives the span an id of your own (16 hex
+    digits, as W3C trace context has them, are used as they are; other text is
+    turned into a stable 64-bit id).
+
+    In a collector's ``collect(result, args, kwargs, context)``, ``context`` is
+    the span, and it also answers seed 000's context keys
+    (``context["duration_ms"]``, ``context.get("custom_attributes")``, ``model``,
+    ``function_args``, ``text_metrics``...; ``dict(context)`` has them all).
     """
 
     __slots__ = (
         "_attrs",
+        "_call",
         "_op",
         "_parent",
         "_sid",
@@ -72,17 +82,64 @@ class SpanContext:
     _op: str | None
     _t0: int
     _token: contextvars.Token[Any] | None
+    _call: Any  # set only while collectors run (see ``_collector_context``)
 
     def __init__(
         self,
         session_id: str | None = None,
         trace_id: str | None = None,
         operation_name: str | None = None,
+        *,
+        span_id: str | int | None = None,
     ) -> None:
         _init_span(self, CURRENT.get(), session_id, trace_id)
+        if span_id is not None:
+            self._sid = _span_id_int(span_id)
         self._op = operation_name
         self._t0 = 0
         self._token = None
+
+    @classmethod
+    def current(cls) -> SpanContext:
+        """The span (or session/trace scope) around the caller; outside any, a
+        new context with fresh ids (not entered)."""
+        current = CURRENT.get()
+        if _live(current):
+            return current  # type: ignore[no-any-return]
+        return cls()
+
+    def to_dict(self) -> dict[str, str | None]:
+        """``session_id``, ``trace_id``, ``span_id`` and ``parent_span_id``."""
+        return {
+            "session_id": self.session_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+        }
+
+    # -- seed 000's collector context: a read-only mapping ------------------
+
+    def __getitem__(self, key: str) -> Any:
+        from llamonitor.instrument._collector_context import context_value
+
+        return context_value(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> tuple[str, ...]:
+        from llamonitor.instrument._collector_context import context_keys
+
+        return context_keys(self)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
 
     @property
     def span_id(self) -> str | None:
@@ -133,6 +190,21 @@ class SpanContext:
             f"SpanContext(session_id={self.session_id!r}, trace_id={self.trace_id!r}, "
             f"span_id={self.span_id!r}, parent_span_id={self.parent_span_id!r})"
         )
+
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{1,16}")
+
+
+def _span_id_int(value: str | int) -> int:
+    """A span id given by the user as the 64-bit int we keep."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64:
+        return value
+    if isinstance(value, str) and _HEX64.fullmatch(value):
+        return int(value, 16)
+    if not isinstance(value, str):
+        raise TypeError(f"span_id: expected a str, got {type(value).__name__}")
+    # Any other text (a UUID...): the same text always gives the same id.
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
 
 
 def _restore(token: contextvars.Token[Any], scope: Any) -> None:
@@ -242,6 +314,25 @@ def monitoring_trace(trace_id: str | None = None) -> Iterator[SpanContext]:
         yield scope
     finally:
         _restore(token, scope)
+
+
+def set_session_id(session_id: str) -> None:
+    """Make ``session_id`` the session of what runs next in this context, with
+    no block to leave (seed 000; prefer ``with monitoring_session(...)``)."""
+    CURRENT.set(_scope(session_id, None, True))
+
+
+def set_trace_id(trace_id: str) -> None:
+    """Make ``trace_id`` the trace of what runs next in this context, in the
+    current session (seed 000; prefer ``with monitoring_trace(...)``)."""
+    parent = CURRENT.get()
+    session = parent.session_id if _live(parent) else None
+    CURRENT.set(_scope(session or new_id128(), trace_id, _sampled()))
+
+
+def clear_context() -> None:
+    """Forget the current session, trace and span in this context (for tests)."""
+    CURRENT.set(None)
 
 
 def current_span() -> SpanContext | None:

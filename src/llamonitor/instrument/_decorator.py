@@ -58,6 +58,17 @@ _WRAPPERS = {
 }
 
 
+MEASUREMENT_MODES = ("auto", "capacity", "token", "hybrid")
+
+
+def _check_measurement(measurement: Any) -> None:
+    mode = measurement.get("mode", "auto") if isinstance(measurement, dict) else measurement
+    if mode is not None and mode not in MEASUREMENT_MODES:
+        raise ValueError(
+            f"measurement: unknown mode {mode!r}; choose from {list(MEASUREMENT_MODES)}"
+        )
+
+
 @overload
 def monitor_llm(operation_name: F) -> F: ...
 
@@ -68,13 +79,14 @@ def monitor_llm(
     *,
     operation_type: str = "llm_call",
     measure_text: bool | Sequence[str] = False,
-    measure_images: bool = False,
+    measure_images: bool | Sequence[str] = False,
     collectors: Sequence[str | MetricCollector] | MetricCollector | None = None,
     session_id_from: str | None = None,
     trace_id_from: str | None = None,
     custom_attributes: dict[str, Any] | None = None,
     agent_name: str | None = None,
     enabled: bool = True,
+    measurement: str | dict[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -83,13 +95,14 @@ def monitor_llm(
     *,
     operation_type: str = "llm_call",
     measure_text: bool | Sequence[str] = False,
-    measure_images: bool = False,
+    measure_images: bool | Sequence[str] = False,
     collectors: Sequence[str | MetricCollector] | MetricCollector | None = None,
     session_id_from: str | None = None,
     trace_id_from: str | None = None,
     custom_attributes: dict[str, Any] | None = None,
     agent_name: str | None = None,
     enabled: bool = True,
+    measurement: str | dict[str, Any] | None = None,
 ) -> Any:
     """Record every call of the decorated function as a span.
 
@@ -104,7 +117,10 @@ def monitor_llm(
         operation_type: a kind of step (``llm_call``, ``tool``, ``agent_workflow``...).
         measure_text: True for all text metrics of the result, or a list of
             ``char_count``, ``word_count``, ``byte_size``, ``line_count``.
-        measure_images: count and measure the images in the result.
+        measure_images: count and measure the images in the result: True for
+            all image metrics, or a list of ``count``, ``total_pixels``,
+            ``file_size_bytes``, ``width``, ``height``, ``format``
+            (``dimensions``: width and height).
         collectors: collector names (``CollectorRegistry``) or instances (or
             one of either). They run when the call returns, with its result;
             on a stream, once when it ends, with the list of yielded items.
@@ -118,6 +134,11 @@ def monitor_llm(
             so do the LLM calls made inside it (function shapes; a generator's
             own span only).
         enabled: False returns the function undecorated.
+        measurement: seed 000's measurement mode (``"capacity"``, ``"token"``,
+            ``"hybrid"``, ``"auto"``, or a dict with a ``"mode"``): accepted and
+            given to collectors as ``context["measurement"]``. Text is measured
+            as ``measure_text`` says and tokens are read from the usage of
+            every LLM response, whatever the mode.
 
     Raises:
         ValueError, KeyError, TypeError: at decoration, for an unknown metric,
@@ -131,6 +152,9 @@ def monitor_llm(
         return monitor_llm()(fn)
     if isinstance(measure_text, str):
         measure_text = [measure_text]
+    if isinstance(measure_images, str):
+        measure_images = [measure_images]
+    _check_measurement(measurement)
     if isinstance(collectors, (str, MetricCollector)):
         collectors = [collectors]
     if measure_text and measure_text is not True:
@@ -156,6 +180,7 @@ def monitor_llm(
             trace_id_from,
             custom_attributes,
             agent_name,
+            measurement,
         )
         kind = kind_of(fn)
         inner: Callable[..., Any] = fn

@@ -34,7 +34,10 @@ class Spec:
         "custom_attributes",
         "custom_json",
         "extractor",
+        "gates",
         "measure_text",
+        "measurement",
+        "measures_images",
         "operation_name",
         "operation_type",
         "session_arg",
@@ -54,6 +57,7 @@ class Spec:
         session_arg: ArgSpot | None = None,
         trace_arg: ArgSpot | None = None,
         agent_name: str | None = None,
+        measurement: Any = None,
     ) -> None:
         self.operation_name = operation_name
         self.operation_type = operation_type
@@ -75,8 +79,19 @@ class Spec:
         self.text_metrics = text_metrics
         self.extractor = extractor
         self.collectors = collectors
+        # Each collector's should_collect, or None where it is the default "always".
+        self.gates = tuple(_gate(c) for c in collectors)
+        self.measures_images = any(isinstance(c, ImageCollector) for c in collectors)
+        self.measurement = measurement
         self.session_arg = session_arg
         self.trace_arg = trace_arg
+
+
+def _gate(collector: Any) -> Callable[..., bool] | None:
+    method = getattr(type(collector), "should_collect", None)
+    if method is None or method is MetricCollector.should_collect:
+        return None
+    return collector.should_collect  # type: ignore[no-any-return]
 
 
 def _arg(where: ArgSpot, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -146,12 +161,13 @@ def build_spec(
     operation_name: str | None,
     operation_type: str,
     measure_text: bool | Sequence[str],
-    measure_images: bool,
+    measure_images: bool | Sequence[str],
     collectors: Sequence[str | MetricCollector] | None,
     session_id_from: str | None,
     trace_id_from: str | None,
     custom_attributes: dict[str, Any] | None,
     agent_name: str | None = None,
+    measurement: Any = None,
 ) -> Spec:
     text = None
     if measure_text:
@@ -159,15 +175,15 @@ def build_spec(
     instances: list[MetricCollector] = []
     for c in collectors or ():
         if isinstance(c, str):
-            c = CollectorRegistry.get(c)
+            c = CollectorRegistry.create(c)
         elif not isinstance(c, MetricCollector) and not callable(getattr(c, "collect", None)):
             raise TypeError(f"collectors: {c!r} is neither a collector name nor a MetricCollector")
-        if isinstance(c, TextCollector):
+        if isinstance(c, TextCollector) and c.on_worker:
             text = c  # measured by the fast path, on the worker
         else:
             instances.append(c)
     if measure_images and not any(isinstance(c, ImageCollector) for c in instances):
-        instances.append(ImageCollector())
+        instances.append(ImageCollector(None if measure_images is True else list(measure_images)))
     return Spec(
         operation_name=operation_name or _name_of(fn),
         operation_type=operation_type,
@@ -181,4 +197,5 @@ def build_spec(
         else None,
         trace_arg=_param_position(fn, trace_id_from, "trace_id_from") if trace_id_from else None,
         agent_name=agent_name,
+        measurement=measurement,
     )

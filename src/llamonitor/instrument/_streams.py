@@ -62,7 +62,7 @@ def _end_stream(
             text = measure_text(joined) if len(joined) > KEEP_TEXT_CHARS else joined
         more: dict[str, Any] | None = None
         if kept is not None:
-            more = collect(spec, kept, args, kwargs, span)
+            more = collect(spec, kept, args, kwargs, span, t0, t1)
         if closed_early:
             more = more or {}
             merge(more, {"custom_attributes": {"stream_closed_early": True}})

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -155,6 +165,12 @@ class MonitorConfig(BaseSettings):
         spool_rejected_max_bytes: the most the spool of one sink holds for
             rows the store rejected (kept until ``llamonitor spool replay
             --rejected``); past it, further rejected rows are counted as failed.
+
+    Settings of seed 000 (llamonitor-async), accepted so its configurations work:
+    ``retry_failed_writes=False`` means ``max_retries=0`` and no spool (a batch
+    that fails is dropped and counted failed); ``auto_start``,
+    ``worker_threads`` and ``extensions`` have no effect here, and a value
+    that would have one warns (``DeprecationWarning``) naming what to use.
     """
 
     model_config = SettingsConfigDict(
@@ -188,6 +204,43 @@ class MonitorConfig(BaseSettings):
     spool_dir: Path | None = None
     spool_max_bytes: int = Field(default=DEFAULT_SPOOL_MAX_BYTES, gt=0)
     spool_rejected_max_bytes: int = Field(default=DEFAULT_SPOOL_REJECTED_MAX_BYTES, gt=0)
+    # -- seed 000's settings (see the docstring) ---------------------------
+    auto_start: bool = True
+    worker_threads: int = Field(default=1, gt=0)
+    retry_failed_writes: bool = True
+    extensions: dict[str, Any] = Field(default_factory=dict)
+    _warned_extensions: set[str] = PrivateAttr(default_factory=set)
+
+    @model_validator(mode="after")
+    def _seed_settings(self) -> MonitorConfig:
+        if not self.retry_failed_writes:
+            self.max_retries = 0
+            if self.spool_enabled is None:
+                self.spool_enabled = False
+        if not self.auto_start:
+            warn_legacy(
+                "MonitorConfig(auto_start=False) has no effect: monitoring starts when "
+                "initialize_monitoring() is called; call it later, or pass enabled=False"
+            )
+        if self.worker_threads != 1:
+            warn_legacy(
+                f"MonitorConfig(worker_threads={self.worker_threads}) has no effect: llamonitor "
+                "runs one worker thread plus one thread per sink; for more throughput raise "
+                "storage.batch_size or max_queue_size"
+            )
+        self.warn_extensions()
+        return self
+
+    def warn_extensions(self) -> None:
+        """Warn once per key of ``extensions`` (none is supported yet)."""
+        for key in list(self.extensions):
+            if key not in self._warned_extensions:
+                self._warned_extensions.add(key)
+                warn_legacy(
+                    f"MonitorConfig.extensions[{key!r}] has no effect: llamonitor has no "
+                    f"{key!r} extension; more sinks go in extra_backends=[StorageConfig(...)] "
+                    "(see docs/migrating.md)"
+                )
 
     @field_validator("redact_patterns")
     @classmethod
@@ -287,6 +340,24 @@ class MonitorConfig(BaseSettings):
     def from_env(cls) -> MonitorConfig:
         """Read every setting from ``LLMOPS_*`` environment variables."""
         return cls()
+
+
+_OWN_MODULES = frozenset(
+    ("llamonitor", "llmops_monitoring", "pydantic", "pydantic_settings", "pydantic_core")
+)
+
+
+def warn_legacy(message: str) -> None:
+    """A ``DeprecationWarning`` about a seed 000 setting, attributed to the
+    user's line (the first frame outside llamonitor and pydantic)."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and (
+        str(frame.f_globals.get("__name__", "")).partition(".")[0] in _OWN_MODULES
+    ):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)
 
 
 class _GivenStorage(PydanticBaseSettingsSource):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,20 @@ class StorageBackend(ABC):
 
     async def write_table(self, table: pa.Table) -> None:
         """Write an Arrow batch (``llamonitor.schema.SCHEMA``). Defaults to
-        :meth:`write_batch` with one ``MetricEvent`` per row."""
-        await self.write_batch([MetricEvent.from_row(row) for row in table.to_pylist()])
+        :meth:`write_batch` with one ``MetricEvent`` per row, or to one
+        :meth:`write_event` per row when :meth:`supports_batch_writes` is False."""
+        events = [MetricEvent.from_row(row) for row in table.to_pylist()]
+        if self.supports_batch_writes():
+            await self.write_batch(events)
+        else:
+            for event in events:
+                await self.write_event(event)
+
+    def supports_batch_writes(self) -> bool:
+        """Whether :meth:`write_batch` is the way to write several events (default
+        True); False makes the default :meth:`write_table` call :meth:`write_event`
+        once per event."""
+        return True
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
@@ -144,7 +157,17 @@ class _EventsOnly:
         return fn() if fn else None
 
     def write_table(self, table: pa.Table) -> Any:
-        return self.inner.write_batch([MetricEvent.from_row(r) for r in table.to_pylist()])
+        events = [MetricEvent.from_row(r) for r in table.to_pylist()]
+        batches = getattr(self.inner, "supports_batch_writes", None)
+        if batches is None or batches():
+            return self.inner.write_batch(events)
+        return self._one_by_one(events)
+
+    async def _one_by_one(self, events: list[MetricEvent]) -> None:
+        for event in events:
+            done = self.inner.write_event(event)
+            if inspect.isawaitable(done):
+                await done
 
     def close(self) -> Any:
         fn = getattr(self.inner, "close", None)

@@ -209,6 +209,10 @@ class MonitoringWriter:
             _internal.report_internal_error("record", exc)
             return False
 
+    def write_event(self, event: MetricEvent) -> Completed[bool]:
+        """Seed 000's name of :meth:`record`, awaitable (``await writer.write_event(e)``)."""
+        return Completed(self.record(event))
+
 
 def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) -> MonitoringWriter:
     """Start monitoring with ``config`` (default: from ``LLMOPS_*`` variables).
@@ -230,6 +234,7 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
         config = MonitorConfig.model_validate(config)
     elif not isinstance(config, MonitorConfig):
         raise ConfigurationError("config", f"expected MonitorConfig, got {type(config).__name__}")
+    config.warn_extensions()  # keys added after the config was made (seed 000 style)
     with _lifecycle:
         old = MonitoringWriter._instance
         if old is not None:

@@ -1,0 +1,5 @@
+"""``llmops_monitoring.instrumentation.collectors.image``."""
+
+from llmops_monitoring.instrumentation.collectors._legacy import ImageCollector
+
+__all__ = ["ImageCollector"]
