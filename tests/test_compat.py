@@ -652,6 +652,38 @@ class MyBackend(StorageBackend):
         pass
 """
 
+SEED_000_SCHEMA_EVOLUTION = """
+from typing import Optional
+from pydantic import BaseModel
+from llmops_monitoring.schema.events import MetricEvent, TextMetrics
+
+# 1. Add Pydantic model
+class AudioMetrics(BaseModel):
+    duration_seconds: float
+    sample_rate: int
+    channels: int
+
+# 2. Update MetricEvent
+class MyMetricEvent(MetricEvent):
+    audio_metrics: Optional[AudioMetrics] = None
+
+# 3. Create collector
+class AudioCollector(MetricCollector):
+    def collect(self, result, args, kwargs, context=None):
+        return {"audio_metrics": AudioMetrics(**result)}
+
+    @property
+    def metric_type(self) -> str:
+        return "audio"
+
+# 4. Register
+CollectorRegistry.register("audio", AudioCollector)
+
+@monitor_llm("transcribe", collectors=["audio"])
+def transcribe(clip):
+    return {"duration_seconds": 2.5, "sample_rate": 16000, "channels": 1}
+"""
+
 SEED_000_MONITOR_THE_MONITOR = """
 writer = MonitoringWriter.get_instance_sync()
 health = await writer.health_check()
@@ -794,3 +826,21 @@ def test_seed_000_backend_and_health(name: str, tmp_path: Path) -> None:
     health = run_seed(name, PRELUDE, SEED_000_MONITOR_THE_MONITOR, ns=ns)["health"]
     assert health["running"] is True and health["backend_healthy"] is True
     assert (health["queue_size"], health["buffer_size"], health["events_written"]) == (0, 0, 1)
+
+
+@BOTH
+def test_seed_000_schema_evolution(name: str, tmp_path: Path) -> None:
+    """Seed 000's "Schema Evolution": an AudioMetrics model on the event and a
+    collector for it give audio_* columns in the Parquet store."""
+    llamonitor.initialize_monitoring(llamonitor.MonitorConfig.for_local_dev(tmp_path))
+    ns = run_seed(name, PRELUDE, SEED_000_SCHEMA_EVOLUTION)
+    try:
+        ns["transcribe"]("clip.wav")
+        (row,) = stored(tmp_path)
+    finally:
+        llamonitor.CollectorRegistry.unregister("audio")
+    assert (row["audio_duration_seconds"], row["audio_sample_rate"], row["audio_channels"]) == (
+        2.5, 16000, 1,
+    )  # fmt: skip
+    event = ns["TextMetrics"](char_count=3)
+    assert event.char_count == 3

@@ -40,10 +40,13 @@ from llamonitor.schema import (
     SCHEMA,
     SCHEMA_VERSION,
     ConfigurationError,
+    ImageMetrics,
     MetricEvent,
     ModelPrice,
     MonitorConfig,
     StorageConfig,
+    TextMetrics,
+    register_metrics,
 )
 from llamonitor.storage import InMemoryBackend, StorageBackend, register_backend
 from llamonitor.transport import (
@@ -65,6 +68,7 @@ __all__ = [
     "CostCollector",
     "Deferred",
     "ImageCollector",
+    "ImageMetrics",
     "InMemoryBackend",
     "MetricCollector",
     "MetricEvent",
@@ -79,6 +83,7 @@ __all__ = [
     "StorageBackend",
     "StorageConfig",
     "TextCollector",
+    "TextMetrics",
     "__version__",
     "agent",
     "current_agent",
@@ -95,6 +100,7 @@ __all__ = [
     "monitoring_trace",
     "propagate_context",
     "register_backend",
+    "register_metrics",
     "shutdown_monitoring",
     "uninstrument_anthropic",
     "uninstrument_openai",

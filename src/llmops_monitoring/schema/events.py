@@ -1,5 +1,5 @@
-"""``llmops_monitoring.schema.events``: llamonitor's event model."""
+"""``llmops_monitoring.schema.events``: llamonitor's event model (seed 000's names)."""
 
-from llamonitor import MetricEvent
+from llamonitor.schema import ImageMetrics, MetricEvent, TextMetrics
 
-__all__ = ["MetricEvent"]
+__all__ = ["ImageMetrics", "MetricEvent", "TextMetrics"]
