@@ -302,7 +302,7 @@ def test_stats_by_model_and_provider_totals_tokens_and_cost(store: Path) -> None
     text = run("stats", "--dir", store, "--by", "provider")
     assert text.exit_code == 0, text.output
     assert "tokens and cost by provider" in text.stdout
-    assert "$0.7500" in text.stdout and "(+1 unpriced)" in text.stdout
+    assert "$0.750 " in text.stdout and "(+1 unpriced)" in text.stdout
 
 
 def test_png_encoder_makes_valid_images() -> None:

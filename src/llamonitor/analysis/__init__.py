@@ -17,33 +17,73 @@ in :mod:`llamonitor.analysis._critical`, the suggestions in
 :mod:`llamonitor.analysis._suggest`.
 """
 
-from llamonitor.analysis._export import csv_rows, to_csv, write_csv
-from llamonitor.analysis._html import render_html
-from llamonitor.analysis._models import (
-    Bottleneck,
-    CostBreakdown,
-    CostGroup,
-    CriticalPath,
-    ErrorPattern,
-    ErrorTypeCount,
-    LatencyBreakdown,
-    LatencyGroup,
-    OperationErrors,
-    Overview,
-    QualityBreakdown,
-    Report,
-    RetryStats,
-    Scope,
-    SessionReport,
-    SessionSummary,
-    Suggestion,
-    TokenBreakdown,
-    TokenGroup,
-    TraceSummary,
-    TrendPoint,
-    Trends,
-)
-from llamonitor.analysis._report import analyze, auto_bucket, session_report
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llamonitor._lazy import exports
+
+if TYPE_CHECKING:
+    from llamonitor.analysis._export import csv_rows, to_csv, write_csv
+    from llamonitor.analysis._html import render_html
+    from llamonitor.analysis._models import (
+        Bottleneck,
+        CostBreakdown,
+        CostGroup,
+        CriticalPath,
+        ErrorPattern,
+        ErrorTypeCount,
+        LatencyBreakdown,
+        LatencyGroup,
+        OperationErrors,
+        Overview,
+        QualityBreakdown,
+        Report,
+        RetryStats,
+        Scope,
+        SessionReport,
+        SessionSummary,
+        Suggestion,
+        TokenBreakdown,
+        TokenGroup,
+        TraceSummary,
+        TrendPoint,
+        Trends,
+    )
+    from llamonitor.analysis._report import analyze, auto_bucket, session_report
+
+# Imported at first use (see llamonitor._lazy).
+_EXPORTS: dict[str, str] = {
+    "Bottleneck": "llamonitor.analysis._models",
+    "CostBreakdown": "llamonitor.analysis._models",
+    "CostGroup": "llamonitor.analysis._models",
+    "CriticalPath": "llamonitor.analysis._models",
+    "ErrorPattern": "llamonitor.analysis._models",
+    "ErrorTypeCount": "llamonitor.analysis._models",
+    "LatencyBreakdown": "llamonitor.analysis._models",
+    "LatencyGroup": "llamonitor.analysis._models",
+    "OperationErrors": "llamonitor.analysis._models",
+    "Overview": "llamonitor.analysis._models",
+    "QualityBreakdown": "llamonitor.analysis._models",
+    "Report": "llamonitor.analysis._models",
+    "RetryStats": "llamonitor.analysis._models",
+    "Scope": "llamonitor.analysis._models",
+    "SessionReport": "llamonitor.analysis._models",
+    "SessionSummary": "llamonitor.analysis._models",
+    "Suggestion": "llamonitor.analysis._models",
+    "TokenBreakdown": "llamonitor.analysis._models",
+    "TokenGroup": "llamonitor.analysis._models",
+    "TraceSummary": "llamonitor.analysis._models",
+    "TrendPoint": "llamonitor.analysis._models",
+    "Trends": "llamonitor.analysis._models",
+    "analyze": "llamonitor.analysis._report",
+    "auto_bucket": "llamonitor.analysis._report",
+    "csv_rows": "llamonitor.analysis._export",
+    "render_html": "llamonitor.analysis._html",
+    "session_report": "llamonitor.analysis._report",
+    "to_csv": "llamonitor.analysis._export",
+    "write_csv": "llamonitor.analysis._export",
+}
 
 __all__ = [
     "Bottleneck",
@@ -76,3 +116,5 @@ __all__ = [
     "to_csv",
     "write_csv",
 ]
+
+__getattr__, __dir__ = exports(__name__, _EXPORTS, globals(), __all__)

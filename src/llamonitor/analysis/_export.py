@@ -4,7 +4,7 @@ Columns: ``section, table, key, metric, value``. One row per figure:
 ``cost, by_model, gpt-4o, cost_usd, 12.5``. ``key`` is the group (a model,
 an operation, a trace id, a bucket's ISO time...; empty for a section's
 totals, ``(none)`` for the group of spans without a value). Lists and dicts
-are JSON; times are ISO 8601 UTC. A spreadsheet pivot or
+are JSON; times are ISO 8601 UTC; floats have 12 significant digits. A spreadsheet pivot or
 ``pandas.read_csv(...).pivot_table(index=["table", "key"], columns="metric",
 values="value", aggfunc="first")`` gives back the wide tables.
 """
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import IO, Any
 
+from llamonitor.analysis._format import clean_float, clean_floats
 from llamonitor.analysis._models import Report, SessionReport
 
 CSV_COLUMNS = ("section", "table", "key", "metric", "value")
@@ -59,10 +60,12 @@ _TABLES: tuple[tuple[str, str, str, str | None], ...] = (
 def _value(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, float):
+        return clean_float(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str, ensure_ascii=False)
+        return json.dumps(clean_floats(value), default=str, ensure_ascii=False)
     return value
 
 

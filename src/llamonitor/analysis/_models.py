@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from llamonitor.analysis._format import clean_float
+
 Bucket = Literal["minute", "hour", "day"]
 SuggestionKind = Literal["cheaper_model", "cache", "errors", "bottleneck"]
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return clean_float(value)  # no binary noise: 0.00138, not 0.0013800000000000002
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
@@ -29,7 +33,8 @@ def _plain(value: Any) -> Any:
 
 class _Result:
     def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-ready data (times as ISO 8601 strings)."""
+        """The result as JSON-ready data (times as ISO 8601 strings, floats to 12
+        significant digits: see :func:`~llamonitor.analysis._format.clean_float`)."""
         out: dict[str, Any] = _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
         return out
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.analysis import _build as build
-from llamonitor.analysis import _sql
+from llamonitor.analysis import _sql, _suggest
 from llamonitor.analysis._models import (
     Bucket,
     Overview,
@@ -56,9 +55,9 @@ def _opened(store: Store) -> Iterator[DuckDBQuery]:
     if isinstance(store, DuckDBQuery):
         yield store
         return
-    from llamonitor.storage import parquet
+    from llamonitor.storage import _parquet_read
 
-    q = parquet.query(Path(store))
+    q = _parquet_read.query(Path(store))
     try:
         yield q
     finally:
@@ -119,11 +118,11 @@ def _tops(
     return by_cost, t_cost, t_time, counts.get("sessions", 0), counts.get("traces", 0)
 
 
-def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket, started: threading.Event) -> Any:
+def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket) -> Any:
     """The structure pass (critical path, retries, percentiles): a ``Structure``.
 
-    The spans are streamed from DuckDB, never held whole; ``started`` is set
-    once the statement holds the connection (or has failed).
+    The spans are streamed from DuckDB (on a cursor of their own, so the other
+    statements run meanwhile), never held whole.
     """
     try:
         from llamonitor.analysis import _structure
@@ -136,15 +135,12 @@ def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket, started: threading
     where, params = run.q.where(run.filters)
     sql = _sql.structure_sql(partitions).replace("{where}", where)
     begun = time.perf_counter()
-    try:
-        with contextlib.closing(run.q.stream(sql, params, run.filters)) as batches:
-            structure = _structure.run(
-                _signal_start(batches, started), partitions,
-                bucket_us=_sql.BUCKET_US[bucket],
-                first_us=_epoch_us(head["first"]), last_us=_epoch_us(head["last"]),
-            )
-    finally:
-        started.set()
+    with contextlib.closing(run.q.stream(sql, params, run.filters)) as batches:
+        structure = _structure.run(
+            batches, partitions,
+            bucket_us=_sql.BUCKET_US[bucket],
+            first_us=_epoch_us(head["first"]), last_us=_epoch_us(head["last"]),
+        )
     run.timings["structure"] = (time.perf_counter() - begun) * 1000
     return structure
 
@@ -163,14 +159,6 @@ def _check_buckets(bucket: Bucket, first: datetime, last: datetime) -> None:
 
 def _epoch_us(t: datetime) -> int:
     return (t - build.EPOCH) // timedelta(microseconds=1)
-
-
-def _signal_start(
-    batches: Iterator[pa.RecordBatch], started: threading.Event
-) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        started.set()
-        yield batch
 
 
 def analyze(
@@ -244,23 +232,29 @@ def _fill(
 ) -> None:
     first, last = head["first"], head["last"]
     # The structure pass runs in a thread while DuckDB computes the rest (numpy
-    # and DuckDB both release the GIL): its statement first, then its numpy
-    # work overlaps the other statements.
-    with ThreadPoolExecutor(1, thread_name_prefix="llamonitor-analysis") as pool:
-        started = threading.Event()
-        walking = pool.submit(_walk, run, head, bucket, started)
-        started.wait()
+    # and DuckDB both release the GIL): its stream and numpy work overlap the
+    # other statements.
+    with ThreadPoolExecutor(2, thread_name_prefix="llamonitor-analysis") as pool:
+        walking = pool.submit(_walk, run, head, bucket)
         dims = build.by_dimension(
             run.rows("profile", _sql.profile_sql(_DIMENSIONS, bucket)), _DIMENSIONS
         )
         if not dims["total"]:
             walking.result()
             return  # the store changed between two statements: report it as empty
+        # The candidates' prices, while the other statements run (see _suggest).
+        pricing = (
+            pool.submit(_suggest.prepare_cheaper_models, dims["model"])
+            if with_suggestions
+            else None
+        )
         total = dims["total"][0]
         top_sessions, top_traces, slowest, n_sessions, n_traces = _tops(run, top)
         errors = run.rows("errors", _sql.errors_sql()) if build.integer(total["errors"]) else []
         repeated = run.rows("cache", _sql.cache_sql()) if with_suggestions else []
         structure = walking.result()
+        if pricing is not None:
+            pricing.result()
     qs, operations = build.percentiles(structure, dims)
     walked = build.named(structure.path, structure.excess_us, operations)
     report.overview = Overview(

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from llamonitor.analysis import _critical
 from llamonitor.analysis._percentiles import Percentiles, bins
@@ -44,26 +43,35 @@ Columns = dict[str, npt.NDArray[np.generic]]
 
 
 class Codes:
-    """64-bit hash -> a dense code, in order of first appearance."""
+    """64-bit hash -> a dense code, in order of first appearance.
+
+    A column holds few distinct hashes (operations, models, agents): each batch
+    is looked up in the sorted known ones (a merge), and only hashes not seen
+    yet get codes. (Not ``pyarrow.compute``'s dictionary encoding: importing it
+    costs more than encoding every batch this way.)
+    """
 
     def __init__(self) -> None:
         self.hashes: list[int] = []
-        self._code: dict[int, int] = {}
+        self._sorted = np.empty(0, np.uint64)  # the known hashes, sorted
+        self._code_of = np.empty(0, np.int32)  # the code of each of them
 
-    def encode(self, column: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.int32]:
-        encoded = pc.dictionary_encode(column)
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()
-        local = np.array(
-            [self._code.setdefault(h, len(self._code)) for h in encoded.dictionary.to_pylist()],
-            dtype=np.int32,
-        )
-        if len(self._code) > len(self.hashes):
-            self.hashes = list(self._code)  # insertion order: code order
-        if local.size == 0:
-            return np.zeros(len(column), np.int32)
-        codes: npt.NDArray[np.int32] = local[encoded.indices.to_numpy(zero_copy_only=False)]
-        return codes
+    def encode(self, column: pa.Array) -> npt.NDArray[np.int32]:
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
+        pos = np.minimum(np.searchsorted(self._sorted, values), max(0, self._sorted.size - 1))
+        miss = (self._sorted[pos] != values) if self._sorted.size else np.ones(values.size, bool)
+        if miss.any():
+            new, first = np.unique(values[miss], return_index=True)
+            new = new[np.argsort(first, kind="stable")]  # in order of first appearance
+            codes = np.arange(len(self.hashes), len(self.hashes) + new.size, dtype=np.int32)
+            self.hashes.extend(int(h) for h in new)
+            merged = np.concatenate([self._sorted, new])
+            order = np.argsort(merged, kind="stable")
+            self._sorted = merged[order]
+            self._code_of = np.concatenate([self._code_of, codes])[order]
+            pos = np.searchsorted(self._sorted, values)
+        out: npt.NDArray[np.int32] = self._code_of[pos]
+        return out
 
 
 @dataclass
@@ -185,7 +193,7 @@ def run(
         try:
             for batch in batches:
                 cols = _columns(batch, codes)
-                declared += int(pc.sum(batch.column("declared_root")).as_py() or 0)
+                declared += batch.column("declared_root").true_count
                 # The percentiles' first pass: count per (group, bin) as the spans go by.
                 binned = bins(cols["dur"].astype(np.float64, copy=False))
                 for name, group in _group_codes(cols, bucket_us, first_bucket).items():

@@ -86,6 +86,27 @@ def _candidate_cost(model: str, provider: str, row: dict[str, Any]) -> float | N
     return float(cost.total_usd)
 
 
+def _candidates(row: dict[str, Any]) -> tuple[str, ...]:
+    """The cheaper models to price the short calls of a per-model row on (none if
+    it has too few of them)."""
+    model, provider = row["model"], row["provider"]
+    if not model or not provider or int(row["short_calls"] or 0) < MIN_CALLS:
+        return ()
+    if float(row["short_cost_usd"] or 0.0) <= 0:
+        return ()
+    return tuple(c for c in CHEAPER_MODELS.get(str(provider).lower(), ()) if c != model)
+
+
+def prepare_cheaper_models(model_rows: Sequence[dict[str, Any]]) -> None:
+    """Resolve the prices :func:`cheaper_models` will need (loading the price
+    data takes longer than a report's statements: this runs beside them)."""
+    from llamonitor.llm import pricing
+
+    for row in model_rows:
+        for candidate in _candidates(row):
+            pricing.rates(candidate, row["provider"])
+
+
 def cheaper_models(model_rows: Sequence[dict[str, Any]]) -> list[Suggestion]:
     """``cheaper_model`` suggestions from the profile's per-model rows."""
     out: list[Suggestion] = []
@@ -93,11 +114,7 @@ def cheaper_models(model_rows: Sequence[dict[str, Any]]) -> list[Suggestion]:
         model, provider = row["model"], row["provider"]
         current = float(row["short_cost_usd"] or 0.0)
         calls = int(row["short_calls"] or 0)
-        if not model or not provider or calls < MIN_CALLS or current <= 0:
-            continue
-        for candidate in CHEAPER_MODELS.get(str(provider).lower(), ()):
-            if candidate == model:
-                continue
+        for candidate in _candidates(row):
             cost = _candidate_cost(candidate, provider, row)
             if cost is None or current - cost < MIN_SWAP_SAVING * current:
                 continue

@@ -9,11 +9,16 @@ example of instrumenting an application.
 
 Randomness comes from ``random.Random`` seeded by the run's seed and the call's
 identity, so the same seed gives the same failures whatever the scheduling.
+Ids are fixed too: the sessions of the first run in a store are ``alice-1``,
+``alice-2``, ``bob-1``... and its trace ids are derived from the seed, so the
+README's examples (``--session alice-1``, ``trace 1f4c26``) find them; a later
+run into the same store gets sessions ending with its run id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import secrets
 import struct
@@ -28,7 +33,6 @@ from llamonitor import (
     ModelPrice,
     MonitorConfig,
     current_span,
-    current_trace_id,
     initialize_monitoring,
     monitor_llm,
     monitoring_session,
@@ -64,10 +68,14 @@ QUESTIONS = (
 
 @dataclass
 class DemoRun:
-    """What the demo ran: its sessions and traces, for reading them back."""
+    """What the demo ran: its sessions and traces, for reading them back.
+
+    ``suffix`` ends every session id (empty for the first run in a store).
+    """
 
     run_id: str
     output_dir: Path
+    suffix: str = ""
     seconds: float = 0.0
     flushed: bool = False
     sessions: list[str] = field(default_factory=list)
@@ -77,6 +85,12 @@ class DemoRun:
 
 def _rng(seed: int, *key: object) -> random.Random:
     return random.Random("|".join(map(str, (seed, *key))))
+
+
+def trace_id_for(seed: int, suffix: str, key: str) -> str:
+    """The trace id of the turn ``key`` (``alice-1/0``) of a run: 32 hex digits,
+    the same for the same seed and suffix."""
+    return hashlib.sha256(f"llamonitor-demo|{seed}|{suffix}|{key}".encode()).hexdigest()[:32]
 
 
 def png_bytes(width: int, height: int, hue: int = 0) -> bytes:
@@ -108,6 +122,8 @@ def _tokens(prompt: str, output: str) -> None:
             {
                 "gen_ai.usage.input_tokens": 120 + len(prompt.split()) * 4 // 3,
                 "gen_ai.usage.output_tokens": len(output.split()) * 4 // 3,
+                # Counted by the application, not read from a provider's response.
+                "token_source": "user",
                 "prompt_hash": prompt_hash(prompt),
             }
         )
@@ -242,17 +258,18 @@ async def handle_turn(question: str, seed: int, key: str, pool: ContextThreadPoo
 async def _conversation(
     user: str, number: int, run: DemoRun, seed: int, pool: ContextThreadPoolExecutor
 ) -> None:
-    session_id = f"{user}-{number}-{run.run_id}"
+    session_id = f"{user}-{number}{run.suffix}"
     run.sessions.append(session_id)
     first = (USERS.index(user) * CONVERSATIONS_PER_USER + number) % len(QUESTIONS)
     with monitoring_session(session_id):
         for turn in range(2):
             question = QUESTIONS[(first + turn * 3) % len(QUESTIONS)]
-            with monitoring_trace():
-                trace_id = str(current_trace_id())
+            key = f"{user}-{number}/{turn}"
+            trace_id = trace_id_for(seed, run.suffix, key)
+            with monitoring_trace(trace_id):
                 run.traces.append(trace_id)
                 try:  # the key leaves out the run id: one seed, one set of failures
-                    await handle_turn(question, seed, f"{user}-{number}/{turn}", pool)
+                    await handle_turn(question, seed, key, pool)
                 except PermissionError:
                     run.failed_traces.append(trace_id)
 
@@ -268,13 +285,23 @@ async def _workflow(run: DemoRun, seed: int) -> None:
         )
 
 
-def run_demo(output_dir: str | Path, seed: int = DEFAULT_SEED) -> DemoRun:
+def run_demo(
+    output_dir: str | Path, seed: int = DEFAULT_SEED, first_run: bool = True
+) -> DemoRun:
     """Run the workflow, recording into the Parquet store at ``output_dir``.
 
     Monitoring is started for the run and shut down (flushed) before this
-    returns. Session ids end with a fresh run id, so runs never mix.
+    returns.
+
+    Args:
+        first_run: the store holds no earlier demo run: the sessions are
+            ``alice-1``... Otherwise they end with this run's fresh id (and so
+            do the seeds of its trace ids), so that runs never mix.
     """
-    run = DemoRun(run_id=secrets.token_hex(3), output_dir=Path(output_dir))
+    run_id = secrets.token_hex(3)
+    run = DemoRun(
+        run_id=run_id, output_dir=Path(output_dir), suffix="" if first_run else f"-{run_id}"
+    )
     started = time.perf_counter()
     config = MonitorConfig.for_local_dev(run.output_dir)
     config.project_name = PROJECT

@@ -1,22 +1,28 @@
-"""Options shared by the commands: the store (directory or database), ``--json``, times."""
+"""Options shared by the commands: the store (directory or database), ``--json``,
+times; opening the store; turning its errors into one line.
+
+This module is imported by ``llamonitor --help``: it imports click and the
+standard library only; the store's modules (DuckDB, pyarrow, pydantic) are
+imported by the functions that open a store, when a command runs.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
-from pydantic import SecretStr
 
-from llamonitor.schema.config import StorageConfig
-from llamonitor.storage import _sql, parquet
-from llamonitor.storage._duckdb import DuckDBQuery, jsonl_relation
+if TYPE_CHECKING:
+    from llamonitor.storage._duckdb import DuckDBQuery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +37,27 @@ DEFAULT_TABLE = "metric_events"
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "sec": "seconds", "m": "minutes", "min": "minutes",
           "h": "hours", "d": "days", "w": "weeks"}
+
+
+class LazyChoice(click.Choice[str]):
+    """A :class:`click.Choice` whose choices are loaded when first needed (to
+    check a value, or for the command's own ``--help``), not at import."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        # click.Choice.__init__ would read the choices now: set its state here.
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        self._choices = tuple(value)
 
 
 def now() -> datetime:
@@ -138,7 +165,19 @@ def _use_dsn(dsn: str | None) -> bool:
 
 def store_label(directory: Path, dsn: str | None = None) -> str:
     """How messages name the store: the directory, or the masked connection string."""
-    return _sql.mask_dsn(dsn) if dsn and _use_dsn(dsn) else str(directory)
+    if dsn and _use_dsn(dsn):
+        from llamonitor.storage import _sql
+
+        return _sql.mask_dsn(dsn)
+    return str(directory)
+
+
+def no_store(directory: Path) -> click.ClickException:
+    """The error for a ``--dir`` where nothing is, with what to do about it."""
+    return click.ClickException(
+        f"no store at {str(directory)!r}: nothing has been recorded there. Point --dir "
+        f"(or {DIR_ENV_VARS[0]}) at your output_dir, or run `llamonitor demo`."
+    )
 
 
 def open_database(dsn: str, table: str | None = None) -> DuckDBQuery:
@@ -148,6 +187,11 @@ def open_database(dsn: str, table: str | None = None) -> DuckDBQuery:
         click.ClickException: not a database URL, or a SQLite file that is not there.
         ConfigurationError: a missing driver or a bad connection string.
     """
+    from pydantic import SecretStr
+
+    from llamonitor.schema.config import StorageConfig
+    from llamonitor.storage import _sql
+
     backend = _sql.backend_for(dsn)
     if backend is None:
         raise click.ClickException(
@@ -181,13 +225,59 @@ def open_store(directory: Path, dsn: str | None = None, table: str | None = None
     if dsn and _use_dsn(dsn):
         return open_database(dsn, table)
     if not directory.exists():
-        raise click.ClickException(
-            f"no store at {str(directory)!r}: nothing has been recorded there. Point --dir "
-            f"(or {DIR_ENV_VARS[0]}) at your output_dir, or run `llamonitor demo`."
-        )
+        raise no_store(directory)
+    # Not llamonitor.storage.parquet: its writer's imports (pydantic...) cost
+    # more than some of the queries.
+    from llamonitor.storage import _parquet_read
+    from llamonitor.storage._duckdb import DuckDBQuery, jsonl_relation
+    from llamonitor.storage._layout import data_files
+
     if directory.is_file():
         return DuckDBQuery(lambda _filters: jsonl_relation(directory))
     jsonl = directory / JSONL_FILE_NAME
-    if jsonl.is_file() and not parquet.data_files(directory):
+    if jsonl.is_file() and not data_files(directory):
         return DuckDBQuery(lambda _filters: jsonl_relation(jsonl))
-    return parquet.query(directory)
+    return _parquet_read.query(directory)
+
+
+def store_errors(*extra: type[Exception]) -> Callable[[F], F]:
+    """Turn a failure of the store (or of a file the command writes) into a
+    one-line error and exit code 1.
+
+    Args:
+        extra: more exception classes to report that way (built-in ones:
+            importing the class must not import the store); DuckDB's errors,
+            ``OSError``, a bad setting, a store error and a failed compaction
+            always are.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except click.ClickException:
+                raise
+            except Exception as exc:
+                message = _error_line(exc, extra)
+                if message is None:
+                    raise
+                raise click.ClickException(message) from exc
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _error_line(exc: Exception, extra: Sequence[type[Exception]]) -> str | None:
+    """The one-line message for ``exc``, or ``None`` for a bug (let it show)."""
+    duckdb = sys.modules.get("duckdb")  # an error of DuckDB's: DuckDB is imported
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        return f"cannot read the store: {exc}"
+    from llamonitor.schema.config import ConfigurationError
+    from llamonitor.storage._compact import CompactionError
+    from llamonitor.storage._sql import StoreError
+
+    if isinstance(exc, (OSError, CompactionError, ConfigurationError, StoreError, *extra)):
+        return str(exc)
+    return None

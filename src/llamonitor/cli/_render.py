@@ -1,4 +1,8 @@
-"""Terminal rendering of spans: tables, the span tree, numbers, JSON."""
+"""Terminal rendering of spans: tables, the span tree, JSON; and printing them
+so that nothing is cut (wider than the terminal when stdout is not one).
+
+Numbers are formatted by :mod:`llamonitor.analysis._format`, as in the reports.
+"""
 
 from __future__ import annotations
 
@@ -8,43 +12,72 @@ from datetime import datetime
 from typing import Any
 
 from rich import box
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from llamonitor.analysis._format import (
+    clean_floats,
+    duration,
+    label,
+    millis,
+    size,
+    timestamp,
+    tokens,
+    usd,
+)
+
 TRACE_ID_CHARS = 8
 """Trace ids are shown by this prefix; ``llamonitor trace`` accepts prefixes."""
 
+ERROR_MESSAGE_CHARS = 200
+"""A span's error message is shown by its first line, up to this many
+characters (``--json`` has all of it)."""
 
-# -- numbers -------------------------------------------------------------------
-
-
-def duration(ms: float | None) -> str:
-    """``0.42 ms``, ``123.4 ms``, ``1.23 s``, ``2m 03s``."""
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{millis(ms)} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    minutes, seconds = divmod(ms / 1000, 60)
-    return f"{int(minutes)}m {seconds:02.0f}s"
+_UNWRAPPED_WIDTH = 100_000
+"""The console width for output that is not a terminal: wider than any line."""
 
 
-def size(n: int | None) -> str:
-    """Bytes as ``512 B``, ``12.3 KB``, ``4.5 MB``."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # pragma: no cover
+# -- printing ------------------------------------------------------------------
 
 
-def timestamp(ts: datetime | None) -> str:
-    return "-" if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+def console(stderr: bool = False) -> Console:
+    """The console of stdout (or stderr), without rich's guessing of numbers."""
+    return Console(highlight=False, stderr=stderr)
+
+
+def emit(*renderables: RenderableType, stderr: bool = False) -> None:
+    """Print ``renderables``. On a terminal, long cells wrap at its width; piped
+    or redirected, nothing wraps and nothing is cut: each row is one line (for
+    ``grep`` and files), as wide as its content (tables take their natural
+    width; nothing is padded to the console's)."""
+    out = console(stderr)
+    if not out.is_terminal:
+        out = Console(highlight=False, stderr=stderr, width=_UNWRAPPED_WIDTH)
+    for r in renderables:
+        out.print(r)
+
+
+def progress(what: str, unit: str, err: Console, disable: bool) -> Any:
+    """A progress bar on ``err`` (none when ``disable`` or ``err`` is not a terminal)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        console=err,
+        disable=disable or not err.is_terminal,
+    )
 
 
 def short_id(value: str | None, chars: int = TRACE_ID_CHARS) -> str:
@@ -79,7 +112,7 @@ def metrics(row: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def error_text(row: dict[str, Any], message_chars: int = 60) -> str:
+def error_text(row: dict[str, Any], message_chars: int = ERROR_MESSAGE_CHARS) -> str:
     if not row.get("error"):
         return ""
     kind = str(row.get("error_type") or "error").rsplit(".", 1)[-1]
@@ -114,16 +147,20 @@ def for_json(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_default, ensure_ascii=False, indent=2)
+    """``obj`` as indented JSON; floats without binary noise (see
+    :func:`~llamonitor.analysis._format.clean_float`), times in ISO 8601."""
+    return json.dumps(clean_floats(obj), default=_default, ensure_ascii=False, indent=2)
 
 
 # -- tables ------------------------------------------------------------------------
 
 
 def new_table(title: str, **kwargs: Any) -> Table:
-    """A table in the house style: a bold title, light rules, tight padding."""
+    """A table in the house style: a bold title, light rules, tight padding; at
+    least as wide as its title (so that the title does not wrap)."""
     return Table(
         title=title,
+        min_width=Text.from_markup(title).cell_len,
         title_justify="left",
         title_style="bold",
         box=box.SIMPLE_HEAD,
@@ -138,24 +175,25 @@ def events_table(rows: Sequence[dict[str, Any]]) -> Table:
     days = {r["timestamp"].date() for r in rows if r.get("timestamp") is not None}
     one_day = len(days) == 1
     title = f"{len(rows)} most recent spans" + (f" · {next(iter(days))} UTC" if one_day else "")
-    table = new_table(title, expand=True)
+    table = new_table(title)
     table.add_column(
         "time" if one_day else "time (UTC)",
         no_wrap=True,
         style="dim",
         min_width=12 if one_day else 23,
     )
-    table.add_column("session", no_wrap=True, overflow="ellipsis", min_width=8, max_width=20)
+    # Text columns wrap (never cut) when the terminal is narrow; see emit().
+    table.add_column("session", overflow="fold", min_width=8)
     table.add_column("trace", no_wrap=True, min_width=TRACE_ID_CHARS)
-    table.add_column("operation", no_wrap=True, overflow="ellipsis", min_width=10)
+    table.add_column("operation", overflow="fold", min_width=10)
     table.add_column("duration", justify="right", no_wrap=True, min_width=8)
-    table.add_column("result", no_wrap=True, overflow="ellipsis", min_width=8, ratio=1)
+    table.add_column("result", overflow="fold", min_width=8)
     for row in rows:
         ts = row["timestamp"]
         when = "-" if ts is None else (f"{ts:%H:%M:%S.%f}"[:-3] if one_day else timestamp(ts))
         result = Text()
         if row["error"]:
-            result.append("✗ " + error_text(row, 50), style="red")
+            result.append("✗ " + error_text(row), style="red")
         else:
             result.append("ok", style="green")
             m = metrics(row)
@@ -170,34 +208,6 @@ def events_table(rows: Sequence[dict[str, Any]]) -> Table:
             result,
         )
     return table
-
-
-def millis(ms: float | None) -> str:
-    """A duration in milliseconds as a bare number (the column header says ms)."""
-    if ms is None:
-        return "-"
-    if ms < 10:
-        return f"{ms:.2f}"
-    if ms < 1000:
-        return f"{ms:.1f}"
-    return f"{ms:,.0f}"
-
-
-def usd(value: float | None) -> str:
-    """A cost in US dollars, with the precision small LLM costs need."""
-    if value is None:
-        return "-"
-    if value == 0:
-        return "$0"
-    if value < 0.01:
-        return f"${value:.5f}"
-    if value < 100:
-        return f"${value:.4f}"
-    return f"${value:,.2f}"
-
-
-def tokens(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
 
 
 _STATS_LABELS = ("count", "errors", "err %", "avg", "p50", "p95", "p99", "max")
@@ -219,13 +229,12 @@ def _group_table(
     table = new_table(title, show_footer=total is not None)
     footer = cells(total) if total is not None else [""] * len(labels)
     table.add_column(
-        key, footer="all" if total is not None else "", no_wrap=True, overflow="ellipsis",
-        min_width=12, ratio=1,
+        key, footer="all" if total is not None else "", overflow="fold", min_width=12, ratio=1,
     )
-    for label, foot in zip(labels, footer, strict=True):
-        table.add_column(label, justify="right", footer=foot, no_wrap=True)
+    for name, foot in zip(labels, footer, strict=True):
+        table.add_column(name, justify="right", footer=foot, no_wrap=True)
     for group in groups:
-        table.add_row(str(group[key]), *cells(group))
+        table.add_row(label(group[key]), *cells(group))
     return table
 
 
@@ -317,21 +326,21 @@ def build_tree(spans: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def span_label(node: dict[str, Any], t0: datetime | None) -> Text:
-    label = Text()
-    label.append(str(node["operation_name"]), style="bold red" if node["error"] else "bold")
-    label.append(f"  {node['operation_type']}", style="dim")
-    label.append(f"  {duration(node['duration_ms'])}", style="cyan")
+    text = Text()
+    text.append(str(node["operation_name"]), style="bold red" if node["error"] else "bold")
+    text.append(f"  {node['operation_type']}", style="dim")
+    text.append(f"  {duration(node['duration_ms'])}", style="cyan")
     if t0 is not None and node.get("timestamp") is not None:
         offset = (node["timestamp"] - t0).total_seconds() * 1000
-        label.append(f"  @+{duration(offset)}", style="dim")
+        text.append(f"  @+{duration(offset)}", style="dim")
     if node["error"]:
-        label.append(f"  ✗ {error_text(node)}", style="red")
+        text.append(f"  ✗ {error_text(node)}", style="red")
     if node.get("orphan"):
-        label.append("  (parent span missing)", style="yellow")
+        text.append("  (parent span missing)", style="yellow")
     m = metrics(node)
     if m:
-        label.append(f"  {m}", style="green")
-    return label
+        text.append(f"  {m}", style="green")
+    return text
 
 
 def trace_tree(trace_id: str, spans: Sequence[dict[str, Any]]) -> Tree:

@@ -1,185 +1,27 @@
-"""``llamonitor report``: where the money and the time go, and what to do about it."""
+"""``llamonitor report``: where the money and the time go, and what to do about it.
+
+Imported by ``llamonitor --help``: the analysis, DuckDB and rich are imported
+when the command runs.
+"""
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import duckdb
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
 
-from llamonitor.analysis import Report, analyze, render_html, session_report, write_csv
-from llamonitor.analysis._format import count, label, ms, pct, usd
-from llamonitor.cli import _render as render
 from llamonitor.cli._options import (
     dir_option,
     dsn_options,
     json_option,
     open_store,
+    store_errors,
     store_label,
     time_options,
 )
-from llamonitor.schema.config import ConfigurationError
-from llamonitor.storage import StoreError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-_SPARK = "▁▂▃▄▅▆▇█"
-
-
-def _errors(fn: F) -> F:
-    """Failures reading the store or writing a file: one line, exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except duckdb.Error as exc:
-            raise click.ClickException(f"cannot read the store: {exc}") from exc
-        except (OSError, ValueError, ImportError, ConfigurationError, StoreError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = render.new_table(title)
-    for i, name in enumerate(columns):
-        if i == 0:
-            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=44)
-        else:
-            table.add_column(name, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
-    return table
-
-
-def spark(values: Sequence[float]) -> str:
-    """A one-line chart of ``values`` (empty when there are none)."""
-    if not values:
-        return ""
-    top = max(values)
-    if top <= 0:
-        return _SPARK[0] * len(values)
-    return "".join(_SPARK[min(7, int(v / top * 7.999))] for v in values)
-
-
-def _model(key: str | None, provider: str | None) -> str:
-    return label(key) + (f" ({provider})" if provider else "")
-
-
-def _sections(report: Report, top: int) -> list[Any]:
-    c, lat, t, q = report.cost, report.latency, report.tokens, report.quality
-    out: list[Any] = []
-    if report.suggestions:
-        lines = Text()
-        for i, s in enumerate(report.suggestions, 1):
-            saving = " · ".join(
-                x for x in (f"save {usd(s.saving_usd)}" if s.saving_usd else "",
-                            f"save {ms(s.saving_ms)}" if s.saving_ms else "") if x
-            )
-            lines.append(f"{i}. {s.title}", style="bold")
-            if saving:
-                lines.append(f"  [{saving}]", style="green")
-            lines.append(f"\n   {s.detail}\n", style="dim")
-        out += [Text("Suggestions", style="bold underline"), lines]
-    cost_line = f"[bold]Cost[/] {usd(c.total_usd)} over {c.priced_calls:,} priced LLM calls"
-    if c.unpriced_calls:
-        cost_line += f" · [yellow]{c.unpriced_calls:,} calls without a price (not counted)[/]"
-    out.append(cost_line)
-    out.append(_table("cost by model", ["model", "cost", "share", "calls", "unpriced"],
-                      [(_model(g.key, g.provider), usd(g.cost_usd), pct(g.share), f"{g.calls:,}",
-                        f"{g.unpriced_calls:,}")
-                       for g in c.by_model[:top] if g.cost_usd or g.calls]))
-    for name, items in (("agent", c.by_agent), ("operation", c.by_operation)):
-        out.append(_table(f"cost by {name}", [name, "cost", "share", "calls"],
-                          [(label(g.key), usd(g.cost_usd), pct(g.share), f"{g.calls:,}")
-                           for g in items[:top] if g.cost_usd or g.calls]))
-    out.append(_table("most expensive sessions",
-                      ["session", "cost", "traces", "LLM calls", "tokens", "duration"],
-                      [(s.session_id, usd(s.cost_usd), s.traces, s.llm_calls, count(s.tokens),
-                        ms(s.duration_ms)) for s in c.top_sessions]))
-    out.append(_table("most expensive traces", ["trace", "cost", "root", "spans", "duration"],
-                      [(x.trace_id, usd(x.cost_usd), x.root_operation or "-", x.spans,
-                        ms(x.duration_ms)) for x in c.top_traces]))
-    o = lat.overall
-    out.append(f"[bold]Latency[/] p50 {ms(o.p50_ms)} · p95 {ms(o.p95_ms)} · p99 {ms(o.p99_ms)}"
-               f" · max {ms(o.max_ms)} (all spans)")
-    for name, groups in (("operation", lat.by_operation), ("model", lat.by_model),
-                         ("agent", lat.by_agent)):
-        rows = [(_model(g.key, g.provider), f"{g.count:,}", ms(g.p50_ms), ms(g.p95_ms),
-                 ms(g.p99_ms), ms(g.max_ms)) for g in groups if g.key is not None][:top]
-        out.append(_table(f"latency by {name}", [name, "count", "p50", "p95", "p99", "max"], rows))
-    path = lat.critical_path
-    out.append(_table(
-        f"critical path: {path.roots:,} paths, {ms(path.total_ms)} in all"
-        + (f" ({path.orphans:,} from spans whose parent is missing)" if path.orphans else ""),
-        ["operation", "share", "on the path", "spans", "beyond p50"],
-        [(b.operation, pct(b.share), ms(b.critical_ms), f"{b.spans_on_path:,}", ms(b.excess_ms))
-         for b in lat.bottlenecks[:top]],
-    ))
-    out.append(f"[bold]Tokens[/] {count(t.input_tokens)} in · {count(t.output_tokens)} out · "
-               f"{count(t.input_per_call)} in / {count(t.output_per_call)} out per call"
-               + (f" · [yellow]{t.llm_calls_without_tokens:,} LLM calls without counts[/]"
-                  if t.llm_calls_without_tokens else ""))
-    for name, tokens in (("model", t.by_model), ("agent", t.by_agent),
-                         ("operation (most tokens)", t.top_operations)):
-        out.append(_table(f"tokens by {name}", [name.split()[0], "calls", "input", "output",
-                                                 "in/call", "out/call"],
-                          [(label(g.key), f"{g.calls:,}", count(g.input_tokens),
-                            count(g.output_tokens), count(g.input_per_call),
-                            count(g.output_per_call)) for g in tokens[:top]]))
-    out.append(f"[bold]Quality[/] {pct(q.success_rate)} succeeded · [red]{q.errors:,} failed[/]"
-               f" · {q.extra_attempts:,} extra attempts ({q.after_error:,} after an error)")
-    out.append(_table("errors by operation", ["operation", "rate", "errors", "spans", "types"],
-                      [(e.operation, pct(e.error_rate), f"{e.errors:,}", f"{e.spans:,}",
-                        ", ".join(f"{k.rsplit('.', 1)[-1]} {v:,}"
-                                  for k, v in list(e.error_types.items())[:3]))
-                       for e in q.by_operation[:top]]))
-    out.append(_table("most common errors", ["message (normalized)", "count", "type"],
-                      [(p.pattern, f"{p.count:,}", p.error_type.rsplit(".", 1)[-1])
-                       for p in q.patterns[:top]]))
-    if q.retries:
-        out.append(_table("retries", ["operation", "extra attempts", "after an error"],
-                          [(r.operation, f"{r.extra_attempts:,}", f"{r.after_error:,}")
-                           for r in q.retries[:top]]))
-    points = report.trends.points
-    if len(points) > 1:
-        trend = _table(f"trends per {report.trends.bucket} ({len(points)} buckets, "
-                       f"{render.timestamp(points[0].start)[:16]} → "
-                       f"{render.timestamp(points[-1].start)[:16]})",
-                       ["", "trend", "last"], [])
-        for name, values, fmt in (
-            ("spans", [float(p.spans) for p in points], count),
-            ("cost", [p.cost_usd for p in points], usd),
-            ("p95", [p.p95_ms for p in points], ms),
-            ("errors", [float(p.errors) for p in points], count),
-            ("tokens", [float(p.input_tokens + p.output_tokens) for p in points], count),
-        ):
-            trend.add_row(name, spark(values[-60:]), fmt(values[-1]))
-        out.append(trend)
-    return out
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
-
-
-def _overview(report: Report) -> str:
-    o = report.overview
-    line = (f"[bold]{_n(o.spans, 'span')}[/] · {_n(o.traces, 'trace')} · "
-            f"{_n(o.sessions, 'session')} · {_n(o.llm_calls, 'LLM call')} · "
-            f"[red]{o.errors:,}[/] failed")
-    if o.first is not None and o.last is not None:
-        line += f" · {render.timestamp(o.first)} → {render.timestamp(o.last)} UTC"
-    return line
 
 
 @click.command()
@@ -210,7 +52,7 @@ def _overview(report: Report) -> str:
     "--html", "html_path", metavar="PATH", type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a self-contained HTML report with charts (opens offline).",
 )
-@_errors
+@store_errors(ValueError, ImportError)
 def report(
     directory: Path,
     dsn: str | None,
@@ -232,15 +74,19 @@ def report(
     project, a session or a trace. Terminal tables by default; --json,
     --csv and --html for the rest.
     """
+    from llamonitor.analysis import analyze, render_html, session_report, write_csv
+    from llamonitor.cli import _render as render
+    from llamonitor.cli import _report_view as view
+
     scope: dict[str, Any] = dict(
         since=since, until=until, project=project, trace=trace_id, top=top,
         bucket=None if bucket == "auto" else bucket,
     )
     with open_store(directory, dsn, table) as store:
-        result: Report = (
+        result = (
             session_report(store, session, **scope) if session else analyze(store, **scope)
         )
-    err = Console(stderr=True, highlight=False)
+    err = render.console(stderr=True)
     if html_path is not None:
         title = f"llamonitor report · session {session}" if session else "llamonitor report"
         html_path.write_text(render_html(result, title=title), encoding="utf-8")
@@ -254,11 +100,10 @@ def report(
     if as_json:
         click.echo(render.dumps(result.to_dict()))
         return
-    console = Console(highlight=False)
     if result.empty:
         where = store_label(directory, dsn)
         filtered = any(v is not None for v in (since, until, project, session, trace_id))
-        console.print(
+        render.emit(
             f"No spans in {where} match these filters."
             if filtered
             else f"No spans recorded in {where} yet: nothing to report. "
@@ -266,6 +111,6 @@ def report(
         )
         return
     if html_path is not None or csv_path is not None:
-        console.print(_overview(result))
+        render.emit(view.overview(result))
         return
-    console.print(Group(_overview(result), *_sections(result, top)))
+    render.emit(view.overview(result), *view.sections(result, top))

@@ -1,33 +1,24 @@
 """``llamonitor spool status`` and ``llamonitor spool replay``: the local spool
-(events a store could not take, kept on disk) for operators."""
+(events a store could not take, kept on disk) for operators.
+
+Imported by ``llamonitor --help``: the spool, the stores and rich are imported
+by the commands when they run.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from llamonitor.cli import _render as render
-from llamonitor.cli._options import dir_option, json_option
-from llamonitor.schema.config import (
-    SPOOL_DIR_NAME,
-    ConfigurationError,
-    MonitorConfig,
-    StorageConfig,
-)
-from llamonitor.storage.base import RowsRejected, create_backend
-from llamonitor.transport import spool as _spool
-from llamonitor.transport.spool import is_transient
+from llamonitor.cli._options import dir_option, json_option, no_store
 
 SPOOL_DIR_ENV = "LLMOPS_SPOOL_DIR"
+SPOOL_DIR_NAME = ".spool"
+"""``llamonitor.schema.config.SPOOL_DIR_NAME`` (a test keeps the two equal)."""
 REJECTED_ROWS_SHOWN = 20
 
 
@@ -58,6 +49,21 @@ def _who(identity: dict[str, Any] | None) -> str:
     return f"{identity.get('backend', '?')} {where}{table}".strip()
 
 
+def _check_root(root: Path, spool_dir: Path | None, directory: Path) -> None:
+    """A spool root that is not there, where it should be: an error with a hint.
+
+    (A store without a spool is fine: nothing was ever spooled there.)
+    """
+    if root.is_dir():
+        return
+    if spool_dir is not None:
+        raise click.ClickException(
+            f"no spool at {str(root)!r}: is --spool-dir (or ${SPOOL_DIR_ENV}) right?"
+        )
+    if not directory.exists():
+        raise no_store(directory)
+
+
 @click.group()
 def spool() -> None:
     """The local spool: events a store could not take, kept until it can.
@@ -74,7 +80,12 @@ def spool() -> None:
 def status(spool_dir: Path | None, directory: Path, as_json: bool) -> None:
     """What each sink's spool holds: records, events, bytes, times, rejected rows."""
     root = _root(spool_dir, directory)
-    sinks = [_spool.inspect(d) for d in _spool.sink_dirs(root)]
+    _check_root(root, spool_dir, directory)
+    from llamonitor.analysis import _format as fmt
+    from llamonitor.cli import _render as render
+    from llamonitor.transport import spool as _spool
+
+    sinks = [_spool.inspect(d) for d in _spool.sink_dirs(root)] if root.is_dir() else []
     if as_json:
         out = []
         for s in sinks:
@@ -83,9 +94,13 @@ def status(spool_dir: Path | None, directory: Path, as_json: bool) -> None:
             out.append(d)
         render_json({"spool_dir": str(root), "sinks": out})
         return
-    console = Console(highlight=False)
     if not sinks:
-        console.print(f"Nothing spooled in {root}.")
+        render.emit(
+            f"Nothing spooled in {root}: every event reached its store."
+            if root.is_dir()
+            else f"Nothing spooled: no spool directory in {directory} ({root.name}); "
+            "nothing has been kept for a store that was down."
+        )
         return
     table = render.new_table(f"spool {root}")
     for col in ("sink", "store", "records", "events", "size", "oldest (UTC)", "newest (UTC)",
@@ -97,13 +112,14 @@ def status(spool_dir: Path | None, directory: Path, as_json: bool) -> None:
             _who(s.identity),
             f"{s.records:,}",
             f"{s.events:,}",
-            render.size(s.bytes),
-            render.timestamp(_time(s.oldest_ns)),
-            render.timestamp(_time(s.newest_ns)),
+            fmt.size(s.bytes),
+            fmt.timestamp(_time(s.oldest_ns)),
+            fmt.timestamp(_time(s.newest_ns)),
             f"{len(s.rejected_rows):,}",
             f"[red]{s.corrupt_records}[/]" if s.corrupt_records else "0",
         )
-    console.print(table)
+    render.emit(table)
+    console = render.console()
     for s in sinks:
         if not s.rejected_rows:
             continue
@@ -122,26 +138,9 @@ def status(spool_dir: Path | None, directory: Path, as_json: bool) -> None:
 
 
 def render_json(obj: Any) -> None:
+    from llamonitor.cli import _render as render
+
     click.echo(render.dumps(obj))
-
-
-def _storage(directory: Path, backend: str | None, dsn: str | None, table: str | None) -> Any:
-    """The store to replay into: options first, then ``LLMOPS_*`` variables."""
-    settings: dict[str, Any] = {"output_dir": directory}
-    if dsn is not None:
-        settings["connection_string"] = dsn
-        if backend is None:
-            backend = MonitorConfig.for_production(dsn).storage.backend
-    if backend is not None:
-        settings["backend"] = backend
-    if table is not None:
-        settings["table_name"] = table
-    return StorageConfig(**settings)
-
-
-def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    return loop.run_until_complete(result) if inspect.isawaitable(result) else result
 
 
 @spool.command()
@@ -178,181 +177,8 @@ def replay(
     took other records meanwhile and refuses it once more, it is set aside with
     the rejected rows, with the store's error.
     """
-    err = Console(stderr=True, highlight=False)
+    from llamonitor.cli._replay import replay_spool
+
     root = _root(spool_dir, directory)
-    try:
-        storage = _storage(directory, backend, dsn, table)
-        store = create_backend(storage)
-    except (ConfigurationError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    target = root / (sink or _spool.sink_dir_name(storage))
-    if not target.is_dir():
-        others = ", ".join(p.name for p in _spool.sink_dirs(root))
-        msg = f"Nothing spooled for {_who(_spool.sink_identity(storage))} in {target}."
-        if others:
-            msg += f" Other spools there: {others} (pick one with --sink)."
-        if as_json:
-            render_json({"sink_dir": str(target), "records": 0, "events_written": 0})
-        else:
-            click.echo(msg)
-        return
-    before = _spool.inspect(target)
-    total = before.events + (len(before.rejected_rows) if rejected else 0)
-    loop = asyncio.new_event_loop()
-    result: dict[str, Any] = {
-        "sink_dir": str(target),
-        "store": _who(_spool.sink_identity(storage)),
-        "records": 0,
-        "events_written": 0,
-        "rejected": 0,
-        "set_aside": 0,
-        "corrupt_records": 0,
-        "segments_in_use": 0,
-    }
-    try:
-        try:
-            _call(loop, store.initialize)
-        except Exception as exc:
-            kind = "unreachable" if is_transient(exc) else "not usable"
-            raise click.ClickException(
-                f"the store is {kind}: {type(exc).__name__}: {exc}; the spool is left as it is "
-                f"({before.events:,} events in {target})"
-            ) from exc
-        try:
-            with Progress(
-                TextColumn("replaying"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("events"),
-                TimeElapsedColumn(),
-                console=err,
-                disable=as_json or not err.is_terminal,
-            ) as bar:
-                task = bar.add_task("replay", total=total)
-                _Replay(loop, store, target, rejected, result, partial(bar.advance, task)).run()
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot update the spool {target}: {exc}; what was not marked done there "
-                "is left to replay again"
-            ) from exc
-        finally:
-            try:
-                _call(loop, store.close)
-            except Exception:
-                pass
-    finally:
-        loop.close()
-    after = _spool.inspect(target)
-    result["events_left"] = after.events
-    result["rejected_rows_left"] = len(after.rejected_rows)
-    if as_json:
-        render_json(result)
-        return
-    line = (
-        f"wrote {result['events_written']:,} events ({result['records']:,} records) "
-        f"from {target} to {result['store']}"
-    )
-    if result["rejected"]:
-        line += f"; {result['rejected']:,} rows rejected by the store (see `spool status`)"
-    if result["set_aside"]:
-        line += (
-            f"; {result['set_aside']:,} events the store keeps refusing were set aside with "
-            "the rejected rows (see `spool status`)"
-        )
-    if result["corrupt_records"]:
-        line += f"; skipped {result['corrupt_records']} corrupt record(s)"
-    if result["segments_in_use"]:
-        line += f"; {result['segments_in_use']} segment(s) in use by a running process left to it"
-    click.echo(line)
-
-
-class _Replay:
-    """One ``spool replay`` run over a sink directory: two passes, the second
-    for the records the store refused in the first (see ``replay``)."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        store: Any,
-        target: Path,
-        rejected: bool,
-        result: dict[str, Any],
-        advance: Callable[[int], Any],
-    ) -> None:
-        self.loop = loop
-        self.store = store
-        self.target = target
-        self.kinds = (_spool.BATCH, _spool.REJECTED) if rejected else (_spool.BATCH,)
-        self.result = result
-        self.advance = advance
-        self.spool = _spool.Spool(target, max_bytes=2**62, rejected_max_bytes=2**62)
-        self.refused: dict[tuple[str, int], str] = {}  # passed by, with the store's error
-        self.wrote = False  # the store took some write in this run
-
-    def run(self) -> None:
-        try:
-            self._pass(second=False)
-            if self.refused:
-                if not self.wrote:
-                    first = next(iter(self.refused.values()))
-                    raise click.ClickException(
-                        f"the store refused every record ({first}); nothing was written and "
-                        f"the spool is left as it is ({self.target})"
-                    )
-                self._pass(second=True)
-        finally:
-            self.spool.close()
-            self.result["corrupt_records"] = self.spool.corrupt_records
-
-    def _pass(self, second: bool) -> None:
-        cursor = self.spool.cursor(self.kinds)
-        try:
-            while (record := cursor.next()) is not None:
-                if self._write(record, cursor, second):
-                    self.advance(record.rows)
-        finally:
-            cursor.close()
-            self.result["segments_in_use"] = max(
-                self.result["segments_in_use"], cursor.skipped_locked
-            )
-
-    def _write(self, record: _spool.Record, cursor: _spool.Cursor, second: bool) -> bool:
-        """Write one record; False if it was passed by (left in the spool)."""
-        result = self.result
-        refused = 0
-        try:
-            _call(self.loop, self.store.write_table, record.table)
-        except RowsRejected as rej:
-            refused = rej.rejected.num_rows
-            self._keep_rejected(rej.rejected, list(rej.errors))
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if is_transient(exc):
-                raise click.ClickException(
-                    f"the store failed: {error}; wrote {result['events_written']:,} events "
-                    f"before, the rest is left in the spool ({self.target})"
-                ) from exc
-            if not second or record.key not in self.refused:
-                self.refused[record.key] = error
-                return False
-            # Refused again, while the store took other records: its content.
-            self._keep_rejected(record.table, [error] * record.rows)
-            cursor.done(record)
-            result["set_aside"] += record.rows
-            return True
-        self.wrote = True
-        cursor.done(record)
-        result["records"] += 1
-        result["events_written"] += record.rows - refused
-        result["rejected"] += refused
-        return True
-
-    def _keep_rejected(self, rows: Any, errors: list[str]) -> None:
-        try:
-            self.spool.append(rows, _spool.REJECTED, errors, ours=False)
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot keep {rows.num_rows:,} rejected rows in the spool {self.target}: "
-                f"{exc}; their record is left there (replaying it again writes its other "
-                "rows again)"
-            ) from exc
+    _check_root(root, spool_dir, directory)
+    replay_spool(root, directory, backend, dsn, table, sink, rejected, as_json)

@@ -175,7 +175,10 @@ class DuckDBQuery:
         """Like :meth:`run`, but yield the result in record batches as DuckDB
         produces them, so that a large result is never held whole.
 
-        The connection is held until the iterator is exhausted or closed (use
+        The stream runs on a cursor of its own (a second connection to the
+        same in-memory database), so other statements of this object run
+        meanwhile, from other threads: the consumer's work between batches
+        overlaps them. Close the iterator when done early (use
         ``contextlib.closing``). Yields nothing if the store is empty.
         """
         for attempt in range(_RETRIES + 1):
@@ -183,25 +186,21 @@ class DuckDBQuery:
             if relation is None:
                 return
             started = False
+            with self._lock:  # a cursor is made from the connection: not concurrently
+                cursor = self._con.cursor()
             try:
-                with self._lock:
-                    if isinstance(relation, tuple):
-                        name = None
-                        text = sql.replace("{rel}", relation[0])
-                        args = [*relation[1], *params]
-                    else:
-                        name = "__llamonitor_rows"
-                        self._con.register(name, relation)
-                        text, args = sql.replace("{rel}", name), list(params)
-                    try:
-                        result = self._con.sql(text, params=args)
-                        read = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
-                        for batch in read(batch_rows):
-                            started = True
-                            yield batch
-                    finally:
-                        if name is not None:
-                            self._con.unregister(name)
+                cursor.execute("SET TimeZone = 'UTC'")
+                if isinstance(relation, tuple):
+                    text = sql.replace("{rel}", relation[0])
+                    args = [*relation[1], *params]
+                else:
+                    cursor.register("__llamonitor_rows", relation)
+                    text, args = sql.replace("{rel}", "__llamonitor_rows"), list(params)
+                result = cursor.sql(text, params=args)
+                read = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+                for batch in read(batch_rows):
+                    started = True
+                    yield batch
                 return
             except duckdb.IOException as exc:
                 if started:
@@ -212,6 +211,8 @@ class DuckDBQuery:
                 if "No files found" in str(exc) or "needs at least one file" in str(exc):
                     return
                 raise
+            finally:
+                cursor.close()
 
     @staticmethod
     def where(f: Filters) -> tuple[str, list[Any]]:

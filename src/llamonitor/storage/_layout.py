@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llamonitor.storage._files import write_atomic
 
@@ -47,6 +46,8 @@ def partition_dir_name(partition_by: str, key: str) -> str:
 
 
 def parquet_writer(table: pa.Table, compression: str) -> Callable[[BinaryIO], None]:
+    import pyarrow.parquet as pq  # here: a reader of the store needs no Parquet writer
+
     codec = None if compression == "none" else compression
 
     def write(f: BinaryIO) -> None:

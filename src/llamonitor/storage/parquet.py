@@ -32,7 +32,6 @@ from llamonitor.storage._compact import (
     CompactResult,
     compact,
 )
-from llamonitor.storage._duckdb import DuckDBQuery, parquet_relation
 from llamonitor.storage._files import (
     fsync_dir,
     locked_temp,
@@ -48,6 +47,7 @@ from llamonitor.storage._layout import (
     partition_dir_name,
     write_table_atomic,
 )
+from llamonitor.storage._parquet_read import query
 from llamonitor.storage.base import StorageBackend
 
 __all__ = [
@@ -146,17 +146,3 @@ def _stage(part: pa.Table, final: Path, compression: str, held: ExitStack) -> Pa
     parquet_writer(part, compression)(f)
     sync(f)
     return tmp
-
-
-def query(output_dir: str | Path) -> DuckDBQuery:
-    """The query side of a Parquet store (empty results while it has no files).
-
-    Args:
-        output_dir: the ``storage.output_dir`` the store was written to.
-
-    Returns:
-        A :class:`~llamonitor.storage._duckdb.DuckDBQuery` that lists the
-        files again at every query.
-    """
-    root = Path(output_dir)
-    return DuckDBQuery(lambda _filters: parquet_relation(data_files(root)))
