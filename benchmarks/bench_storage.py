@@ -10,6 +10,18 @@ when every row is committed; then the rows are counted in the store itself
 (rows, distinct event ids, the sum of ``text_char_count``). The Parquet
 figure of the same run is the reference.
 
+PostgreSQL's *floor* is measured in the same run, interleaved with each
+trial: the same rows (the batches the sink receives, made once by the same
+decorated calls into an in-memory store, untimed) written by bare asyncpg,
+``copy_records_to_table`` on one connection, one transaction per batch of
+``BATCH_SIZE``, into a fresh table of the same definition (created by the
+backend: primary key and indexes), the records built before the clock
+starts. It is what a hand-written COPY loader reaches on this machine; the
+target is the whole decorated-calls-to-committed-rows path at >= 0.9 of it.
+A second floor sends the same rows as one pre-encoded binary ``COPY`` stream
+per batch (``copy_to_table``, nothing left for the client to encode): what
+the server alone takes.
+
 Usage::
 
     python benchmarks/bench_storage.py                     # 200,000 events per store
@@ -47,6 +59,7 @@ import llamonitor
 from llamonitor import MonitorConfig, StorageConfig, monitor_llm
 
 TARGET_EVENTS_PER_S = 50_000  # into PostgreSQL
+FLOOR_TARGET = 0.9  # of the bare asyncpg COPY floor, into PostgreSQL
 BATCH_SIZE = 10_000
 MAX_QUEUE_SIZE = 100_000
 WORDS = "the model reads the prompt and writes an answer about storage engines".split(" ")  # noqa: SIM905
@@ -199,6 +212,119 @@ def measure(kind: str, dsn: str | None, n: int) -> dict[str, Any]:
         }
 
 
+# -- PostgreSQL's floor: bare asyncpg COPY of the same rows --------------------------
+
+
+def floor_batches(n: int) -> list[Any]:
+    """The Arrow batches the sink receives for ``n`` calls (made once, untimed)."""
+    from llamonitor.storage.memory import InMemoryBackend
+
+    memory = InMemoryBackend()
+    llamonitor.initialize_monitoring(
+        MonitorConfig(
+            storage=StorageConfig(backend=memory, batch_size=BATCH_SIZE),
+            queue_full_policy="block",
+            max_queue_size=MAX_QUEUE_SIZE,
+        )
+    )
+
+    @monitor_llm("generate", measure_text=True, custom_attributes={"model": "gpt-4"})
+    def answer(prompt: str) -> str:
+        return TEXT
+
+    for _ in range(n):
+        answer("What is the answer?")
+    llamonitor.shutdown_monitoring(600.0)
+    table = memory.table()
+    return [table.slice(i, BATCH_SIZE) for i in range(0, table.num_rows, BATCH_SIZE)]
+
+
+_PG_EPOCH_US = 946_684_800_000_000
+
+
+def _plain_records(batch: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Columns (those not null in the whole batch) and row tuples, the
+    timestamp as PostgreSQL's own integer (microseconds since 2000)."""
+    import pyarrow as pa
+
+    names, columns = [], []
+    for f in batch.schema:
+        col = batch.column(f.name)
+        if col.null_count == batch.num_rows:
+            continue
+        if pa.types.is_timestamp(f.type):
+            col = col.cast(pa.int64())
+            values = [None if v is None else v - _PG_EPOCH_US for v in col.to_pylist()]
+        else:
+            values = col.to_pylist()
+        names.append(f.name)
+        columns.append(values)
+    return names, list(zip(*columns, strict=True))
+
+
+async def _pg_floor(dsn: str, batches: list[Any], binary: bool) -> dict[str, Any]:
+    import asyncpg
+
+    from llamonitor.storage.postgres import PostgresBackend
+
+    table = f"bench_floor_{secrets.token_hex(4)}"
+    backend = PostgresBackend(
+        StorageConfig(backend="postgres", connection_string=dsn, table_name=table)
+    )
+    await backend.initialize()  # the same table definition: primary key, indexes
+    await backend.close()
+    prepared = [_plain_records(b) for b in batches]  # before the clock
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.set_type_codec(
+            "timestamptz", schema="pg_catalog", encoder=lambda us: (us,),
+            decoder=lambda v: v[0], format="tuple",
+        )
+        payloads: list[Any] = []
+        if binary:  # the same rows as binary COPY streams, encoded by asyncpg, untimed
+            payloads = [await _binary_payload(conn, table, cols, rows) for cols, rows in prepared]
+        n = sum(len(rows) for _, rows in prepared)
+        t0 = time.perf_counter()
+        for i, (cols, rows) in enumerate(prepared):
+            async with conn.transaction():
+                if binary:
+                    await conn.copy_to_table(
+                        table, source=payloads[i], columns=cols, format="binary"
+                    )
+                else:
+                    await conn.copy_records_to_table(table, records=rows, columns=cols)
+        seconds = time.perf_counter() - t0
+        count = await conn.fetchval(f'SELECT count(*) FROM "{table}"')
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            await conn.execute(
+                f"DELETE FROM llamonitor_schema_version WHERE table_name = '{table}'"
+            )
+        await conn.close()
+    return {"seconds": seconds, "events_per_s": n / seconds, "rows": int(count), "ok": count == n}
+
+
+async def _binary_payload(conn: Any, table: str, cols: list[str], rows: list[Any]) -> Any:
+    """The binary COPY stream asyncpg would send for ``rows`` (captured by a
+    COPY into a temporary copy of the table that is then read back out)."""
+    import io
+
+    scratch = f"{table}_scratch"
+    await conn.execute(f'CREATE TEMPORARY TABLE "{scratch}" (LIKE "{table}")')
+    await conn.copy_records_to_table(scratch, records=rows, columns=cols)
+    out = io.BytesIO()
+    await conn.copy_from_table(scratch, columns=cols, output=out, format="binary")
+    await conn.execute(f'DROP TABLE "{scratch}"')
+    out.seek(0)
+    return out
+
+
+def measure_floor(dsn: str, batches: list[Any], binary: bool) -> dict[str, Any]:
+    kind = "postgres floor (binary)" if binary else "postgres floor"
+    return {"store": kind, **asyncio.run(_pg_floor(dsn, batches, binary))}
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "?"
     with contextlib.suppress(OSError):
@@ -244,18 +370,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dsns = {"postgres": args.postgres, "mysql": args.mysql}
     kinds = args.stores.split(",")
-    trials: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    floors = ["postgres floor", "postgres floor (binary)"] if "postgres" in kinds else []
+    trials: dict[str, list[dict[str, Any]]] = {k: [] for k in [*kinds, *floors]}
+    batches = floor_batches(args.events) if floors else []
     for _ in range(args.trials):
         for kind in kinds:  # interleaved: a slow minute of the machine hits every store
             if trials[kind] and "skipped" in trials[kind][-1]:
                 continue
             try:
                 trials[kind].append(measure(kind, dsns.get(kind), args.events))
+                if kind == "postgres":  # its floors right after it, in the same minute
+                    for floor in floors:
+                        trials[floor].append(
+                            measure_floor(args.postgres, batches, binary="binary" in floor)
+                        )
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     llamonitor.shutdown_monitoring(10)
                 trials[kind].append({"store": kind, "skipped": f"{type(exc).__name__}: {exc}"})
-    results = [summarize(k, trials[k]) for k in kinds]
+    results = [summarize(k, trials[k]) for k in [*kinds, *floors] if trials[k]]
     report = {"machine": machine(), "text_chars": len(TEXT), "results": results}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -265,21 +398,26 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.events:,} events per store and trial, median of {args.trials}, 1 KB text "
         f"measured; {m['cpus']} x {m['cpu']}, Python {m['python']}"
     )
-    print(f"{'store':<10} {'events/s':>10} {'range':>17} {'rows':>9}  check")
+    print(f"{'store':<24} {'events/s':>10} {'range':>17} {'rows':>9}  check")
     parquet = next((r for r in results if r["store"] == "parquet" and "skipped" not in r), None)
+    floor = next((r for r in results if r["store"] == "postgres floor"), None)
     for r in results:
         if "skipped" in r:
-            print(f"{r['store']:<10} {'skipped':>10}  {r['skipped'][:90]}")
+            print(f"{r['store']:<24} {'skipped':>10}  {r['skipped'][:90]}")
             continue
         low, high = min(r["trials_events_per_s"]), max(r["trials_events_per_s"])
         notes = []
-        if parquet and r is not parquet:
+        if parquet and r is not parquet and not r["store"].startswith("postgres floor"):
             notes.append(f"{r['events_per_s'] / parquet['events_per_s']:.0%} of Parquet")
         if r["store"] == "postgres":
             met = r["events_per_s"] >= TARGET_EVENTS_PER_S
             notes.append(f"target {TARGET_EVENTS_PER_S:,}/s {'met' if met else 'MISSED'}")
+            if floor is not None:
+                ratio = r["events_per_s"] / floor["events_per_s"]
+                ok = "met" if ratio >= FLOOR_TARGET else "MISSED"
+                notes.append(f"{ratio:.2f} of the asyncpg COPY floor (target {FLOOR_TARGET}: {ok})")
         print(
-            f"{r['store']:<10} {r['events_per_s']:>10,.0f} {low:>8,.0f}-{high:<8,.0f} "
+            f"{r['store']:<24} {r['events_per_s']:>10,.0f} {low:>8,.0f}-{high:<8,.0f} "
             f"{r['rows']:>9,}  {'ok' if r['ok'] else 'MISMATCH'}"
             + (f"  ({'; '.join(notes)})" if notes else "")
         )

@@ -1,6 +1,7 @@
 """PostgreSQL store (asyncpg, the ``[postgres]`` extra): writer and query side.
 
-Rows go in by binary ``COPY``, one transaction per batch (a batch of
+Rows go in by binary ``COPY`` (a stream built from the batch's Arrow columns,
+see :mod:`._postgres_binary`), one transaction per batch (a batch of
 ``2 * MIN_PART_ROWS`` rows or more: two concurrent transactions, see
 :data:`WRITE_CONNECTIONS`), so a connection lost mid-batch leaves no
 half-written transaction. ``event_id`` is the primary key: a batch that holds
@@ -44,7 +45,7 @@ from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage import _postgres_query, _sql_ddl, _sql_write
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
-from llamonitor.storage._postgres_copy import Copy, records, writer_connection
+from llamonitor.storage._postgres_copy import Batch, Copy, writer_connection
 from llamonitor.storage._postgres_ddl import Partitions, add_columns, setup
 from llamonitor.storage._postgres_target import Target, q
 from llamonitor.storage._sql import StoreError, describe
@@ -202,6 +203,7 @@ class PostgresBackend(StorageBackend):
         async with self._transaction() as conn:
             self._conflict = await setup(conn, self._t)
         self._partitions.forget()
+        self._copier.forget()
         self._ready = True
 
     # -- writing -----------------------------------------------------------
@@ -221,6 +223,7 @@ class PostgresBackend(StorageBackend):
         if missing:  # a metric group's columns the table does not have yet
             async with self._transaction() as conn:
                 await add_columns(conn, self._t, missing)
+            self._copier.forget()
         if self._t.partitioned:
             await self._partitions.ensure(table, self._connection)
         parts = min(WRITE_CONNECTIONS, self.config.pool_size)
@@ -228,12 +231,12 @@ class PostgresBackend(StorageBackend):
 
     async def _attempt(self, part: pa.Table) -> None:
         content: ContentError | None = None
-        columns, rows = records(part)
+        batch = Batch.of(part)
         try:
             try:
-                await self._copy(columns, rows, dedup=False)
+                await self._copy(batch, dedup=False)
             except self._t.asyncpg.UniqueViolationError:
-                await self._copy(columns, rows, dedup=True)  # rows already there: skip them
+                await self._copy(batch, dedup=True)  # rows already there: skip them
         except Exception as exc:
             if self._t.kind(exc) != "content":
                 raise
@@ -241,11 +244,11 @@ class PostgresBackend(StorageBackend):
         if content is not None:
             raise content
 
-    async def _copy(self, columns: list[str], rows: list[tuple[Any, ...]], dedup: bool) -> None:
+    async def _copy(self, batch: Batch, dedup: bool) -> None:
         """One transaction: COPY into the table, or (``dedup``) through the
         staging table (see :class:`~llamonitor.storage._postgres_copy.Copy`)."""
         async with self._transaction() as conn:
-            await self._copier.run(conn, columns, rows, dedup, self._conflict)
+            await self._copier.run(conn, batch, dedup, self._conflict)
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
         await self.write_table(rows_table([e.to_row() for e in events]))
