@@ -180,18 +180,17 @@ def events_table(rows: Sequence[dict[str, Any]]) -> Table:
         "time" if one_day else "time (UTC)",
         no_wrap=True,
         style="dim",
-        min_width=12 if one_day else 23,
     )
     # Text columns wrap (never cut) when the terminal is narrow; see emit().
-    table.add_column("session", overflow="fold", min_width=8)
-    table.add_column("trace", no_wrap=True, min_width=TRACE_ID_CHARS)
-    table.add_column("operation", overflow="fold", min_width=10)
-    table.add_column("duration", justify="right", no_wrap=True, min_width=8)
-    table.add_column("result", overflow="fold", min_width=8)
+    table.add_column("session", overflow="fold")
+    table.add_column("trace", no_wrap=True)
+    table.add_column("operation", overflow="fold")
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("result", overflow="fold")
     for row in rows:
         ts = row["timestamp"]
         when = "-" if ts is None else (f"{ts:%H:%M:%S.%f}"[:-3] if one_day else timestamp(ts))
-        result = Text()
+        result = Text(overflow="fold")
         if row["error"]:
             result.append("✗ " + error_text(row), style="red")
         else:
