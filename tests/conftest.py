@@ -20,6 +20,19 @@ from llamonitor.testing import capture_spans
 IN_CI = bool(os.environ.get("CI"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Reports remember candidate prices in a cache directory: the tests' own
+    (also for the processes they start), not the user's."""
+    old = os.environ.get("LLMOPS_CACHE_DIR")
+    os.environ["LLMOPS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("LLMOPS_CACHE_DIR", None)
+    else:
+        os.environ["LLMOPS_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def internal_errors() -> Iterator[list[tuple[str, BaseException]]]:
     errors = _internal.start_collecting()

@@ -830,3 +830,33 @@ def test_cli_session_report_json_names_the_session(store: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["session_id"] == "s2" and data["overview"]["spans"] == 2
+
+
+# -- reading the structure pass's stream ahead ------------------------------------------
+
+
+def test_the_stream_read_ahead_passes_batches_errors_and_closes_its_source() -> None:
+    """Batches come through in order; a failure of the source is raised to the
+    reader; a caller that stops early closes the source and leaves no thread."""
+    import threading
+
+    from llamonitor.analysis._report import _read_ahead
+
+    closed: list[str] = []
+
+    def source(n: int, fail: bool = False) -> Any:
+        try:
+            yield from range(n)
+            if fail:
+                raise OSError("file vanished")
+        finally:
+            closed.append("closed")
+
+    with _read_ahead(source(5)) as items:
+        assert list(items) == [0, 1, 2, 3, 4]
+    with pytest.raises(OSError, match="file vanished"), _read_ahead(source(3, fail=True)) as items:
+        list(items)
+    with _read_ahead(source(10_000)) as items:
+        assert next(iter(items)) == 0
+    assert closed == ["closed"] * 3
+    assert not [t for t in threading.enumerate() if t.name == "llamonitor-analysis-read"]

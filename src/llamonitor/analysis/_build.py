@@ -359,7 +359,12 @@ def quality(dims: Dims, errors: list[dict[str, Any]], walked: Walked) -> Quality
     return out
 
 
-def suggestions(report: Report, dims: Dims, repeated: list[dict[str, Any]]) -> list[Suggestion]:
+def suggestions(
+    report: Report,
+    dims: Dims,
+    repeated: list[dict[str, Any]],
+    prices: suggest.Prices | None = None,
+) -> list[Suggestion]:
     failed = {
         name_of(r["operation_name"]): (
             None if r["failed_cost_usd"] is None else num(r["failed_cost_usd"]),
@@ -369,7 +374,7 @@ def suggestions(report: Report, dims: Dims, repeated: list[dict[str, Any]]) -> l
     }
     q = report.quality
     return suggest.ranked(
-        suggest.cheaper_models(dims["model"])
+        suggest.cheaper_models(dims["model"], prices)
         + suggest.cache(repeated)
         + suggest.errors(q.by_operation, failed, q.patterns, {r.operation: r for r in q.retries})
         + suggest.bottlenecks(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -118,12 +119,21 @@ def _tops(
     return by_cost, t_cost, t_time, counts.get("sessions", 0), counts.get("traces", 0)
 
 
-def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket) -> Any:
+def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket, streamed: threading.Event) -> Any:
     """The structure pass (critical path, retries, percentiles): a ``Structure``.
 
-    The spans are streamed from DuckDB (on a cursor of their own, so the other
-    statements run meanwhile), never held whole.
+    The spans are streamed from DuckDB (on a cursor of their own), never held
+    whole; ``streamed`` is set once the stream is read (or failed).
     """
+    try:
+        return _stream_and_walk(run, head, bucket, streamed)
+    finally:
+        streamed.set()  # also when it failed before reading: the caller waits for it
+
+
+def _stream_and_walk(
+    run: _Runner, head: dict[str, Any], bucket: Bucket, streamed: threading.Event
+) -> Any:
     try:
         from llamonitor.analysis import _structure
     except ImportError as exc:  # pragma: no cover - numpy is a dependency
@@ -135,14 +145,75 @@ def _walk(run: _Runner, head: dict[str, Any], bucket: Bucket) -> Any:
     where, params = run.q.where(run.filters)
     sql = _sql.structure_sql(partitions).replace("{where}", where)
     begun = time.perf_counter()
-    with contextlib.closing(run.q.stream(sql, params, run.filters)) as batches:
+    with _read_ahead(run.q.stream(sql, params, run.filters)) as batches:
         structure = _structure.run(
-            batches, partitions,
+            _until_read(batches, streamed), partitions,
             bucket_us=_sql.BUCKET_US[bucket],
             first_us=_epoch_us(head["first"]), last_us=_epoch_us(head["last"]),
         )
     run.timings["structure"] = (time.perf_counter() - begun) * 1000
     return structure
+
+
+PREFETCH_BATCHES = 2
+"""Record batches the structure pass's reader keeps ready ahead of the walk."""
+
+
+@contextmanager
+def _read_ahead(
+    batches: Generator[pa.RecordBatch, None, None],
+) -> Iterator[Iterator[pa.RecordBatch]]:
+    """``batches`` read by a thread of their own, up to :data:`PREFETCH_BATCHES`
+    ahead: DuckDB makes the next batch (without the GIL) while the caller
+    works on this one. The reader is closed when the caller is done."""
+    ready: queue.Queue[Any] = queue.Queue(PREFETCH_BATCHES)
+    stop = threading.Event()
+    end = object()
+
+    def read() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(end)
+        except BaseException as exc:  # handed to the caller, raised there
+            ready.put(exc)
+        finally:
+            batches.close()
+
+    def consume() -> Iterator[pa.RecordBatch]:
+        while (item := ready.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    reader = threading.Thread(target=read, name="llamonitor-analysis-read", daemon=True)
+    reader.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting to put
+            try:
+                ready.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        reader.join()
+
+
+def _until_read(
+    batches: Iterator[pa.RecordBatch], streamed: threading.Event
+) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from batches
+    finally:
+        streamed.set()
 
 
 def _check_buckets(bucket: Bucket, first: datetime, last: datetime) -> None:
@@ -231,11 +302,15 @@ def _fill(
     with_suggestions: bool,
 ) -> None:
     first, last = head["first"], head["last"]
-    # The structure pass runs in a thread while DuckDB computes the rest (numpy
-    # and DuckDB both release the GIL): its stream and numpy work overlap the
-    # other statements.
+    # The structure pass runs in a thread. Its stream goes first, alone: DuckDB
+    # makes a streamed result only as it is read, so beside other statements it
+    # would finish last, and its walk (numpy, one core) would be left alone at
+    # the end. Read first, it is walked while DuckDB computes the other
+    # statements on the other cores (numpy and DuckDB both release the GIL).
     with ThreadPoolExecutor(2, thread_name_prefix="llamonitor-analysis") as pool:
-        walking = pool.submit(_walk, run, head, bucket)
+        streamed = threading.Event()
+        walking = pool.submit(_walk, run, head, bucket, streamed)
+        streamed.wait()
         dims = build.by_dimension(
             run.rows("profile", _sql.profile_sql(_DIMENSIONS, bucket)), _DIMENSIONS
         )
@@ -253,8 +328,7 @@ def _fill(
         errors = run.rows("errors", _sql.errors_sql()) if build.integer(total["errors"]) else []
         repeated = run.rows("cache", _sql.cache_sql()) if with_suggestions else []
         structure = walking.result()
-        if pricing is not None:
-            pricing.result()
+        prices = pricing.result() if pricing is not None else None
     qs, operations = build.percentiles(structure, dims)
     walked = build.named(structure.path, structure.excess_us, operations)
     report.overview = Overview(
@@ -269,7 +343,7 @@ def _fill(
     report.trends = Trends(bucket=bucket, points=build.trend(dims["bucket"], qs, bucket))
     if with_suggestions:
         begun = time.perf_counter()
-        report.suggestions = build.suggestions(report, dims, repeated)
+        report.suggestions = build.suggestions(report, dims, repeated, prices)
         run.timings["suggestions"] = (time.perf_counter() - begun) * 1000
 
 

@@ -71,10 +71,11 @@ BOTTLENECK_MIN_EXCESS = 0.05
 """A bottleneck is suggested if its excess is at least this fraction of its critical time."""
 
 
-def _candidate_cost(model: str, provider: str, row: dict[str, Any]) -> float | None:
-    from llamonitor.llm import pricing
+Prices = dict[tuple[str, "str | None"], Any]
+"""Candidate (model, provider) -> ``llamonitor.llm.pricing.Rates`` or ``None``."""
 
-    rates = pricing.rates(model, provider)
+
+def _candidate_cost(rates: Any, row: dict[str, Any]) -> float | None:
     if rates is None or rates.model_price is not None:  # unknown, or tiered: not linear
         return None
     cost = rates.cost(
@@ -97,25 +98,28 @@ def _candidates(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(c for c in CHEAPER_MODELS.get(str(provider).lower(), ()) if c != model)
 
 
-def prepare_cheaper_models(model_rows: Sequence[dict[str, Any]]) -> None:
-    """Resolve the prices :func:`cheaper_models` will need (loading the price
-    data takes longer than a report's statements: this runs beside them)."""
-    from llamonitor.llm import pricing
+def prepare_cheaper_models(model_rows: Sequence[dict[str, Any]]) -> Prices:
+    """The prices :func:`cheaper_models` needs (see :mod:`._prices`: loading the
+    price data takes longer than a report's statements; this runs beside them)."""
+    from llamonitor.analysis import _prices
 
-    for row in model_rows:
-        for candidate in _candidates(row):
-            pricing.rates(candidate, row["provider"])
+    return _prices.resolve([(c, row["provider"]) for row in model_rows for c in _candidates(row)])
 
 
-def cheaper_models(model_rows: Sequence[dict[str, Any]]) -> list[Suggestion]:
-    """``cheaper_model`` suggestions from the profile's per-model rows."""
+def cheaper_models(
+    model_rows: Sequence[dict[str, Any]], prices: Prices | None = None
+) -> list[Suggestion]:
+    """``cheaper_model`` suggestions from the profile's per-model rows
+    (``prices``: from :func:`prepare_cheaper_models`, made here if not given)."""
+    if prices is None:
+        prices = prepare_cheaper_models(model_rows)
     out: list[Suggestion] = []
     for row in model_rows:
         model, provider = row["model"], row["provider"]
         current = float(row["short_cost_usd"] or 0.0)
         calls = int(row["short_calls"] or 0)
         for candidate in _candidates(row):
-            cost = _candidate_cost(candidate, provider, row)
+            cost = _candidate_cost(prices.get((candidate, provider)), row)
             if cost is None or current - cost < MIN_SWAP_SAVING * current:
                 continue
             all_calls = int(row["llm_calls"] or 0)
