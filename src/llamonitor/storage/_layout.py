@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from llamonitor.storage._files import write_atomic
 
@@ -46,8 +47,6 @@ def partition_dir_name(partition_by: str, key: str) -> str:
 
 
 def parquet_writer(table: pa.Table, compression: str) -> Callable[[BinaryIO], None]:
-    import pyarrow.parquet as pq  # here: a reader of the store needs no Parquet writer
-
     codec = None if compression == "none" else compression
 
     def write(f: BinaryIO) -> None:
