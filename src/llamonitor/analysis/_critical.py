@@ -241,6 +241,12 @@ def _retries(by_pk: I64, pk: U64, a: I64, end: I64, op: I64, err: B, acc: PathTo
     grp, starts = _runs(key[o])
     if starts.size == order.size:
         return  # every (parent, operation) once: no repeats
+    # Only the steps attempted more than once can hold an extra attempt: most
+    # are attempted once, so the rest works on a small part of the rows.
+    sizes = np.diff(starts, append=order.size)
+    repeated = sizes[grp] > 1
+    order, grp = order[repeated], grp[repeated]
+    grp, starts = _runs(grp)
     s_a, s_end, s_err, s_op = a[order], end[order], err[order], op[order]
     first_end = np.minimum.reduceat(s_end, starts)[grp]
     first_err_end = np.minimum.reduceat(np.where(s_err, s_end, _I64_MAX), starts)[grp]
