@@ -20,7 +20,9 @@ starts. It is what a hand-written COPY loader reaches on this machine; the
 target is the whole decorated-calls-to-committed-rows path at >= 0.9 of it.
 A second floor sends the same rows as one pre-encoded binary ``COPY`` stream
 per batch (``copy_to_table``, nothing left for the client to encode): what
-the server alone takes.
+the server alone takes. And *postgres sink* is our write path alone: the same
+batches handed to ``PostgresBackend.write_table`` one after the other (no
+decorated calls, no worker), into a fresh table of the same definition.
 
 Usage::
 
@@ -320,6 +322,32 @@ async def _binary_payload(conn: Any, table: str, cols: list[str], rows: list[Any
     return out
 
 
+async def _pg_sink(dsn: str, batches: list[Any]) -> dict[str, Any]:
+    from llamonitor.storage.postgres import PostgresBackend
+
+    table = f"bench_sink_{secrets.token_hex(4)}"
+    backend = PostgresBackend(
+        StorageConfig(backend="postgres", connection_string=dsn, table_name=table)
+    )
+    await backend.initialize()
+    n = sum(b.num_rows for b in batches)
+    try:
+        t0 = time.perf_counter()
+        for b in batches:
+            await backend.write_table(b)
+        seconds = time.perf_counter() - t0
+    finally:
+        await backend.close()
+        with contextlib.suppress(Exception):
+            await _pg(dsn, f'DROP TABLE IF EXISTS "{table}"')
+            await _pg(dsn, f"DELETE FROM llamonitor_schema_version WHERE table_name = '{table}'")
+    return {"seconds": seconds, "events_per_s": n / seconds, "rows": n, "ok": True}
+
+
+def measure_sink(dsn: str, batches: list[Any]) -> dict[str, Any]:
+    return {"store": "postgres sink", **asyncio.run(_pg_sink(dsn, batches))}
+
+
 def measure_floor(dsn: str, batches: list[Any], binary: bool) -> dict[str, Any]:
     kind = "postgres floor (binary)" if binary else "postgres floor"
     return {"store": kind, **asyncio.run(_pg_floor(dsn, batches, binary))}
@@ -370,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dsns = {"postgres": args.postgres, "mysql": args.mysql}
     kinds = args.stores.split(",")
-    floors = ["postgres floor", "postgres floor (binary)"] if "postgres" in kinds else []
+    floors = (
+        ["postgres sink", "postgres floor", "postgres floor (binary)"]
+        if "postgres" in kinds
+        else []
+    )
     trials: dict[str, list[dict[str, Any]]] = {k: [] for k in [*kinds, *floors]}
     batches = floor_batches(args.events) if floors else []
     for _ in range(args.trials):
@@ -382,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "postgres":  # its floors right after it, in the same minute
                     for floor in floors:
                         trials[floor].append(
-                            measure_floor(args.postgres, batches, binary="binary" in floor)
+                            measure_sink(args.postgres, batches)
+                            if floor == "postgres sink"
+                            else measure_floor(args.postgres, batches, binary="binary" in floor)
                         )
             except Exception as exc:
                 with contextlib.suppress(Exception):
@@ -407,8 +441,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         low, high = min(r["trials_events_per_s"]), max(r["trials_events_per_s"])
         notes = []
-        if parquet and r is not parquet and not r["store"].startswith("postgres floor"):
+        if parquet and r is not parquet and r["store"] == "postgres":
             notes.append(f"{r['events_per_s'] / parquet['events_per_s']:.0%} of Parquet")
+        if r["store"] == "postgres sink" and floor is not None:
+            notes.append(f"{r['events_per_s'] / floor['events_per_s']:.2f} of the floor")
         if r["store"] == "postgres":
             met = r["events_per_s"] >= TARGET_EVENTS_PER_S
             notes.append(f"target {TARGET_EVENTS_PER_S:,}/s {'met' if met else 'MISSED'}")
