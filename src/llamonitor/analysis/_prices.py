@@ -4,8 +4,8 @@ The ``cheaper_model`` suggestion prices calls again on a few candidate
 models (``_suggest.CHEAPER_MODELS``). Their rates come from the
 ``genai-prices`` data, whose import and loading take longer than most of a
 report's statements. So a candidate's per-token rates, once resolved, are
-kept in a small JSON file of the user's cache directory, one per version of
-``genai-prices`` (a new version's data is read afresh); a later report reads
+kept in a small JSON file of the user's cache directory, one per installed
+``genai-prices`` data module (an update's data is read afresh); a later report reads
 them from there and never imports the package.
 
 The file is only a memo of the package's bundled data: it is not used when
@@ -17,11 +17,11 @@ read or written, the prices are resolved as if it did not exist.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,33 @@ _UNKNOWN = "unknown"  # no price known
 _TIERED = "tiered"  # priced per call by the package itself
 
 
-def cache_file() -> Path | None:
-    """The memo for the installed ``genai-prices`` (``None``: not installed)."""
+def _data_version() -> str | None:
+    """Which ``genai-prices`` data is installed: the size and time of its data
+    module (found without importing the package, and without reading every
+    installed distribution's metadata, which takes longer)."""
     try:
-        version = metadata.version("genai-prices")
-    except metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec("genai_prices")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        st = (Path(next(iter(spec.submodule_search_locations))) / "data.py").stat()
+    except OSError:
+        return None
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def cache_file() -> Path | None:
+    """The memo for the installed ``genai-prices`` data (``None``: not installed)."""
+    version = _data_version()
+    if version is None:
         return None
     root = os.environ.get(CACHE_ENV)
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(base) / "llamonitor")
-    return Path(root) / f"candidate-prices-genai-prices-{version}.json"
+    return Path(root) / f"candidate-prices-{version}.json"
 
 
 def _read(path: Path) -> dict[str, Any]:
