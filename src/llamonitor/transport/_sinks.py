@@ -21,21 +21,17 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import Call
-from llamonitor.transport.spool import Spool, SpoolingSink, error_text, is_transient
+from llamonitor.transport._backlog import MAX_PENDING_BATCHES, BacklogSink, Marker
+from llamonitor.transport.spool import Spool, error_text, is_transient
 
-__all__ = ["Marker", "SinkRunner", "is_transient"]
+__all__ = ["MAX_PENDING_BATCHES", "Marker", "SinkRunner", "is_transient"]
 
 logger = logging.getLogger("llamonitor.transport")
-
-MAX_PENDING_BATCHES = 4
-"""Batches a sink may have waiting; the primary sink makes the worker wait
-(the queue policy then applies), another sink drops its oldest batch."""
 
 INITIALIZE_TIMEOUT_SECONDS = 30.0
 
@@ -51,25 +47,7 @@ SHUTDOWN_SPOOL_RESERVE_SECONDS = 0.5
 before the deadline (at most half the time given) and spools what is queued."""
 
 
-class Marker:
-    """Set once every sink has written (or spooled) everything handed to it before."""
-
-    def __init__(self, count: int) -> None:
-        self.ok = True  # False: given up at shutdown, not written
-        self._left = count
-        self._lock = threading.Lock()
-        self.event = threading.Event()
-        if count == 0:
-            self.event.set()
-
-    def done(self) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left <= 0:
-                self.event.set()
-
-
-class SinkRunner(SpoolingSink):
+class SinkRunner(BacklogSink):
     """Feeds one backend from its own thread, retrying with backoff; with a
     spool, loses nothing to an outage (see ``SpoolingSink`` for the counters)."""
 
@@ -88,15 +66,13 @@ class SinkRunner(SpoolingSink):
         super().__init__(
             name,
             backend,
+            primary=primary,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
             spool=spool,
         )
-        self.primary = primary
         self.outage_on_refusal = outage_on_refusal
         self.max_retries = max_retries
-        self._q: deque[tuple[Any, int] | Marker] = deque()
-        self._dead = False  # the thread ended without being stopped
         self._waited = False
         self._hurry = threading.Event()
         self._ready = threading.Event()
@@ -127,48 +103,6 @@ class SinkRunner(SpoolingSink):
             if self._init_error is not None:
                 raise self._init_error
 
-    def put(self, table: Any, n: int) -> bool:
-        """Hand a batch of ``n`` events over (the worker thread).
-
-        Returns False if the sink was abandoned at shutdown: the events are
-        then the caller's to count. A sink whose thread died counts them as
-        failed itself.
-        """
-        with self._cv:
-            if self._dead:
-                self._count_failed(n, "sink_stopped")
-                return True
-            if self.primary:
-                while (
-                    len(self._q) >= MAX_PENDING_BATCHES and not self._abandoned and not self._dead
-                ):
-                    self._cv.wait(0.05)
-            elif len(self._q) >= MAX_PENDING_BATCHES:
-                for i, item in enumerate(self._q):
-                    if not isinstance(item, Marker):
-                        del self._q[i]
-                        self.dropped += item[1]
-                        self.pending -= item[1]
-                        break
-            if self._abandoned:
-                return False
-            if self._dead:
-                self._count_failed(n, "sink_stopped")
-                return True
-            self._q.append((table, n))
-            self.pending += n
-            self._cv.notify_all()
-            return True
-
-    def put_marker(self, marker: Marker) -> None:
-        with self._cv:
-            if self._abandoned or self._dead:  # nobody would take it off the queue
-                marker.ok = not self._dead
-                marker.done()
-                return
-            self._q.append(marker)
-            self._cv.notify_all()
-
     def stop(self, deadline: float) -> bool:
         """Write (or spool) what is pending, close the backend, by ``deadline``
         (monotonic). The spool is not replayed now: the next start does it.
@@ -188,18 +122,6 @@ class SinkRunner(SpoolingSink):
                 self.dropped += self._release_backlog()
             return False
         return True
-
-    def _release_backlog(self) -> int:
-        """Empty the backlog (condition held): flush markers learn the batches were
-        not written; returns how many events were pending."""
-        pending, self.pending = self.pending, 0
-        for item in self._q:
-            if isinstance(item, Marker):
-                item.ok = False
-                item.done()
-        self._q.clear()
-        self._cv.notify_all()
-        return pending
 
     def hurry(self, deadline: float | None = None) -> None:
         """Shutdown is under way (by ``deadline``, monotonic): skip the remaining
@@ -226,6 +148,8 @@ class SinkRunner(SpoolingSink):
             "pending": self.pending,
             "spooled": self.spooled,
             "spooled_total": self.spooled_total,
+            "spilled": self.spilled,
+            "spilled_total": self.spilled_total,
             "replayed": self.replayed,
             "recovered": self.recovered,
             "written_elsewhere": self.written_elsewhere,
@@ -301,6 +225,7 @@ class SinkRunner(SpoolingSink):
     def _serve(self) -> None:
         while True:
             item: tuple[Any, int] | Marker | None = None
+            finished = False
             with self._cv:
                 while not self._q:
                     if self._probe is not None and self._probe.done.is_set():
@@ -309,7 +234,8 @@ class SinkRunner(SpoolingSink):
                         # A probe writing a spooled record may finish in time to mark
                         # it done (no repeat later); a connect is not worth waiting for.
                         if self._probe_record is None or self._past(self._spool_from):
-                            return
+                            finished = True
+                            break
                         wait: float | None = None  # the probe's end, or the shutdown's
                         if self._spool_from is not None:
                             wait = max(0.0, self._spool_from - time.monotonic())
@@ -318,15 +244,19 @@ class SinkRunner(SpoolingSink):
                         if wait is not None and wait <= 0:
                             break
                     self._cv.wait(wait)
-                if self._q:
+                if self._q and not finished:
                     item = self._q.popleft()
                     self._cv.notify_all()
+            if finished:
+                self._replay_spilled(self.spilled)  # what a burst spilled, while there is time
+                return
             if self._probe is not None and self._probe.done.is_set():
                 self._probe_done()
             if item is None:
                 if not self._stopping:
                     self._spool_work()
             elif isinstance(item, Marker):
+                self._replay_spilled(self.spilled)  # a flush means written, when it can be
                 self._sync_spool()
                 self.refresh()
                 item.done()
