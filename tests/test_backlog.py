@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 import llamonitor
+from _helpers import accounted
 from llamonitor import (
     InMemoryBackend,
     MonitorConfig,
@@ -56,18 +57,6 @@ def _produce(n: int) -> None:
             time.sleep(0.002)  # batches of about 50 reach the worker one by one
 
 
-def _accounted(h: dict[str, Any]) -> int:
-    return (
-        h["events_written"]
-        + h["events_failed"]
-        + h["events_dropped"]
-        + h["queue_size"]
-        + h["buffer_size"]
-        + h["events_spooled"]
-        + h["events_rejected"]
-    )
-
-
 def test_a_sink_that_falls_behind_spills_to_its_spool_and_writes_it_later(
     tmp_path: Path,
 ) -> None:
@@ -84,7 +73,7 @@ def test_a_sink_that_falls_behind_spills_to_its_spool_and_writes_it_later(
     assert h["events_written"] == 5_000 and h["events_spooled"] == 0
     ids = [r["event_id"] for r in backend.rows()]
     assert len(ids) == len(set(ids)) == 5_000
-    assert _accounted(h) == h["events_received"] == 5_000
+    assert accounted(h) == h["events_received"] == 5_000
 
 
 def test_events_are_dropped_only_when_the_queue_and_the_spool_are_both_full(
@@ -102,4 +91,4 @@ def test_events_are_dropped_only_when_the_queue_and_the_spool_are_both_full(
     assert h["dropped"]["queue_full"] > 0
     assert h["events_failed"] == 0 and h["events_spooled"] == 0
     assert h["events_written"] == len(backend) == 5_000 - h["events_dropped"]
-    assert _accounted(h) == h["events_received"] == 5_000
+    assert accounted(h) == h["events_received"] == 5_000

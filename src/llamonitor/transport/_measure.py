@@ -8,7 +8,7 @@ a batch are joined, encoded, and counted by a few numpy passes per
 
 Words: a word starts at a byte that is not whitespace after one that is, or at
 the start of a text. In UTF-8 every byte of a non-ASCII character is a word
-byte, except in the 17 Unicode whitespace characters ``str.split()`` knows
+byte, except in the 19 non-ASCII whitespace characters ``str.split()`` knows
 (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F,
 U+3000), found by their lead bytes. An ASCII control character that is not
 whitespace (0-8, 14-27) sends its text to the exact path

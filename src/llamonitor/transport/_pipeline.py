@@ -4,7 +4,7 @@
 lock, an append. Everything else (conversion to Arrow, writing, retries)
 happens on the worker and sink threads.
 
-Past half of either bound (*the soft mark*), a submitting thread that finds
+Past a quarter of either bound (*the soft mark*), a submitting thread that finds
 the worker converting waits for it a few milliseconds (``SOFT_WAIT_SECONDS``):
 threads that call as fast as they can would otherwise starve the worker of
 the GIL, and a burst would end in drops instead of being converted. Below the
@@ -48,7 +48,7 @@ DRAIN_MAX = 10_000
 the whole queue at once, and converts it in slices of this size, each
 released from the queue's bounds as soon as it is converted."""
 
-SOFT_FRACTION = 0.5
+SOFT_FRACTION = 0.25
 """The soft mark, as a fraction of ``max_queue_size`` and of ``max_queue_bytes``."""
 
 SOFT_WAIT_SECONDS = 0.02

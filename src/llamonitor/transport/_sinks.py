@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+import pyarrow as pa
+
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import Call
@@ -32,6 +34,14 @@ from llamonitor.transport.spool import Spool, error_text, is_transient
 __all__ = ["MAX_PENDING_BATCHES", "Marker", "SinkRunner", "is_transient"]
 
 logger = logging.getLogger("llamonitor.transport")
+
+COALESCE_MAX_ROWS = 50_000
+"""Batches waiting in a sink's backlog are written together up to this many rows."""
+
+COALESCE_MIN_ROWS = 10_000
+LINGER_SECONDS = 0.05
+"""A sink waits this long for batches to make up ``COALESCE_MIN_ROWS`` (unless a
+flush or the shutdown wants them written now)."""
 
 INITIALIZE_TIMEOUT_SECONDS = 30.0
 
@@ -245,7 +255,8 @@ class SinkRunner(BacklogSink):
                             break
                     self._cv.wait(wait)
                 if self._q and not finished:
-                    item = self._q.popleft()
+                    self._linger()
+                    item = self._take_batches()
                     self._cv.notify_all()
             if finished:
                 self._replay_spilled(self.spilled)  # what a burst spilled, while there is time
@@ -264,6 +275,42 @@ class SinkRunner(BacklogSink):
                 self._take(*item)
                 if self._spool_work_due():
                     self._spool_work()  # one spooled batch between new ones
+
+    def _linger(self) -> None:
+        """A small batch at the head of the backlog (condition held): wait up to
+        ``LINGER_SECONDS`` for more to write with it. A file per batch of a few
+        thousand rows would cost the store more than the rows do."""
+        until = time.monotonic() + LINGER_SECONDS
+        while not self._stopping and not self.outage:
+            rows = 0
+            for item in self._q:
+                if isinstance(item, Marker):
+                    return  # a flush waits for these: write now
+                rows += item[1]
+            left = until - time.monotonic()
+            if rows >= COALESCE_MIN_ROWS or len(self._q) >= MAX_PENDING_BATCHES or left <= 0:
+                return
+            self._cv.wait(left)
+
+    def _take_batches(self) -> tuple[Any, int] | Marker:
+        """The next item of the backlog (condition held); batches waiting behind
+        it, up to the next flush marker, are written with it, as one: a sink
+        that fell behind catches up with fewer, larger writes."""
+        item = self._q.popleft()
+        if isinstance(item, Marker) or not self._q or isinstance(self._q[0], Marker):
+            return item
+        tables, rows = [item[0]], item[1]
+        while self._q and not isinstance(self._q[0], Marker) and rows < COALESCE_MAX_ROWS:
+            more = self._q.popleft()
+            assert not isinstance(more, Marker)
+            tables.append(more[0])
+            rows += more[1]
+        try:
+            return pa.concat_tables(tables), rows
+        except Exception:  # tables that do not share a schema: one at a time
+            for table in reversed(tables[1:]):
+                self._q.appendleft((table, table.num_rows))
+            return tables[0], item[1]
 
     def _die(self, log: bool = True) -> None:
         """The thread is ending abnormally: fail what is pending, free the waiters."""
