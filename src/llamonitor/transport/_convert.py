@@ -198,14 +198,12 @@ def _row_facts(
     """Collector output, stream facts and span attributes, row by row, for the
     rows that have any."""
     attrs = list(map(_attrs, spans))
+    if extras.count(None) != n:
+        extras = _stream_columns(extras, cols)
     if extras.count(None) == n and attrs.count(None) == n:
         return
     for i in range(n):
         extra = extras[i]
-        if extra.__class__ is StreamFacts:
-            _column(cols, "stream_item_count", n)[i] = extra.items
-            _column(cols, "time_to_first_token_ms", n)[i] = extra.time_to_first_token_ms
-            extra = extra.more
         span_attrs = attrs[i]
         if extra is None and not span_attrs:
             continue
@@ -219,6 +217,19 @@ def _row_facts(
                 # span.set_attribute("gen_ai.usage.input_tokens", 12) fills the column too
                 _attribute_columns(span_attrs, cols, n, i)
         _column(cols, "custom_attributes", n)[i] = safe_json(merged)
+
+
+def _stream_columns(extras: tuple[Any, ...], cols: dict[str, Any]) -> tuple[Any, ...]:
+    """The stream columns from the ``StreamFacts`` of a batch; returns the extras
+    with each ``StreamFacts`` replaced by what collectors added to it."""
+    facts = StreamFacts
+    if not any(e.__class__ is facts for e in extras):
+        return extras
+    cols["stream_item_count"] = [e.items if e.__class__ is facts else None for e in extras]
+    cols["time_to_first_token_ms"] = [
+        e.time_to_first_token_ms if e.__class__ is facts else None for e in extras
+    ]
+    return tuple(e.more if e.__class__ is facts else e for e in extras)
 
 
 def _attribute_columns(attrs: dict[str, Any], cols: dict[str, Any], n: int, i: int) -> None:
