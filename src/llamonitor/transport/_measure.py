@@ -17,6 +17,7 @@ whitespace (0-8, 14-27) sends its text to the exact path
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,20 @@ from llamonitor._records import measure_text
 CHUNK_BYTES = 512 * 1024
 """Text measured per numpy pass: its temporaries (a byte per byte of text)
 stay in the CPU's cache, and the fixed cost of a pass is shared by many texts."""
+
+_scratch = threading.local()
+
+
+def _buffers(n: int) -> tuple[Any, Any, Any]:
+    """Three boolean arrays of ``n`` for a chunk's passes, kept per thread: fresh
+    ones of a few hundred KiB cost page faults on every batch (the allocator gives
+    such blocks back to the system when they are freed), 5x the passes themselves."""
+    held = getattr(_scratch, "buffers", None)
+    if held is None or len(held[0]) < n:
+        size = max(n, CHUNK_BYTES)
+        held = _scratch.buffers = tuple(np.empty(size, np.bool_) for _ in range(3))
+    return held[0][:n], held[1][:n], held[2][:n]
+
 
 _SPACE = 32  # in ASCII, a byte > 32 is a word byte
 _LOW = 28  # of the bytes < 28 only 9-13 are whitespace; the others are odd
@@ -60,6 +75,9 @@ def measure_texts(texts: list[str]) -> tuple[Any, Any, Any, Any]:
             encoded = [t.encode("utf-8", "surrogatepass") for t in part]
             data = b"".join(encoded)
             lens = sizes[i:j] = np.fromiter(map(len, encoded), np.int64, j - i)
+        # Kept until the next chunk's are made: freed at once, blocks this size go
+        # back to the system, and the next ones cost a page fault every 4 KiB.
+        _scratch.held = (joined, data)
         if data:
             d = np.frombuffer(data, np.uint8)
             heads = np.cumsum(lens) - lens
@@ -67,8 +85,10 @@ def measure_texts(texts: list[str]) -> tuple[Any, Any, Any, Any]:
             if has_empty:
                 full = lens > 0
                 heads, rows = heads[full], np.flatnonzero(full) + i
-            words[rows] = _word_counts(d, heads, ascii)
-            low = np.flatnonzero(d < _LOW)
+            word, starts, below = _buffers(len(d))
+            words[rows] = _word_counts(d, heads, ascii, word, starts)
+            np.less(d, _LOW, out=below)
+            low = np.flatnonzero(below)
             values.append(d[low])
             low += base
             lows.append(low)
@@ -90,13 +110,13 @@ def measure_texts(texts: list[str]) -> tuple[Any, Any, Any, Any]:
     return chars, words, sizes, lines
 
 
-def _word_counts(d: Any, heads: Any, ascii: bool) -> Any:
+def _word_counts(d: Any, heads: Any, ascii: bool, word: Any, starts: Any) -> Any:
     """Words of the texts starting at ``heads`` (byte offsets, strictly
-    increasing) of the UTF-8 bytes ``d``."""
-    word = d > _SPACE
+    increasing) of the UTF-8 bytes ``d``; ``word`` and ``starts``: scratch
+    arrays of its length."""
+    np.greater(d, _SPACE, out=word)
     if not ascii:
         _unicode_spaces(d, word)
-    starts = np.empty_like(word)
     starts[0] = word[0]
     np.greater(word[1:], word[:-1], out=starts[1:])
     starts[heads] = word[heads]  # a text's first byte starts a word whatever came before
