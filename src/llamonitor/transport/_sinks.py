@@ -305,9 +305,9 @@ class SinkRunner(BacklogSink):
             assert not isinstance(more, Marker)
             tables.append(more[0])
             rows += more[1]
-        try:
-            return pa.concat_tables(tables), rows
-        except Exception:  # tables that do not share a schema: one at a time
+        try:  # batches with different metric group columns: the union of them
+            return pa.concat_tables(tables, promote_options="default"), rows
+        except Exception:  # tables that cannot be combined: one at a time
             for table in reversed(tables[1:]):
                 self._q.appendleft((table, table.num_rows))
             return tables[0], item[1]
