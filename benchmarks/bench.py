@@ -9,7 +9,7 @@ Usage::
     python benchmarks/bench.py --quick    # smoke run, about 20 seconds
     python benchmarks/bench.py --json out.json
 
-Sections (select with ``--only overhead,throughput,memory,integrations``):
+Sections (select with ``--only overhead,throughput,burst,memory,integrations``):
 
 * **overhead** -- time per call of the same function bare, decorated with
   ``@monitor_llm(measure_text=True, custom_attributes={"model": "gpt-4"})``
@@ -29,9 +29,14 @@ Sections (select with ``--only overhead,throughput,memory,integrations``):
     and writes while the caller runs, as in production. On a 2-core machine
     with the GIL this includes the worker's contention with the caller.
 
-* **throughput** -- one process, a decorated sync function, ``N`` calls,
-  ``queue_full_policy="block"``, then ``shutdown_monitoring()``: events/s from
-  the first call to rows durable in Parquet, counted back with DuckDB.
+* **throughput** -- durable end to end, beside OpenTelemetry's
+  ``BatchSpanProcessor`` in the same run: spans/s from the first call until
+  durable, and CPU per span of the whole process (all threads), for each
+  ``queue_full_policy`` (see ``_durable.py``).
+
+* **burst** -- the default configuration absorbing 100,000 spans of 1 KB
+  from 4 threads and asyncio at once, in a process that exits without
+  shutdown: spans kept, peak RSS growth (see ``_durable.py``).
 
 * **memory** -- a sink far slower than the producers, ``max_queue_size=10_000``,
   ``drop_newest``: peak RSS growth sampled every 0.25 s, drops counted, and
@@ -70,6 +75,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import _durable
 
 import llamonitor
 from llamonitor import (
@@ -504,6 +511,7 @@ def run_overhead(quick: bool, trials: int) -> dict[str, Any]:
                         n = max(500, n_base // sh["weight"])
                         per: dict[str, list[float]] = {"bare": [], "ours": [], "otel": []}
                         drain: dict[str, list[float]] = {"ours": [], "otel": []}
+                        drain_cpu: dict[str, list[float]] = {"ours": [], "otel": []}
                         backlog: list[int] = []
                         kind = sh["kind"]
                         # warm up every variant once (imports, caches, first-file creation)
@@ -526,13 +534,16 @@ def run_overhead(quick: bool, trials: int) -> dict[str, Any]:
                                     # Drain outside the timed loop, so the next trial starts
                                     # clean; timed on its own: the background cost per event
                                     # (convert + write Parquet / hand spans to the exporter).
+                                    # Also its CPU, all threads (the caller only waits meanwhile).
                                     t = time.perf_counter_ns()
+                                    c = time.process_time()
                                     if v == "ours":
                                         llamonitor.flush(120.0)
                                     elif v == "otel":
                                         provider.force_flush()
                                     if v in drain:
                                         drain[v].append((time.perf_counter_ns() - t) / n / 1000.0)
+                                        drain_cpu[v].append((time.process_time() - c) / n * 1e6)
                                 elif v == "ours":
                                     backlog.append(int(health(writer).get("queue_size", 0)))
                         added_ours = [o - b for o, b in zip(per["ours"], per["bare"], strict=True)]
@@ -553,6 +564,11 @@ def run_overhead(quick: bool, trials: int) -> dict[str, Any]:
                                     "ours_drain_us": median(drain["ours"]),
                                     "otel_drain_us": median(drain["otel"]),
                                     "drain_trials_us": drain,
+                                    "ours_drain_cpu_us": median(drain_cpu["ours"]),
+                                    "otel_drain_cpu_us": median(drain_cpu["otel"]),
+                                    # Caller (added wall time per call) + background CPU per event.
+                                    "ours_total_us": ao + median(drain_cpu["ours"]),
+                                    "otel_total_us": at + median(drain_cpu["otel"]),
                                 }
                                 if drain["ours"]
                                 else {}
@@ -605,9 +621,12 @@ def print_overhead(res: dict[str, Any]) -> None:
                 "PASS" if r["ratio"] >= 8 else "FAIL",
             ]
             if hot:
+                total_ratio = r["otel_total_us"] / r["ours_total_us"]
                 row += [
                     fmt_us(r.get("ours_drain_us", float("nan"))),
                     fmt_us(r.get("otel_drain_us", float("nan"))),
+                    f"{r['ours_total_us']:.2f} / {r['otel_total_us']:.2f}",
+                    f"{total_ratio:.1f}x {'PASS' if total_ratio >= 6 else 'FAIL'}",
                 ]
             rows.append(row)
         cols = [
@@ -621,7 +640,7 @@ def print_overhead(res: dict[str, Any]) -> None:
             "≥8x",
         ]
         if hot:
-            cols += ["ours worker/event", "OTel BSP/event"]
+            cols += ["ours worker/event", "OTel BSP/event", "total CPU ours / OTel", "≥6x"]
         show(
             f"Overhead per call, mode = {mode} (µs, median of {res['trials']} interleaved trials)",
             cols,
@@ -630,7 +649,8 @@ def print_overhead(res: dict[str, Any]) -> None:
         if hot:
             say(
                 "  worker/event, BSP/event: the drain after each trial (flush / force_flush), timed "
-                "apart and divided by the calls: the background thread's cost per event."
+                "apart and divided by the calls: the background thread's cost per event. Total CPU: "
+                "the caller's added time plus the CPU of every thread during the drain, per span."
             )
         chk = mres.get("_check", {})
         lm = chk.get("llamonitor", {})
@@ -649,115 +669,96 @@ def print_overhead(res: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Section 2: throughput to durable Parquet rows
+# Section 2: throughput to durable rows, CPU per span (all threads), bursts
+# (the runs are in _durable.py)
 # --------------------------------------------------------------------------------------
 
+CPU_RATIO_TARGET = 6.0  # total CPU per span: at most 1/6 of OpenTelemetry's
+RATE_RATIO_TARGET = 4.0  # durable spans/s: at least 4x OpenTelemetry's BatchSpanProcessor
+RATE_TARGET = 100_000  # durable spans/s (1 KB text, Parquet), whatever the queue policy
+BURST_MEMORY_TARGET_MB = 128
 
-def run_throughput(quick: bool) -> dict[str, Any]:
-    import duckdb
 
-    n = 50_000 if quick else 200_000
-    rows: dict[str, Any] = {}
-    for label, text in (("1 KB text", TEXT_1K), ("short text (29 chars)", TEXT_SHORT)):
-        with temp_dir("throughput") as out:
-            cfg = MonitorConfig(
-                storage=StorageConfig(backend="parquet", output_dir=out),
-                queue_full_policy="block",
-                block_timeout_seconds=600.0,
-                shutdown_timeout_seconds=600.0,
-            )
-            gc.collect()
-            writer = initialize_monitoring(cfg)
-            try:
+def run_throughput(quick: bool, trials: int) -> dict[str, Any]:
+    with temp_dir("throughput") as tmp:
+        return _durable.run_throughput(quick, max(3, trials // 2), tmp)
 
-                @monitor_llm(
-                    operation_name="generate",
-                    measure_text=True,
-                    custom_attributes=dict(MODEL_ATTRS),
-                )
-                def answer(prompt: str, _text: str = text) -> str:
-                    return _text
 
-                cpu0 = time.process_time()
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    answer("What is the answer?")
-                t_calls = time.perf_counter() - t0
-                ok = bool(shutdown_monitoring(600.0))
-                t_total = time.perf_counter() - t0
-                cpu = time.process_time() - cpu0
-            finally:
-                stop_monitoring()
-            h = health(writer)
-            glob = str(out / "**" / "*.parquet")
-            con = duckdb.connect()
-            try:
-                count, distinct, chars = con.execute(
-                    "SELECT count(*), count(DISTINCT event_id), sum(text_char_count) "
-                    f"FROM read_parquet('{glob}')"
-                ).fetchone()
-            finally:
-                con.close()
-            files = len(list(out.glob("**/*.parquet")))
-            acc = accounting(h)
-            rows[label] = {
-                "n": n,
-                "seconds_total": t_total,
-                "seconds_calls": t_calls,
-                "events_per_s": n / t_total,
-                "calls_per_s": n / t_calls,
-                "cpu_seconds": cpu,
-                "shutdown_ok": ok,
-                "duckdb_rows": int(count),
-                "duckdb_distinct_event_ids": int(distinct),
-                "duckdb_sum_char_count": int(chars or 0),
-                "expected_sum_char_count": n * len(text),
-                "parquet_files": files,
-                "rows_per_file": (count / files) if files else 0,
-                "accounting": acc,
-                "count_ok": int(count) == n
-                and int(distinct) == n
-                and int(chars or 0) == n * len(text)
-                and acc["written"] == n
-                and acc["dropped"] == 0,
-            }
-    return {"rows": rows}
+def _pf(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def print_throughput(res: dict[str, Any]) -> None:
     rows = []
-    for label, r in res["rows"].items():
+    otel = res["variants"]["otel"]
+    for name, r in res["variants"].items():
+        ours = name != "otel"
         rows.append(
             [
-                label,
-                f"{r['n']:,}",
-                f"{r['events_per_s']:,.0f}",
-                f"{r['calls_per_s']:,.0f}",
-                f"{r['seconds_total']:.2f}",
-                f"{r['duckdb_rows']:,}",
-                f"{r['accounting']['written']:,}",
-                str(r["accounting"]["dropped"]),
-                f"{r['parquet_files']} ({r['rows_per_file']:,.0f} rows/file)",
-                "PASS"
-                if r["count_ok"] and r["events_per_s"] >= 100_000
-                else ("count OK, <100k/s" if r["count_ok"] else "COUNT MISMATCH"),
+                "OTel BatchSpanProcessor (discarding exporter)" if not ours else f"llamonitor, {name}",
+                f"{r['spans_per_s']:,.0f}",
+                f"{r['spans_per_s'] / otel['spans_per_s']:.1f}x",
+                fmt_us(r["cpu_us"]),
+                fmt_us(r["caller_us"]),
+                fmt_us(r["background_us"]),
+                f"{otel['cpu_us'] / r['cpu_us']:.1f}x" if r["cpu_us"] > 0 else "-",
+                f"{r['dropped']:,}",
+                "ok" if r["rows_ok"] else "MISMATCH",
+                (
+                    f"{_pf(r['spans_per_s'] >= RATE_TARGET)} ≥100k/s, "
+                    f"{_pf(r['rate_vs_otel'] >= RATE_RATIO_TARGET)} ≥4x rate, "
+                    f"{_pf(r['cpu_vs_otel'] >= CPU_RATIO_TARGET)} ≤1/6 CPU"
+                )
+                if ours
+                else "",
             ]
         )
     show(
-        "Throughput: decorated calls -> rows durable in Parquet (one process, policy=block)",
+        f"Durable e2e: {res['n']:,} calls returning a fresh 1 KB text, one thread, until durable "
+        f"(medians of {res['trials']} interleaved trials; CPU = all threads, minus the bare function's)",
         [
-            "workload",
-            "N",
-            "events/s",
-            "calls/s (enqueue)",
-            "s total",
-            "DuckDB rows",
-            "written",
+            "variant",
+            "spans/s",
+            "vs OTel",
+            "CPU µs/span",
+            "caller",
+            "background",
+            "OTel CPU / ours",
             "dropped",
-            "files",
-            "check",
+            "rows",
+            "targets",
         ],
         rows,
+    )
+    say(
+        "  OTel's rate is from the first call to provider.shutdown() returning, into an exporter "
+        "that discards (OTel's best case); llamonitor's to shutdown_monitoring() returning, rows "
+        "durable in Parquet and counted back with DuckDB."
+    )
+
+
+def run_burst(quick: bool, trials: int) -> dict[str, Any]:
+    with temp_dir("burst") as tmp:
+        return _durable.run_burst(quick, max(3, trials // 2), tmp)
+
+
+def print_burst(res: dict[str, Any]) -> None:
+    ok = res["all_kept"] and res["peak_growth_max_mb"] < BURST_MEMORY_TARGET_MB
+    show(
+        f"Burst with the default configuration: {res['spans']:,} spans of 1 KB text from 4 threads "
+        f"and asyncio at once, exit without shutdown ({res['trials']} runs, fresh processes)",
+        ["kept (fewest)", "peak RSS growth MB (median / max)", "burst s", "exit flush s",
+         "spilled to the spool (max)", "target"],
+        [
+            [
+                f"{res['rows_min']:,} of {res['spans']:,}",
+                f"{res['peak_growth_mb']:.0f} / {res['peak_growth_max_mb']:.0f}",
+                f"{res['burst_seconds']:.2f}",
+                f"{res['exit_flush_seconds']:.2f}",
+                f"{res['spilled_max']:,}",
+                f"{_pf(ok)} (none lost, < {BURST_MEMORY_TARGET_MB} MB)",
+            ]
+        ],
     )
 
 
@@ -1274,8 +1275,8 @@ def markdown(results: dict[str, Any], argv: list[str]) -> str:
             "text metrics, `BatchSpanProcessor` → discarding exporter.",
             "",
             "| shape | mode | bare | llamonitor added | OTel added | OTel / llamonitor | "
-            "background thread per event (llamonitor / OTel) |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "background per event, wall (llamonitor / OTel) | total CPU per span (llamonitor / OTel) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for mode, mres in ov["modes"].items():
             for name, r in mres.items():
@@ -1286,9 +1287,15 @@ def markdown(results: dict[str, Any], argv: list[str]) -> str:
                     if "ours_drain_us" in r
                     else "(overlapped)"
                 )
+                total = (
+                    f"{r['ours_total_us']:.2f} / {r['otel_total_us']:.2f} "
+                    f"(**{r['otel_total_us'] / r['ours_total_us']:.1f}×**)"
+                    if "ours_total_us" in r
+                    else ""
+                )
                 lines.append(
                     f"| {name} | {mode} | {r['bare_us']:.2f} | {r['ours_added_us']:.2f} | "
-                    f"{r['otel_added_us']:.2f} | {r['ratio']:.1f}× | {bg} |"
+                    f"{r['otel_added_us']:.2f} | {r['ratio']:.1f}× | {bg} | {total} |"
                 )
         lines += [
             "",
@@ -1300,21 +1307,38 @@ def markdown(results: dict[str, Any], argv: list[str]) -> str:
             "",
         ]
     tp = results.get("throughput")
-    if isinstance(tp, dict) and "rows" in tp:
+    if isinstance(tp, dict) and "variants" in tp:
+        otel = tp["variants"]["otel"]
         lines += [
-            "**Throughput** (one process, sync decorated function, `measure_text=True`, "
-            '`queue_full_policy="block"`, from the first call to `shutdown_monitoring()` returning; '
-            "rows counted back with DuckDB `read_parquet`):",
+            f"**Durable end to end** ({tp['n']:,} calls of a sync function returning a fresh 1 KB "
+            "text, one thread, as fast as it can; from the first call until the spans are durable: "
+            "llamonitor `shutdown_monitoring()` returned, rows in Parquet counted back with DuckDB; "
+            "OTel `provider.shutdown()` returned, `BatchSpanProcessor` into an exporter that "
+            "discards. CPU per span: `time.process_time()` of the whole process, all threads, minus "
+            f"the bare function's; medians of {tp['trials']} interleaved trials):",
             "",
-            "| workload | events | events/s | rows in Parquet | dropped |",
-            "|---|---:|---:|---:|---:|",
+            "| variant | spans/s | vs OTel | CPU µs/span (caller + background) | OTel CPU / ours | dropped |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
-        for label, r in tp["rows"].items():
+        for name, r in tp["variants"].items():
+            label = "OTel `BatchSpanProcessor`" if name == "otel" else f"llamonitor, `{name}`"
+            ratio = "" if name == "otel" else f"{otel['cpu_us'] / r['cpu_us']:.1f}×"
             lines.append(
-                f"| {label} | {r['n']:,} | {r['events_per_s']:,.0f} | {r['duckdb_rows']:,} | "
-                f"{r['accounting']['dropped']} |"
+                f"| {label} | {r['spans_per_s']:,.0f} | {r['spans_per_s'] / otel['spans_per_s']:.1f}× | "
+                f"{r['cpu_us']:.2f} ({r['caller_us']:.2f} + {r['background_us']:.2f}) | {ratio} | "
+                f"{r['dropped']:,} |"
             )
         lines.append("")
+    burst = results.get("burst")
+    if isinstance(burst, dict) and "runs" in burst:
+        lines += [
+            f"**Burst, default configuration**: {burst['spans']:,} spans of 1 KB text from 4 threads "
+            f"and asyncio at once, in a process that exits without shutdown: {burst['rows_min']:,} "
+            f"kept (fewest of {burst['trials']} runs), peak RSS growth {burst['peak_growth_mb']:.0f} MB "
+            f"(max {burst['peak_growth_max_mb']:.0f}), burst {burst['burst_seconds']:.2f} s, exit "
+            f"flush {burst['exit_flush_seconds']:.2f} s.",
+            "",
+        ]
     mem = results.get("memory")
     if isinstance(mem, dict) and mem and "error" not in mem:
         lines += [
@@ -1345,7 +1369,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller run (~20 s)")
     p.add_argument("--json", metavar="PATH", help="write all figures (and raw trials) as JSON")
     p.add_argument(
-        "--only", default="overhead,throughput,memory,integrations", help="comma-separated sections"
+        "--only",
+        default="overhead,throughput,burst,memory,integrations",
+        help="comma-separated sections",
     )
     p.add_argument("--trials", type=int, default=None, help="overhead trials (default 7, quick 3)")
     args = p.parse_args(argv)
@@ -1370,7 +1396,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     runners: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]] = {
         "overhead": (lambda: run_overhead(args.quick, trials), print_overhead),
-        "throughput": (lambda: run_throughput(args.quick), print_throughput),
+        "throughput": (lambda: run_throughput(args.quick, trials), print_throughput),
+        "burst": (lambda: run_burst(args.quick, trials), print_burst),
         "memory": (lambda: run_memory(args.quick), print_memory),
         "integrations": (lambda: run_integrations(args.quick, trials), print_integrations),
     }

@@ -42,3 +42,16 @@ def span_row(i: int, **values: Any) -> dict[str, Any]:
     )
     base.update(values)
     return base
+
+
+def accounted(h: dict[str, Any]) -> int:
+    """Every event ``health_check()`` says it holds or settled, in one number."""
+    return int(
+        h["events_written"]
+        + h["events_failed"]
+        + h["events_dropped"]
+        + h["queue_size"]
+        + h["buffer_size"]
+        + h["events_spooled"]
+        + h["events_rejected"]
+    )

@@ -629,3 +629,126 @@ def test_a_sink_that_cannot_start_after_fork_fails_its_events_and_flush_returns(
     h = runner.health()
     assert h["failed"] == 3 and not h["healthy"] and not h["running"]
     assert "database unreachable" in (h["last_error"] or "")
+
+
+BURST = """
+import asyncio, atexit, json, os, threading
+from llamonitor import MonitorConfig, initialize_monitoring, monitor_llm
+
+TEXT = ("word " * 205)[:1012]
+
+@monitor_llm(operation_name="burst", measure_text=True)
+def call(i):
+    return TEXT + f"{i:012d}"  # a fresh 1 KB text, as an LLM client returns
+
+@monitor_llm(operation_name="burst_async", measure_text=True)
+async def acall(i):
+    return TEXT + f"{i:012d}"
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def report():  # registered before llamonitor's exit flush, so it runs after it
+    h = writer.health_check()
+    print(json.dumps({"dropped": h["dropped"], "growth": peak[0] - base}))
+
+atexit.register(report)
+writer = initialize_monitoring(MonitorConfig())  # the defaults, in the cwd
+base = rss()
+peak = [base]
+done = threading.Event()
+
+def sample():
+    while not done.wait(0.005):
+        peak[0] = max(peak[0], rss())
+
+threading.Thread(target=sample, daemon=True).start()
+
+def produce(k):
+    for i in range(20_000):
+        call(k * 20_000 + i)
+
+threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+
+async def main():
+    for start in range(80_000, 100_000, 1000):
+        await asyncio.gather(*(acall(i) for i in range(start, start + 1000)))
+
+asyncio.run(main())
+for t in threads:
+    t.join()
+# exits without shutdown
+"""
+
+
+def test_the_defaults_absorb_a_burst_of_100k_spans_from_threads_and_asyncio(
+    tmp_path: Path,
+) -> None:
+    """100,000 spans of 1 KB text from 4 threads and asyncio at once, in a program
+    that exits without shutdown: all written, none dropped, memory growth < 128 MB."""
+    import json
+    import subprocess
+    import sys
+
+    import duckdb
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", BURST], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sum(report["dropped"].values()) == 0, report
+    rows = duckdb.sql(
+        "select count(*), count(distinct event_id), sum(text_char_count) "
+        f"from read_parquet('{tmp_path}/monitoring_data/**/*.parquet')"
+    ).fetchall()
+    assert rows == [(100_000, 100_000, 100_000 * 1024)]
+    assert report["growth"] < 128 * 2**20, report
+
+
+def test_the_defaults_keep_every_span_of_a_thread_calling_as_fast_as_it_can(
+    tmp_path: Path,
+) -> None:
+    """200,000 calls in a tight loop with the default configuration: every span written."""
+    writer = initialize_monitoring(MonitorConfig(storage=StorageConfig(output_dir=tmp_path)))
+    for i in range(200_000):
+        op(i)
+    assert shutdown_monitoring(60)
+    h = writer.health_check()
+    assert h["events_dropped"] == 0, h["dropped"]
+    assert h["events_written"] == 200_000
+    assert sum(1 for _ in tmp_path.rglob("*.parquet"))
+
+
+def test_an_explicit_queue_size_that_cannot_fit_its_byte_bound_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """max_queue_size=200_000 with the default 64 MiB would be capped by the byte
+    bound: initialize refuses it, naming max_queue_bytes; a bound that fits is taken."""
+    with pytest.raises(llamonitor.ConfigurationError, match=r"^max_queue_bytes: .*200,000"):
+        initialize_monitoring(MonitorConfig(storage={"backend": "memory"}, max_queue_size=200_000))
+    monkeypatch.setenv("LLMOPS_MAX_QUEUE_SIZE", "200000")
+    with pytest.raises(llamonitor.ConfigurationError, match="max_queue_bytes"):
+        initialize_monitoring(MonitorConfig(storage={"backend": "memory"}))
+    monkeypatch.delenv("LLMOPS_MAX_QUEUE_SIZE")
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(
+        _config(
+            backend,
+            max_queue_size=200_000,
+            max_queue_bytes=200_000 * 1024,
+            batch_size=10**9,
+            flush_interval_seconds=3600,
+        )
+    )
+    for i in range(150_000):  # short texts: about 530 bytes each, by the queue's count
+        op(i)
+    h = writer.health_check()
+    assert h["queue_size"] == 150_000 and h["events_dropped"] == 0
+    assert llamonitor.flush(60)
+    assert len(backend) == 150_000

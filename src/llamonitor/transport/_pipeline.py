@@ -4,6 +4,15 @@
 lock, an append. Everything else (conversion to Arrow, writing, retries)
 happens on the worker and sink threads.
 
+Past a quarter of either bound (*the soft mark*), a submitting thread that finds
+the worker converting waits for it a few milliseconds (``SOFT_WAIT_SECONDS``):
+threads that call as fast as they can would otherwise starve the worker of
+the GIL, and a burst would end in drops instead of being converted. Below the
+mark this costs nothing (the fast path compares with the soft bounds instead
+of the hard ones). A worker that waits for a sink, or has been converting one
+slice for longer than ``STALL_SECONDS`` (a collector's work that hangs), is not
+waited for: the queue's policy applies when it is full.
+
 Accounting is exact: every record that reaches ``submit`` (or
 ``count_sampled_out``) ends up in exactly one of ``written``, ``failed``, a
 ``dropped`` reason (``queue_full``, ``sampled_out``, ``shutdown``,
@@ -13,6 +22,7 @@ Accounting is exact: every record that reaches ``submit`` (or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,7 +35,7 @@ from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor._records import RECORD_BASE_BYTES
 from llamonitor.schema.config import MonitorConfig
-from llamonitor.transport._convert import records_to_table
+from llamonitor.transport._convert import records_to_table, warm_up
 from llamonitor.transport._sinks import Marker, SinkRunner
 
 logger = logging.getLogger("llamonitor.transport")
@@ -34,8 +44,18 @@ _getpid = os.getpid
 _monotonic = time.monotonic
 
 DRAIN_MAX = 10_000
-"""Records converted at a time (at most half the queue, so the application
-keeps filling the other half meanwhile); 1k-10k is the fastest size."""
+"""Records converted at a time (at most half the queue): the worker takes
+the whole queue at once, and converts it in slices of this size, each
+released from the queue's bounds as soon as it is converted."""
+
+SOFT_FRACTION = 0.25
+"""The soft mark, as a fraction of ``max_queue_size`` and of ``max_queue_bytes``."""
+
+SOFT_WAIT_SECONDS = 0.02
+"""How long a thread past the soft mark waits for the worker's next slice."""
+
+STALL_SECONDS = 1.0
+"""A worker busy with one slice for longer than this is not waited for."""
 
 DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "worker_died")
 
@@ -58,6 +78,11 @@ class Pipeline:
         self._block_timeout = config.block_timeout_seconds
         self._batch_size = config.storage.batch_size
         self._drain_max = min(DRAIN_MAX, max(1, config.max_queue_size // 2))
+        # Never below a batch: the user's batching (a worker that sleeps until
+        # batch_size events or the interval) is not pre-empted.
+        soft = max(self._batch_size, int(self._maxsize * SOFT_FRACTION))
+        self._soft_size = min(self._maxsize, soft)
+        self._soft_bytes = int(self._maxbytes * SOFT_FRACTION)
         self._interval = config.storage.flush_interval_seconds
         self._reset_state()
         self.sinks: list[SinkRunner] = []
@@ -80,6 +105,7 @@ class Pipeline:
         self._abandoned = False  # shutdown missed its deadline and counted what was held
         self._worker_alive = False
         self._worker: threading.Thread | None = None
+        self._converting_since: float | None = None  # the worker's current slice began
         self.received = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.worker_restarts = 0
@@ -103,6 +129,7 @@ class Pipeline:
             for sink in started:  # the one that failed too: it may still be running
                 sink.stop(deadline)
             raise
+        warm_up()  # lazy imports done here, not on the worker (fork safety)
         self._start_worker()
 
     def _start_worker(self) -> None:
@@ -154,8 +181,11 @@ class Pipeline:
                 self.dropped["shutdown"] += 1
                 return False
             q = self._q
-            if len(q) + self._inflight >= self._maxsize or self._bytes + nbytes > self._maxbytes:
-                if not self._make_room(nbytes):
+            # The soft bounds; past them, _congested applies the hard ones too.
+            if len(q) + self._inflight >= self._soft_size or (
+                self._bytes + nbytes > self._soft_bytes
+            ):
+                if not self._congested(nbytes):
                     self.dropped["queue_full"] += 1
                     return False
                 q = self._q  # the worker may have swapped the deque while we waited
@@ -169,6 +199,20 @@ class Pipeline:
         if not self._worker_alive:
             self._restart_worker()
         return True
+
+    def _congested(self, nbytes: int) -> bool:
+        """Past the soft mark (lock held): give the worker a moment if it is
+        behind, then apply the policy if the queue is full. True: append."""
+        since = self._converting_since
+        if (
+            len(self._q) >= self._batch_size  # the worker was woken for these
+            and since is not None
+            and _monotonic() - since < STALL_SECONDS
+        ):
+            self._not_full.wait(SOFT_WAIT_SECONDS)
+        if not self._full(nbytes):
+            return True
+        return self._make_room(nbytes)
 
     def _make_room(self, nbytes: int) -> bool:
         """Apply the queue-full policy (lock held). True if the record fits now."""
@@ -207,21 +251,24 @@ class Pipeline:
 
     # -- the worker thread ------------------------------------------------
 
-    def _drain(self) -> tuple[list[tuple[Any, ...]] | deque[tuple[Any, ...]], int]:
-        """Take up to ``DRAIN_MAX`` records (lock held); they stay counted
-        against the queue's bounds until converted and handed over."""
-        q = self._q
-        if len(q) <= self._drain_max:
-            self._q = deque()
-            return q, self._bytes - self._inflight_bytes
-        batch = []
-        nbytes = 0
-        for _ in range(self._drain_max):
-            rec = q.popleft()
-            text = rec[5]
-            nbytes += RECORD_BASE_BYTES + len(text) if text.__class__ is str else RECORD_BASE_BYTES
-            batch.append(rec)
-        return batch, nbytes
+    def _drain(self) -> tuple[list[tuple[Any, ...]], int]:
+        """Take every queued record (lock held); they stay counted against the
+        queue's bounds until converted and handed over."""
+        batch = list(self._q)
+        self._q = deque()
+        return batch, self._bytes - self._inflight_bytes
+
+    def _convert_all(self, batch: list[tuple[Any, ...]], nbytes: int) -> None:
+        """Convert and hand over ``batch`` in slices of at most ``_drain_max``
+        records, each released from the queue's bounds (with its share of
+        ``nbytes``; the shares add up exactly) as soon as it is converted."""
+        n, step, given = len(batch), self._drain_max, 0
+        while batch:
+            part = batch[:step]
+            del batch[:step]  # nothing but ``part`` holds these records now
+            share = nbytes - given if not batch else nbytes * len(part) // n
+            given += share
+            self._process(part, share)
 
     def _run(self) -> None:
         CURRENT.set(SUPPRESSED)
@@ -233,30 +280,32 @@ class Pipeline:
                     self._wake.clear()
                 flushes: list[Marker] = []
                 with self._lock:
-                    batch: Any = ()
+                    batch: list[tuple[Any, ...]] = []
                     nbytes = 0
                     if self._q:
                         batch, nbytes = self._drain()
                         self._inflight += len(batch)
                         self._inflight_bytes += nbytes
-                    more = bool(self._q)
-                    if not more:  # everything before these requests is in hand
-                        flushes, self._flush_reqs = self._flush_reqs, []
+                        self._converting_since = _monotonic()
+                    # everything before these requests is in hand
+                    flushes, self._flush_reqs = self._flush_reqs, []
                     stopping = self._stopping
                 if batch:
-                    self._process(batch, nbytes)
+                    self._convert_all(batch, nbytes)
+                    self._converting_since = None
                 for marker in flushes:
                     for sink in self.sinks:
                         sink.put_marker(marker)
-                if stopping and not more:
-                    with self._lock:
-                        if not self._q:
-                            return
-                        more = True
+                with self._lock:
+                    # Records that came meanwhile: go on at once if they make a batch.
+                    more = len(self._q) >= self._batch_size or (stopping and bool(self._q))
+                    if stopping and not self._q:
+                        return
         finally:
+            self._converting_since = None
             self._worker_alive = False
 
-    def _process(self, batch: Any, nbytes: int) -> None:
+    def _process(self, batch: list[tuple[Any, ...]], nbytes: int) -> None:
         n = len(batch)
         try:
             table, invalid = records_to_table(batch, self._pid)
@@ -266,25 +315,39 @@ class Pipeline:
             except Exception:
                 pass
             table, invalid = None, n
-        del batch  # the texts are measured: let them go before waiting on a sink
+        batch.clear()  # the texts are measured: let them go before waiting on a sink
         with self._lock:
+            self._converting_since = None  # handing over to the sinks: not converting
             self.dropped["invalid"] += invalid
             self._inflight -= invalid
             self._bytes -= nbytes
             self._inflight_bytes -= nbytes
             self._not_full.notify_all()
+        kept = n - invalid
+        handed = [False]
+
+        def taken() -> None:
+            # Called by the primary sink under its lock as it takes the batch: the
+            # events leave our count as they enter its, so no snapshot (stats()
+            # holds both locks) sees them twice. Until then, while a full primary
+            # sink makes us wait, the batch is ours.
+            with self._lock:
+                handed[0] = True
+                if not self._abandoned:  # else shutdown counted it already
+                    self._inflight -= kept
+
         accepted = True
         if table is not None and table.num_rows:
-            for sink in self.sinks:
-                ok = sink.put(table, table.num_rows)
-                accepted = ok if sink is self.sinks[0] else accepted
-        # Only now: while a full primary sink makes us wait, the batch is ours.
+            for i, sink in enumerate(self.sinks):
+                ok = sink.put(table, table.num_rows, taken if i == 0 else None)
+                accepted = ok if i == 0 else accepted
         with self._lock:
-            if self._abandoned:
-                return  # shutdown gave up waiting and counted it already
-            self._inflight -= n - invalid
-            if not accepted:  # the primary sink was abandoned at shutdown
-                self.dropped["shutdown"] += n - invalid
+            if not handed[0] and not self._abandoned:
+                self._inflight -= kept
+                if not accepted:  # the primary sink was abandoned at shutdown
+                    self.dropped["shutdown"] += kept
+            if self._inflight:  # the next slice of what was drained
+                self._converting_since = _monotonic()
             self._not_full.notify_all()
 
     # -- flush / shutdown ---------------------------------------------------
@@ -363,20 +426,24 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         if self._pid != _getpid() and not self._closed:
             self._restart_after_fork()  # report this process, not the parent
-        with self._lock:
-            queued = len(self._q)
-            inflight = self._inflight
-            received = self.received
-            dropped = dict(self.dropped)
         sinks = {s.name: s.health() for s in self.sinks}  # spool counts refreshed first
         primary = self.primary
-        written = primary.written if primary else 0
-        failed = primary.failed if primary else 0
-        spooled = primary.spooled if primary else 0
-        rejected = primary.rejected if primary else 0
-        if primary is not None:
-            dropped["shutdown"] += primary.dropped
-        buffered = inflight + (primary.pending if primary else 0)
+        # The primary sink's lock, then ours (the order its put() takes them): a
+        # batch moving from our hands to the sink is counted once.
+        with primary._cv if primary is not None else contextlib.nullcontext():
+            with self._lock:
+                queued = len(self._q)
+                inflight = self._inflight
+                received = self.received
+                dropped = dict(self.dropped)
+            written = primary.written if primary else 0
+            failed = primary.failed if primary else 0
+            spooled = primary.spooled if primary else 0
+            rejected = primary.rejected if primary else 0
+            pending = primary.pending if primary else 0
+            if primary is not None:
+                dropped["shutdown"] += primary.dropped
+        buffered = inflight + pending
         return {
             "running": self._worker_alive and not self._closed,
             "queue_size": queued,

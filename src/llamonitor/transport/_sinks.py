@@ -21,21 +21,27 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from typing import Any
+
+import pyarrow as pa
 
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
 from llamonitor.transport._backend import Call
-from llamonitor.transport.spool import Spool, SpoolingSink, error_text, is_transient
+from llamonitor.transport._backlog import MAX_PENDING_BATCHES, BacklogSink, Marker
+from llamonitor.transport.spool import Spool, error_text, is_transient
 
-__all__ = ["Marker", "SinkRunner", "is_transient"]
+__all__ = ["MAX_PENDING_BATCHES", "Marker", "SinkRunner", "is_transient"]
 
 logger = logging.getLogger("llamonitor.transport")
 
-MAX_PENDING_BATCHES = 4
-"""Batches a sink may have waiting; the primary sink makes the worker wait
-(the queue policy then applies), another sink drops its oldest batch."""
+COALESCE_MAX_ROWS = 50_000
+"""Batches waiting in a sink's backlog are written together up to this many rows."""
+
+COALESCE_MIN_ROWS = 10_000
+LINGER_SECONDS = 0.05
+"""A sink waits this long for batches to make up ``COALESCE_MIN_ROWS`` (unless a
+flush or the shutdown wants them written now)."""
 
 INITIALIZE_TIMEOUT_SECONDS = 30.0
 
@@ -51,25 +57,7 @@ SHUTDOWN_SPOOL_RESERVE_SECONDS = 0.5
 before the deadline (at most half the time given) and spools what is queued."""
 
 
-class Marker:
-    """Set once every sink has written (or spooled) everything handed to it before."""
-
-    def __init__(self, count: int) -> None:
-        self.ok = True  # False: given up at shutdown, not written
-        self._left = count
-        self._lock = threading.Lock()
-        self.event = threading.Event()
-        if count == 0:
-            self.event.set()
-
-    def done(self) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left <= 0:
-                self.event.set()
-
-
-class SinkRunner(SpoolingSink):
+class SinkRunner(BacklogSink):
     """Feeds one backend from its own thread, retrying with backoff; with a
     spool, loses nothing to an outage (see ``SpoolingSink`` for the counters)."""
 
@@ -88,15 +76,13 @@ class SinkRunner(SpoolingSink):
         super().__init__(
             name,
             backend,
+            primary=primary,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
             spool=spool,
         )
-        self.primary = primary
         self.outage_on_refusal = outage_on_refusal
         self.max_retries = max_retries
-        self._q: deque[tuple[Any, int] | Marker] = deque()
-        self._dead = False  # the thread ended without being stopped
         self._waited = False
         self._hurry = threading.Event()
         self._ready = threading.Event()
@@ -127,48 +113,6 @@ class SinkRunner(SpoolingSink):
             if self._init_error is not None:
                 raise self._init_error
 
-    def put(self, table: Any, n: int) -> bool:
-        """Hand a batch of ``n`` events over (the worker thread).
-
-        Returns False if the sink was abandoned at shutdown: the events are
-        then the caller's to count. A sink whose thread died counts them as
-        failed itself.
-        """
-        with self._cv:
-            if self._dead:
-                self._count_failed(n, "sink_stopped")
-                return True
-            if self.primary:
-                while (
-                    len(self._q) >= MAX_PENDING_BATCHES and not self._abandoned and not self._dead
-                ):
-                    self._cv.wait(0.05)
-            elif len(self._q) >= MAX_PENDING_BATCHES:
-                for i, item in enumerate(self._q):
-                    if not isinstance(item, Marker):
-                        del self._q[i]
-                        self.dropped += item[1]
-                        self.pending -= item[1]
-                        break
-            if self._abandoned:
-                return False
-            if self._dead:
-                self._count_failed(n, "sink_stopped")
-                return True
-            self._q.append((table, n))
-            self.pending += n
-            self._cv.notify_all()
-            return True
-
-    def put_marker(self, marker: Marker) -> None:
-        with self._cv:
-            if self._abandoned or self._dead:  # nobody would take it off the queue
-                marker.ok = not self._dead
-                marker.done()
-                return
-            self._q.append(marker)
-            self._cv.notify_all()
-
     def stop(self, deadline: float) -> bool:
         """Write (or spool) what is pending, close the backend, by ``deadline``
         (monotonic). The spool is not replayed now: the next start does it.
@@ -188,18 +132,6 @@ class SinkRunner(SpoolingSink):
                 self.dropped += self._release_backlog()
             return False
         return True
-
-    def _release_backlog(self) -> int:
-        """Empty the backlog (condition held): flush markers learn the batches were
-        not written; returns how many events were pending."""
-        pending, self.pending = self.pending, 0
-        for item in self._q:
-            if isinstance(item, Marker):
-                item.ok = False
-                item.done()
-        self._q.clear()
-        self._cv.notify_all()
-        return pending
 
     def hurry(self, deadline: float | None = None) -> None:
         """Shutdown is under way (by ``deadline``, monotonic): skip the remaining
@@ -226,6 +158,8 @@ class SinkRunner(SpoolingSink):
             "pending": self.pending,
             "spooled": self.spooled,
             "spooled_total": self.spooled_total,
+            "spilled": self.spilled,
+            "spilled_total": self.spilled_total,
             "replayed": self.replayed,
             "recovered": self.recovered,
             "written_elsewhere": self.written_elsewhere,
@@ -301,6 +235,7 @@ class SinkRunner(SpoolingSink):
     def _serve(self) -> None:
         while True:
             item: tuple[Any, int] | Marker | None = None
+            finished = False
             with self._cv:
                 while not self._q:
                     if self._probe is not None and self._probe.done.is_set():
@@ -309,7 +244,8 @@ class SinkRunner(SpoolingSink):
                         # A probe writing a spooled record may finish in time to mark
                         # it done (no repeat later); a connect is not worth waiting for.
                         if self._probe_record is None or self._past(self._spool_from):
-                            return
+                            finished = True
+                            break
                         wait: float | None = None  # the probe's end, or the shutdown's
                         if self._spool_from is not None:
                             wait = max(0.0, self._spool_from - time.monotonic())
@@ -318,15 +254,20 @@ class SinkRunner(SpoolingSink):
                         if wait is not None and wait <= 0:
                             break
                     self._cv.wait(wait)
-                if self._q:
-                    item = self._q.popleft()
+                if self._q and not finished:
+                    self._linger()
+                    item = self._take_batches()
                     self._cv.notify_all()
+            if finished:
+                self._replay_spilled(self.spilled)  # what a burst spilled, while there is time
+                return
             if self._probe is not None and self._probe.done.is_set():
                 self._probe_done()
             if item is None:
                 if not self._stopping:
                     self._spool_work()
             elif isinstance(item, Marker):
+                self._replay_spilled(self.spilled)  # a flush means written, when it can be
                 self._sync_spool()
                 self.refresh()
                 item.done()
@@ -334,6 +275,42 @@ class SinkRunner(SpoolingSink):
                 self._take(*item)
                 if self._spool_work_due():
                     self._spool_work()  # one spooled batch between new ones
+
+    def _linger(self) -> None:
+        """A small batch at the head of the backlog (condition held): wait up to
+        ``LINGER_SECONDS`` for more to write with it. A file per batch of a few
+        thousand rows would cost the store more than the rows do."""
+        until = time.monotonic() + LINGER_SECONDS
+        while not self._stopping and not self.outage:
+            rows = 0
+            for item in self._q:
+                if isinstance(item, Marker):
+                    return  # a flush waits for these: write now
+                rows += item[1]
+            left = until - time.monotonic()
+            if rows >= COALESCE_MIN_ROWS or len(self._q) >= MAX_PENDING_BATCHES or left <= 0:
+                return
+            self._cv.wait(left)
+
+    def _take_batches(self) -> tuple[Any, int] | Marker:
+        """The next item of the backlog (condition held); batches waiting behind
+        it, up to the next flush marker, are written with it, as one: a sink
+        that fell behind catches up with fewer, larger writes."""
+        item = self._q.popleft()
+        if isinstance(item, Marker) or not self._q or isinstance(self._q[0], Marker):
+            return item
+        tables, rows = [item[0]], item[1]
+        while self._q and not isinstance(self._q[0], Marker) and rows < COALESCE_MAX_ROWS:
+            more = self._q.popleft()
+            assert not isinstance(more, Marker)
+            tables.append(more[0])
+            rows += more[1]
+        try:  # batches with different metric group columns: the union of them
+            return pa.concat_tables(tables, promote_options="default"), rows
+        except Exception:  # tables that cannot be combined: one at a time
+            for table in reversed(tables[1:]):
+                self._q.appendleft((table, table.num_rows))
+            return tables[0], item[1]
 
     def _die(self, log: bool = True) -> None:
         """The thread is ending abnormally: fail what is pending, free the waiters."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from llamonitor import _handoff, _internal
-from llamonitor._records import RECORD_BASE_BYTES  # noqa: F401  (re-exported for docs)
+from llamonitor._records import RECORD_BASE_BYTES
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
 from llamonitor.schema.events import MetricEvent
@@ -72,6 +72,30 @@ class HealthReport(dict[str, Any]):
 def _sink_name(cfg: StorageConfig, index: int) -> str:
     base = cfg.backend if isinstance(cfg.backend, str) else type(cfg.backend).__name__
     return base if index == 0 else f"{base}#{index}"
+
+
+def check_queue_bounds(config: MonitorConfig) -> None:
+    """An explicit ``max_queue_size`` must fit in ``max_queue_bytes``.
+
+    Each queued event counts ``RECORD_BASE_BYTES`` plus the text it keeps, so
+    a size that cannot fit even events without text would be capped by the
+    byte bound, silently: refuse it, saying what to set.
+
+    Raises:
+        ConfigurationError: naming ``max_queue_bytes``.
+    """
+    size, limit = config.max_queue_size, config.max_queue_bytes
+    if "max_queue_size" not in config.model_fields_set or size * RECORD_BASE_BYTES <= limit:
+        return
+    need = size * RECORD_BASE_BYTES
+    typical = size * (RECORD_BASE_BYTES + 1024)
+    raise ConfigurationError(
+        "max_queue_bytes",
+        f"max_queue_size={size:,} does not fit in max_queue_bytes={limit:,}: each queued "
+        f"event counts {RECORD_BASE_BYTES} bytes plus its text, so {size:,} events need at "
+        f"least {need:,} bytes ({typical:,} with 1 KB of text each); raise max_queue_bytes "
+        "or lower max_queue_size",
+    )
 
 
 def _spooled(pipeline: Pipeline) -> int:
@@ -143,6 +167,7 @@ class MonitoringWriter:
         Raises:
             ConfigurationError: a setting is invalid (the message names it).
         """
+        check_queue_bounds(self.config)
         if self.config.spool_dir is not None and Path(self.config.spool_dir).is_file():
             raise ConfigurationError(
                 "spool_dir", f"{str(self.config.spool_dir)!r} is a file, not a directory"

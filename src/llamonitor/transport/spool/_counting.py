@@ -107,9 +107,16 @@ class CountingSink:
                 spool_from = self._spool_from if self.spool is not None else None
                 if self._past(until) or self._past(spool_from):
                     return False
+                if self._while_waiting():
+                    continue
                 ends = [t for t in (until, spool_from) if t is not None]
                 self._cv.wait(max(0.0, min(ends) - time.monotonic()) if ends else None)
         return True
+
+    def _while_waiting(self) -> bool:
+        """Work to do (condition held) while a backend call is in flight; True if
+        some was done. None here (see ``BacklogSink``)."""
+        return False
 
     def _rows_rejected(self, rej: RowsRejected, n: int, *, mine: bool, from_pending: bool) -> None:
         """The backend wrote a batch of ``n`` but for ``rej.rejected``: keep those

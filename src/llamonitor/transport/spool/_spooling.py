@@ -149,7 +149,15 @@ class SpoolingSink(CountingSink):
         now = time.monotonic()
         if not self._initialized or self.outage:
             return self.spool.backlog and not self._backoff.wait(now)
-        return self.spool.backlog and now >= self._replay_not_before
+        # Behind on new batches: replay once caught up, not while spilling.
+        return self.spool.backlog and now >= self._replay_not_before and not self._behind()
+
+    def _behind(self) -> bool:
+        """Are new batches waiting beyond what the sink takes? (``BacklogSink``)"""
+        return False
+
+    def _replayed_mine(self, rows: int) -> None:
+        """``rows`` this process spooled were written from the spool (``BacklogSink``)."""
 
     def _spool_work(self) -> None:
         """Between batches: start a probe, or replay one spooled record."""
@@ -291,6 +299,7 @@ class SpoolingSink(CountingSink):
                 if record.mine:
                     self.spooled -= record.rows
                     self.written += record.rows
+                    self._replayed_mine(record.rows)
                 else:
                     self.recovered += record.rows
         if cursor is not None:
