@@ -83,6 +83,36 @@ def test_recorded_spans_carry_cost_from_their_model_and_tokens(
         assert r["token_source"] == "user"
 
 
+def test_token_counts_set_by_the_application_are_marked_user(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    """gen_ai.usage.* span attributes or custom_attributes give token_source "user";
+    a span without counts keeps it null."""
+
+    @llamonitor.monitor_llm("by_attribute")
+    def by_attribute() -> str:
+        span = llamonitor.current_span()
+        assert span is not None
+        span.set_attribute("gen_ai.usage.input_tokens", 12)
+        span.set_attribute("gen_ai.usage.output_tokens", 3)
+        return "x"
+
+    @llamonitor.monitor_llm("by_custom", custom_attributes={"output_tokens": 7})
+    def by_custom() -> str:
+        return "y"
+
+    @llamonitor.monitor_llm("no_counts")
+    def no_counts() -> str:
+        return "z"
+
+    by_attribute(), by_custom(), no_counts()
+    got = {r["operation_name"]: r for r in rows(spans)}
+    attribute = got["by_attribute"]
+    assert (attribute["token_source"], attribute["total_tokens"]) == ("user", 15)
+    assert got["by_custom"]["token_source"] == "user"
+    assert got["no_counts"]["token_source"] is None
+
+
 def test_price_overrides_win_and_price_private_models() -> None:
     prices = {
         "my-finetune": ModelPrice(input_per_million=2.0, output_per_million=8.0),

@@ -51,6 +51,9 @@ _COLUMN_OF: dict[str, str] = {
     **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in SETTABLE},
 }
 
+TOKEN_SOURCE_USER = "user"
+"""``token_source`` of counts given by the application rather than read from a response."""
+
 # What ``fill_costs`` reads, as row lists.
 _COST_INPUTS = (
     "model",
@@ -260,9 +263,17 @@ def _llm_columns(cols: dict[str, Any], n: int) -> None:
     ins = cols.get("input_tokens") or [None] * n
     outs = cols.get("output_tokens") or [None] * n
     total = _column(cols, "total_tokens", n)
+    source: list[Any] | None = None
     for i in range(n):
-        if total[i] is None and (ins[i] is not None or outs[i] is not None):
-            total[i] = (ins[i] or 0) + (outs[i] or 0)
+        if ins[i] is not None or outs[i] is not None:
+            if total[i] is None:
+                total[i] = (ins[i] or 0) + (outs[i] or 0)
+            if source is None:
+                source = _column(cols, "token_source", n)
+            if source[i] is None:
+                # Counts the application set itself (gen_ai.usage.* attributes,
+                # collector values, custom_attributes): say where they come from.
+                source[i] = TOKEN_SOURCE_USER
     fill_costs(cols, n, _column)
 
 
