@@ -290,7 +290,7 @@ def test_spans_of_multiprocessing_children_are_written_once(tmp_path: Path, meth
     assert distinct == [(1500, 1500)]
     # The configuration file children started from is gone with the parent.
     parent = int(proc.stdout.split()[-1])
-    assert not list(Path(tempfile.gettempdir()).glob(f"llamonitor-{parent}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"llamonitor-mp-{parent}-*"))
 
 
 def test_a_program_that_is_not_a_multiprocessing_child_does_not_inherit(tmp_path: Path) -> None:

@@ -669,12 +669,13 @@ def produce(k):
     for i in range(20_000):
         call(k * 20_000 + i)
 
-threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+n_threads = int(os.environ["BURST_THREADS"])  # each 20,000 calls; asyncio the rest
+threads = [threading.Thread(target=produce, args=(k,)) for k in range(n_threads)]
 for t in threads:
     t.start()
 
 async def main():
-    for start in range(80_000, 100_000, 1000):
+    for start in range(n_threads * 20_000, 100_000, 1000):
         await asyncio.gather(*(acall(i) for i in range(start, start + 1000)))
 
 asyncio.run(main())
@@ -684,11 +685,13 @@ for t in threads:
 """
 
 
+@pytest.mark.parametrize("threads", [4, 0], ids=["threads-and-asyncio", "asyncio-alone"])
 def test_the_defaults_absorb_a_burst_of_100k_spans_from_threads_and_asyncio(
-    tmp_path: Path,
+    tmp_path: Path, threads: int
 ) -> None:
-    """100,000 spans of 1 KB text from 4 threads and asyncio at once, in a program
-    that exits without shutdown: all written, none dropped, memory growth < 128 MB."""
+    """100,000 spans of 1 KB text from 4 threads and asyncio at once (or asyncio
+    alone), in a program that exits without shutdown: all written, none dropped,
+    memory growth < 128 MB."""
     import json
     import subprocess
     import sys
@@ -696,6 +699,7 @@ def test_the_defaults_absorb_a_burst_of_100k_spans_from_threads_and_asyncio(
     import duckdb
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    env["BURST_THREADS"] = str(threads)
     proc = subprocess.run(
         [sys.executable, "-c", BURST], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=300,
@@ -752,3 +756,73 @@ def test_an_explicit_queue_size_that_cannot_fit_its_byte_bound_is_refused(
     assert h["queue_size"] == 150_000 and h["events_dropped"] == 0
     assert llamonitor.flush(60)
     assert len(backend) == 150_000
+
+
+def test_past_the_soft_mark_a_thread_waits_for_the_worker_but_an_event_loop_never_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the worker converts, a plain thread past the soft mark gives it a
+    moment (SOFT_WAIT_SECONDS); a thread running an asyncio loop only hands it the
+    GIL (LOOP_WAIT_SECONDS), so the loop's tasks never stall for long."""
+    import asyncio
+
+    from llamonitor import Deferred, MetricCollector
+    from llamonitor.transport import _pipeline
+
+    monkeypatch.setattr(_pipeline, "SOFT_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(_pipeline, "STALL_SECONDS", 60.0)
+    converting = threading.Event()
+    release = threading.Event()
+
+    def hold(_: object) -> dict[str, Any]:
+        converting.set()
+        release.wait(30)
+        return {}
+
+    class Holding(MetricCollector):
+        def collect(self, result: Any, args: Any, kwargs: Any, context: Any) -> dict[str, Any]:
+            return {"hold": Deferred(hold, result)} if result == "first" else {}
+
+        @property
+        def metric_type(self) -> str:
+            return "hold"
+
+    @monitor_llm(collectors=[Holding()])
+    def call(x: str) -> str:
+        return x
+
+    @monitor_llm
+    async def acall() -> int:
+        return 1
+
+    backend = InMemoryBackend()
+    writer = initialize_monitoring(_config(backend, batch_size=4, max_queue_size=400))
+    try:
+        call("first")
+        for _ in range(3):
+            call("wake")  # a batch: the worker takes it and holds in the Deferred
+        assert converting.wait(10)
+        for _ in range(100):  # a quarter of the queue: the soft mark
+            call("fill")
+
+        async def many() -> float:
+            longest = 0.0
+            for _ in range(20):
+                start = time.monotonic()
+                await acall()
+                longest = max(longest, time.monotonic() - start)
+            return longest
+
+        in_loop = asyncio.run(many())
+        start = time.monotonic()
+        call("thread")
+        on_thread = time.monotonic() - start
+        assert on_thread >= 0.25  # it waited for the worker
+        assert in_loop < 0.15  # none of the 20 calls waited 0.3 s
+        release.set()
+        assert shutdown_monitoring(30)
+        h = writer.health_check()
+        assert h["events_written"] == 125 and h["events_dropped"] == 0
+    finally:
+        release.set()
+        shutdown_monitoring(5)

@@ -12,9 +12,18 @@ Quick start::
 
 from __future__ import annotations
 
+import os as _os
 from typing import TYPE_CHECKING
 
 from llamonitor._lazy import exports
+
+if _os.environ.get("LLAMONITOR_PARENT_CONFIG"):
+    # A child of a monitoring process: its first span may start monitoring from
+    # the parent's configuration (llamonitor.transport._children). Here, because
+    # every use of llamonitor imports this package first.
+    from llamonitor.transport._children import install_inherited as _install_inherited
+
+    _install_inherited()
 
 if TYPE_CHECKING:
     from llamonitor._records import Deferred

@@ -7,7 +7,11 @@ happens on the worker and sink threads.
 Past a quarter of either bound (*the soft mark*), a submitting thread that finds
 the worker converting waits for it a few milliseconds (``SOFT_WAIT_SECONDS``):
 threads that call as fast as they can would otherwise starve the worker of
-the GIL, and a burst would end in drops instead of being converted. Below the
+the GIL, and a burst would end in drops instead of being converted. A thread
+running an asyncio event loop waits ``LOOP_WAIT_SECONDS`` at most (every task
+of the loop waits with it): enough to hand the worker the GIL, which comes
+back after the interpreter's switch interval (5 ms), so a stall of the loop is
+bounded by a few milliseconds, once per batch the worker takes. Below the
 mark this costs nothing (the fast path compares with the soft bounds instead
 of the hard ones). A worker that waits for a sink, or has been converting one
 slice for longer than ``STALL_SECONDS`` (a collector's work that hangs), is not
@@ -22,6 +26,7 @@ Accounting is exact: every record that reaches ``submit`` (or
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -42,6 +47,7 @@ logger = logging.getLogger("llamonitor.transport")
 
 _getpid = os.getpid
 _monotonic = time.monotonic
+_running_loop = asyncio.events._get_running_loop
 
 DRAIN_MAX = 10_000
 """Records converted at a time (at most half the queue): the worker takes
@@ -53,6 +59,9 @@ SOFT_FRACTION = 0.25
 
 SOFT_WAIT_SECONDS = 0.02
 """How long a thread past the soft mark waits for the worker's next slice."""
+
+LOOP_WAIT_SECONDS = 0.001
+"""The same wait, on a thread that runs an asyncio event loop."""
 
 STALL_SECONDS = 1.0
 """A worker busy with one slice for longer than this is not waited for."""
@@ -112,18 +121,18 @@ class Pipeline:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         """Start sinks (initializing their backends) and the worker.
 
         Raises:
-            BaseException: a backend's initialization error.
+            BaseException: a backend's initialization error (when ``wait``).
         """
         self.sinks = self._make_sinks()
         started: list[SinkRunner] = []
         try:
             for sink in self.sinks:
                 started.append(sink)
-                sink.start(wait=True)
+                sink.start(wait=wait)
         except BaseException:
             deadline = _monotonic() + 5.0
             for sink in started:  # the one that failed too: it may still be running
@@ -209,7 +218,8 @@ class Pipeline:
             and since is not None
             and _monotonic() - since < STALL_SECONDS
         ):
-            self._not_full.wait(SOFT_WAIT_SECONDS)
+            # An event loop only hands the worker the GIL: its tasks wait with it.
+            self._not_full.wait(SOFT_WAIT_SECONDS if _running_loop() is None else LOOP_WAIT_SECONDS)
         if not self._full(nbytes):
             return True
         return self._make_room(nbytes)

@@ -161,8 +161,12 @@ class MonitoringWriter:
             )
         return runners
 
-    def start(self) -> MonitoringWriter:
+    def start(self, wait: bool = True) -> MonitoringWriter:
         """Open the backends and start the worker.
+
+        Args:
+            wait: wait for the backends to initialize (and raise their errors);
+                without it, a backend that fails is reported and counted by its sink.
 
         Raises:
             ConfigurationError: a setting is invalid (the message names it).
@@ -174,7 +178,7 @@ class MonitoringWriter:
             )
         pipeline = Pipeline(self.config, self._make_sinks)
         try:
-            pipeline.start()
+            pipeline.start(wait)
         except ConfigurationError:
             raise
         except Exception as exc:
@@ -252,6 +256,17 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
         ConfigurationError: a setting is invalid (the message names it).
         pydantic.ValidationError: a value is out of range (names the field).
     """
+    return _initialize(config, wait=True)
+
+
+def start_inherited(config: MonitorConfig) -> MonitoringWriter:
+    """Start monitoring in a ``multiprocessing`` child from its parent's
+    configuration, at the child's first span: without waiting for the backends
+    (the span's caller would)."""
+    return _initialize(config, wait=False)
+
+
+def _initialize(config: MonitorConfig | dict[str, Any] | None, wait: bool) -> MonitoringWriter:
     global _atexit_registered
     if config is None:
         config = MonitorConfig.from_env()
@@ -269,7 +284,7 @@ def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) 
         llm_settings.configure(config)
         writer = MonitoringWriter(config)
         if config.enabled:
-            writer.start()
+            writer.start(wait)
             _handoff.activate(writer._pipeline)
             _children.share_config(config)
             _children.arrange_exit_flush()
@@ -319,7 +334,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-_children.install_inherited()
 
 
 def _flush_at_exit() -> None:
