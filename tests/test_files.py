@@ -95,11 +95,13 @@ def test_the_next_start_removes_what_a_killed_writer_left_but_not_a_live_writers
         alive = [p for p in temp_files(store) if p not in dead]
         assert alive
         age(dead + alive, 60)
-        llamonitor.initialize_monitoring(
+        writer = llamonitor.initialize_monitoring(
             llamonitor.MonitorConfig(
                 storage=llamonitor.StorageConfig(output_dir=store, partition_by=partition_by)
             )
         )
+        backend = writer._pipeline.sinks[0].backend  # type: ignore[union-attr]
+        backend.sweeper.join(30)  # the sweep runs beside the start, on a thread
         assert temp_files(store) == alive
         assert all(p.stat().st_size > 0 for p in alive)
     finally:
@@ -129,3 +131,24 @@ def test_a_brand_new_unlocked_temporary_file_is_left_alone(store: Path) -> None:
     assert fresh.exists()
     assert _files.remove_stale_temp_files(store, now=time.time() + 60) == 1
     assert not fresh.exists()
+
+
+def test_a_filesystem_without_flock_still_gets_its_files_written(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ``flock`` fails with ENOLCK (an NFS mount without lockd), files are
+    written unlocked, and a temporary file there is stale only when a day old."""
+    import errno
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_files.fcntl, "flock", no_locks)
+    target = store / "2024-05-01" / "events_a.parquet"
+    target.parent.mkdir(parents=True)
+    _files.write_atomic(target, lambda f: f.write(b"PAR1"))
+    assert target.read_bytes() == b"PAR1"
+    left = target.with_name(".events_b.parquet.abcd.tmp")
+    left.write_bytes(b"partial")
+    assert _files.remove_stale_temp_files(store, now=time.time() + 3600) == 0
+    assert _files.remove_stale_temp_files(store, now=time.time() + 2 * 86400) == 1

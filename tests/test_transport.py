@@ -729,17 +729,43 @@ def test_the_defaults_keep_every_span_of_a_thread_calling_as_fast_as_it_can(
     assert sum(1 for _ in tmp_path.rglob("*.parquet"))
 
 
-def test_an_explicit_queue_size_that_cannot_fit_its_byte_bound_is_refused(
+def test_an_explicit_queue_size_is_honoured_or_refused_naming_max_queue_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """max_queue_size=200_000 with the default 64 MiB would be capped by the byte
-    bound: initialize refuses it, naming max_queue_bytes; a bound that fits is taken."""
-    with pytest.raises(llamonitor.ConfigurationError, match=r"^max_queue_bytes: .*200,000"):
-        initialize_monitoring(MonitorConfig(storage={"backend": "memory"}, max_queue_size=200_000))
-    monkeypatch.setenv("LLMOPS_MAX_QUEUE_SIZE", "200000")
-    with pytest.raises(llamonitor.ConfigurationError, match="max_queue_bytes"):
-        initialize_monitoring(MonitorConfig(storage={"backend": "memory"}))
+    """max_queue_size alone: the byte bound follows it (1 KB of text an event), so
+    60,000 spans of 1 KB text are all held (the default 64 MiB would cap the queue
+    near 43,000). With both set, a size that cannot fit is refused, naming
+    max_queue_bytes; a bound that fits is taken."""
+    text = "x" * 1024
+
+    @monitor_llm(measure_text=True)
+    def answer() -> str:
+        return text
+
+    for source in ("argument", "environment"):
+        backend = InMemoryBackend()
+        if source == "environment":
+            monkeypatch.setenv("LLMOPS_MAX_QUEUE_SIZE", "60000")
+            config = _config(backend, batch_size=10**9, flush_interval_seconds=3600)
+        else:
+            config = _config(
+                backend, max_queue_size=60_000, batch_size=10**9, flush_interval_seconds=3600
+            )
+        writer = initialize_monitoring(config)
+        for _ in range(60_000):
+            answer()
+        h = writer.health_check()
+        assert h["queue_size"] == 60_000 and h["events_dropped"] == 0, (source, h["dropped"])
+        assert llamonitor.flush(60)
+        assert len(backend) == 60_000
+        shutdown_monitoring(10)
     monkeypatch.delenv("LLMOPS_MAX_QUEUE_SIZE")
+    with pytest.raises(llamonitor.ConfigurationError, match=r"^max_queue_bytes: .*200,000"):
+        initialize_monitoring(
+            MonitorConfig(
+                storage={"backend": "memory"}, max_queue_size=200_000, max_queue_bytes=2**26
+            )
+        )
     backend = InMemoryBackend()
     writer = initialize_monitoring(
         _config(

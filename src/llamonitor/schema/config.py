@@ -138,13 +138,15 @@ class MonitorConfig(BaseSettings):
             ``written``/``failed`` of ``health_check``).
         extra_backends: more sinks fed the same batches, each isolated.
         max_queue_size: events held between the application and the worker.
-            Set explicitly, it must fit in ``max_queue_bytes`` at 512 bytes
-            an event (more with its text), or ``initialize_monitoring``
-            raises a ``ConfigurationError`` naming ``max_queue_bytes``.
+            Set explicitly without ``max_queue_bytes``, the byte bound follows
+            it (512 bytes + 1 KB of text an event, at least the default);
+            set with it, it must fit at 512 bytes an event (more with its
+            text), or ``initialize_monitoring`` raises a
+            ``ConfigurationError`` naming ``max_queue_bytes``.
         max_queue_bytes: estimated bytes held in the queue (512 per event
             plus the length of the text it keeps, at most 16 KiB).
         queue_full_policy: what happens to an event when both bounds of the
-            queue are reached, which the worker's pace (callers past half the
+            queue are reached, which the worker's pace (callers past a quarter of the
             queue yield to it) and the spool (a sink that is behind spills to
             it) leave for when memory and disk are both exhausted:
             ``drop_newest`` (default, counted), ``drop_oldest`` or ``block``

@@ -6,16 +6,23 @@ place (prometheus_client's ``write_to_textfile``). While a writer works on a
 temporary file it holds an exclusive ``flock`` on it, released by the kernel
 when the writer exits, however it exits: a temporary file that nobody holds
 locked belongs to a writer that died mid-write (a SIGKILL, an OOM kill, a
-power cut) and is removed by :func:`remove_stale_temp_files`, at the next start
-of a writer in that directory and by ``llamonitor compact``. A file another
+power cut) and is removed by :func:`remove_stale_temp_files`, soon after the
+next start of a writer in that directory (on a thread of its own, so a large
+store does not delay the start) and by ``llamonitor compact``. A file another
 live process is still writing is never touched.
+
+On a filesystem that cannot ``flock`` (some NFS and FUSE mounts: ``ENOLCK``,
+``EOPNOTSUPP``), files are written unlocked, and only temporary files older
+than ``STALE_TEMP_UNLOCKABLE_AGE_SECONDS`` are taken for stale there.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +43,11 @@ STALE_TEMP_MIN_AGE_SECONDS = 2.0
 have created it an instant ago and not yet taken its lock."""
 
 STALE_TEMP_UNLOCKABLE_AGE_SECONDS = 24 * 3600.0
-"""Where files cannot be locked (no ``fcntl``), only temporary files this old
-are taken for stale."""
+"""Where files cannot be locked (no ``fcntl``, or a filesystem without
+``flock``), only temporary files this old are taken for stale."""
+
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
+"""``flock`` errors that mean the filesystem has no locks (not that one is held)."""
 
 
 def fsync_dir(directory: Path) -> None:
@@ -69,7 +79,12 @@ def locked_temp(tmp: Path) -> Iterator[BinaryIO]:
     f = os.fdopen(fd, "wb")
     try:
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    raise
+                # No locks on this filesystem: write unlocked (see the module doc).
         yield f
     except BaseException:
         f.close()
@@ -94,18 +109,19 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     fsync_dir(path.parent)
 
 
-def _unused(path: Path) -> bool:
-    """Nobody holds ``path`` locked (so its writer is gone); False if unsure."""
+def _unused(path: Path) -> bool | None:
+    """Nobody holds ``path`` locked (so its writer is gone); False if someone does
+    or we are unsure; None if the file cannot be locked at all."""
     if fcntl is None:
-        return False
+        return None
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False  # a live writer holds it
+    except OSError as exc:
+        return None if exc.errno in _NO_LOCKS else False  # else: a live writer holds it
     finally:
         os.close(fd)  # also releases our lock
     return True
@@ -131,7 +147,10 @@ def remove_stale_temp_files(root: Path, now: float | None = None) -> int:
                 continue  # renamed or removed meanwhile
             if age < STALE_TEMP_MIN_AGE_SECONDS:
                 continue
-            if (fcntl is None and age >= STALE_TEMP_UNLOCKABLE_AGE_SECONDS) or _unused(path):
+            unused = _unused(path)
+            if unused is None:  # no locks here: age alone tells
+                unused = age >= STALE_TEMP_UNLOCKABLE_AGE_SECONDS
+            if unused:
                 try:
                     path.unlink()
                     removed += 1
@@ -144,3 +163,17 @@ def remove_stale_temp_files(root: Path, now: float | None = None) -> int:
             root,
         )
     return removed
+
+
+def sweep_in_background(root: Path) -> threading.Thread:
+    """:func:`remove_stale_temp_files` on a daemon thread (a writer's start)."""
+
+    def sweep() -> None:
+        try:
+            remove_stale_temp_files(root)
+        except Exception as exc:  # a directory that vanished, say
+            logger.debug("llamonitor: stale temporary files not removed: %r", exc)
+
+    thread = threading.Thread(target=sweep, name="llamonitor-sweep", daemon=True)
+    thread.start()
+    return thread

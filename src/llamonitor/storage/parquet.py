@@ -36,7 +36,7 @@ from llamonitor.storage._compact import (
 from llamonitor.storage._files import (
     fsync_dir,
     locked_temp,
-    remove_stale_temp_files,
+    sweep_in_background,
     sync,
     temp_name,
 )
@@ -75,6 +75,7 @@ class ParquetBackend(StorageBackend):
         self.root = Path(self.config.output_dir)
         self._seq = 0
         self._lock = threading.Lock()
+        self.sweeper: threading.Thread | None = None
 
     async def initialize(self) -> None:
         try:
@@ -86,7 +87,8 @@ class ParquetBackend(StorageBackend):
             raise ConfigurationError(
                 "storage.output_dir", f"{str(self.root)!r} is not a writable directory: {exc}"
             ) from exc
-        remove_stale_temp_files(self.root)  # left by a writer that was killed mid-write
+        # Left by a writer that was killed mid-write; a large store must not delay the start.
+        self.sweeper = sweep_in_background(self.root)
 
     def _name(self) -> str:
         with self._lock:

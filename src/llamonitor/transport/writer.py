@@ -12,6 +12,7 @@ the awaitable form exists so async code reads naturally.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Generator
@@ -28,6 +29,8 @@ from llamonitor.transport import _children
 from llamonitor.transport._pipeline import Pipeline
 from llamonitor.transport._sinks import SinkRunner
 from llamonitor.transport.spool import Spool, sink_dir_name, sink_identity
+
+logger = logging.getLogger("llamonitor.transport")
 
 T = TypeVar("T")
 
@@ -74,27 +77,48 @@ def _sink_name(cfg: StorageConfig, index: int) -> str:
     return base if index == 0 else f"{base}#{index}"
 
 
-def check_queue_bounds(config: MonitorConfig) -> None:
-    """An explicit ``max_queue_size`` must fit in ``max_queue_bytes``.
+TYPICAL_TEXT_BYTES = 1024
+"""The text a queued event is sized with when ``max_queue_bytes`` follows an
+explicit ``max_queue_size``."""
 
-    Each queued event counts ``RECORD_BASE_BYTES`` plus the text it keeps, so
-    a size that cannot fit even events without text would be capped by the
-    byte bound, silently: refuse it, saying what to set.
+
+def fit_queue_bounds(config: MonitorConfig) -> MonitorConfig:
+    """Honour an explicit ``max_queue_size``.
+
+    Each queued event counts ``RECORD_BASE_BYTES`` plus the text it keeps.
+    With ``max_queue_size`` set and ``max_queue_bytes`` left to its default, the
+    byte bound is raised to hold that many events of 1 KB text (a copy of the
+    configuration is returned). With both set, a size that cannot fit even
+    events without text would be capped by the byte bound, silently: refuse it,
+    saying what to set.
 
     Raises:
         ConfigurationError: naming ``max_queue_bytes``.
     """
     size, limit = config.max_queue_size, config.max_queue_bytes
-    if "max_queue_size" not in config.model_fields_set or size * RECORD_BASE_BYTES <= limit:
-        return
+    given = config.model_fields_set
+    if "max_queue_size" not in given:
+        return config
+    if "max_queue_bytes" not in given:
+        fitted = size * (RECORD_BASE_BYTES + TYPICAL_TEXT_BYTES)
+        if fitted <= limit:
+            return config
+        logger.info(
+            "llamonitor: max_queue_bytes raised to %s to hold max_queue_size=%s events",
+            f"{fitted:,}",
+            f"{size:,}",
+        )
+        return config.model_copy(update={"max_queue_bytes": fitted})
     need = size * RECORD_BASE_BYTES
-    typical = size * (RECORD_BASE_BYTES + 1024)
+    if need <= limit:
+        return config
+    typical = size * (RECORD_BASE_BYTES + TYPICAL_TEXT_BYTES)
     raise ConfigurationError(
         "max_queue_bytes",
         f"max_queue_size={size:,} does not fit in max_queue_bytes={limit:,}: each queued "
         f"event counts {RECORD_BASE_BYTES} bytes plus its text, so {size:,} events need at "
         f"least {need:,} bytes ({typical:,} with 1 KB of text each); raise max_queue_bytes "
-        "or lower max_queue_size",
+        "(or leave it out: it then follows max_queue_size) or lower max_queue_size",
     )
 
 
@@ -171,7 +195,7 @@ class MonitoringWriter:
         Raises:
             ConfigurationError: a setting is invalid (the message names it).
         """
-        check_queue_bounds(self.config)
+        self.config = fit_queue_bounds(self.config)
         if self.config.spool_dir is not None and Path(self.config.spool_dir).is_file():
             raise ConfigurationError(
                 "spool_dir", f"{str(self.config.spool_dir)!r} is a file, not a directory"
