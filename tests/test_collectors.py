@@ -694,3 +694,72 @@ def test_computed_attributes_are_not_read_on_user_objects(
     assert not StreamingResponse.consumed
     assert by_op["http"]["text_char_count"] is None
     assert by_op["sdk"]["text_char_count"] == len("from the SDK")
+
+
+def test_deferred_work_runs_once_when_its_batch_is_converted_again(
+    spans: llamonitor.InMemoryBackend,
+    internal_errors: list[tuple[str, BaseException]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record the worker cannot convert (a fault injected into one value) makes
+    it convert its batch's records one by one: the others' Deferred work is not
+    done twice, and they are all stored."""
+    from llamonitor.transport import _convert
+
+    real = _convert.column_value
+
+    def faulty(column: str, value: Any) -> Any:
+        if value == "boom":
+            raise RuntimeError("injected")
+        return real(column, value)
+
+    monkeypatch.setattr(_convert, "column_value", faulty)
+    calls: list[str] = []
+
+    def work(text: str) -> dict[str, Any]:
+        calls.append(text)
+        return {"model": "boom"} if text == "bad" else {"custom_attributes": {"n": len(text)}}
+
+    class Once(MetricCollector):
+        def collect(self, result: Any, args: Any, kwargs: Any, context: Any) -> dict[str, Any]:
+            return {"once": Deferred(work, result)}
+
+        @property
+        def metric_type(self) -> str:
+            return "once"
+
+    @monitor_llm(collectors=[Once()])
+    def call(text: str) -> str:
+        return text
+
+    writer = llamonitor.get_writer()
+    assert writer is not None
+    for text in ("one", "bad", "three"):
+        call(text)
+    assert llamonitor.flush(10)
+    assert sorted(calls) == ["bad", "one", "three"]
+    assert sorted(attrs(r)["n"] for r in rows(spans)) == [3, 5]
+    assert writer.health_check()["dropped"]["invalid"] == 1
+    assert [kind for kind, _ in internal_errors] == ["invalid_event"]
+    internal_errors.clear()
+
+
+def test_deferred_work_that_returns_no_dict_loses_its_value_not_the_span(
+    spans: llamonitor.InMemoryBackend, internal_errors: list[tuple[str, BaseException]]
+) -> None:
+    class Odd(MetricCollector):
+        def collect(self, result: Any, args: Any, kwargs: Any, context: Any) -> dict[str, Any]:
+            return {"odd": Deferred(lambda: [1, 2])}
+
+        @property
+        def metric_type(self) -> str:
+            return "odd"
+
+    @monitor_llm(collectors=[Odd()])
+    def call() -> str:
+        return "x"
+
+    call()
+    assert one(spans)["operation_name"].endswith(".call")
+    assert [kind for kind, _ in internal_errors] == ["collector:odd"]
+    internal_errors.clear()

@@ -89,16 +89,35 @@ class StreamFacts(NamedTuple):
 
 class Deferred:
     """Collector work the worker thread finishes: ``fn(*args)`` returns a dict
-    of column values (or ``custom_attributes``)."""
+    of column values (or ``custom_attributes``).
 
-    __slots__ = ("args", "fn")
+    Run once: a later call (the worker converting a record again, alone, after
+    its batch failed) gives the first call's result or raises its exception,
+    and the arguments are let go as soon as it has run."""
+
+    __slots__ = ("_error", "_out", "args", "fn")
 
     def __init__(self, fn: Callable[..., dict[str, Any] | None], *args: Any) -> None:
         self.fn = fn
         self.args = args
+        self._error: Exception | None = None
 
     def __call__(self) -> dict[str, Any] | None:
-        return self.fn(*self.args)
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._out  # type: ignore[no-any-return]
+        except AttributeError:
+            pass
+        try:
+            out = self.fn(*self.args)
+        except Exception as exc:
+            self._error = exc
+            raise
+        finally:
+            self.args = ()
+        self._out = out
+        return out
 
 
 def safe_repr(value: Any) -> str:

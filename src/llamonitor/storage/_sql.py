@@ -224,15 +224,16 @@ _NETWORK_ERRNOS = frozenset(
     getattr(errno, name)
     for name in (
         "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH",
-        "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EPIPE",
+        "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EPIPE", "EAGAIN",
     )
     if hasattr(errno, name)
 )  # fmt: skip
 
 
-def network_error(exc: BaseException) -> bool:
+def network_error(exc: BaseException, names: frozenset[str] = frozenset()) -> bool:
     """Is ``exc``, or an exception in its chain, a connection refused, reset or
-    timed out, or a name that did not resolve?"""
+    timed out, or a name that did not resolve (or of a class named in ``names``,
+    a driver's own "cannot connect now")?"""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -241,6 +242,8 @@ def network_error(exc: BaseException) -> bool:
         if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.gaierror)):
             return True
         if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
+            return True
+        if type(e).__name__ in names:
             return True
         e = e.__cause__ or e.__context__
     return False

@@ -302,8 +302,13 @@ def _apply_extra(
             except Exception as exc:
                 report_internal_error(f"collector:{key}", exc)
                 continue
-            if out:
+            if isinstance(out, dict):
                 items.extend(out.items())
+            elif out:  # a collector's bug: its value is lost, not the span
+                report_internal_error(
+                    f"collector:{key}",
+                    TypeError(f"Deferred work returned {type(out).__name__}, not a dict"),
+                )
         elif key == "custom_attributes" and isinstance(value, dict):
             merged.update(value)
         elif key.endswith("_metrics") and _metric_group(key, value, cols, n, i, merged):

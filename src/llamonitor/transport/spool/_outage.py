@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import random
-import socket
 
 from llamonitor.schema.config import ConfigurationError
+from llamonitor.storage._sql import network_error
 
 POISON_STRIKES = 2
 """A spooled record that fails this many times (each time after the backend
@@ -28,14 +26,6 @@ refuses."""
 MAX_SUSPECTS = 1000
 """Suspect records remembered at most (the oldest are forgotten first)."""
 
-_NETWORK_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in (
-        "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH",
-        "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EPIPE", "EAGAIN",
-    )
-    if hasattr(errno, name)
-)  # fmt: skip
 _TRANSIENT_NAMES = frozenset(
     {"CannotConnectNowError", "TooManyConnectionsError", "ConnectionDoesNotExistError"}
 )
@@ -56,18 +46,7 @@ def is_transient(exc: BaseException) -> bool:
     flag = getattr(exc, "llamonitor_transient", None)
     if isinstance(flag, bool):
         return flag
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.gaierror)):
-            return True
-        if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
-            return True
-        if type(e).__name__ in _TRANSIENT_NAMES:
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return network_error(exc, _TRANSIENT_NAMES)
 
 
 class Backoff:
