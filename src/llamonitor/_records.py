@@ -96,6 +96,7 @@ class Deferred:
     and the arguments are let go as soon as it has run."""
 
     __slots__ = ("_error", "_out", "args", "fn")
+    _out: dict[str, Any] | None  # set once run
 
     def __init__(self, fn: Callable[..., dict[str, Any] | None], *args: Any) -> None:
         self.fn = fn
@@ -106,7 +107,7 @@ class Deferred:
         if self._error is not None:
             raise self._error
         try:
-            return self._out  # type: ignore[no-any-return]
+            return self._out
         except AttributeError:
             pass
         try:
