@@ -39,18 +39,20 @@ COALESCE_MAX_ROWS = 50_000
 """Batches waiting in a sink's backlog are written together up to this many rows."""
 
 COALESCE_MIN_ROWS = 10_000
+"""Rows a sink tries to gather into one write (see ``LINGER_SECONDS``)."""
+
 LINGER_SECONDS = 0.05
 """A sink waits this long for batches to make up ``COALESCE_MIN_ROWS`` (unless a
 flush or the shutdown wants them written now)."""
 
 INITIALIZE_TIMEOUT_SECONDS = 30.0
+"""How long the start waits for a backend's ``initialize``; with a spool, a
+longer one starts the sink in outage mode (it keeps running as the probe)."""
 
 STALLED_WRITE_SECONDS = 5.0
 """With a spool, a write still running after this long is taken for a stalled
 store: the batch is spooled, the sink enters outage mode and the running call
 becomes the first probe (a healthy store writes a batch far faster)."""
-"""How long the start waits for a backend's ``initialize``; with a spool, a
-longer one starts the sink in outage mode (it keeps running as the probe)."""
 
 SHUTDOWN_SPOOL_RESERVE_SECONDS = 0.5
 """At shutdown, a sink with a spool stops waiting for a slow write this long
