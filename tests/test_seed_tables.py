@@ -22,6 +22,7 @@ from _helpers import span_row
 from llamonitor import MonitorConfig, monitor_llm, monitoring_session
 from llamonitor.cli import cli
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
+from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage import _sql_ddl
 from test_seed_data import AUDIO_COLUMNS, record_audio
 
@@ -205,6 +206,59 @@ def test_original_table_takes_rows_the_original_could_not(server_db: Store) -> N
         "WHERE event_id = 'not-a-uuid'"
     )
     assert got == [(2**40, event.operation_type)]
+
+
+def test_the_original_writer_cannot_write_a_failed_span_to_the_migrated_table(
+    server_db: Store,
+) -> None:
+    """The migration is one-way (docs/storage.md): the original's INSERT of a span
+    without error still goes in (error NULL), but one binding its message to
+    ``error``, now a boolean, is refused by the database."""
+    db = server_db
+    create_original(db, [_original.event(0)])
+    record(db, ok=1, failed=0)
+    assert db.schema_version() == SCHEMA_VERSION
+    insert = _original.insert_sql(db.kind, db.table)
+    ok = {**_original.event(1), "event_id": "00000000-0000-0000-0000-0000000000aa"}
+    db.execute(insert, _original.insert_values(ok, db.kind))
+    failed = {
+        **_original.event(2, error="boom"),
+        "event_id": "00000000-0000-0000-0000-0000000000bb",
+    }
+    refused = r"boolean is required|Incorrect integer value"  # asyncpg's, MySQL's 1366
+    with pytest.raises(Exception, match=refused):
+        db.execute(insert, _original.insert_values(failed, db.kind))
+    got = db.execute(
+        f"SELECT span_id, error, error_message FROM {db.quote(db.table)} "
+        "WHERE session_id = 'legacy-session' ORDER BY span_id"
+    )
+    assert [tuple(r) for r in got] == [("span-0", None, None), ("span-1", None, None)]
+
+
+def test_a_table_of_a_newer_schema_version_refuses_this_writer(db: Store) -> None:
+    """What an older llamonitor sees on a table a newer one migrated: initialize
+    refuses, naming storage.table_name, and asks for an upgrade (every llamonitor
+    with SQL stores checks the recorded version)."""
+    db.write(pa.Table.from_pylist([span_row(0)], schema=SCHEMA))
+    meta = _sql_ddl.META_TABLE
+    db.execute(
+        f"UPDATE {meta} SET schema_version = {SCHEMA_VERSION + 1} WHERE table_name = {db.mark(1)}",
+        (db.table,),
+    )
+
+    async def go() -> None:
+        backend = db.backend()
+        try:
+            await backend.initialize()
+        finally:
+            await backend.close()
+
+    with pytest.raises(ConfigurationError) as info:
+        asyncio.run(go())
+    assert info.value.setting == "storage.table_name"
+    assert f"schema version {SCHEMA_VERSION + 1}, newer than this llamonitor" in str(info.value)
+    assert "upgrade llamonitor" in str(info.value)
+    assert db.count() == 1
 
 
 # -- error: TRUE or NULL in our own tables -----------------------------------------------

@@ -562,6 +562,77 @@ def mask(dsn: str) -> str:
 
 
 @pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        ("host=db password='my secret pw' dbname=x", "host=db password=*** dbname=x"),
+        ("password='it''s' host=x", "password=*** host=x"),
+        (r"password='a\' b' host=x", "password=*** host=x"),
+        ("password = 'a b' host=x", "password = *** host=x"),
+        ("host=x password='no end quote", "host=x password=***"),
+        ('Server=db;Password="x;y ""z""";Uid=u', "Server=db;Password=***;Uid=u"),
+        ("postgresql://u@h/db?password='p w'&x=1", "postgresql://u@h/db?password=***&x=1"),
+        (
+            "host=db application_name='a password=b' password=c",
+            "host=db application_name='a password=b' password=***",
+        ),
+    ],
+)
+def test_mask_dsn_hides_the_whole_quoted_value(dsn: str, masked: str) -> None:
+    """A quoted value (libpq keyword/value, with ``\\'`` or ``''`` inside, or an
+    ODBC/ADO double-quoted one) is masked whole: no piece of it is left."""
+    assert mask(dsn) == masked
+
+
+@pytest.mark.parametrize(
+    ("dsn", "masked"),
+    [
+        ("postgresql://u:pa ss@w/rd@host:5432/db", "postgresql://u:***@host:5432/db"),
+        ("mysql://root:a b c@h/db", "mysql://root:***@h/db"),
+        ("postgresql://u: lead@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:x @y/z @h:1/db?sslmode=require", "postgresql://u:***@h:1/db?sslmode=require"),
+    ],
+)
+def test_mask_dsn_masks_a_url_password_with_spaces_up_to_the_last_at(
+    dsn: str, masked: str
+) -> None:
+    """An unescaped space, '@' or '/' in a URL's password: everything up to the
+    last '@' is masked."""
+    assert mask(dsn) == masked
+
+
+def test_a_bad_port_message_shows_no_piece_of_the_password() -> None:
+    """A password with an unescaped '/' is not taken for the host:port (its
+    first part was shown as the "port")."""
+    dsn = "postgresql://u:hunter2/xyz@h:5432x/db"
+    with pytest.raises(ConfigurationError) as info:
+        create_backend(StorageConfig(backend="postgres", connection_string=SecretStr(dsn)))
+    assert "hunter2" not in str(info.value)
+    assert "xyz" not in str(info.value)
+    assert "'5432x'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("host=db password='my secret pw' dbname=x", "my secret pw"),
+        ("host=db password='it''s mine' dbname=x", "it's mine"),
+        (r"host=db password='a\' b\\c' dbname=x", r"a' b\c"),
+        ("Server=db;Pwd={x;y}}z};Uid=u", "x;y}z"),
+        ("postgresql://u@h/db?sslpassword='p w'", "p w"),
+        ("postgresql://u:pa ss@w/rd@host:5432/db", "pa ss@w/rd"),
+    ],
+)
+def test_secrets_scrub_quoted_and_url_passwords_from_messages(dsn: str, shown: str) -> None:
+    """A driver message quoting the password as the server saw it (unquoted,
+    unescaped) is scrubbed."""
+    message = f'FATAL: password "{shown}" refused for {dsn}'
+    scrubbed = _sql.Secrets(dsn).scrub(message)
+    assert shown not in scrubbed
+    assert "***" in scrubbed
+    assert scrubbed.startswith('FATAL: password "***" refused for ')
+
+
+@pytest.mark.parametrize(
     "dsn", [f"postgresql://llm:{SECRET}@127.0.0.1:1/test", f"mysql://llm:{SECRET}@127.0.0.1:1/test"]
 )
 def test_password_never_shown_when_the_server_is_unreachable(

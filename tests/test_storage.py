@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 import llamonitor
+from _helpers import span_row
 from llamonitor import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -26,6 +29,8 @@ from llamonitor import (
     monitoring_session,
     shutdown_monitoring,
 )
+from llamonitor.cli import cli
+from llamonitor.storage import parquet
 from llamonitor.storage.parquet import ParquetBackend
 
 NAME = re.compile(r"^events_\d{8}T\d{12}_\d+_\d{6}_[0-9a-f]{6}\.parquet$")
@@ -239,3 +244,62 @@ def test_recorded_events_store_strict_json_attributes(spans: InMemoryBackend) ->
     assert llamonitor.flush(5)
     stored = spans.rows()[0]["custom_attributes"]
     assert json.loads(stored, parse_constant=lambda c: pytest.fail(c)) == {"score": "nan"}
+
+
+def test_a_success_is_error_null_where_stored_and_false_where_read_back(tmp_path: Path) -> None:
+    """What each place gives for ``error`` (docs/storage.md, "Your stored data"):
+    stored rows (Parquet files, JSONL lines, ``InMemoryBackend.rows()``/``table()``)
+    hold TRUE or NULL; what is read back (``events()``, ``trace()``, the CLI's
+    ``--json``, ``MetricEvent.error``) is a bool, False for a success."""
+    memory = InMemoryBackend()
+    config = MonitorConfig(storage=StorageConfig(backend=memory), spool_dir=tmp_path / "spool")
+    config.extra_backends.append(StorageConfig(backend="jsonl", output_dir=tmp_path / "js"))
+    config.extra_backends.append(StorageConfig(backend="parquet", output_dir=tmp_path / "pq"))
+
+    @monitor_llm(operation_name="ok")
+    def ok() -> None:
+        pass
+
+    @monitor_llm(operation_name="bad")
+    def bad() -> None:
+        raise ValueError("boom")
+
+    initialize_monitoring(config)
+    with monitoring_session("s1"):
+        ok()
+        with pytest.raises(ValueError):
+            bad()
+    assert shutdown_monitoring(10)
+
+    def by_op(rows: Any) -> dict[str, Any]:
+        return {r["operation_name"]: r["error"] for r in rows}
+
+    stored = {"ok": None, "bad": True}
+    read = {"ok": False, "bad": True}
+    assert by_op(memory.rows()) == stored
+    assert by_op(memory.table().to_pylist()) == stored
+    assert {e.operation_name: e.error for e in memory.events()} == read
+    lines = (tmp_path / "js" / "events.jsonl").read_text().splitlines()
+    assert by_op(json.loads(line) for line in lines) == stored
+    assert '"error": null' in next(line for line in lines if '"ok"' in line)
+    (file,) = (tmp_path / "pq").rglob("*.parquet")
+    assert by_op(pq.read_table(file).to_pylist()) == stored
+    q = parquet.query(tmp_path / "pq")
+    events = q.events()
+    assert by_op(events) == read
+    for row in events:
+        op = row["operation_name"]
+        assert by_op(q.trace(row["trace_id"])) == {op: read[op]}
+    for store in ("js", "pq"):
+        result = CliRunner().invoke(cli, ["events", "--dir", str(tmp_path / store), "--json"])
+        assert result.exit_code == 0, result.output
+        assert by_op(json.loads(result.output)) == read
+
+    # A table handed to the backend as it is (a user's, or a schema version 2
+    # spool record) with FALSE for a success: rows() still says NULL.
+    memory.clear()
+    rows = [span_row(0, operation_name="ok", error=False),
+            span_row(1, operation_name="bad", error=True)]
+    asyncio.run(memory.write_table(pa.Table.from_pylist(rows, schema=SCHEMA)))
+    assert by_op(memory.rows()) == stored
+    assert {e.operation_name: e.error for e in memory.events()} == read

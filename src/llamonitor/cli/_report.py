@@ -74,7 +74,7 @@ def report(
     project, a session or a trace. Terminal tables by default; --json,
     --csv and --html for the rest.
     """
-    from llamonitor.analysis import analyze, render_html, session_report, write_csv
+    from llamonitor.analysis import _prices, analyze, render_html, session_report, write_csv
     from llamonitor.cli import _render as render
     from llamonitor.cli import _report_view as view
 
@@ -82,7 +82,9 @@ def report(
         since=since, until=until, project=project, trace=trace_id, top=top,
         bucket=None if bucket == "auto" else bucket,
     )
-    with open_store(directory, dsn, table) as store:
+    # The command line's own process: the cheaper-model prices may be remembered
+    # in the user's cache directory (a library call does so only when asked).
+    with open_store(directory, dsn, table) as store, _prices.remembered():
         result = (
             session_report(store, session, **scope) if session else analyze(store, **scope)
         )

@@ -95,7 +95,9 @@ def _check_ports(dsn: str) -> None:
     Raises:
         ConfigurationError: naming ``storage.connection_string`` (masked).
     """
-    netloc = dsn.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    # After the last "@", as mask_dsn reads it: a password's unescaped "/" is
+    # not the end of the host list (nor a piece of it shown as the "port").
+    netloc = dsn.split("://", 1)[1].rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0]
     for host in netloc.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host else ""
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
@@ -145,32 +147,67 @@ def lock_key(name: str) -> int:
 # -- secrets ----------------------------------------------------------------
 
 MASK = "***"
-# Up to the last "@" of the URL: a password may hold an unescaped "/" or "@"
-# (masking too much is the safe side).
-_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
+_URL_USER = r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:"
+# A connection string: its password runs to the last "@" (a password may hold
+# an unescaped space, "/" or "@"; masking too much is the safe side).
+_DSN_PASSWORD = re.compile(rf"\A(\s*{_URL_USER})(.*)@")
+# A URL inside a longer text (a message): its password runs to the last "@"
+# before the next whitespace. (A password with a space inside a message is
+# caught by :class:`Secrets`, which knows the value.)
+_URL_PASSWORD = re.compile(rf"({_URL_USER})\S*@")
 SECRET_KEY = re.compile(
     r"pass|pwd|secret|token|credential|auth|api[_-]?key|private|(^|[_-])key$", re.IGNORECASE
 )
 """Parameter names whose values are secrets (password, sslpassword, PWD,
 access_token, api_key, ...): masked when shown, left out of a spool's identity."""
 
-_PARAMETER = re.compile(r"((?:^|[?&;\s])\s*([\w.-]+)\s*=\s*)(\{(?:[^}]|\}\})*\}|[^&;\s]*)")
+# A parameter's value: quoted (libpq's '...' with \' escapes, or with SQL's '',
+# ODBC/ADO's "..." with ""; an unclosed quote runs to the end), ODBC's {...}
+# with }}, or bare up to the next separator.
+_VALUE = (
+    r"'(?:[^'\\]|\\.?|'')*(?:'|\Z)"
+    r'|"(?:[^"\\]|\\.?|"")*(?:"|\Z)'
+    r"|\{(?:[^}]|\}\})*\}"
+    r"|[^&;\s]*"
+)
+_PARAMETER = re.compile(rf"((?:^|[?&;\s])\s*([\w.-]+)\s*=\s*)({_VALUE})", re.DOTALL)
 _EZCONNECT_PASSWORD = re.compile(r"^([^/@:\s]+/)[^@\s]*@")  # Oracle user/password@host
 
 
 def mask_dsn(dsn: str) -> str:
     """``postgresql://user:***@host:5432/db``: the password replaced by ``***``,
     and so is every parameter named like a secret (``password=``, ``sslpassword=``,
-    ``token=``, ODBC ``Pwd=``...) and the password of ``user/password@host``."""
-    masked = _URL_PASSWORD.sub(rf"\1{MASK}@", dsn)
+    ``token=``, ODBC ``Pwd=``...), quoted or not, and the password of
+    ``user/password@host``.
+
+    A URL's password runs to the last ``@`` of the connection string (spaces,
+    ``/`` and ``@`` left unescaped included); in a longer text that only
+    contains a URL, to the last ``@`` before the next whitespace."""
+    masked = _DSN_PASSWORD.sub(rf"\1{MASK}@", dsn, count=1)
+    masked = _URL_PASSWORD.sub(rf"\1{MASK}@", masked)
     masked = _PARAMETER.sub(
         lambda m: m.group(1) + MASK if SECRET_KEY.search(m.group(2)) else m.group(0), masked
     )
     return _EZCONNECT_PASSWORD.sub(rf"\1{MASK}@", masked)
 
 
+def _unquoted(value: str) -> str:
+    """A parameter's value as the server sees it: ``'it''s'`` -> ``it's``,
+    ``'a\\' b'`` -> ``a' b``, ``{x}}y}`` -> ``x}y``."""
+    if value[:1] in ("'", '"'):
+        quote = value[0]
+        body = value[1:-1] if len(value) > 1 and value.endswith(quote) else value[1:]
+        body = body.replace(quote * 2, quote)
+        return re.sub(r"\\(.)", r"\1", body, flags=re.DOTALL)
+    if value.startswith("{") and value.endswith("}"):
+        return value[1:-1].replace("}}", "}")
+    return value
+
+
 class Secrets:
-    """The secrets of one store, kept out of every text it emits.
+    """The secrets of one store, kept out of every text it emits: the URL's
+    password and the value of every parameter named like a secret (as written
+    and as the server sees it, unquoted).
 
     Args:
         dsn: the connection string.
@@ -180,12 +217,19 @@ class Secrets:
     def __init__(self, dsn: str, extra: Iterable[Any] = ()) -> None:
         self.masked = mask_dsn(dsn)
         values: set[str] = set()
+        whole = _DSN_PASSWORD.match(dsn)
+        if whole:
+            values.add(whole.group(2))  # up to the last "@", as masked
         try:
             parts = urlsplit(dsn)
             values.update(v for v in (parts.password, unquote(parts.password or "")) if v)
-            values.update(v for k, v in parse_qsl(parts.query) if k.lower() == "password")
+            values.update(v for k, v in parse_qsl(parts.query) if SECRET_KEY.search(k))
         except ValueError:
             pass
+        for m in _PARAMETER.finditer(dsn):
+            if SECRET_KEY.search(m.group(2)):
+                values.update((m.group(3), _unquoted(m.group(3)), unquote(m.group(3))))
+                values.add(_unquoted(unquote(m.group(3))))
         values.update(str(v) for v in extra if v)
         # A secret of one or two characters would mangle every message.
         self._values = sorted((v for v in values if len(v) >= 3), key=len, reverse=True)

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.schema._columns import SCHEMA
-from llamonitor.schema._extensions import rows_table
+from llamonitor.schema._extensions import failed_or_null, rows_table
 from llamonitor.schema.config import StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage.base import StorageBackend
@@ -31,6 +31,11 @@ class InMemoryBackend(StorageBackend):
         await self.write_table(table)
 
     async def write_table(self, table: pa.Table) -> None:
+        # As every store keeps it (schema version 3): ``error`` TRUE or NULL,
+        # also in a table written here as it was given (FALSE for a success).
+        i = table.schema.get_field_index("error")
+        if i >= 0 and pa.types.is_boolean(table.schema.field(i).type):
+            table = table.set_column(i, table.schema.field(i), failed_or_null(table.column(i)))
         with self._lock:
             self._tables.append(table)
 
@@ -43,6 +48,8 @@ class InMemoryBackend(StorageBackend):
         return pa.concat_tables(tables, promote_options="default")
 
     def rows(self) -> list[dict[str, Any]]:
+        """Every written span as stored: ``error`` True on a failed span and
+        None otherwise (``events()`` gives ``MetricEvent.error``, a bool)."""
         return self.table().to_pylist()  # type: ignore[no-any-return]
 
     def events(self) -> list[MetricEvent]:
