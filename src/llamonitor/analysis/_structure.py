@@ -82,7 +82,7 @@ class Codes:
             return
         low = self._sorted & np.uint64(_DIRECT_MASK)
         self._by_code = np.array(self.hashes, dtype=np.uint64)
-        if np.unique(low).size != low.size:
+        if _distinct(low).size != low.size:
             self._direct = None  # two known hashes share their low bits: search
             return
         direct = np.zeros(_DIRECT_MASK + 1, np.int32)  # unknown low bits: code 0, checked
@@ -93,8 +93,10 @@ class Codes:
         pos = np.minimum(np.searchsorted(self._sorted, values), max(0, self._sorted.size - 1))
         miss = (self._sorted[pos] != values) if self._sorted.size else np.ones(values.size, bool)
         if miss.any():
-            new, first = np.unique(values[miss], return_index=True)
-            new = new[np.argsort(first, kind="stable")]  # in order of first appearance
+            missed = values[miss]
+            order = np.argsort(missed, kind="stable")
+            first = order[_starts(missed[order])]  # the first row of each distinct hash
+            new = missed[np.sort(first)]  # in order of first appearance
             codes = np.arange(len(self.hashes), len(self.hashes) + new.size, dtype=np.int32)
             self.hashes.extend(int(h) for h in new)
             merged = np.concatenate([self._sorted, new])
@@ -104,6 +106,21 @@ class Codes:
             pos = np.searchsorted(self._sorted, values)
         out: npt.NDArray[np.int32] = self._code_of[pos]
         return out
+
+
+def _starts(ordered: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    """Where each run of equal values of ``ordered`` (sorted) starts."""
+    new = np.ones(ordered.size, np.bool_)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _distinct(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The distinct values, sorted. (Not ``np.unique``: in numpy 2 it imports
+    ``numpy.ma``, 10 ms.)"""
+    ordered = np.sort(values)
+    out: npt.NDArray[np.uint64] = ordered[_starts(ordered)]
+    return out
 
 
 @dataclass
