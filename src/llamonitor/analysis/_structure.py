@@ -93,10 +93,7 @@ class Codes:
         pos = np.minimum(np.searchsorted(self._sorted, values), max(0, self._sorted.size - 1))
         miss = (self._sorted[pos] != values) if self._sorted.size else np.ones(values.size, bool)
         if miss.any():
-            missed = values[miss]
-            order = np.argsort(missed, kind="stable")
-            first = order[_starts(missed[order])]  # the first row of each distinct hash
-            new = missed[np.sort(first)]  # in order of first appearance
+            new = _first_seen(values[miss])
             codes = np.arange(len(self.hashes), len(self.hashes) + new.size, dtype=np.int32)
             self.hashes.extend(int(h) for h in new)
             merged = np.concatenate([self._sorted, new])
@@ -113,6 +110,22 @@ def _starts(ordered: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
     new = np.ones(ordered.size, np.bool_)
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     return np.flatnonzero(new)
+
+
+def _first_seen(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The distinct values, in order of first appearance."""
+    n = values.size
+    low = (values & np.uint64(_DIRECT_MASK)).astype(np.intp)
+    first = np.full(_DIRECT_MASK + 1, n, np.intp)
+    np.minimum.at(first, low, np.arange(n))  # the first row of each low 16 bits
+    rows = first[first < n]
+    table = np.zeros(_DIRECT_MASK + 1, np.uint64)
+    table[low[rows]] = values[rows]
+    if bool((table[low] == values).all()):  # no two distinct values share low bits
+        out: npt.NDArray[np.uint64] = values[np.sort(rows)]
+        return out
+    order = np.argsort(values, kind="stable")
+    return values[np.sort(order[_starts(values[order])])]
 
 
 def _distinct(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
