@@ -68,7 +68,7 @@ class Codes:
     def encode(self, column: pa.Array) -> npt.NDArray[np.int32]:
         values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
         if self._direct is not None:
-            codes = self._direct[values & np.uint64(_DIRECT_MASK)]
+            codes: npt.NDArray[np.int32] = self._direct[values & np.uint64(_DIRECT_MASK)]
             if bool((self._by_code[codes] == values).all()):
                 return codes
         known = len(self.hashes)
