@@ -860,3 +860,19 @@ def test_the_stream_read_ahead_passes_batches_errors_and_closes_its_source() -> 
         assert next(iter(items)) == 0
     assert closed == ["closed"] * 3
     assert not [t for t in threading.enumerate() if t.name == "llamonitor-analysis-read"]
+
+
+def test_codes_in_order_of_first_appearance_with_colliding_low_bits() -> None:
+    """Hashes sharing their low 16 bits get distinct codes (the direct table is
+    not used for them); codes follow the first appearance across batches."""
+    a, b, c = 5, 5 + (1 << 20), 7  # a and b share their low 16 bits
+    codes = _structure.Codes()
+    batch = np.array([c, a, b, c, a], np.uint64)
+    assert codes.encode(pa.array(batch)).tolist() == [0, 1, 2, 0, 1]
+    assert codes.encode(pa.array(np.array([b, c], np.uint64))).tolist() == [2, 0]
+    assert codes.hashes == [c, a, b]
+    plain = _structure.Codes()
+    assert plain.encode(pa.array(np.array([3, 9, 3], np.uint64))).tolist() == [0, 1, 0]
+    assert plain.encode(pa.array(np.array([9, 11, 3], np.uint64))).tolist() == [1, 2, 0]
+    assert plain.encode(pa.array(np.array([], np.uint64))).tolist() == []
+    assert plain.hashes == [3, 9, 11]

@@ -128,18 +128,22 @@ def _sort_keys(keys: U64) -> tuple[I64, U64]:
     return order, keys[order]
 
 
-def _parents(k: U64, pk: U64) -> tuple[I64, I64]:
-    """Each span's parent row (-1: none in the partition), and the rows sorted by ``pk``."""
+def _parents(k: U64, pk: U64) -> tuple[I64, I64, I64]:
+    """Each span's parent row (-1: none in the partition), the rows sorted by
+    ``pk``, and the run number of each of these among equal ``pk``."""
     n = k.size
     by_k, ks = _sort_keys(k)
     by_pk, pks = _sort_keys(pk)
-    pos = np.searchsorted(ks, pks)  # sorted queries: a merge, not random probes
+    pk_gid, starts = _runs(pks)
+    # Siblings share a parent key: each distinct key is looked up once.
+    pos = np.searchsorted(ks, pks[starts])  # sorted queries: a merge, not random probes
     np.minimum(pos, n - 1, out=pos)
-    found = ks[pos] == pks
+    hit = ks[pos] == pks[starts]
+    found = hit[pk_gid]
     parent: I64 = np.full(n, -1, np.int64)
-    parent[by_pk[found]] = by_k[pos[found]]
+    parent[by_pk[found]] = by_k[pos[pk_gid[found]]]
     parent[parent == np.arange(n)] = -1  # a span that is its own parent is a root
-    return parent, by_pk
+    return parent, by_pk, pk_gid
 
 
 def _clip(parent: I64, lo: I64, hi: I64) -> tuple[B, B]:
@@ -217,10 +221,16 @@ def _critical(
     ok[ch[member]] = True
     _and_ancestors(parent, root, ok)
     length = np.where(ok, hi - lo, 0)
-    kids = ch[member]
-    kids = kids[ok[kids]]
-    covered = np.bincount(parent[kids], weights=length[kids], minlength=n)
-    self_us: I64 = length - covered.astype(np.int64)  # sums of µs below 2**53: exact
+    on_path = np.flatnonzero(member)
+    kids = ch[on_path]
+    keep = ok[kids]
+    kids = kids[keep]
+    # A parent's children are contiguous (sorted by parent): sum each run.
+    covered = np.zeros(n, np.int64)
+    if kids.size:
+        _, runs = _runs(gid[on_path][keep])
+        covered[parent[kids[runs]]] = np.add.reduceat(length[kids], runs)
+    self_us: I64 = length - covered
     on = np.flatnonzero(ok & (self_us > 0))
     size = acc.n_ops
     acc.critical_us += _count(op[on], size, self_us[on])
@@ -232,9 +242,11 @@ def _critical(
     acc.total_us += int(length[roots].sum())
 
 
-def _retries(by_pk: I64, pk: U64, a: I64, end: I64, op: I64, err: B, acc: PathTotals) -> None:
-    """Extra attempts per operation among siblings (same parent key) of the same operation."""
-    gid, _ = _runs(pk[by_pk])
+def _retries(by_pk: I64, gid: I64, a: I64, end: I64, op: I64, err: B, acc: PathTotals) -> None:
+    """Extra attempts per operation among siblings (same parent key) of the same operation.
+
+    ``by_pk``: the rows sorted by parent key; ``gid``: their runs of equal parent key.
+    """
     key = gid * acc.n_ops + op[by_pk]
     o = np.argsort(key, kind="stable")  # nearly sorted: fast
     order = by_pk[o]
@@ -268,6 +280,6 @@ def walk(k: U64, pk: U64, a: I64, d: I64, op: I64, err: B, acc: PathTotals) -> N
         return
     acc.spans += int(k.size)
     end = a + d
-    parent, by_pk = _parents(k, pk)
-    _retries(by_pk, pk, a, end, op, err, acc)
+    parent, by_pk, pk_gid = _parents(k, pk)
+    _retries(by_pk, pk_gid, a, end, op, err, acc)
     _critical(parent, by_pk, a.copy(), end.copy(), k, op, acc)

@@ -41,13 +41,18 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 
 Columns = dict[str, npt.NDArray[np.generic]]
 
+_DIRECT_MASK = (1 << 16) - 1
+"""The low bits of a hash that index :class:`Codes`' direct table (256 KB)."""
+
 
 class Codes:
     """64-bit hash -> a dense code, in order of first appearance.
 
     A column holds few distinct hashes (operations, models, agents): each batch
-    is looked up in the sorted known ones (a merge), and only hashes not seen
-    yet get codes. (Not ``pyarrow.compute``'s dictionary encoding: importing it
+    is looked up in a table indexed by the low 16 bits of the known hashes and
+    checked against them; a batch with a hash not seen yet (or known hashes
+    sharing their low bits) is looked up in the sorted known ones, and only
+    hashes not seen yet get codes. (Not ``pyarrow.compute``'s dictionary encoding: importing it
     costs more than encoding every batch this way.)
     """
 
@@ -55,14 +60,40 @@ class Codes:
         self.hashes: list[int] = []
         self._sorted = np.empty(0, np.uint64)  # the known hashes, sorted
         self._code_of = np.empty(0, np.int32)  # the code of each of them
+        # A direct table on the low bits of the known hashes (when they differ
+        # there): one gather and one check, instead of a binary search.
+        self._direct: npt.NDArray[np.int32] | None = None
+        self._by_code = np.empty(0, np.uint64)  # the hash of each code
 
     def encode(self, column: pa.Array) -> npt.NDArray[np.int32]:
         values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.uint64)
+        if self._direct is not None:
+            codes: npt.NDArray[np.int32] = self._direct[values & np.uint64(_DIRECT_MASK)]
+            if bool((self._by_code[codes] == values).all()):
+                return codes
+        known = len(self.hashes)
+        out = self._search(values)
+        if len(self.hashes) != known or self._direct is None:
+            self._index()
+        return out
+
+    def _index(self) -> None:
+        if not self.hashes:
+            return
+        low = self._sorted & np.uint64(_DIRECT_MASK)
+        self._by_code = np.array(self.hashes, dtype=np.uint64)
+        if _distinct(low).size != low.size:
+            self._direct = None  # two known hashes share their low bits: search
+            return
+        direct = np.zeros(_DIRECT_MASK + 1, np.int32)  # unknown low bits: code 0, checked
+        direct[low.astype(np.int64)] = self._code_of
+        self._direct = direct
+
+    def _search(self, values: npt.NDArray[np.uint64]) -> npt.NDArray[np.int32]:
         pos = np.minimum(np.searchsorted(self._sorted, values), max(0, self._sorted.size - 1))
         miss = (self._sorted[pos] != values) if self._sorted.size else np.ones(values.size, bool)
         if miss.any():
-            new, first = np.unique(values[miss], return_index=True)
-            new = new[np.argsort(first, kind="stable")]  # in order of first appearance
+            new = _first_seen(values[miss])
             codes = np.arange(len(self.hashes), len(self.hashes) + new.size, dtype=np.int32)
             self.hashes.extend(int(h) for h in new)
             merged = np.concatenate([self._sorted, new])
@@ -72,6 +103,37 @@ class Codes:
             pos = np.searchsorted(self._sorted, values)
         out: npt.NDArray[np.int32] = self._code_of[pos]
         return out
+
+
+def _starts(ordered: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    """Where each run of equal values of ``ordered`` (sorted) starts."""
+    new = np.ones(ordered.size, np.bool_)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _first_seen(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The distinct values, in order of first appearance."""
+    n = values.size
+    low = (values & np.uint64(_DIRECT_MASK)).astype(np.intp)
+    first = np.full(_DIRECT_MASK + 1, n, np.intp)
+    np.minimum.at(first, low, np.arange(n))  # the first row of each low 16 bits
+    rows = first[first < n]
+    table = np.zeros(_DIRECT_MASK + 1, np.uint64)
+    table[low[rows]] = values[rows]
+    if bool((table[low] == values).all()):  # no two distinct values share low bits
+        out: npt.NDArray[np.uint64] = values[np.sort(rows)]
+        return out
+    order = np.argsort(values, kind="stable")
+    return values[np.sort(order[_starts(values[order])])]
+
+
+def _distinct(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The distinct values, sorted. (Not ``np.unique``: in numpy 2 it imports
+    ``numpy.ma``, 10 ms.)"""
+    ordered = np.sort(values)
+    out: npt.NDArray[np.uint64] = ordered[_starts(ordered)]
+    return out
 
 
 @dataclass

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llamonitor.storage._files import write_atomic
 
@@ -63,6 +62,8 @@ def parquet_writer(table: pa.Table, compression: str) -> Callable[[BinaryIO], No
         codecs = {c: "none" if c in UNIQUE_COLUMNS else codec for c in names}
 
     def write(f: BinaryIO) -> None:
+        import pyarrow.parquet as pq  # not at import: readers of the store do without it
+
         pq.write_table(table, f, compression=codecs, use_dictionary=dictionary)
 
     return write
@@ -140,6 +141,8 @@ def _foreign(path: Path) -> ForeignFile | None:
         cached = _foreign_cache.get(path)
     if cached is not None and cached[:2] == (st.st_mtime_ns, st.st_size):
         return cached[2]
+    import pyarrow.parquet as pq  # only for files with a name not ours
+
     schema = pq.read_schema(path)
     found: ForeignFile | None = None
     if VERSION_KEY not in (schema.metadata or {}):
