@@ -25,6 +25,21 @@ def leaf(kind: str, i: int) -> int:
     return i
 
 
+def work_later(kind: str, n: int) -> int:
+    import time
+
+    time.sleep(1.0)  # its parent's code is over by now
+    return work(kind, n)
+
+
+def work_marked(kind: str, n: int) -> int:
+    import os
+
+    leaf(kind, -1)
+    open(f"started-{os.getpid()}", "w").close()  # recording (and its SIGTERM flush armed)
+    return work(kind, n)
+
+
 def work(kind: str, n: int, nested: str | None = None) -> int:
     for i in range(n):
         leaf(kind, i)
@@ -193,16 +208,19 @@ def test_configuration_directories_of_dead_processes_are_removed_at_the_next_sta
     tmp_path: Path,
 ) -> None:
     """A monitoring process killed before its exit hooks leaves its directory; the
-    next one to start removes it, and leaves those of live processes alone."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead_pid = int(dead.stdout)
+    next one to start removes it (nobody holds its lock), and leaves alone those
+    whose owner lives, whatever pid its name shows (another pid namespace)."""
+    import fcntl
+
     base = Path(tempfile.gettempdir())
-    stale = base / f"llamonitor-mp-{dead_pid}-test"
-    live = base / f"llamonitor-mp-{os.getpid()}-test"
+    stale = base / "llamonitor-mp-999999991-test"
+    live = base / "llamonitor-mp-999999992-test"  # a pid this namespace does not have
     for d in (stale, live):
         d.mkdir(mode=0o700, exist_ok=True)
         (d / "config.pickle").write_bytes(b"x")
+        (d / "alive.lock").write_bytes(b"")
+    fd = os.open(live / "alive.lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # its owner, alive
     try:
         proc = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(f"""
@@ -215,10 +233,45 @@ def test_configuration_directories_of_dead_processes_are_removed_at_the_next_sta
         assert not stale.exists()
         assert live.exists()
     finally:
+        os.close(fd)
         for d in (stale, live):
             if d.exists():
-                (d / "config.pickle").unlink()
+                for f in d.iterdir():
+                    f.unlink()
                 d.rmdir()
+
+
+NOT_JOINED = """
+import multiprocessing as mp
+import os
+import sys
+
+import mp_worker
+
+if __name__ == "__main__":
+    import concurrent.futures.process  # imports multiprocessing.util first, as libraries do
+    store = sys.argv[1]
+    from llamonitor import MonitorConfig, initialize_monitoring
+
+    initialize_monitoring(MonitorConfig.for_local_dev(store))
+    p = mp.get_context("spawn").Process(target=mp_worker.work_later, args=("late", 5))
+    p.start()  # not joined: multiprocessing joins it at exit
+"""
+
+
+def test_a_child_that_records_after_its_parent_returned_still_finds_the_configuration(
+    tmp_path: Path,
+) -> None:
+    """The file is removed only after the process has joined its children, so a
+    child that records its first span late (its parent's code already over) is written."""
+    script = _script(tmp_path, NOT_JOINED)
+    store = tmp_path / "store"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(store)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _counts(store) == {"late": 5}
 
 
 TERMINATED = """
@@ -234,10 +287,15 @@ if __name__ == "__main__":
     from llamonitor import MonitorConfig, initialize_monitoring
 
     initialize_monitoring(MonitorConfig.for_local_dev(store))
+    import glob
+
     for round in range(3):
         pool = mp.get_context(method).Pool(2)
-        pool.starmap_async(mp_worker.work, [("pool", 10**7)] * 2)
-        time.sleep(1.5)  # the workers record as fast as they can
+        pool.starmap_async(mp_worker.work_marked, [("pool", 10**7)] * 2)
+        deadline = time.monotonic() + 60
+        while len(glob.glob("started-*")) < 2 * (round + 1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the workers record as fast as they can
         pool.terminate()  # SIGTERM in the middle of it
         pool.join()
     print("done")

@@ -825,3 +825,16 @@ def test_end_to_end_from_decorated_calls(db: Store) -> None:
     assert spans["answer"]["parent_span_id"] == spans["agent"]["span_id"]
     assert spans["answer"]["text_char_count"] == len("an answer to one")
     assert json.loads(spans["answer"]["custom_attributes"])["model"] == "gpt-4"
+
+
+def test_a_user_name_holding_an_at_sign_keeps_the_password_masked() -> None:
+    """Azure's ``user@server`` names: the password after them is masked everywhere,
+    and an "@" in the query string is not taken for the end of the password."""
+    from llamonitor.storage._sql import _check_ports, mask_dsn
+
+    dsn = "postgresql://admin@srv:Secret99@host.example:5432/db"
+    assert mask_dsn(dsn) == "postgresql://admin@srv:***@host.example:5432/db"
+    with pytest.raises(llamonitor.ConfigurationError) as err:
+        _check_ports(dsn.replace("5432", "99999"))
+    assert "Secret99" not in str(err.value) and "99999" in str(err.value)
+    _check_ports("postgresql://u:pw123@host:5432/db?application_name=svc@worker:x")

@@ -852,3 +852,17 @@ def test_past_the_soft_mark_a_thread_waits_for_the_worker_but_an_event_loop_neve
     finally:
         release.set()
         shutdown_monitoring(5)
+
+
+def test_get_instance_with_the_running_config_keeps_the_writer() -> None:
+    """Seed 000's ``MonitoringWriter.get_instance(config)``: the same config gives the
+    running writer, even when its queue bounds were fitted at start."""
+    from llamonitor import MonitoringWriter
+
+    config = _config(InMemoryBackend(), max_queue_size=100_000)
+    first = MonitoringWriter.get_instance(config)
+    try:
+        assert MonitoringWriter.get_instance(config) is first
+        assert first.config is config
+    finally:
+        shutdown_monitoring(5)

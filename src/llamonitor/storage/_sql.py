@@ -97,7 +97,10 @@ def _check_ports(dsn: str) -> None:
     """
     # After the last "@", as mask_dsn reads it: a password's unescaped "/" is
     # not the end of the host list (nor a piece of it shown as the "port").
-    netloc = dsn.split("://", 1)[1].rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    # An "@" in the query string (application_name=svc@worker) is not one.
+    rest = dsn.split("://", 1)[1]
+    head = rest.split("?", 1)[0]
+    netloc = (head if "@" in head else rest).rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0]
     for host in netloc.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host else ""
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
@@ -147,7 +150,7 @@ def lock_key(name: str) -> int:
 # -- secrets ----------------------------------------------------------------
 
 MASK = "***"
-_URL_USER = r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:"
+_URL_USER = r"[A-Za-z][A-Za-z0-9+.-]*://[^:/\s]*:"  # a user may hold "@" (Azure's user@server)
 # A connection string: its password runs to the last "@" (a password may hold
 # an unescaped space, "/" or "@"; masking too much is the safe side).
 _DSN_PASSWORD = re.compile(rf"\A(\s*{_URL_USER})(.*)@")

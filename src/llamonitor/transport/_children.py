@@ -23,8 +23,9 @@ A child process of ``multiprocessing`` (``Process``, ``Pool``,
   the process that wrote the file*; any other program (a plain subprocess, or
   the ``multiprocessing`` children of one) ignores the file and removes the
   variable from its own environment. A child that monitors shares its own
-  file with its children in turn, and removes it when it ends. Directories
-  left by processes that were killed are removed at the next start.
+  file with its children in turn, and removes it when it ends (after joining
+  its own children). Directories left by processes that were killed (nobody
+  holds their ``alive.lock`` any more) are removed at the next start.
 
 Events queued in the parent at fork time stay the parent's (the child starts
 with an empty queue), so each span is written once.
@@ -32,7 +33,6 @@ with an empty queue), so each span is written once.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import pickle
@@ -116,12 +116,13 @@ def _write_shared(data: bytes) -> None:
         if directory is None or _owner_pid(directory) != os.getpid():
             _sweep_stale()
             directory = _state["dir"] = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
-            if in_multiprocessing_child():  # ends with os._exit: no atexit
-                from multiprocessing import util
+            _hold_alive_lock(directory)
+            from multiprocessing import util
 
-                util.Finalize(None, _remove_shared, exitpriority=5)  # after the flush
-            else:
-                atexit.register(_remove_shared)
+            # Removed by multiprocessing's last pass of finalizers: after the flush,
+            # and after this process has joined its own children (which may still
+            # need the file), also in a main process (util's atexit hook runs then).
+            util.Finalize(None, _remove_shared, exitpriority=-1)
         path = Path(directory) / "config.pickle"
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -148,6 +149,39 @@ def _remove_shared() -> None:
             os.environ.pop(INHERIT_ENV, None)
 
 
+ALIVE_LOCK = "alive.lock"
+"""A file its owner holds ``flock``'ed while it lives (whatever pid namespace the
+sweeper is in: locks are the kernel's, pids are not)."""
+
+
+def _hold_alive_lock(directory: str) -> None:
+    try:
+        import fcntl
+
+        fd = os.open(Path(directory) / ALIVE_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _state["alive_fd"] = fd  # held until the process ends (its fork children share it)
+    except (ImportError, OSError):
+        pass
+
+
+def _owner_gone(directory: Path) -> bool:
+    """The directory's owner has ended: nobody holds its lock (False if unsure)."""
+    try:
+        import fcntl
+
+        fd = os.open(directory / ALIVE_LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except (ImportError, OSError):
+        return False  # no lock file (being created, or not ours): leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # held: alive
+    finally:
+        os.close(fd)
+    return True
+
+
 def _sweep_stale() -> None:
     """Remove this user's configuration directories whose process is gone
     (killed before its exit hooks ran). Once per process."""
@@ -167,11 +201,10 @@ def _sweep_stale() -> None:
             st = directory.lstat()
             if st.st_uid != uid or not stat.S_ISDIR(st.st_mode):
                 continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(directory, ignore_errors=True)
         except OSError:
-            continue  # alive (another user's, say), or unreadable
+            continue
+        if _owner_gone(directory):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- the exit flush --------------------------------------------------------------

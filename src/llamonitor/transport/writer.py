@@ -195,12 +195,12 @@ class MonitoringWriter:
         Raises:
             ConfigurationError: a setting is invalid (the message names it).
         """
-        self.config = fit_queue_bounds(self.config)
+        fitted = fit_queue_bounds(self.config)  # self.config stays the user's (get_instance)
         if self.config.spool_dir is not None and Path(self.config.spool_dir).is_file():
             raise ConfigurationError(
                 "spool_dir", f"{str(self.config.spool_dir)!r} is a file, not a directory"
             )
-        pipeline = Pipeline(self.config, self._make_sinks)
+        pipeline = Pipeline(fitted, self._make_sinks)
         try:
             pipeline.start(wait)
         except ConfigurationError:
