@@ -78,6 +78,13 @@ def _script(tmp_path: Path, main: str) -> Path:
     return script
 
 
+def _run_script(script: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=script.parent, capture_output=True, text=True, timeout=timeout,
+    )
+
+
 def _counts(store: Path) -> dict[object, object]:
     if not list(store.rglob("*.parquet")):
         return {}
@@ -110,10 +117,7 @@ def test_children_and_their_children_monitor_when_the_worker_imports_only_the_de
     from its parent's configuration, and shares it with its own children."""
     script = _script(tmp_path, MAIN)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, str(script), method, nested, str(store)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    proc = _run_script(script, method, nested, str(store), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert _counts(store) == {"child": 40, "child_grandchild": 40}
     parent = int(proc.stdout.split()[-1])
@@ -162,10 +166,7 @@ def test_another_program_and_its_multiprocessing_children_do_not_inherit(
     variable from its environment at its first span."""
     script = _script(tmp_path, UNRELATED)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, str(script), str(store)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    proc = _run_script(script, str(store), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "other None" in proc.stdout
     assert _counts(store) == {}
@@ -195,10 +196,7 @@ if __name__ == "__main__":
 def test_a_configuration_file_others_can_read_is_not_loaded(tmp_path: Path) -> None:
     script = _script(tmp_path, PRIVATE)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, str(script), str(store)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    proc = _run_script(script, str(store), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert _counts(store) == {"parent": 5}
     assert "not a private file" in proc.stderr
@@ -266,10 +264,7 @@ def test_a_child_that_records_after_its_parent_returned_still_finds_the_configur
     child that records its first span late (its parent's code already over) is written."""
     script = _script(tmp_path, NOT_JOINED)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, str(script), str(store)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    proc = _run_script(script, str(store), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert _counts(store) == {"late": 5}
 
@@ -310,10 +305,7 @@ def test_a_pool_terminated_while_its_workers_record_ends_and_keeps_what_they_rec
     flushes and dies (no hang of the pool's ``join``), and what it wrote is unique."""
     script = _script(tmp_path, TERMINATED)
     store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, str(script), method, str(store)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=200,
-    )
+    proc = _run_script(script, method, str(store), timeout=200)
     assert proc.returncode == 0, proc.stderr
     assert "done" in proc.stdout
     rows = duckdb.sql(
