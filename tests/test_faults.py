@@ -33,7 +33,7 @@ import pyarrow as pa
 import pytest
 
 import llamonitor
-from _helpers import span_row
+from _helpers import accounted, span_row
 from llamonitor import MonitorConfig, monitor_llm
 from llamonitor.storage import StoreError, create_backend
 from llamonitor.storage import mysql as mysql_store
@@ -252,15 +252,7 @@ def assert_accounting(h: dict[str, Any], spooled: bool = True) -> None:
     assert (
         h["events_received"]
         == EVENTS
-        == (
-            h["events_written"]
-            + h["events_failed"]
-            + h["events_dropped"]
-            + h["queue_size"]
-            + h["buffer_size"]
-            + h["events_spooled"]
-            + h["events_rejected"]
-        )
+        == accounted(h)
     )
     assert h["events_written"] == EVENTS, h
     assert h["events_failed"] == 0 and h["events_failed_by_reason"] == {}, h

@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import llamonitor
-from _helpers import span_row
+from _helpers import accounted, span_row
 from llamonitor import (
     ConfigurationError,
     MonitorConfig,
@@ -137,16 +137,6 @@ def _sink(h: dict[str, Any]) -> dict[str, Any]:
     return next(iter(h["sinks"].values()))  # type: ignore[no-any-return]
 
 
-def _accounted(h: dict[str, Any]) -> int:
-    return (
-        h["events_written"]
-        + h["events_failed"]
-        + h["events_dropped"]
-        + h["queue_size"]
-        + h["buffer_size"]
-        + h["events_spooled"]
-        + h["events_rejected"]
-    )
 
 
 def run(*args: str | Path) -> Result:
@@ -169,7 +159,7 @@ def test_an_outage_mid_run_loses_nothing_and_writes_each_event_once(tmp_path: Pa
     assert h["events_written"] == 100 and h["events_spooled"] == 300
     assert _sink(h)["outage"] and not h["backend_healthy"]
     assert _sink(h)["spool_bytes"] > 0
-    assert _accounted(h) == h["events_received"] == 400
+    assert accounted(h) == h["events_received"] == 400
     assert len(_ids(out)) == 100
 
     _down(out, False)
@@ -182,7 +172,7 @@ def test_an_outage_mid_run_loses_nothing_and_writes_each_event_once(tmp_path: Pa
     assert len(ids) == len(set(ids)) == 450
     assert h["events_written"] == 450 and h["events_replayed"] == 300
     assert h["events_failed"] == 0 and not _sink(h)["outage"]
-    assert _accounted(h) == h["events_received"] == 450
+    assert accounted(h) == h["events_received"] == 450
     assert not _spool.segment_files(out / ".spool" / _spool.sink_dir_name(_config(out).storage))
 
 
@@ -261,7 +251,7 @@ def test_a_full_spool_warns_once_and_counts_the_rest_as_failed(
     sink = _sink(h)
     assert sink["spool_full"] and 0 < h["events_spooled"] < 3000
     assert h["events_failed"] == sink["failed_reasons"]["spool_full"] > 0
-    assert _accounted(h) == h["events_received"] == 3000
+    assert accounted(h) == h["events_received"] == 3000
     assert sink["spool_bytes"] <= limit
     full = [r for r in caplog.records if "is full" in r.getMessage()]
     assert len(full) == 1
@@ -392,7 +382,7 @@ def test_rejected_rows_are_kept_with_their_errors_and_replayed_on_request(tmp_pa
     h = writer.health_check()
     assert h["events_written"] == 40 and h["events_rejected"] == 4
     assert h["events_failed"] == 0 and _sink(h)["healthy"]
-    assert _accounted(h) == h["events_received"] == 44
+    assert accounted(h) == h["events_received"] == 44
     assert len(_ids(out)) == 40
     assert shutdown_monitoring(10)
 
@@ -442,7 +432,7 @@ def test_an_unwritable_spool_counts_failed_warns_once_and_the_sink_survives(
     assert shutdown_monitoring(10)
     h = writer.health_check()
     assert h["events_written"] == 30 == len(_ids(out))
-    assert _accounted(h) == h["events_received"] == 230
+    assert accounted(h) == h["events_received"] == 230
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 0o500")
@@ -533,7 +523,7 @@ def test_a_batch_the_store_always_refuses_does_not_hold_the_sink_down(tmp_path: 
     h = writer.health_check()
     assert h["events_rejected"] == 1 and h["events_spooled"] == 0
     assert h["events_written"] == len(_ids(out)) == 10 * rounds
-    assert _accounted(h) == h["events_received"]
+    assert accounted(h) == h["events_received"]
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -753,7 +743,7 @@ def test_a_refused_batch_at_the_head_of_the_spool_does_not_stall_an_idle_sink(
     assert _wait(lambda: writer.health_check()["events_spooled"] == 0, timeout=30)
     h = writer.health_check()
     assert h["events_rejected"] == 1 and h["events_written"] == 200
-    assert _accounted(h) == h["events_received"] == 201
+    assert accounted(h) == h["events_received"] == 201
     assert len(set(_ids(out))) == 200
     assert shutdown_monitoring(10)
     (sink,) = json.loads(run("spool", "status", "--dir", out, "--json").output)["sinks"]
@@ -837,7 +827,7 @@ def test_a_spool_deleted_underneath_is_noticed_and_counted(tmp_path: Path) -> No
     assert len(_spool.segment_files(_spool_dir(out))) == 1
     h = writer.health_check()
     assert h["events_failed"] == _sink(h)["failed_reasons"]["spool_lost"] == 100
-    assert _accounted(h) == h["events_received"] == 200
+    assert accounted(h) == h["events_received"] == 200
     _down(out, False)
     assert _wait(lambda: writer.health_check()["events_spooled"] == 0)
     assert shutdown_monitoring(10)
@@ -1020,7 +1010,7 @@ def test_shutdown_spools_what_is_queued_behind_a_slow_replay(tmp_path: Path) -> 
         assert shutdown_monitoring(3.0)
         h = writer.health_check()
         assert h["dropped"]["shutdown"] == 0 and h["events_spooled"] == 500
-        assert _accounted(h) == h["events_received"] == 500
+        assert accounted(h) == h["events_received"] == 500
     finally:
         Gated.gate.set()
 
@@ -1052,7 +1042,7 @@ def test_events_another_process_replayed_leave_this_processs_spooled_count(
     h = writer.health_check()
     assert h["events_spooled"] == 0 and h["events_written"] == 100
     assert _sink(h)["written_elsewhere"] == 100
-    assert _accounted(h) == h["events_received"] == 100
+    assert accounted(h) == h["events_received"] == 100
 
 
 def test_temporary_segments_left_by_dead_writers_are_recovered_or_removed(

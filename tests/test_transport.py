@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 import llamonitor
+from _helpers import accounted
 from llamonitor import (
     InMemoryBackend,
     MonitorConfig,
@@ -38,16 +39,6 @@ def _config(backend: Any, **kw: Any) -> MonitorConfig:
     return MonitorConfig(storage=StorageConfig(**storage), **kw)
 
 
-def _accounted(h: dict[str, Any]) -> int:
-    return (
-        h["events_written"]
-        + h["events_failed"]
-        + h["events_dropped"]
-        + h["queue_size"]
-        + h["buffer_size"]
-        + h["events_spooled"]
-        + h["events_rejected"]
-    )
 
 
 class BlockingBackend(StorageBackend):
@@ -106,7 +97,7 @@ def test_accounting_adds_up_under_concurrent_overload() -> None:
     assert shutdown_monitoring(10)
     h = writer.health_check()
     assert h["events_received"] == n_threads * per_thread
-    assert _accounted(h) == h["events_received"]
+    assert accounted(h) == h["events_received"]
     assert h["events_written"] == len(backend)
     assert h["queue_size"] == h["buffer_size"] == 0
     assert h["dropped"]["queue_full"] == h["events_dropped"]
@@ -206,7 +197,7 @@ def test_block_policy_gives_up_after_its_timeout_when_the_sink_hangs() -> None:
         assert h["dropped"]["queue_full"] > 0
         # Generous: every call waits at most 50 ms.
         assert elapsed < 60 * 0.05 + 2
-        assert _accounted(h) == h["events_received"] == 60
+        assert accounted(h) == h["events_received"] == 60
     finally:
         backend.release.set()
 
@@ -271,7 +262,7 @@ def test_shutdown_returns_by_its_deadline_when_a_sink_hangs() -> None:
         assert elapsed < 1.1
         h = writer.health_check()
         assert h["dropped"]["shutdown"] == 50
-        assert _accounted(h) == 50
+        assert accounted(h) == 50
         # A second call is safe and immediate.
         start = time.monotonic()
         assert shutdown_monitoring(1.0)
@@ -340,7 +331,7 @@ def test_a_sink_that_always_fails_counts_failed_events() -> None:
     assert h["events_failed"] == 10
     assert h["events_written"] == 0
     assert not h["backend_healthy"]
-    assert _accounted(h) == 10
+    assert accounted(h) == 10
 
 
 def test_a_hung_extra_backend_does_not_stall_the_primary() -> None:
@@ -395,7 +386,7 @@ def test_a_dead_worker_is_restarted_on_the_next_event(
     assert len(backend) == 1  # the event in the dead worker's hands is lost ...
     assert h["dropped"]["worker_died"] == 1  # ... and accounted for, not silently
     assert shutdown_monitoring(5)
-    assert _accounted(writer.health_check()) == 2
+    assert accounted(writer.health_check()) == 2
 
 
 def test_llamonitor_log_records_never_feed_back_into_monitoring(
@@ -503,7 +494,7 @@ def test_records_in_the_workers_hands_count_against_the_queue_bound() -> None:
             assert len(pipeline._q) + pipeline._inflight <= 100
         h = writer.health_check()
         assert h["dropped"]["queue_full"] > 0
-        assert _accounted(h) == 2000
+        assert accounted(h) == 2000
     finally:
         backend.release.set()
 
@@ -564,7 +555,7 @@ def test_a_missed_shutdown_deadline_counts_each_event_once() -> None:
     h = writer.health_check()
     assert h["buffer_size"] >= 0
     assert h["events_received"] == 100
-    assert _accounted(h) == 100
+    assert accounted(h) == 100
 
 
 class CancellingBackend(StorageBackend):
@@ -592,7 +583,7 @@ def test_a_base_exception_from_a_backend_is_a_failed_write_not_a_dead_sink() -> 
     for i in range(5):
         op(i)
     assert shutdown_monitoring(5)
-    assert _accounted(writer.health_check()) == 15
+    assert accounted(writer.health_check()) == 15
     assert threading.active_count() <= threads - 2  # worker and sink threads are gone
 
 
