@@ -264,6 +264,10 @@ from llamonitor.cli._report import report as _report_command  # noqa: E402
 
 cli.add_command(_report_command)
 
+from llamonitor.cli._serve import serve as _serve_command  # noqa: E402
+
+cli.add_command(_serve_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

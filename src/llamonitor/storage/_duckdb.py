@@ -117,6 +117,11 @@ class DuckDBQuery:
     def close(self) -> None:
         self._con.close()
 
+    def interrupt(self) -> None:
+        """Stop the statement running on this object's connection (from another
+        thread); it raises ``duckdb.InterruptException`` to its caller."""
+        self._con.interrupt()
+
     def __enter__(self) -> DuckDBQuery:
         return self
 

@@ -1,0 +1,84 @@
+"""``llamonitor serve``: the web UI and the REST API over a store.
+
+Imported by ``llamonitor --help``: the server's packages are imported when
+the command runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from llamonitor.cli._options import dir_option, dsn_options, store_errors
+
+
+@click.command()
+@dir_option
+@dsn_options
+@click.option(
+    "--host", envvar="LLMOPS_SERVER__HOST", show_envvar=True, default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Any address but loopback needs --token.",
+)
+@click.option(
+    "--port", envvar="LLMOPS_SERVER__PORT", show_envvar=True, type=click.IntRange(0, 65535),
+    default=8585, show_default=True, help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--token", envvar="LLMOPS_SERVER__TOKEN", show_envvar=True, metavar="SECRET",
+    help="Require this token (at least 16 characters) on every request.",
+)
+@click.option(
+    "--demo", "with_demo", is_flag=True,
+    help="Serve a fresh demo store (in a temporary directory) instead of --dir.",
+)
+@store_errors(ImportError)
+def serve(
+    directory: Path,
+    dsn: str | None,
+    table: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    with_demo: bool,
+) -> None:
+    """Serve the web UI and the REST API (read-only) over the store.
+
+    Opens on http://127.0.0.1:8585/ by default: dashboard, traces, sessions,
+    report and a live tail of the spans as they land. The API's schema is
+    at /api/openapi.json.
+    """
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "llamonitor serve needs the server extra: pip install 'llamonitor[server]'"
+        ) from None
+    from llamonitor.server._run import serve_forever
+    from llamonitor.server._settings import ServerConfig
+    from llamonitor.server._store import open_server_store
+
+    config = ServerConfig(host=host, port=port, token=token).check()
+    if with_demo:
+        from llamonitor.cli._demo import run_demo
+
+        directory = Path(tempfile.mkdtemp(prefix="llamonitor-demo-"))
+        dsn = None
+        run_demo(directory, 7, first_run=True)
+    store = open_server_store(
+        directory, dsn, table, config.query_workers, config.query_timeout_seconds
+    )
+
+    def announce(url: str) -> None:
+        click.echo(f"llamonitor serving {store.info.label} at {url}")
+        if config.token is not None:
+            click.echo("every request needs the token: open the page once with ?token=<token>")
+        click.echo("press Ctrl-C to stop", err=True)
+
+    try:
+        serve_forever(store, config, announce)
+    finally:
+        store.close()

@@ -1,0 +1,69 @@
+"""The ASGI app: the API routers, the UI's files, and the guard around them."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from llamonitor.server._deps import ServerState
+from llamonitor.server._errors import ERROR_RESPONSES, HANDLERS
+from llamonitor.server._health import package_version
+from llamonitor.server._security import Guard
+from llamonitor.server._settings import ServerConfig, is_loopback
+from llamonitor.server._store import ServerStore
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+ROUTERS = ("_health", "_spans", "_traces", "_sessions", "_aggregates", "_live")
+"""Modules of this package whose ``router`` the app includes, in order."""
+
+UI_ROUTES = ("/", "/traces", "/traces/{rest:path}", "/sessions", "/sessions/{rest:path}",
+             "/report", "/live", "/spans/{rest:path}")
+"""Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
+
+
+def create_app(
+    store: ServerStore,
+    config: ServerConfig | None = None,
+    writer_health: Callable[[], Any] | None = None,
+) -> Guard:
+    """The app serving ``store``: the FastAPI app (``.app``) inside the :class:`Guard`.
+
+    Raises:
+        ConfigurationError: ``config`` binds off loopback without a token.
+    """
+    config = (config or ServerConfig()).check()
+    app = FastAPI(
+        title="llamonitor",
+        version=package_version(),
+        summary="Spans, traces, sessions, cost and latency of an LLM application; read-only.",
+        docs_url=None,  # Swagger UI loads from a CDN: the schema is at /api/openapi.json
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        responses=ERROR_RESPONSES,
+    )
+    app.state.llamonitor = ServerState(store=store, config=config, writer_health=writer_health)
+    for exc_class, handler in HANDLERS.items():
+        app.add_exception_handler(exc_class, handler)
+    for name in ROUTERS:
+        module = importlib.import_module(f"llamonitor.server.{name}")
+        app.include_router(module.router)
+
+    @app.get("/api/{rest:path}", include_in_schema=False)
+    def unknown_api(rest: str) -> JSONResponse:
+        return JSONResponse({"error": f"no such endpoint: /api/{rest}", "parameter": None}, 404)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    for route in UI_ROUTES:
+        app.add_api_route(route, page, methods=["GET"], include_in_schema=False)
+    return Guard(app, config.token_value, loopback_only=is_loopback(config.host))

@@ -1,0 +1,188 @@
+"""Running the app: in the foreground (``llamonitor serve``) or on a thread of
+the instrumented process (``start_server()``, ``initialize_monitoring(serve=True)``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llamonitor.schema.config import ConfigurationError
+from llamonitor.server._app import create_app
+from llamonitor.server._security import Guard
+from llamonitor.server._settings import ServerConfig
+from llamonitor.server._store import ServerStore, open_server_store
+
+logger = logging.getLogger("llamonitor.server")
+
+__all__ = ["ServerHandle", "bind", "serve_forever", "start_server", "url_of"]
+
+
+def bind(config: ServerConfig) -> socket.socket:
+    """The listening socket (so a taken port fails now, naming the setting).
+
+    Raises:
+        ConfigurationError: the address cannot be bound (names ``server.port``).
+    """
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host.strip("[]"), config.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            "server.port", f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket, config: ServerConfig) -> str:
+    port = sock.getsockname()[1]
+    host = config.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def _uvicorn_server(app: Guard, config: ServerConfig) -> Any:
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ImportError(
+            "llamonitor serve needs the server extra: pip install 'llamonitor[server]'"
+        ) from exc
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            ws="websockets-sansio",
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=2,
+            ws_max_size=64 * 1024,
+        )
+    )
+
+
+def serve_forever(
+    store: ServerStore,
+    config: ServerConfig,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    app = create_app(store, config)
+    sock = bind(config)
+    server = _uvicorn_server(app, config)
+    announce(url_of(sock, config))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+class ServerHandle:
+    """A server running on a thread of this process; :meth:`stop` ends it."""
+
+    def __init__(self, server: Any, thread: threading.Thread, url: str, app: Guard) -> None:
+        self._server = server
+        self._thread = thread
+        self.url = url
+        self.app = app
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and wait for the thread (at most ``timeout`` seconds)."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def __repr__(self) -> str:
+        return f"ServerHandle({self.url!r}, running={self.running})"
+
+
+def _writer_store() -> tuple[Path, str | None, Callable[[], Any] | None]:
+    """The directory / DSN the running writer writes, and its ``health_check``."""
+    from llamonitor.transport.writer import MonitoringWriter
+
+    writer = MonitoringWriter.get_instance_sync()
+    if writer is None:
+        return Path("./monitoring_data"), None, None
+    storage = writer.config.storage
+    backend = storage.backend if isinstance(storage.backend, str) else ""
+    if backend in ("postgres", "postgresql", "mysql", "mariadb", "sqlite"):
+        dsn = storage.connection_string
+        if dsn is None:
+            raise ConfigurationError("storage.connection_string", "the store has none")
+        return Path(storage.output_dir), dsn.get_secret_value(), writer.health_check
+    if backend == "jsonl":
+        return Path(storage.output_dir) / "events.jsonl", None, writer.health_check
+    if backend != "parquet":
+        raise ConfigurationError(
+            "storage.backend",
+            f"the server reads Parquet, JSON Lines and SQL stores, not {storage.backend!r}: "
+            "pass directory= or dsn= to start_server()",
+        )
+    return Path(storage.output_dir), None, writer.health_check
+
+
+def start_server(
+    config: ServerConfig | None = None,
+    directory: str | Path | None = None,
+    dsn: str | None = None,
+    table: str | None = None,
+) -> ServerHandle:
+    """Serve the UI and API from a thread of this process.
+
+    Without ``directory`` or ``dsn``, it serves the store the running writer
+    (``initialize_monitoring``) writes, with the writer's counters in
+    ``/api/health`` and every span written shown live at once.
+
+    Args:
+        config: host, port, token... (default: ``LLMOPS_SERVER__*``; port 8585).
+        directory: a Parquet output directory to serve instead.
+        dsn: a database to serve instead.
+        table: the span table of ``dsn``.
+
+    Returns:
+        The running server: ``.url``, ``.stop()``.
+
+    Raises:
+        ConfigurationError: a bad setting (named), or the port is taken.
+    """
+    config = (config or ServerConfig()).check()
+    writer_health: Callable[[], Any] | None = None
+    if directory is None and dsn is None:
+        where, dsn, writer_health = _writer_store()
+    else:
+        where = Path(directory) if directory is not None else Path("./monitoring_data")
+    store = open_server_store(
+        where, dsn, table, config.query_workers, config.query_timeout_seconds
+    )
+    app = create_app(store, config, writer_health)
+    sock = bind(config)
+    server = _uvicorn_server(app, config)
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except Exception:  # pragma: no cover - logged, never raised into the app
+            logger.exception("llamonitor server stopped")
+        finally:
+            sock.close()
+            store.close()
+
+    thread = threading.Thread(target=run, name="llamonitor-server", daemon=True)
+    thread.start()
+    return ServerHandle(server, thread, url_of(sock, config), app)
