@@ -120,7 +120,8 @@ class Guard:
                 jar = SimpleCookie()
             if COOKIE_NAME in jar:
                 return str(jar[COOKIE_NAME].value)
-        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        query: bytes = scope.get("query_string", b"")
+        for key, value in parse_qsl(query.decode("latin-1")):
             if key == TOKEN_PARAM:
                 return value
         return None
