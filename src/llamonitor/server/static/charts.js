@@ -15,7 +15,9 @@ export function color(i) {
  *   fmt: value -> text (axis and legend); bars: draw bars instead of lines.
  * Returns {el, destroy}.
  */
-export function timeChart({ title, x, series, fmt = String, bars = false, height = 200 }) {
+export const STEP = { minute: 60, hour: 3600, day: 86400, week: 604800 };
+
+export function timeChart({ title, x, series, fmt = String, bars = false, stacked = false, height = 200, step = 0 }) {
   const holder = h("div", { class: "chart" });
   const el = h("figure", { class: "card chart-card" }, h("figcaption", null, title), holder);
   if (!x.length || !series.length || typeof window.uPlot !== "function") {
@@ -24,7 +26,18 @@ export function timeChart({ title, x, series, fmt = String, bars = false, height
   }
   const U = window.uPlot;
   const single = x.length === 1;
-  const paths = bars || single ? U.paths.bars({ size: [0.6, 64] }) : undefined;
+  const paths = bars ? U.paths.bars({ size: [0.7, 80] }) : undefined;
+  if (stacked) {
+    // Each series drawn at the sum of itself and those before it, the tallest
+    // first so that every one shows; the legend keeps the series' own values.
+    const sums = [];
+    let acc = new Array(x.length).fill(0);
+    for (const s of series) {
+      acc = acc.map((a, i) => a + (Number(s.values[i]) || 0));
+      sums.push(acc);
+    }
+    series = series.map((s, i) => ({ ...s, color: s.color || color(i), own: s.values, values: sums[i] })).reverse();
+  }
   const opts = {
     width: 400,
     height,
@@ -40,17 +53,23 @@ export function timeChart({ title, x, series, fmt = String, bars = false, height
       ...series.map((s, i) => ({
         label: s.label,
         stroke: s.color || color(i),
-        fill: bars || single ? (s.color || color(i)) + "99" : undefined,
+        fill: bars ? (s.color || color(i)) + "cc" : undefined,
         width: 1.5,
         dash: s.dash,
         paths,
-        points: { show: x.length < 60, size: 5 },
-        value: (u, v) => (v == null ? "—" : fmt(v)),
+        points: { show: !bars && x.length < 60, size: single ? 8 : 5 },
+        value: (u, v, si, idx) => {
+          const own = s.own && idx !== null && idx !== undefined ? s.own[idx] : v;
+          return own == null ? "—" : fmt(own);
+        },
         spanGaps: false,
       })),
     ],
   };
-  if (single) opts.scales.x = { time: true, range: (u, min, max) => [min - 1800, max + 1800] };
+  // Pad the x range by half a bucket so that the first and last bars show whole
+  // (uPlot's own range for a single point is 1000 days wide).
+  const gap = step || (x.length > 1 ? x[1] - x[0] : 3600);
+  if (bars || single) opts.scales.x = { time: true, range: () => [x[0] - gap / 2, x[x.length - 1] + gap / 2] };
   const data = [x, ...series.map((s) => s.values)];
   let plot = null;
   const ro = new ResizeObserver(() => {

@@ -3,7 +3,7 @@
 // and slowest operations (each a link to the traces behind it).
 
 import { api, showError } from "./api.js";
-import { pivot, timeChart } from "./charts.js";
+import { STEP, pivot, timeChart } from "./charts.js";
 import { NO_SPANS, clear, empty, h, int, money, ms, pct, rangeLabel, rangePicker, stat, table, tracesHref } from "./dom.js";
 
 const GROUP_BY = ["model", "provider", "agent", "operation", "project", "operation_type"];
@@ -78,13 +78,13 @@ export function mount(root, ctx) {
         type: "button", class: "seg" + (l === lat ? " active" : ""), onclick: () => set({ latency: l === "p95" ? "" : l }),
       }, l)));
       charts = [
-        timeChart({ title: `Spend by ${groupBy}`, x: pv.x, bars: true, fmt: money,
+        timeChart({ title: `Spend by ${groupBy}`, x: pv.x, step: STEP[agg.bucket], bars: true, stacked: true, fmt: money,
           series: pv.groups.map((g) => ({ label: g, values: pv.column(g, "cost_usd") })) }),
-        timeChart({ title: "Tokens in / out", x: pv.x, fmt: int,
+        timeChart({ title: "Tokens in / out", x: pv.x, step: STEP[agg.bucket], bars: true, stacked: true, fmt: int,
           series: [{ label: "input", values: pv.sum("input_tokens") }, { label: "output", values: pv.sum("output_tokens") }] }),
-        timeChart({ title: `Latency ${lat} by ${groupBy}`, x: pv.x, fmt: ms,
+        timeChart({ title: `Latency ${lat} by ${groupBy}`, x: pv.x, step: STEP[agg.bucket], fmt: ms,
           series: pv.groups.map((g) => ({ label: g, values: pv.column(g, lat + "_ms") })) }),
-        timeChart({ title: "Error rate", x: pv.x, fmt: pct, series: [{ label: "error rate", values: errRate, color: "#dc2626" }] }),
+        timeChart({ title: "Error rate", x: pv.x, step: STEP[agg.bucket], fmt: pct, series: [{ label: "error rate", values: errRate, color: "#dc2626" }] }),
       ];
       charts[2].el.querySelector("figcaption").appendChild(latencyToggle);
       body.appendChild(h("div", { class: "charts" }, charts.map((c) => c.el)));

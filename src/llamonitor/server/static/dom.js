@@ -103,7 +103,7 @@ export function money(v) {
   if (a >= 100) return "$" + n.toFixed(2);
   if (a >= 1) return "$" + n.toFixed(3);
   if (a >= 0.0001) return "$" + n.toFixed(4);
-  return "$" + n.toPrecision(2);
+  return "$" + n.toFixed(8).replace(/0+$/, "");
 }
 
 export function ms(v) {

@@ -4,7 +4,7 @@
 // id to its trace page, a session to its session page.
 
 import { api, showError } from "./api.js";
-import { timeChart } from "./charts.js";
+import { STEP, timeChart } from "./charts.js";
 import {
   NO_SPANS, clear, debounce, empty, h, int, money, ms, pct, rangeLabel, rangePicker, section, sessionLink,
   stat, table, traceLink, tracesHref, whenTitle,
@@ -90,7 +90,7 @@ export function mount(root, ctx) {
       stat("last", whenTitle(o.last)))));
 
     const sugg = r.suggestions || [];
-    if (sugg.length) body.appendChild(section("Suggestions", h("div", { class: "suggestions" }, sugg.map((s) => suggestion(s, to)))));
+    if (sugg.length) body.appendChild(section("Suggestions", h("div", { class: "suggestions" }, sugg.map((s, i) => suggestion(s, to, i < 3)))));
 
     const c = r.cost || {};
     const costCols = (label, filter) => [
@@ -211,10 +211,11 @@ export function mount(root, ctx) {
     const pts = tr.points || [];
     if (pts.length) {
       const x = pts.map((pt) => new Date(pt.start).getTime() / 1000);
+      const step = STEP[tr.bucket];
       charts = [
-        timeChart({ title: `Cost per ${tr.bucket || "bucket"}`, x, bars: true, fmt: money, series: [{ label: "cost", values: pts.map((pt) => pt.cost_usd) }] }),
-        timeChart({ title: "Latency", x, fmt: ms, series: ["p50", "p95", "p99"].map((k) => ({ label: k, values: pts.map((pt) => pt[k + "_ms"]) })) }),
-        timeChart({ title: "Error rate", x, fmt: pct, series: [{ label: "error rate", values: pts.map((pt) => pt.error_rate), color: "#dc2626" }] }),
+        timeChart({ title: `Cost per ${tr.bucket || "bucket"}`, x, step, bars: true, fmt: money, series: [{ label: "cost", values: pts.map((pt) => pt.cost_usd) }] }),
+        timeChart({ title: "Latency", x, step, fmt: ms, series: ["p50", "p95", "p99"].map((k) => ({ label: k, values: pts.map((pt) => pt[k + "_ms"]) })) }),
+        timeChart({ title: "Error rate", x, step, fmt: pct, series: [{ label: "error rate", values: pts.map((pt) => pt.error_rate), color: "#dc2626" }] }),
       ];
       body.appendChild(section("Trends", h("div", { class: "charts three" }, charts.map((ch) => ch.el))));
     }
@@ -249,7 +250,7 @@ function traceTable(rows) {
 
 const LINKED = { model: "model", candidate: null, operation: "operation" };
 
-function suggestion(s, to) {
+function suggestion(s, to, open) {
   const figures = h("table", { class: "kv small" });
   for (const [k, v] of Object.entries(s.figures || {})) {
     let value;
@@ -264,7 +265,7 @@ function suggestion(s, to) {
   const saving = [];
   if (s.saving_usd) saving.push(h("span", { class: "badge ok" }, `save ${money(s.saving_usd)}`));
   if (s.saving_ms) saving.push(h("span", { class: "badge ok" }, `save ${ms(s.saving_ms)}`));
-  return h("details", { class: "suggestion" },
+  return h("details", { class: "suggestion", open },
     h("summary", null, h("span", { class: "badge" }, String(s.kind ?? "")), " ", h("strong", null, String(s.title ?? "")), " ", saving),
     h("p", null, String(s.detail ?? "")), figures);
 }

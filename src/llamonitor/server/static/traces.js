@@ -9,7 +9,7 @@ import {
 
 /** The filters of the form, by URL parameter (the API's own names). */
 const TEXT_FILTERS = [
-  ["q", "search", "text in name, error, prompt, completion"],
+  ["q", "search", "name, error, prompt, completion"],
   ["operation", "operation", "exact, or a glob: tool.*"],
   ["model", "model", ""],
   ["session", "session", ""],
