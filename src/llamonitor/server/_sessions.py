@@ -147,7 +147,7 @@ def _trace(row: dict[str, Any]) -> SessionTrace:
 
 
 @router.get(
-    "/api/sessions/{session_id}",
+    "/api/sessions/{session_id:path}",  # a session id may hold a slash (sent as %2F)
     response_model=SessionDetail,
     responses={404: {"model": ErrorBody, "description": "No span of that session."}},
 )
