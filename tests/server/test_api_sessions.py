@@ -248,3 +248,13 @@ def test_the_demo_sessions(demo_store: Path, client_for: Callable[..., TestClien
     starts = [t["start"] for t in one["traces"]]
     assert starts == sorted(starts) and len(starts) == one["session"]["traces"]
     assert sum(t["spans"] for t in one["traces"]) == one["session"]["spans"]
+
+
+def test_a_session_id_holding_nul_is_a_400(
+    any_store: RowStore, client_for: Callable[..., TestClient]
+) -> None:
+    """No SQL store can hold one (PostgreSQL refuses it): refused, naming session_id."""
+    client = client_for(any_store.write(conversation()))
+    answer = client.get("/api/sessions/a%00b")
+    assert answer.status_code == 400
+    assert answer.json()["parameter"] == "session_id"

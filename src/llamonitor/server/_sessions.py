@@ -20,6 +20,8 @@ from llamonitor.storage._duckdb import Filters
 
 router = APIRouter(tags=["sessions"])
 
+NO_NUL = r"^[^\x00]*$"
+
 CONTENT_CHARS = 2000
 """Characters of a trace's prompt and completion the session view keeps."""
 
@@ -153,7 +155,10 @@ def _trace(row: dict[str, Any]) -> SessionTrace:
 )
 def get_session(
     request: Request,
-    session_id: Annotated[str, Path(max_length=MAX_TEXT)],
+    session_id: Annotated[
+        str,
+        Path(max_length=MAX_TEXT, pattern=NO_NUL, description="No NUL: no SQL store holds one."),
+    ],
 ) -> SessionDetail:
     """A session's totals and its traces in order of start, as a conversation."""
     s = state(request)
