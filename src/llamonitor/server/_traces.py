@@ -21,6 +21,7 @@ from llamonitor.server._deps import state
 from llamonitor.server._errors import BadParameter, NotFound
 from llamonitor.server._query import MAX_TEXT, SpanFilters, decode_cursor, encode_cursor
 from llamonitor.server._query import span_filters as span_filters_dep
+from llamonitor.server._settings import DEFAULT_PAGE_SIZE
 from llamonitor.storage._duckdb import Filters
 
 router = APIRouter(tags=["traces"])
@@ -196,7 +197,7 @@ def list_traces(
 ) -> TracePage:
     """Traces with at least one span passing the filters; figures over all their spans."""
     s = state(request)
-    limit = limit or 50
+    limit = limit or min(DEFAULT_PAGE_SIZE, s.config.max_page_size)
     if limit > s.config.max_page_size:
         raise BadParameter("limit", f"at most {s.config.max_page_size} (server.max_page_size)")
     name, desc = _sort(sort)
