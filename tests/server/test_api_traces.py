@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _fixtures_traces import Made, at, iso, kind, made, span  # noqa: F401  (kind: a fixture)
 
 from llamonitor.server._traces import TracePage
+
+from ._fixtures_traces import Made, at, iso, kind, made, span  # noqa: F401  (kind: a fixture)
 
 
 def traces_rows() -> list[dict[str, Any]]:

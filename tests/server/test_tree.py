@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _fixtures_traces import Made, kind, made, span  # noqa: F401  (kind: a fixture)
 
 from llamonitor.server._traces import TraceTree
+
+from ._fixtures_traces import Made, kind, made, span  # noqa: F401  (kind: a fixture)
 
 
 def tree_of(m: Made, trace: str = "t1", **params: Any) -> dict[str, Any]:
