@@ -25,13 +25,19 @@ from llamonitor.server import create_app, open_server_store
 
 STREAMS = r"^/api/live/"
 EXAMPLES = 30
+REJECTIONS = ["400", "401", "404", "413", "414"]
+"""How an invalid request may be refused: a bad parameter, no token, an unknown
+id, or the guard's bounds on the body and the query string (too long)."""
+CONFIG = schemathesis.Config.from_dict(
+    {"checks": {"negative_data_rejection": {"expected-statuses": REJECTIONS}}}
+)
 
 
 @pytest.fixture(scope="module")
 def api_schema(demo_store: Path) -> Iterator[Any]:
     store = open_server_store(demo_store)
     schema = schemathesis.openapi.from_asgi(
-        "/api/openapi.json", create_app(store), headers={"host": "127.0.0.1:8585"}
+        "/api/openapi.json", create_app(store), config=CONFIG, headers={"host": "127.0.0.1:8585"}
     )
     yield schema.include(method="GET").exclude(path_regex=STREAMS)
     store.close()
