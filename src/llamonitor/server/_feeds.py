@@ -8,8 +8,10 @@
   Every ``poll_interval_seconds`` it lists the store's files (``data_files``)
   and reads the new ones only. A file written by compaction holds rows seen
   already (in the files it merged): they are deduplicated by event id, and
-  rows that ended more than ``COMPACTED_SLACK_SECONDS`` before the previous
-  poll are not read at all (the hub may have forgotten their ids).
+  rows that ended before the poller started, or more than
+  ``COMPACTED_SLACK_SECONDS`` before the previous poll, are not read at all
+  (they were in the store when the client came, or the hub may have
+  forgotten their ids).
 - :class:`SqlPoller`: other processes writing the same SQL store. Every poll
   reads the spans that *started* in the last ``SQL_LOOKBACK_SECONDS`` (the
   store applies this filter itself) and *ended* after the previous poll minus
@@ -188,7 +190,7 @@ class ParquetPoller(_Poller):
         self._files: list[Path] = []
         self._query = DuckDBQuery(lambda _filters: parquet_relation(self._files))
         self._seen: set[Path] = set()
-        self._last = 0.0
+        self._primed = self._last = 0.0
 
     def stop(self) -> None:
         super().stop()
@@ -196,8 +198,9 @@ class ParquetPoller(_Poller):
             self._query.close()
 
     def prime(self) -> None:
+        self._primed = time.time()
         self._seen = set(data_files(self.directory))
-        self._last = time.time()
+        self._last = self._primed
 
     def poll(self) -> None:
         started = time.time()
@@ -209,7 +212,7 @@ class ParquetPoller(_Poller):
         if fresh:
             self._read(fresh, "")
         if merged:
-            horizon = (self._last - COMPACTED_SLACK_SECONDS) * 1000.0
+            horizon = max(self._primed, self._last - COMPACTED_SLACK_SECONDS) * 1000.0
             self._read(merged, f"WHERE {_end_ms_sql()} >= {horizon:.3f}")
         self._last = started
 

@@ -52,14 +52,21 @@ TEXT_COLUMNS = ("prompt_content", "completion_content")
 """Read only when a client filters with ``q`` (it searches them too)."""
 
 ERROR_MESSAGE_CHARS = 300
-CLIENT_QUEUE_SPANS = 2000
-"""Spans a client may have waiting; past it, its oldest are dropped (and counted)."""
+CLIENT_QUEUE_SPANS = 10_000
+"""Spans a client may have waiting; past it, its oldest are dropped (and counted).
+A writer's batch lands at once: the bound is well above a batch, so that a client
+that reads keeps up with a burst (the spans are shared by the clients' queues:
+a queue costs a pointer per span)."""
 MESSAGE_SPANS = 500
 """Spans per message at most."""
 DEDUPE_CAPACITY = 200_000
 """Event ids the hub remembers, to send a span seen by two feeds once."""
 PING_SECONDS = 15.0
 """An idle SSE stream gets a ``: ping`` comment this often (an idle WS, a ``{}``)."""
+
+
+def ping_seconds() -> float:
+    return PING_SECONDS  # read at each wait (tests shorten it)
 
 
 class TooManyClients(Exception):
@@ -168,12 +175,12 @@ class Hub:
     def __init__(
         self,
         max_clients: int = 100,
-        queue_spans: int = CLIENT_QUEUE_SPANS,
-        dedupe_capacity: int = DEDUPE_CAPACITY,
+        queue_spans: int | None = None,
+        dedupe_capacity: int | None = None,
     ) -> None:
         self.max_clients = max_clients
-        self.queue_spans = queue_spans
-        self.dedupe_capacity = dedupe_capacity
+        self.queue_spans = CLIENT_QUEUE_SPANS if queue_spans is None else queue_spans
+        self.dedupe_capacity = DEDUPE_CAPACITY if dedupe_capacity is None else dedupe_capacity
         self.lock = threading.Lock()
         self.has_clients = threading.Event()
         """Set while at least one client is connected (the poller waits on it)."""
@@ -289,6 +296,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = Hub(s.config.max_live_clients)
     s.hub = hub
     feeds = start_feeds(hub, s)
+    s.extras["live_feeds"] = feeds
     try:
         yield
     finally:
@@ -341,7 +349,7 @@ async def live_sse(
         try:
             yield "retry: 3000\n\n"
             while True:
-                messages = await client.next_messages(PING_SECONDS)
+                messages = await client.next_messages(ping_seconds())
                 if messages is None:
                     return
                 if not messages:
@@ -403,15 +411,19 @@ async def live_ws(websocket: WebSocket) -> None:
     """Spans passing the filters (query parameters) as they land: JSON
     messages ``{"spans": [...]}`` (``{"dropped": n}`` when this client was too
     slow). A bad filter closes with 1008, too many clients with 1013."""
+    # Accepted before a refusal: a close before the handshake is an HTTP 403
+    # to the client, without the reason.
     try:
         filters = ws_filters(websocket.query_params.multi_items())
     except BadParameter as exc:
+        await websocket.accept()
         await websocket.close(code=1008, reason=_reason(str(exc)))
         return
     hub = _hub(websocket)
     try:
         client = hub.subscribe(filters)
     except TooManyClients as exc:
+        await websocket.accept()
         await websocket.close(code=1013, reason=_reason(str(exc)))
         return
     try:
@@ -419,7 +431,7 @@ async def live_ws(websocket: WebSocket) -> None:
         reader = asyncio.ensure_future(_until_disconnect(websocket, client))
         try:
             while True:
-                messages = await client.next_messages(PING_SECONDS)
+                messages = await client.next_messages(ping_seconds())
                 if messages is None:
                     break
                 for message in messages or ({},):

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from llamonitor.server._store import ServerStore, open_server_store
 logger = logging.getLogger("llamonitor.server")
 
 __all__ = ["ServerHandle", "bind", "serve_forever", "start_server", "url_of"]
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+"""How long ``start_server`` waits for the server to be up."""
 
 
 def bind(config: ServerConfig) -> socket.socket:
@@ -226,4 +230,8 @@ def start_server(
 
     thread = threading.Thread(target=run, name="llamonitor-server", daemon=True)
     thread.start()
+    # Serving (the lifespan ran: the live tail's feeds are up) when this returns.
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
     return ServerHandle(server, thread, url_of(sock, config), app)
