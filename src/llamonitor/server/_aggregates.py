@@ -147,10 +147,12 @@ def _with_rate(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def choose_bucket(bucket: str, first: datetime | None, last: datetime | None) -> str:
+def choose_bucket(
+    bucket: str, first: datetime | None, last: datetime | None, exclusive: bool = False
+) -> str:
     """``bucket``, checked against :data:`MAX_BUCKETS` over ``first``..``last``; for
     ``auto``, the report's choice (:func:`~llamonitor.analysis.auto_bucket`), or
-    a week past 500 days.
+    a week past 500 days. ``exclusive``: ``last`` is an ``until`` (not a span's start).
 
     Raises:
         BadParameter: a bucket that would make more than MAX_BUCKETS (names ``bucket``).
@@ -163,7 +165,8 @@ def choose_bucket(bucket: str, first: datetime | None, last: datetime | None) ->
         while span / BUCKETS[chosen] >= MAX_BUCKETS and chosen != "week":
             chosen = {"minute": "hour", "hour": "day", "day": "week"}[chosen]
         return chosen
-    count = span // BUCKETS[bucket] + 1
+    width = BUCKETS[bucket]
+    count = -(-span // width) if exclusive else span // width + 1
     if count > MAX_BUCKETS:
         raise BadParameter(
             "bucket",
@@ -195,7 +198,7 @@ def aggregates(
     last = filters.until or (total["last"] if total and total["spans"] else None)
     if filters.since is not None and filters.until is None and last is not None:
         last = max(last, filters.since)
-    chosen = choose_bucket(bucket, first, last)
+    chosen = choose_bucket(bucket, first, last, exclusive=filters.until is not None)
     groups = sorted(
         (r for r in rows if not r["by_g"]),
         key=lambda r: (-(r["cost_usd"] or 0.0), -r["spans"], r["g"] is None, r["g"] or ""),
