@@ -6,6 +6,7 @@ the command runs.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -82,3 +83,5 @@ def serve(
         serve_forever(store, config, announce)
     finally:
         store.close()
+        if with_demo:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -32,6 +32,9 @@ class NotFound(LookupError):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A parameter is invalid (the body names it)."},
     401: {"model": ErrorBody, "description": "A token is required and was not given."},
+    413: {"model": ErrorBody, "description": "The request body is too large."},
+    414: {"model": ErrorBody, "description": "The query string is too long (8 KB at most)."},
+    421: {"model": ErrorBody, "description": "The Host is not this machine (loopback only)."},
     503: {"model": ErrorBody, "description": "The query ran past the server's time bound."},
 }
 

@@ -46,13 +46,16 @@ def parse_when(parameter: str, value: str | None) -> datetime | None:
     from llamonitor.cli._options import parse_time
 
     try:
-        return parse_time(value)
-    except (ValueError, IndexError):
+        when = parse_time(value).astimezone(timezone.utc)
+    except (ValueError, IndexError, OverflowError):
         raise BadParameter(
             parameter,
             f"{value[:60]!r} is not a time: use an ISO time (2024-05-01T12:00Z) "
-            "or a duration ago (30s, 15m, 2h, 1d, 1w)",
+            "or a duration ago (30s, 15m, 2h, 1d, 1w), between the years 2 and 9998",
         ) from None
+    if not 1 < when.year < 9999:  # every store holds these; PostgreSQL's bounds differ
+        raise BadParameter(parameter, f"{value[:60]!r} is outside the years 2 to 9998")
+    return when
 
 
 @dataclass(frozen=True)
@@ -241,8 +244,15 @@ def span_filters(
     """The FastAPI dependency: the query parameters, checked.
 
     Raises:
-        BadParameter: a time that is not one, or a range upside down.
+        BadParameter: a time that is not one, a range upside down, a NUL in a
+            text (no SQL store can hold one).
     """
+    texts = dict(session=session, trace=trace, operation=operation,
+                 operation_type=operation_type, model=model, provider=provider, agent=agent,
+                 project=project, q=q)
+    for name, text in texts.items():
+        if text is not None and "\x00" in text:
+            raise BadParameter(name, "must not hold a NUL character")
     f = SpanFilters(
         session=session or None,
         trace=trace or None,

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from llamonitor.server._store import ServerStore, open_server_store
 logger = logging.getLogger("llamonitor.server")
 
 __all__ = ["ServerHandle", "bind", "serve_forever", "start_server", "url_of"]
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+"""How long ``start_server`` waits for the server to be up."""
 
 
 def bind(config: ServerConfig) -> socket.socket:
@@ -53,6 +57,19 @@ def url_of(sock: socket.socket, config: ServerConfig) -> str:
     return f"http://{host}:{port}/"
 
 
+def _state(app: Guard) -> Any:
+    """The app's ``ServerState``."""
+    return getattr(app.app, "state").llamonitor  # noqa: B009 - Guard.app is an ASGI callable
+
+
+def _close_live(app: Guard) -> None:
+    """End the live streams, so that the connections close and the shutdown
+    does not wait ``timeout_graceful_shutdown`` for them."""
+    hub = getattr(_state(app), "hub", None)
+    if hub is not None:
+        hub.close()
+
+
 def _uvicorn_server(app: Guard, config: ServerConfig) -> Any:
     try:
         import uvicorn
@@ -60,7 +77,13 @@ def _uvicorn_server(app: Guard, config: ServerConfig) -> Any:
         raise ImportError(
             "llamonitor serve needs the server extra: pip install 'llamonitor[server]'"
         ) from exc
-    return uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            _close_live(app)  # before uvicorn waits for the connections to finish
+            await super().shutdown(sockets)
+
+    return Server(
         uvicorn.Config(
             app,
             log_level="warning",
@@ -100,9 +123,12 @@ class ServerHandle:
         self.app = app
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving and wait for the thread (at most ``timeout`` seconds)."""
+        """Stop serving and wait for the thread (at most ``timeout`` seconds);
+        live clients are disconnected."""
+        _close_live(self.app)
         self._server.should_exit = True
-        self._thread.join(timeout)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -110,6 +136,19 @@ class ServerHandle:
 
     def __repr__(self) -> str:
         return f"ServerHandle({self.url!r}, running={self.running})"
+
+
+def _is_writer_store(directory: Path) -> bool:
+    """Is ``directory`` the Parquet store the running writer writes?"""
+    from llamonitor.transport.writer import MonitoringWriter
+
+    writer = MonitoringWriter.get_instance_sync()
+    if writer is None or writer.config.storage.backend != "parquet":
+        return False
+    try:
+        return Path(writer.config.storage.output_dir).resolve() == directory.resolve()
+    except OSError:
+        return False
 
 
 def _writer_store() -> tuple[Path, str | None, Callable[[], Any] | None]:
@@ -147,7 +186,10 @@ def start_server(
 
     Without ``directory`` or ``dsn``, it serves the store the running writer
     (``initialize_monitoring``) writes, with the writer's counters in
-    ``/api/health`` and every span written shown live at once.
+    ``/api/health`` and every span written shown live at once (the writer's
+    primary sink taps the live tail; so does a ``directory`` that is the
+    writer's Parquet store). Spans other processes write to the store show
+    within ``poll_interval_seconds``.
 
     Args:
         config: host, port, token... (default: ``LLMOPS_SERVER__*``; port 8585).
@@ -165,12 +207,15 @@ def start_server(
     writer_health: Callable[[], Any] | None = None
     if directory is None and dsn is None:
         where, dsn, writer_health = _writer_store()
+        tap = writer_health is not None
     else:
         where = Path(directory) if directory is not None else Path("./monitoring_data")
+        tap = dsn is None and _is_writer_store(where)
     store = open_server_store(
         where, dsn, table, config.query_workers, config.query_timeout_seconds
     )
     app = create_app(store, config, writer_health)
+    _state(app).extras["live_tap"] = tap
     sock = bind(config)
     server = _uvicorn_server(app, config)
 
@@ -185,4 +230,8 @@ def start_server(
 
     thread = threading.Thread(target=run, name="llamonitor-server", daemon=True)
     thread.start()
+    # Serving (the lifespan ran: the live tail's feeds are up) when this returns.
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
     return ServerHandle(server, thread, url_of(sock, config), app)

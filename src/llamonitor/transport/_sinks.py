@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
+from llamonitor.transport import _taps
 from llamonitor.transport._backend import Call
 from llamonitor.transport._backlog import MAX_PENDING_BATCHES, BacklogSink, Marker
 from llamonitor.transport.spool import Spool, error_text, is_transient
@@ -396,6 +397,8 @@ class SinkRunner(BacklogSink):
                         self.written += n
                         self.pending -= n
                 self._write_worked()
+                if _taps.TAPS and self.primary:
+                    _taps.notify(table)  # durably written: the live tail may show it
                 return
             if isinstance(exc, RowsRejected):
                 self._rows_rejected(exc, n, mine=True, from_pending=True)

@@ -12,6 +12,7 @@ the awaitable form exists so async code reads naturally.
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import threading
@@ -36,6 +37,10 @@ T = TypeVar("T")
 
 _lifecycle = threading.RLock()
 _atexit_registered = False
+
+SERVER_MODULE = "llamonitor.server._run"
+"""Where ``initialize_monitoring(serve=...)`` finds ``start_server``: imported by
+name when asked for, so the transport never imports the server."""
 
 
 class Completed(Generic[T]):
@@ -139,6 +144,9 @@ class MonitoringWriter:
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
         self._pipeline: Pipeline | None = None
+        self.server: Any = None
+        """The server started by ``initialize_monitoring(serve=...)`` (a
+        ``llamonitor.server.ServerHandle``), stopped with the writer."""
 
     # -- seed API -----------------------------------------------------------
 
@@ -214,6 +222,7 @@ class MonitoringWriter:
         """Flush and stop; True if everything was written before the deadline."""
         pipeline = self._pipeline
         if pipeline is None:
+            self._stop_server()
             return Completed(True)
         with _lifecycle:
             if _handoff.ACTIVE is pipeline:
@@ -223,9 +232,18 @@ class MonitoringWriter:
                 MonitoringWriter._instance = None
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
         ok = pipeline.shutdown(t)
+        self._stop_server()  # after the last write: its spans reach the live clients
         return Completed(ok, _spooled(pipeline))
 
     shutdown = stop
+
+    def _stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            try:
+                server.stop()
+            except Exception as exc:  # the user's shutdown goes on
+                logger.warning("llamonitor: stopping the server failed: %r", exc)
 
     def flush(self, timeout: float | None = None) -> Completed[bool]:
         """Wait until every span recorded so far is written, durably spooled
@@ -267,20 +285,44 @@ class MonitoringWriter:
         return Completed(self.record(event))
 
 
-def initialize_monitoring(config: MonitorConfig | dict[str, Any] | None = None) -> MonitoringWriter:
+def initialize_monitoring(
+    config: MonitorConfig | dict[str, Any] | None = None, *, serve: Any = False
+) -> MonitoringWriter:
     """Start monitoring with ``config`` (default: from ``LLMOPS_*`` variables).
 
     A writer already running is flushed and replaced. Events still queued at
     interpreter exit are written by an ``atexit`` flush.
 
+    Args:
+        config: the configuration.
+        serve: ``True`` (settings from ``LLMOPS_SERVER__*``) or a
+            ``llamonitor.server.ServerConfig``: also serve the web UI, the API
+            and the live tail of this store from a thread of this process (the
+            ``[server]`` extra); spans this writer writes show live at once.
+            The handle is ``writer.server``; ``shutdown_monitoring`` stops it.
+
     Returns:
         The running ``MonitoringWriter`` (awaitable, for ``await initialize_monitoring()``).
 
     Raises:
-        ConfigurationError: a setting is invalid (the message names it).
+        ConfigurationError: a setting is invalid (the message names it), or the
+            server cannot start (its port is taken: ``server.port``).
         pydantic.ValidationError: a value is out of range (names the field).
     """
-    return _initialize(config, wait=True)
+    if not (isinstance(serve, bool) or serve is None or callable(getattr(serve, "check", None))):
+        raise ConfigurationError(
+            "serve",
+            f"expected True or a llamonitor.server.ServerConfig, got {type(serve).__name__}",
+        )
+    writer = _initialize(config, wait=True)
+    if serve is not None and serve is not False:
+        try:
+            start_server = importlib.import_module(SERVER_MODULE).start_server
+            writer.server = start_server(None if serve is True else serve)
+        except BaseException:
+            writer.stop()  # all or nothing: no writer left running without its server
+            raise
+    return writer
 
 
 def start_inherited(config: MonitorConfig) -> MonitoringWriter:
