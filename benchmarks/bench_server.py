@@ -135,6 +135,11 @@ class Server:
         self.proc.wait(10)
 
 
+def _arrow(result: Any) -> Any:
+    fetch = getattr(result, "to_arrow_table", None) or result.arrow
+    return fetch()
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -148,7 +153,7 @@ def case(
     for _ in range(2):  # warm both
         client.get(path).raise_for_status()
         if floor:
-            con.execute(floor[0], [files, *floor[1]]).fetch_arrow_table()
+            _arrow(con.execute(floor[0], [files, *floor[1]]))
     for _ in range(n):
         t0 = time.perf_counter()
         r = client.get(path)
@@ -156,7 +161,7 @@ def case(
         r.raise_for_status()
         if floor:
             t0 = time.perf_counter()
-            con.execute(floor[0], [files, *floor[1]]).fetch_arrow_table()
+            _arrow(con.execute(floor[0], [files, *floor[1]]))
             bare.append((time.perf_counter() - t0) * 1000)
     out = dict(name=name, path=path, p50=statistics.median(api), p95=percentile(api, 95))
     if bare:
@@ -253,8 +258,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="llamonitor-bench-server-"))
     store = args.keep or work / "store"
     store.mkdir(parents=True, exist_ok=True)
-    n = generate(args.spans, store / "2024-05-01")
-    n += big_trace(store / "2024-05-01")
+    if any(store.rglob("*.parquet")):  # --keep of an earlier run: reuse it
+        n = duckdb.sql("SELECT count(*) FROM read_parquet(?)", params=[[str(f) for f in store.rglob("*.parquet")]]).fetchone()[0]  # type: ignore[index]
+    else:
+        n = generate(args.spans, store / "2024-05-01")
+        n += big_trace(store / "2024-05-01")
     files = sorted(str(f) for f in store.rglob("*.parquet"))
     print(f"store: {n:,} spans in {len(files)} files ({store})", flush=True)
     con = duckdb.connect()
