@@ -259,7 +259,7 @@ def main() -> int:
     store = args.keep or work / "store"
     store.mkdir(parents=True, exist_ok=True)
     if any(store.rglob("*.parquet")):  # --keep of an earlier run: reuse it
-        n = duckdb.sql("SELECT count(*) FROM read_parquet(?)", params=[[str(f) for f in store.rglob("*.parquet")]]).fetchone()[0]  # type: ignore[index]
+        n = duckdb.connect().execute("SELECT count(*) FROM read_parquet(?)", [[str(f) for f in store.rglob("*.parquet")]]).fetchone()[0]  # type: ignore[index]
     else:
         n = generate(args.spans, store / "2024-05-01")
         n += big_trace(store / "2024-05-01")

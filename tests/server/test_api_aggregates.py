@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _fixtures_traces import UTC, Made, at, iso, kind, made, span  # noqa: F401  (kind: a fixture)
 
 from llamonitor.server._aggregates import Aggregates
+
+from ._fixtures_traces import UTC, Made, at, iso, kind, made, span  # noqa: F401  (kind: a fixture)
 
 
 def dashboard_rows() -> list[dict[str, Any]]:

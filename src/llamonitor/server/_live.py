@@ -148,7 +148,7 @@ class LiveClient:
         if not self.spans and not self.dropped and not self.closed:
             try:
                 await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
                 return []
         self._event.clear()
         with self.hub.lock:

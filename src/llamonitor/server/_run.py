@@ -166,7 +166,8 @@ def _writer_store() -> tuple[Path, str | None, Callable[[], Any] | None]:
             raise ConfigurationError("storage.connection_string", "the store has none")
         return Path(storage.output_dir), dsn.get_secret_value(), writer.health_check
     if backend == "jsonl":
-        return Path(storage.output_dir) / "events.jsonl", None, writer.health_check
+        name = str(storage.options.get("file_name", "events.jsonl"))  # as JSONLBackend names it
+        return Path(storage.output_dir) / name, None, writer.health_check
     if backend != "parquet":
         raise ConfigurationError(
             "storage.backend",

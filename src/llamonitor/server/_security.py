@@ -19,7 +19,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from llamonitor.server._settings import MAX_BODY_BYTES, MAX_QUERY_STRING_BYTES
 
@@ -79,7 +79,8 @@ class Guard:
             await self._refuse(scope, receive, send, 414, "the query string is too long")
             return
         length = _header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        bad_length = length is not None and not (length.isascii() and length.isdecimal())
+        if bad_length or (length is not None and int(length) > MAX_BODY_BYTES):
             await self._refuse(scope, receive, send, 413, "the request body is too large")
             return
         host = _header(scope, b"host")
@@ -134,7 +135,8 @@ class Guard:
     async def _set_cookie_and_redirect(self, scope: Scope, send: Send) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
         kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != TOKEN_PARAM]
-        location = scope.get("path", "/") + (("?" + urlencode(kept)) if kept else "")
+        path = "/" + quote(scope.get("path", "/")).lstrip("/")  # never //host: off this site
+        location = path + (("?" + urlencode(kept)) if kept else "")
         assert self.token is not None
         cookie = f"{COOKIE_NAME}={self.token}; Path=/; HttpOnly; SameSite=Strict"
         await send(

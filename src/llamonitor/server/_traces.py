@@ -226,7 +226,7 @@ def list_traces(
 TraceId = Annotated[str, Path(max_length=MAX_TEXT)]
 
 
-@router.get("/api/traces/{trace_id}", response_model=TraceTree, responses=NOT_FOUND)
+@router.get("/api/traces/{trace_id:path}", response_model=TraceTree, responses=NOT_FOUND)
 def trace_tree(
     request: Request,
     trace_id: TraceId,
@@ -352,7 +352,7 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@router.get("/api/traces/{trace_id}/spans/{span_id}", response_model=dict[str, Any],
+@router.get("/api/traces/{trace_id:path}/spans/{span_id}", response_model=dict[str, Any],
             responses=NOT_FOUND)
 def one_span(
     request: Request, trace_id: TraceId, span_id: Annotated[str, Path(max_length=MAX_TEXT)]
@@ -385,3 +385,8 @@ def span_json(row: dict[str, Any]) -> dict[str, Any]:
             parsed = None
         out["custom_attributes"] = parsed if isinstance(parsed, dict) else {"_raw": raw}
     return out
+
+
+# A trace id may hold a slash (sent as %2F): both routes take a path, and the
+# span's, the longer, must be tried first.
+router.routes.sort(key=lambda r: 0 if getattr(r, "path", "").endswith("/spans/{span_id}") else 1)
