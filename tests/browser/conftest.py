@@ -43,8 +43,10 @@ def write_rows(directory: Path, rows: list[dict[str, Any]]) -> None:
     off_loop(asyncio.run, backend.write_table(table))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium, for this module only: Playwright's sync API runs an event loop on
+    the main thread until it stops, and later tests call ``asyncio.run`` there."""
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("CI"):
