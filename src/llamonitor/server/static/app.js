@@ -86,6 +86,15 @@ function render() {
       else history.replaceState(null, "", url);
       ctx.params = new URLSearchParams(qs);
     },
+    /** setParams with ``changes`` merged into the current params ("" or null removes one). */
+    changeParams(changes, push = true) {
+      const next = new URLSearchParams(ctx.params);
+      for (const [k, v] of Object.entries(changes)) {
+        if (v !== "" && v !== null && v !== undefined) next.set(k, v);
+        else next.delete(k);
+      }
+      ctx.setParams(next, push);
+    },
   };
   try {
     const result = r.page(root, ctx, ...(r.args || []));

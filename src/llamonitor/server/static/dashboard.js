@@ -27,12 +27,7 @@ export function mount(root, ctx) {
     const lat = LATENCY.includes(p.get("latency")) ? p.get("latency") : "p95";
 
     const set = (changes) => {
-      const next = new URLSearchParams(ctx.params);
-      for (const [k, v] of Object.entries(changes)) {
-        if (v) next.set(k, v);
-        else next.delete(k);
-      }
-      ctx.setParams(next);
+      ctx.changeParams(changes);
       draw();
     };
 

@@ -18,12 +18,7 @@ export function mount(root, ctx) {
     charts = [];
   };
   const set = (changes, push = true) => {
-    const next = new URLSearchParams(ctx.params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v) next.set(k, v);
-      else next.delete(k);
-    }
-    ctx.setParams(next, push);
+    ctx.changeParams(changes, push);
   };
   const typed = debounce((k, v) => {
     set({ [k]: v.trim() }, false);

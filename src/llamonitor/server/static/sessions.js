@@ -3,8 +3,9 @@
 // completion, with its cost, duration and a link to the trace.
 
 import { api, showError } from "./api.js";
+import { loadMore } from "./pager.js";
 import {
-  NO_SPANS, addRows, clear, debounce, empty, h, int, money, ms, rangePicker, sessionHref, sessionLink,
+  NO_SPANS, clear, debounce, empty, h, int, money, ms, rangePicker, sessionHref, sessionLink,
   stat, table, traceHref, traceLink, tracesHref, whenTitle,
 } from "./dom.js";
 
@@ -18,12 +19,7 @@ export function mountList(root, ctx) {
     mountList(root, ctx);
   };
   const update = (changes, push) => {
-    const next = new URLSearchParams(ctx.params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v) next.set(k, v);
-      else next.delete(k);
-    }
-    ctx.setParams(next, push);
+    ctx.changeParams(changes, push);
     load();
   };
   const typed = debounce((k, v) => update({ [k]: v.trim() }, false), 300);
@@ -78,26 +74,8 @@ export function mountList(root, ctx) {
       const rowHref = (s) => sessionHref(s.session_id);
       const t = table(cols, rows, { sort: ctx.params.get("sort") || "-last_seen", rowHref, onSort: (s) => update({ sort: s === "-last_seen" ? "" : s }, true) });
       results.appendChild(t);
-      let shown = rows.length;
-      let cursor = page.next_cursor;
-      summary.textContent = `${shown} sessions${cursor ? " (more below)" : ""}`;
-      const more = h("button", { type: "button", class: "btn more", hidden: !cursor, onclick: () => {
-        more.disabled = true;
-        const next = new URLSearchParams(params);
-        next.set("cursor", cursor);
-        api("sessions", next, ctx.signal).then((pg) => {
-          if (mine !== seq) return;
-          addRows(t, cols, pg.sessions || [], { rowHref });
-          shown += (pg.sessions || []).length;
-          cursor = pg.next_cursor;
-          summary.textContent = `${shown} sessions${cursor ? " (more below)" : ""}`;
-          more.disabled = false;
-          more.hidden = !cursor;
-        }, (err) => {
-          more.disabled = false;
-          showError(err);
-        });
-      } }, "Load more");
+      const more = loadMore({ kind: "sessions", params, page, table: t, cols, rowHref, summary,
+        signal: ctx.signal, stale: () => mine !== seq });
       results.appendChild(more);
     }, (err) => {
       if (mine !== seq) return;

@@ -2,8 +2,9 @@
 // cursor "load more"; a row opens its trace.
 
 import { api, hideError, showError } from "./api.js";
+import { loadMore } from "./pager.js";
 import {
-  NO_SPANS, addRows, clear, debounce, empty, h, int, money, ms, rangePicker, sessionLink, table,
+  NO_SPANS, clear, debounce, empty, h, int, money, ms, rangePicker, sessionLink, table,
   traceHref, traceLink, whenTitle,
 } from "./dom.js";
 
@@ -36,12 +37,7 @@ export function mount(root, ctx) {
   const p = () => ctx.params;
 
   const update = (changes, push) => {
-    const next = new URLSearchParams(ctx.params);
-    for (const [k, v] of Object.entries(changes)) {
-      if (v !== "" && v !== null && v !== undefined) next.set(k, v);
-      else next.delete(k);
-    }
-    ctx.setParams(next, push);
+    ctx.changeParams(changes, push);
     load();
   };
   const remount = () => {
@@ -135,27 +131,8 @@ export function mount(root, ctx) {
       }
       const t = table(cols, rows, { sort: p().get("sort") || "-start", onSort, rowHref: (r) => traceHref(r.trace_id), cls: "traces" });
       results.appendChild(t);
-      let shown = rows.length;
-      summary.textContent = `${shown} traces${page.next_cursor ? " (more below)" : ""}`;
-      let cursor = page.next_cursor;
-      const more = h("button", { type: "button", class: "btn more", onclick: () => {
-        more.disabled = true;
-        const next = new URLSearchParams(params);
-        next.set("cursor", cursor);
-        api("traces", next, ctx.signal).then((pg) => {
-          if (mine !== seq) return;
-          addRows(t, cols, pg.traces || [], { rowHref: (r) => traceHref(r.trace_id) });
-          shown += (pg.traces || []).length;
-          cursor = pg.next_cursor;
-          summary.textContent = `${shown} traces${cursor ? " (more below)" : ""}`;
-          more.disabled = false;
-          more.hidden = !cursor;
-        }, (err) => {
-          more.disabled = false;
-          showError(err);
-        });
-      } }, "Load more");
-      more.hidden = !cursor;
+      const more = loadMore({ kind: "traces", params, page, table: t, cols, summary,
+        rowHref: (r) => traceHref(r.trace_id), signal: ctx.signal, stale: () => mine !== seq });
       results.appendChild(more);
     }, (err) => {
       if (mine !== seq) return;
