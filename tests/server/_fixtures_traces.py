@@ -1,7 +1,8 @@
 """Stores of hand-made rows for the traces and aggregates tests: Parquet,
 SQLite and PostgreSQL, each behind the app (``client_for``).
 
-(Until ``tests/server/conftest.py`` lands: the same fixtures, reconciled at merge.)
+They overlap ``conftest.py``'s ``write_store`` / ``client_for`` (written side by side);
+moving these tests onto those fixtures is left to do.
 """
 
 from __future__ import annotations
