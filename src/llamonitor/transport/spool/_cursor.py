@@ -103,6 +103,10 @@ class Cursor:
         self.spool._done(self._fd, record)
         if self._handed is record:
             self._handed = None
+            if not self._records and self._path is not None:
+                # The segment's last record: remove the file now, not at the next
+                # call (a shutdown may come first and leave it for the next run).
+                self._finish_segment()
 
     def _open_next(self) -> bool:
         while self._files:
