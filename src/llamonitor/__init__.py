@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         SCHEMA,
         SCHEMA_VERSION,
         ConfigurationError,
+        ExporterConfig,
         ImageMetrics,
         MetricEvent,
         ModelPrice,
@@ -79,6 +80,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "CollectorRegistry": "llamonitor.instrument",
     "ConfigurationError": "llamonitor.schema",
+    "ExporterConfig": "llamonitor.schema",
     "ContextThreadPoolExecutor": "llamonitor.instrument",
     "CostCollector": "llamonitor.instrument",
     "Deferred": "llamonitor._records",
@@ -130,6 +132,7 @@ __all__ = [
     "ContextThreadPoolExecutor",
     "CostCollector",
     "Deferred",
+    "ExporterConfig",
     "ImageCollector",
     "ImageMetrics",
     "InMemoryBackend",

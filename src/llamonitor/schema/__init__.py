@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from llamonitor.schema._extensions import MetricGroup, register_metrics
     from llamonitor.schema.config import (
         ConfigurationError,
+        ExporterConfig,
         ModelPrice,
         MonitorConfig,
         StorageConfig,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "COLUMN_NAMES": "llamonitor.schema._columns",
     "ConfigurationError": "llamonitor.schema.config",
+    "ExporterConfig": "llamonitor.schema.config",
     "GEN_AI_ATTRIBUTES": "llamonitor.schema._columns",
     "IMAGE_METRICS": "llamonitor.schema._columns",
     "ImageMetrics": "llamonitor.schema.events",
@@ -51,6 +53,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TEXT_METRICS",
     "ConfigurationError",
+    "ExporterConfig",
     "ImageMetrics",
     "MetricEvent",
     "MetricGroup",

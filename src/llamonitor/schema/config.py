@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -117,6 +117,43 @@ class StorageConfig(BaseSettings):
         return v
 
 
+class ExporterConfig(BaseModel):
+    """The settings of one exporter: a sink fed every batch of spans beside
+    storage, with the same isolation, retries and (with ``spool``) disk spool.
+
+    Subclass it for an exporter of your own (``llamonitor.export`` has the
+    built-in ones: OTLP, console, Prometheus); the transport calls only
+    :meth:`create_backend` and :meth:`spool_identity`.
+
+    Args:
+        spool: keep what the receiver could not take in the local spool and
+            send it when it is back (``MonitorConfig.spool_enabled=False``
+            turns it off for every sink).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    kind: ClassVar[str] = "exporter"
+    """A short name: the sink's name in ``health_check()`` and its spool directory."""
+
+    spool: bool = True
+
+    def create_backend(self) -> Any:
+        """The object the sink feeds: ``write_table(table)`` (plain or
+        ``async``), optionally ``initialize()`` and ``close()``, as a storage
+        backend has (see ``llamonitor.StorageBackend``).
+
+        Raises:
+            ConfigurationError: a setting is invalid (naming it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define create_backend()")
+
+    def spool_identity(self) -> dict[str, Any]:
+        """What tells this exporter's spool apart from another's (no secrets):
+        written to the spool's ``identity.json`` and hashed into its name."""
+        return {}
+
+
 class ModelPrice(BaseModel):
     """A user price for a model (private, fine-tuned, negotiated), USD per
     million tokens. Cached input tokens cost ``cached_input_per_million`` when
@@ -137,6 +174,9 @@ class MonitorConfig(BaseSettings):
         storage: the primary storage backend (its counters are the
             ``written``/``failed`` of ``health_check``).
         extra_backends: more sinks fed the same batches, each isolated.
+        exporters: exporters (``ExporterConfig`` subclasses, such as
+            ``llamonitor.export.OTLPExporterConfig``) fed the same batches,
+            each an isolated sink like the storage backends.
         max_queue_size: events held between the application and the worker.
             Set explicitly without ``max_queue_bytes``, the byte bound follows
             it (512 bytes + 1 KB of text an event, at least the default);
@@ -196,6 +236,7 @@ class MonitorConfig(BaseSettings):
     enabled: bool = True
     storage: StorageConfig = Field(default_factory=StorageConfig)
     extra_backends: list[StorageConfig] = Field(default_factory=list)
+    exporters: list[ExporterConfig] = Field(default_factory=list)
     max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, gt=0)
     max_queue_bytes: int = Field(default=DEFAULT_MAX_QUEUE_BYTES, gt=0)
     queue_full_policy: QueueFullPolicy = "drop_newest"
@@ -297,10 +338,12 @@ class MonitorConfig(BaseSettings):
             return Path(self.spool_dir)
         return Path(self.storage.output_dir) / SPOOL_DIR_NAME
 
-    def spool_on(self, storage: StorageConfig) -> bool:
+    def spool_on(self, storage: StorageConfig | ExporterConfig) -> bool:
         """Whether the sink of ``storage`` gets a spool (see ``spool_enabled``)."""
         if self.spool_enabled is not None:
-            return self.spool_enabled
+            return self.spool_enabled and getattr(storage, "spool", True)
+        if isinstance(storage, ExporterConfig):
+            return storage.spool
         return isinstance(storage.backend, str) and storage.backend != "memory"
 
     @classmethod

@@ -23,7 +23,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 from llamonitor import _handoff, _internal
 from llamonitor._records import RECORD_BASE_BYTES
 from llamonitor.llm import _settings as llm_settings
-from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
+from llamonitor.schema.config import (
+    ConfigurationError,
+    ExporterConfig,
+    MonitorConfig,
+    StorageConfig,
+)
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage.base import create_backend
 from llamonitor.transport import _children
@@ -80,6 +85,46 @@ class HealthReport(dict[str, Any]):
 def _sink_name(cfg: StorageConfig, index: int) -> str:
     base = cfg.backend if isinstance(cfg.backend, str) else type(cfg.backend).__name__
     return base if index == 0 else f"{base}#{index}"
+
+
+def _exporter_backend(exporter: ExporterConfig, setting: str) -> Any:
+    """The backend of an exporter, checked like a storage backend is."""
+    try:
+        backend = exporter.create_backend()
+    except ConfigurationError:
+        raise
+    except ImportError as exc:
+        raise ConfigurationError(setting, f"{type(exporter).__name__}: {exc}") from exc
+    if not callable(getattr(backend, "write_table", None)):
+        raise ConfigurationError(
+            setting,
+            f"{type(exporter).__name__}.create_backend() returned {backend!r}, "
+            "which has no write_table(table)",
+        )
+    if not (
+        callable(getattr(backend, "initialize", None)) and callable(getattr(backend, "close", None))
+    ):
+        backend = _Optional(backend)
+    return backend
+
+
+class _Optional:
+    """An exporter's backend whose ``initialize`` or ``close`` is left out."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.write_table = inner.write_table
+
+    def initialize(self) -> Any:
+        fn = getattr(self.inner, "initialize", None)
+        return fn() if callable(fn) else None
+
+    def close(self) -> Any:
+        fn = getattr(self.inner, "close", None)
+        return fn() if callable(fn) else None
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
 
 
 TYPICAL_TEXT_BYTES = 1024
@@ -184,6 +229,28 @@ class MonitoringWriter:
                     _sink_name(storage, i),
                     create_backend(storage, setting),
                     primary=i == 0,
+                    max_retries=cfg.max_retries,
+                    backoff_seconds=cfg.retry_backoff_seconds,
+                    max_backoff_seconds=cfg.retry_max_backoff_seconds,
+                    spool=spool,
+                    outage_on_refusal=cfg.fail_silently,
+                )
+            )
+        for j, exporter in enumerate(cfg.exporters):
+            setting = f"exporters[{j}]"
+            spool = None
+            if cfg.spool_on(exporter):
+                spool = Spool(
+                    cfg.spool_root() / sink_dir_name(exporter),
+                    cfg.spool_max_bytes,
+                    sink_identity(exporter),
+                    cfg.spool_rejected_max_bytes,
+                )
+            runners.append(
+                SinkRunner(
+                    f"{exporter.kind}#{j}" if j else exporter.kind,
+                    _exporter_backend(exporter, setting),
+                    primary=False,
                     max_retries=cfg.max_retries,
                     backoff_seconds=cfg.retry_backoff_seconds,
                     max_backoff_seconds=cfg.retry_max_backoff_seconds,

@@ -120,7 +120,10 @@ def _options_digest(options: dict[str, Any]) -> str:
 
 def sink_identity(storage: Any) -> dict[str, Any]:
     """What identifies the store a ``StorageConfig`` writes to (no secrets):
-    the dict written to ``identity.json`` and hashed into the directory name."""
+    the dict written to ``identity.json`` and hashed into the directory name.
+    An exporter (``ExporterConfig``) says its own (``spool_identity``)."""
+    if callable(getattr(storage, "spool_identity", None)):
+        return {"backend": f"exporter-{storage.kind}", **storage.spool_identity()}
     backend = storage.backend
     if isinstance(backend, str):
         name = backend
