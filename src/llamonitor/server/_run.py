@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 import time
@@ -120,13 +121,30 @@ def serve_forever(
         sock = bind(config)
         server = _uvicorn_server(app, config)
         announce(url_of(sock, config))
+        previous = _exit_on_sigterm()
         try:
             server.run(sockets=[sock])
         finally:
             sock.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     finally:
         if receive is not None:
             receive.close()
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM ends the command through ``SystemExit`` (so the ``finally`` that
+    flushes the receiver's writer runs): uvicorn handles the signal, shuts down,
+    then raises it again with the handler found before it -- this one. Returns
+    the handler replaced (``None`` off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm)
 
 
 class ServerHandle:
