@@ -268,7 +268,10 @@ def start_server(
         app = create_app(
             store, config, writer_health, ingestor=None if receive is None else receive.ingestor
         )
-        _state(app).extras["live_tap"] = tap or receive is not None
+        # Not for the receiver's own writer: taps hear every writer of the
+        # process, and the application's may write another store. Its spans
+        # reach the live tail through the store's poller.
+        _state(app).extras["live_tap"] = tap
         sock = bind(config)
     except BaseException:
         store.close()
