@@ -390,8 +390,11 @@ def test_a_million_attribute_span_is_capped_counted_and_stored(tmp_path: Path) -
         handle.stop()
 
 
-def test_an_oversized_grpc_message_is_refused_and_others_land(receiver: ServerHandle) -> None:
-    """A gRPC message past otlp_max_body_bytes is RESOURCE_EXHAUSTED; the next lands."""
+def test_an_oversized_or_truncated_grpc_message_is_refused_and_others_land(
+    receiver: ServerHandle,
+) -> None:
+    """A gRPC message past otlp_max_body_bytes is RESOURCE_EXHAUSTED, a truncated one
+    INVALID_ARGUMENT (counted); the next one lands."""
     channel = grpc.insecure_channel(grpc_target(receiver))
     export = channel.unary_unary(
         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -401,10 +404,20 @@ def test_an_oversized_grpc_message_is_refused_and_others_land(receiver: ServerHa
     with pytest.raises(grpc.RpcError) as refused:
         export(request_of(span(1, padding="x" * (3 * MIB))), timeout=10)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    raw = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        response_deserializer=ExportTraceServiceResponse.FromString,
+    )
+    whole = request_of(span(3)).SerializeToString()
+    with pytest.raises(grpc.RpcError) as bad:
+        raw(whole[:-5], timeout=10)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid OTLP" in (bad.value.details() or "")
     answer = export(request_of(span(2)), timeout=10)
     assert answer.partial_success.rejected_spans == 0
     channel.close()
     assert [r["operation_name"] for r in stored(receiver)] == ["span-2"]
+    assert health(receiver)["refused_malformed"] == 1
 
 
 def test_received_spans_reach_the_live_tail(receiver: ServerHandle) -> None:
