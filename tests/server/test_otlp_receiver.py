@@ -560,3 +560,14 @@ def test_llamonitor_collect_receives_http_and_grpc_and_flushes_on_sigterm(
         query.close()
     assert table is not None and table.num_rows == 6
     assert set(table.column("project_name").to_pylist()) == {"collected"}
+
+
+def test_a_gzip_body_of_two_members_is_read_whole(receiver: ServerHandle) -> None:
+    """A gzip body made of two members (a concatenation, as gzip allows) is read to its
+    end: both halves of the request count."""
+    first = request_of(span(1)).SerializeToString()
+    second = request_of(span(2)).SerializeToString()  # concatenated protobufs merge
+    body = gzip.compress(first) + gzip.compress(second)
+    answer = post(receiver, body, **PROTOBUF, **{"content-encoding": "gzip"})
+    assert answer.status_code == 200
+    assert sorted(r["operation_name"] for r in stored(receiver)) == ["span-1", "span-2"]

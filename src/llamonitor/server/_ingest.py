@@ -101,13 +101,17 @@ class Ingestor:
         mapped = rows_from_request(request, now_ns=now_ns)
         n = len(mapped.rows)
         total = n + mapped.rejected
-        table = mapped.table() if n else None
+        table = _table_or_none(mapped) if n else None
         step = max(1, self.writer.queue_capacity // 2)
         accepted = 0
         for start in range(0, n, step):
-            assert table is not None
-            part = table if n <= step else table.slice(start, step)
-            if not self.writer.record_table(part, QUEUE_WAIT_SECONDS):
+            if table is None:  # the row-dict path: the worker converts them one by one
+                part: Any = mapped.rows[start : start + step]
+                queued = self.writer.record_rows(part, QUEUE_WAIT_SECONDS)
+            else:
+                part = table if n <= step else table.slice(start, step)
+                queued = self.writer.record_table(part, QUEUE_WAIT_SECONDS)
+            if not queued:
                 if accepted == 0:
                     self.count("refused_busy", spans=total)
                     raise Refused(
@@ -121,7 +125,7 @@ class Ingestor:
                 mapped.reasons["queue_full"] = mapped.reasons.get("queue_full", 0) + left
                 mapped.errors.insert(0, f"{left} span(s) found the writer's queue full")
                 break
-            accepted += part.num_rows
+            accepted += len(part)
         with self._lock:
             c = self._counts
             c["requests"] += 1
@@ -192,22 +196,40 @@ class Ingestor:
             raise Refused(415, f"unsupported Content-Encoding {encoding!r}: use gzip",
                           "refused_unsupported")
         limit = self.max_decompressed_bytes
-        inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
-        try:
-            out = inflater.decompress(body, limit + 1)  # never more than the bound + 1
-        except zlib.error as exc:
-            raise Refused(400, f"the {encoding} body is corrupt: {exc}",
-                          "refused_malformed") from None
-        if len(out) > limit:
-            raise Refused(
-                413,
-                f"the body decompresses to more than {limit:,} bytes "
-                "(server.otlp_max_decompressed_bytes)",
-                "refused_too_large",
-            )
-        if not inflater.eof:
-            raise Refused(400, f"the {encoding} body is truncated", "refused_malformed")
-        return out
+        parts: list[bytes] = []
+        size = 0
+        data = body
+        while True:  # a gzip body may hold several members, one after the other
+            inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+            try:
+                out = inflater.decompress(data, limit + 1 - size)  # never past the bound + 1
+            except zlib.error as exc:
+                raise Refused(400, f"the {encoding} body is corrupt: {exc}",
+                              "refused_malformed") from None
+            size += len(out)
+            parts.append(out)
+            if size > limit or inflater.unconsumed_tail:
+                raise Refused(
+                    413,
+                    f"the body decompresses to more than {limit:,} bytes "
+                    "(server.otlp_max_decompressed_bytes)",
+                    "refused_too_large",
+                )
+            if not inflater.eof:
+                raise Refused(400, f"the {encoding} body is truncated", "refused_malformed")
+            data = inflater.unused_data
+            if not data or encoding != "gzip":
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _table_or_none(mapped: Any) -> Any:
+    """The request's rows as one table, or ``None`` if a value does not convert
+    (then the rows go as dicts, and the worker isolates the one that fails)."""
+    try:
+        return mapped.table()
+    except Exception as exc:
+        logger.warning("llamonitor: an OTLP request's rows did not make a table: %r", exc)
+        return None
 
 
 def parse_protobuf(raw: bytes) -> Any:
