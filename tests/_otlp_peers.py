@@ -67,7 +67,8 @@ class Received:
                 resource = attributes(rs.resource.attributes)
                 for ss in rs.scope_spans:
                     for span in ss.spans:
-                        out.append(ReceivedSpan(span, attributes(span.attributes), resource, ss.scope))
+                        attrs = attributes(span.attributes)
+                        out.append(ReceivedSpan(span, attrs, resource, ss.scope))
         return out
 
     def by_event(self) -> dict[str, ReceivedSpan]:
@@ -77,13 +78,14 @@ class Received:
 class HTTPReceiver:
     """OTLP/HTTP protobuf at ``/v1/traces`` on 127.0.0.1, on a free port.
 
-    ``fail_next`` holds (status, headers, body) answers for the next requests;
+    ``fail_next`` holds (status, headers, body) answers for the next requests
+    (``None``: take that one); ``always`` answers every request so;
     ``partial`` makes every accepted request report that many spans rejected.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.received = Received()
-        self.fail_next: deque[tuple[int, dict[str, str], bytes]] = deque()
+        self.fail_next: deque[tuple[int, dict[str, str], bytes] | None] = deque()  # None: accept
         self.always: tuple[int, dict[str, str], bytes] | None = None
         self.partial = 0
         self.answered: list[int] = []
@@ -112,7 +114,8 @@ class HTTPReceiver:
                 request = ExportTraceServiceRequest.FromString(body)
                 with receiver.received.lock:
                     receiver.received.requests.append(request)
-                    receiver.received.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.received.headers.append(headers)
                 response = ExportTraceServiceResponse()
                 if receiver.partial:
                     response.partial_success.CopyFrom(
@@ -132,7 +135,7 @@ class HTTPReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
@@ -144,7 +147,9 @@ class HTTPReceiver:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread = None
         self.server.server_close()
 
     def __enter__(self) -> HTTPReceiver:
@@ -166,7 +171,7 @@ class GRPCReceiver:
         receiver = self
 
         class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+            def Export(self, request: Any, context: Any) -> Any:
                 if receiver.fail_next:
                     context.abort(receiver.fail_next.popleft(), "told to fail")
                 with receiver.received.lock:

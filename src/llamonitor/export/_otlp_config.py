@@ -179,8 +179,8 @@ class OTLPExporterConfig(ExporterConfig):
                 headers = parse_key_values(raw or "", var or "headers")
             except ValueError as exc:
                 raise bad("headers", str(exc), None) from None
-        for key, value in headers.items():
-            if not key or any(c in key for c in "\r\n:") or any(c in value for c in "\r\n"):
+        for key, text in headers.items():
+            if not key or any(c in key for c in "\r\n:") or any(c in text for c in "\r\n"):
                 raise bad("headers", f"{key!r} is not a valid header", None)
 
         compression, var = self.compression, None
@@ -213,7 +213,8 @@ class OTLPExporterConfig(ExporterConfig):
             ("client_key_file", "CLIENT_KEY"),
             ("client_certificate_file", "CLIENT_CERTIFICATE"),
         ):
-            value, var = getattr(self, name), None
+            value: str | None = getattr(self, name)
+            var = None
             if value is None:
                 value, var = _env(env, *_otel("traces", what))
             if value is not None and not os.path.isfile(value):
@@ -292,7 +293,7 @@ class OTLPExporterConfig(ExporterConfig):
             suffix = f"/v1/{signal}"
             if not path.endswith(suffix):
                 url = urlunsplit(parts._replace(path=path + suffix))
-        return url
+        return str(url)
 
     def spool_identity(self) -> dict[str, Any]:
         """The receiver (its URL without credentials) and the protocol."""

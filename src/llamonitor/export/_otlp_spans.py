@@ -25,7 +25,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from llamonitor.export._otlp_ids import SPAN_ID_BYTES, TRACE_ID_BYTES, IdColumn
-from llamonitor.export._otlp_semconv import SEMCONV_BOTH, SEMCONV_LATEST, SEMCONV_MODES, SEMCONV_V1_36
+from llamonitor.export._otlp_semconv import (
+    SEMCONV_BOTH,
+    SEMCONV_LATEST,
+    SEMCONV_MODES,
+    SEMCONV_V1_36,
+)
 from llamonitor.schema._columns import GEN_AI_ATTRIBUTES, INT64_MAX, INT64_MIN
 
 NS = "llamonitor."
@@ -210,14 +215,16 @@ class SpanEncoder:
                     _set_str(spans[i], NS + column, texts[i])
         return spans
 
-    def _groups(self, request: ExportTraceServiceRequest, cols: dict[str, Any], n: int) -> list[Any]:
+    def _groups(
+        self, request: ExportTraceServiceRequest, cols: dict[str, Any], n: int
+    ) -> list[Any]:
         """The span list (a ``ScopeSpans``) of each row: one ``ResourceSpans``
         per service name, project and process."""
         projects = _values(cols.get("project_name"), n)
         pids = _values(cols.get("process_id"), n)
         containers: dict[tuple[Any, Any], Any] = {}
         out = []
-        for project, pid in zip(projects, pids):
+        for project, pid in zip(projects, pids, strict=True):
             key = (project, pid)
             spans = containers.get(key)
             if spans is None:
@@ -412,7 +419,7 @@ def _present(column: Any) -> list[tuple[int, Any]]:
         return list(enumerate(column.to_pylist()))
     valid = pc.is_valid(column)
     idx = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()
-    return list(zip(idx, column.filter(valid).to_pylist()))
+    return list(zip(idx, column.filter(valid).to_pylist(), strict=True))
 
 
 def _set_str(span: Span, key: str, value: str) -> None:
@@ -435,19 +442,19 @@ def _put(spans: list[Span], column: Any, key: str) -> None:
         targets = [attrs[i] for i in np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()]
         values = column.filter(valid).to_pylist()
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        for a, v in zip(targets, values):
+        for a, v in zip(targets, values, strict=True):
             a.add(key=key).value.string_value = v
     elif pa.types.is_boolean(typ):
-        for a, v in zip(targets, values):
+        for a, v in zip(targets, values, strict=True):
             a.add(key=key).value.bool_value = v
     elif pa.types.is_integer(typ):
-        for a, v in zip(targets, values):
+        for a, v in zip(targets, values, strict=True):
             a.add(key=key).value.int_value = v
     elif pa.types.is_floating(typ):
-        for a, v in zip(targets, values):
+        for a, v in zip(targets, values, strict=True):
             a.add(key=key).value.double_value = v
     else:  # a type no column has today: its text
-        for a, v in zip(targets, values):
+        for a, v in zip(targets, values, strict=True):
             a.add(key=key).value.string_value = str(v)
 
 
@@ -465,7 +472,7 @@ def _attributes(spans: list[Span]) -> list[Any]:
 
 
 def _put_rows(spans: list[Span], values: list[Any], key: str) -> None:
-    for a, v in zip(_attributes(spans), values):
+    for a, v in zip(_attributes(spans), values, strict=True):
         if v is not None:
             a.add(key=key).value.string_value = v
 
