@@ -572,3 +572,27 @@ def test_encoding_is_per_column_and_handles_sparse_batches() -> None:
     keys = {kv.key for kv in plain.attributes}
     assert keys.isdisjoint({"gen_ai.operation.name", "gen_ai.request.model"})
     assert plain.end_time_unix_nano == plain.start_time_unix_nano
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_the_sender_carries_metrics_too(protocol: str) -> None:
+    """``OTLPSender.send("metrics", ...)`` delivers an OTLP metrics request over
+    HTTP (``/v1/metrics``) and gRPC, with the same settings as the spans."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from llamonitor.export import OTLPSender
+
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add()
+    metric.name = "gen_ai.client.token.usage"
+    metric.gauge.data_points.add(as_int=7)
+    peer = HTTPReceiver() if protocol == "http/protobuf" else GRPCReceiver()
+    with peer as receiver:
+        config = OTLPExporterConfig(endpoint=receiver.base, protocol=protocol, compression="gzip")
+        sender = OTLPSender(config.resolve())
+        sender.send("metrics", request)
+        sender.close()
+    (got,) = receiver.received.metrics
+    assert got.resource_metrics[0].scope_metrics[0].metrics[0].name == "gen_ai.client.token.usage"

@@ -182,15 +182,15 @@ class SpanEncoder:
 
     def _spans(
         self, request: ExportTraceServiceRequest, cols: dict[str, Any], n: int
-    ) -> list[Span]:
+    ) -> _Spans:
         trace = IdColumn(_values(cols.get("trace_id"), n), TRACE_ID_BYTES)
         span = IdColumn(_values(cols.get("span_id"), n), SPAN_ID_BYTES)
         parent = IdColumn(_values(cols.get("parent_span_id"), n), SPAN_ID_BYTES)
         names, kinds, ops, tools = _names(cols, n)
         starts, ends = _times(cols, n)
         groups = self._groups(request, cols, n)
-        spans: list[Span] = []
-        add = spans.append
+        made: list[Span] = []
+        add = made.append
         client, internal = Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_INTERNAL
         for i in range(n):
             add(
@@ -204,7 +204,7 @@ class SpanEncoder:
                     end_time_unix_nano=ends[i],
                 )
             )
-        spans = _Spans(spans)
+        spans = _Spans(made)
         _put_rows(spans, ops, "gen_ai.operation.name")
         _put_rows(spans, tools, "gen_ai.tool.name")
         # An id that is not ours in form (hashed above): its text, to read it back.
@@ -259,7 +259,7 @@ class SpanEncoder:
         scope_spans.scope.version = self.scope_version
         return scope_spans.spans
 
-    def _status(self, spans: list[Span], cols: dict[str, Any]) -> None:
+    def _status(self, spans: _Spans, cols: dict[str, Any]) -> None:
         """Failed spans: status ERROR with the message, and ``error.type``."""
         n = len(spans)
         error = cols.get("error")
@@ -287,7 +287,7 @@ class SpanEncoder:
 
     # -- content ------------------------------------------------------------------
 
-    def _content(self, spans: list[Span], cols: dict[str, Any]) -> None:
+    def _content(self, spans: _Spans, cols: dict[str, Any]) -> None:
         n = len(spans)
         prompts = cols.get("prompt_content")
         completions = cols.get("completion_content")
