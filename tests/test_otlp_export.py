@@ -596,3 +596,20 @@ def test_the_sender_carries_metrics_too(protocol: str) -> None:
         sender.close()
     (got,) = receiver.received.metrics
     assert got.resource_metrics[0].scope_metrics[0].metrics[0].name == "gen_ai.client.token.usage"
+
+
+def test_without_the_extra_the_error_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without opentelemetry-proto, starting an OTLP exporter fails with an
+    error naming ``pip install 'llamonitor[otlp]'``; importing llamonitor never needs it."""
+    import sys
+
+    dropped = ("opentelemetry.proto", "llamonitor.export._otlp_")
+    kept = ("_config", "_ids", "_semconv")
+    for name in [n for n in sys.modules if n.startswith(dropped) and not n.endswith(kept)]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry.proto", None)
+    config = MonitorConfig.for_local_dev(tmp_path, exporters=["otlp"])
+    with pytest.raises(ConfigurationError, match=r"pip install 'llamonitor\[otlp\]'"):
+        llamonitor.initialize_monitoring(config)
