@@ -232,6 +232,18 @@ def test_every_column_reaches_the_receiver_under_its_convention_name(
             assert back[column] == FULL_ROW[column], column
 
 
+def test_every_gen_ai_name_we_read_is_one_we_send_or_its_older_form() -> None:
+    """Each GenAI attribute the schema maps to a column is what the exporter
+    sends for that column (or an older name of it, sent with ``semconv="v1.36"``)."""
+    from llamonitor.export._otlp_spans import GEN_AI_COLUMNS
+    from llamonitor.schema import GEN_AI_ATTRIBUTES
+
+    request = SpanEncoder(semconv="both").encode(_table([FULL_ROW]))
+    sent = {kv.key for kv in request.resource_spans[0].scope_spans[0].spans[0].attributes}
+    for attribute, column in GEN_AI_ATTRIBUTES.items():
+        assert attribute in sent or GEN_AI_COLUMNS.get(column) in sent, attribute
+
+
 def test_decorated_calls_arrive_as_one_tree_with_the_projects_service_name(
     tmp_path: Path,
 ) -> None:

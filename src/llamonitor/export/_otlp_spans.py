@@ -31,7 +31,7 @@ from llamonitor.export._otlp_semconv import (
     SEMCONV_MODES,
     SEMCONV_V1_36,
 )
-from llamonitor.schema._columns import GEN_AI_ATTRIBUTES, INT64_MAX, INT64_MIN
+from llamonitor.schema._columns import INT64_MAX, INT64_MIN
 
 NS = "llamonitor."
 CUSTOM = "llamonitor.custom."
@@ -66,13 +66,22 @@ _WELL_KNOWN = frozenset(
     )
 )
 
-# Columns the conventions name (GEN_AI_ATTRIBUTES, read the other way round);
-# the columns after it are handled one by one below.
-_SPECIAL = ("provider", "session_id", "operation_type", "finish_reason")
+# Columns the current conventions name, one attribute each (the ingest side's
+# GEN_AI_ATTRIBUTES also knows older names; these are the ones we send). The
+# columns with more to them (provider, session_id, operation_type,
+# finish_reason, cost, content...) are handled one by one below.
 GEN_AI_COLUMNS: dict[str, str] = {
-    column: attribute
-    for attribute, column in GEN_AI_ATTRIBUTES.items()
-    if column not in _SPECIAL
+    "model": "gen_ai.request.model",
+    "response_model": "gen_ai.response.model",
+    "response_id": "gen_ai.response.id",
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "cache_read_tokens": "gen_ai.usage.cache_read.input_tokens",
+    "cache_write_tokens": "gen_ai.usage.cache_creation.input_tokens",
+    "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "agent_name": "gen_ai.agent.name",
 }
 """Column -> the GenAI attribute it is exported as (both conventions)."""
 
