@@ -625,3 +625,24 @@ def test_without_the_extra_the_error_names_it(
     config = MonitorConfig.for_local_dev(tmp_path, exporters=["otlp"])
     with pytest.raises(ConfigurationError, match=r"pip install 'llamonitor\[otlp\]'"):
         llamonitor.initialize_monitoring(config)
+
+
+def test_spans_are_grouped_by_resource() -> None:
+    """Spans of two projects (or processes) in one batch go in one ResourceSpans
+    each, named after their project; spans without a project get the default."""
+    rows = [
+        span_row(0, project_name="a"),
+        span_row(1, span_id="1" * 16, project_name="b"),
+        span_row(2, span_id="2" * 16, project_name="a"),
+        span_row(3, span_id="3" * 16, process_id=7),
+    ]
+    encoder = SpanEncoder(default_service_name="fallback", resource_attributes={"team": "ml"})
+    request = encoder.encode(_table(rows))
+    groups = {}
+    for rs in request.resource_spans:
+        attrs = {kv.key: kv.value for kv in rs.resource.attributes}
+        groups[(attrs["service.name"].string_value, attrs["process.pid"].int_value)] = len(
+            rs.scope_spans[0].spans
+        )
+        assert attrs["team"].string_value == "ml"
+    assert groups == {("a", 1): 2, ("b", 1): 1, ("fallback", 7): 1}
