@@ -158,14 +158,18 @@ def _config(receiver: Receiver | None, spool: str) -> MonitorConfig:
 def llamonitor_round(receiver: Receiver, n: int, spool: str) -> float:
     """spans/s of ``n`` decorated calls until the receiver has them all."""
     before = receiver.count()
-    llamonitor.initialize_monitoring(_config(receiver, spool))
+    writer = llamonitor.initialize_monitoring(_config(receiver, spool))
     try:
         t0 = time.perf_counter()
         for i in range(n):
             answer(i)
         llamonitor.flush(120)  # what is batched goes now, as force_flush does below
         if not receiver.wait_for(before + n):
-            raise RuntimeError("llamonitor: the receiver did not get every span")
+            sink = writer.health_check()["sinks"]["otlp"]
+            raise RuntimeError(
+                f"llamonitor: the receiver got {receiver.count() - before:,} of {n:,} spans; "
+                f"the sink: {json.dumps(sink, default=str)}"
+            )
         elapsed = time.perf_counter() - t0
     finally:
         llamonitor.shutdown_monitoring(30)
