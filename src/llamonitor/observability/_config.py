@@ -20,14 +20,13 @@ new name.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from llamonitor.schema.config import ConfigurationError
+from llamonitor.schema.config import ConfigurationError, warn_legacy
 
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_NUM_WORKERS = 2
@@ -149,11 +148,9 @@ class _LegacyEnv(PydanticBaseSettingsSource):
             value = os.environ.get(old)
             if value is None:
                 continue
-            warnings.warn(
+            warn_legacy(
                 f"{old} is LLMgine's name; llamonitor reads {env_name(name)} "
-                f"(the old name still works, below the new one)",
-                DeprecationWarning,
-                stacklevel=2,
+                f"(the old name still works, below the new one)"
             )
             out[name] = value
         return out

@@ -47,9 +47,7 @@ def event_row(event: Any) -> dict[str, Any]:
         )
         for key in ("input_tokens", "output_tokens", "cost_usd"):
             row[key] = f.number(getattr(event, key, None))
-        name = f.text(getattr(event, "operation_name", None)) or f.text(
-            getattr(event, "call_id", None)
-        )
+        name = f.text(getattr(event, "operation_name", None)) or "chat"
     elif kind == "handler_failed":
         name = f.text(getattr(event, "handler", None))
         err = f.error_of(getattr(event, "exception", None), "HandlerFailed")
