@@ -198,6 +198,11 @@ def _clean(value: Any, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text.translate(_CONTROL)
 
 
+def _short(value: Any) -> str:
+    """An id's first 8 characters."""
+    return "-" if not value else str(value)[:8].translate(_CONTROL)
+
+
 def _duration(ms: float | None) -> str:
     if ms is None:
         return "-"
@@ -227,12 +232,12 @@ def format_span(
 
     ts = row.get("timestamp")
     when = ts.strftime("%H:%M:%S.%f")[:-3] if isinstance(ts, datetime) else "--:--:--.---"
-    trace = _clean(row.get("trace_id") or "-", 8)[:8]
-    span = _clean(row.get("span_id") or "-", 8)[:8]
+    trace = _short(row.get("trace_id"))
+    span = _short(row.get("span_id"))
     parts = [paint(_DIM, when), paint(_DIM, trace), "  " * max(depth, 0) + span]
     parent = row.get("parent_span_id")
     if parent is not None and not parent_known:
-        parts.append(paint(_DIM, "↖" + _clean(parent, 8)[:8]))
+        parts.append(paint(_DIM, "↖" + _short(parent)))
     parts.append(paint(_CYAN, _clean(row.get("operation_type") or "-", 40)))
     parts.append(_clean(row.get("operation_name") or "-", 80))
     parts.append(_duration(row.get("duration_ms")))
