@@ -540,7 +540,7 @@ def test_unfinished_and_unmatched_events_are_kept_and_marked(spans: Any) -> None
 
 def test_sampled_spans_record_their_rate_and_stats_scale_counts_back_up(store: Path) -> None:
     """Spans of sessions kept at a sample rate carry it (llamonitor.sample_rate), and llamonitor
-    stats shows the count scaled back up next to the stored one."""
+    stats, analyze and the report show the count scaled back up next to the stored one."""
     llamonitor.initialize_monitoring(MonitorConfig.for_local_dev(store))
     manager = ObservabilityManager({"sample_rate": 0.25})
     manager.register_handler(SpanHandler())
@@ -560,6 +560,10 @@ def test_sampled_spans_record_their_rate_and_stats_scale_counts_back_up(store: P
     assert {r["custom_attributes"][SAMPLE_RATE_KEY] for r in rows} == {0.25}
     text = _cli("stats", "--dir", store).output
     assert "≈ count" in text and f"{4 * kept:,}" in text
+    overview = analyze(store).overview
+    assert (overview.spans, overview.sampled_spans) == (kept, kept)
+    assert overview.estimated_spans == pytest.approx(4 * kept)
+    assert f"≈ {4 * kept:,} spans" in _cli("report", "--dir", store).output
 
 
 def test_llmgine_style_events_with_their_own_classes_map_too(spans: Any) -> None:

@@ -56,7 +56,7 @@ DEFAULT_LIMIT = 50
 # A span's weight: 1 / the sample rate it was kept at (llamonitor.observability
 # records it; a span without one stands for itself). The LIKE spares the JSON
 # parse on the rows that do not have the key.
-_WEIGHT = (
+SAMPLE_WEIGHT_SQL = (
     "coalesce(CASE WHEN custom_attributes LIKE '%\"llamonitor.sample_rate\"%' THEN "
     "1.0 / nullif(TRY_CAST(json_extract_string(custom_attributes, "
     "'$.\"llamonitor.sample_rate\"') AS DOUBLE), 0) END, 1.0)"
@@ -374,9 +374,9 @@ class DuckDBQuery:
             "count(*) FILTER (WHERE total_tokens IS NOT NULL OR cost_usd IS NOT NULL) "
             "AS llm_calls, "
             "count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens IS NOT NULL) AS unpriced, "
-            f"sum({_WEIGHT}) AS estimated_count, "
-            f"count(*) FILTER (WHERE {_WEIGHT} > 1) AS sampled, "
-            f"sum(cost_usd * {_WEIGHT}) AS estimated_cost_usd "
+            f"sum({SAMPLE_WEIGHT_SQL}) AS estimated_count, "
+            f"count(*) FILTER (WHERE {SAMPLE_WEIGHT_SQL} > 1) AS sampled, "
+            f"sum(cost_usd * {SAMPLE_WEIGHT_SQL}) AS estimated_cost_usd "
             "FROM {rel} {where}"
         )
         if group_by:
