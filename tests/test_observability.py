@@ -595,3 +595,33 @@ def test_llmgine_style_events_with_their_own_classes_map_too(spans: Any) -> None
     (row,) = spans.rows()
     assert row["operation_name"] == "TheirCommand" and row["error_type"] == "RuntimeError"
     assert row["duration_ms"] is not None and row["duration_ms"] >= 0
+
+
+_AT_EXIT = """
+import sys
+from llamonitor.observability import ObservabilityManager, SpanHandler, SessionStartEvent
+from llamonitor.observability import SessionEndEvent, CommandStartedEvent, CommandResultEvent
+import llamonitor
+
+manager = ObservabilityManager()
+manager.register_handler(SpanHandler())
+manager.observe_event(SessionStartEvent(session_id="warm"))   # the handler sees no pipeline yet
+llamonitor.initialize_monitoring(llamonitor.MonitorConfig.for_local_dev(sys.argv[1]))
+manager.observe_event(SessionEndEvent(session_id="warm"))
+for i in range(50):
+    manager.observe_event(CommandStartedEvent(session_id="s", command_id=str(i)))
+    manager.observe_event(CommandResultEvent(session_id="s", command_id=str(i)))
+"""
+
+
+def test_events_still_queued_at_exit_reach_the_store(store: Path) -> None:
+    """A program that publishes events and exits without flushing loses none of their spans:
+    the managers' exit flush runs before the monitoring writer's, whatever the import order."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, str(store)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert analyze(store).overview.spans == 51

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
 from llamonitor.observability._config import ObservabilityConfig
 from llamonitor.observability._events import DEFAULT_SESSION_ID, EventHandlerFailedEvent
@@ -100,6 +101,7 @@ class ObservabilityManager:
         self._runners: tuple[HandlerRunner, ...] = ()
         self._lock = threading.Lock()
         self._closed = False
+        self._pipeline: Any = None
         self.sampled_out = 0
         """Events not observed because of the manager's sample rate."""
         _managers.add(self)
@@ -161,6 +163,9 @@ class ObservabilityManager:
         runners = self._runners
         if not runners:
             return True
+        if _handoff.ACTIVE is not self._pipeline:  # monitoring started (or stopped) since
+            self._pipeline = _handoff.ACTIVE
+            exit_before_monitoring()
         rate = self._rate
         point = -1.0
         if rate < 1.0:
@@ -377,6 +382,15 @@ def _flush_all() -> None:
             manager.shutdown(max(0.0, deadline - time.monotonic()))
         except Exception:
             pass
+
+
+def exit_before_monitoring() -> None:
+    """Make the managers' exit flush run before the monitoring writer's: ``atexit``
+    runs the last registered first, and the writer registers at its first
+    ``initialize_monitoring``, often after this module was imported. Called by
+    ``observe_event`` and the span handler when they first see a pipeline."""
+    atexit.unregister(_flush_all)
+    atexit.register(_flush_all)
 
 
 def _reinit_in_child() -> None:

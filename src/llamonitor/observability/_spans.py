@@ -118,6 +118,7 @@ class SpanHandler(ObservabilityHandler):
         self.dropped = 0
         self.sampled_out = 0
         self.unmatched = 0
+        self._pipeline: Any = None
 
     @property
     def name(self) -> str:
@@ -390,6 +391,12 @@ class SpanHandler(ObservabilityHandler):
             span.attrs[SAMPLE_RATE_KEY] = span.rate
         row = self._row(span, duration_ms, error)
         queue = _handoff.ACTIVE
+        if queue is not self._pipeline:
+            self._pipeline = queue
+            if queue is not None:
+                from llamonitor.observability._manager import exit_before_monitoring
+
+                exit_before_monitoring()  # what is queued at exit reaches the store
         if (
             row is not None
             and queue is not None
