@@ -625,3 +625,19 @@ def test_events_still_queued_at_exit_reach_the_store(store: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert analyze(store).overview.spans == 51
+
+
+def test_shutdown_closes_what_never_ended(spans: Any) -> None:
+    """Spans of a session that never ended are written, marked unfinished, when the manager
+    shuts down (at interpreter exit too)."""
+    manager = ObservabilityManager()
+    manager.register_handler(SpanHandler())
+    manager.observe_event(SessionStartEvent(session_id="s"))
+    manager.observe_event(CommandStartedEvent(session_id="s", command_id="c"))
+    assert manager.shutdown(5)
+    llamonitor.flush(5)
+    rows = spans.rows()
+    assert sorted(r["operation_type"] for r in rows) == ["command", "session"]
+    assert all(json.loads(r["custom_attributes"])["llamonitor.unfinished"] for r in rows)
+    (root,) = [r for r in rows if r["parent_span_id"] is None]
+    assert all(r["trace_id"] == root["trace_id"] for r in rows)

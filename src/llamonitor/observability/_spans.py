@@ -36,12 +36,14 @@ below 1 records it in ``custom_attributes["llamonitor.sample_rate"]``, which
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
+from llamonitor._records import safe_json
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm import content
 from llamonitor.llm._responses import facts_and_text
@@ -49,7 +51,7 @@ from llamonitor.llm.pricing import fill_costs
 from llamonitor.observability import _facts as f
 from llamonitor.observability._events import DEFAULT_SESSION_ID, to_jsonable
 from llamonitor.observability._runner import ObservabilityHandler
-from llamonitor.schema._columns import column_value
+from llamonitor.schema._columns import COLUMN_NAMES, column_value
 from llamonitor.schema.events import MetricEvent
 
 SAMPLE_RATE_KEY = "llamonitor.sample_rate"
@@ -61,10 +63,21 @@ UNMATCHED_KEY = "llamonitor.unmatched"
 MAX_OPEN_SPANS = 100_000
 """Open spans kept; past it the oldest is closed (unfinished)."""
 
+MAX_OPEN_SESSIONS = 10_000
+"""Open sessions kept; past it the oldest is closed (unfinished)."""
+
 MAX_CLOSED_REFS = 10_000
 """Recently closed spans remembered, for events that arrive after their parent closed."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Columns MetricEvent holds at >= 0 (token counts, costs, times): a negative value
+# from a framework is kept as an attribute instead.
+_NON_NEGATIVE = frozenset(
+    name
+    for name, info in MetricEvent.model_fields.items()
+    if any(getattr(m, "ge", None) == 0 for m in info.metadata)
+)
 
 _LLM_COLUMNS = (
     "input_tokens",
@@ -137,6 +150,18 @@ class SpanHandler(ObservabilityHandler):
         except Exception as exc:  # a bug of ours, or an event too odd to map
             report_internal_error(f"observability.spans.{kind}", exc)
 
+    def close(self) -> None:
+        """Close what is still open (``unfinished``, ending now): the manager's
+        ``shutdown`` (at exit too) loses no span of a session that never ended."""
+        now = time.time_ns() // 1000
+        for root in list(self._sessions.values()):
+            self._end_session(root, now, None, None, unfinished=True)
+        self._sessions.clear()
+        for key in list(self._open):
+            span = self._pop_open(key)
+            if span is not None:
+                self._finish(span, now, None, None, unfinished=True)
+
     # -- the mapping -----------------------------------------------------------------
 
     def _session_start(self, ev: Any, rate: float) -> None:
@@ -146,6 +171,9 @@ class SpanHandler(ObservabilityHandler):
             self._end_session(old, f.wall_us(ev), None, None, unfinished=True)
         root = self._new_span(ev, None, sid, "session", "session", rate, f.wall_us(ev))
         self._sessions[sid] = root
+        if len(self._sessions) > MAX_OPEN_SESSIONS:
+            stale = self._sessions.pop(next(iter(self._sessions)))
+            self._end_session(stale, stale.start_us, None, None, unfinished=True)
 
     def _session_end(self, ev: Any, rate: float) -> None:
         sid = self._session_of(ev)
@@ -397,52 +425,45 @@ class SpanHandler(ObservabilityHandler):
                 from llamonitor.observability._manager import exit_before_monitoring
 
                 exit_before_monitoring()  # what is queued at exit reaches the store
-        if (
-            row is not None
-            and queue is not None
-            and queue.submit((None, row, 0, 0, None, None, None))
-        ):
+        if queue is not None and queue.submit((None, row, 0, 0, None, None, None)):
             self.submitted += 1
         else:
             self.dropped += 1
 
     def _row(
         self, span: _Span, duration_ms: float | None, error: tuple[str, str] | None
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
+        """The span's stored-form row (as ``MetricEvent.to_row`` makes, without
+        validating a model per span)."""
         cols = {k: v for k, v in span.cols.items() if v is not None}
         if span.kind == "llm_call":
             _price(cols)
-        values: dict[str, Any] = {
-            "session_id": span.session_id,
-            "trace_id": span.trace_id,
-            "span_id": span.span_id,
-            "parent_span_id": span.parent_span_id,
-            "operation_name": span.name,
-            "operation_type": span.kind,
-            "timestamp": _EPOCH + timedelta(microseconds=span.start_us),
-            "duration_ms": duration_ms,
-            "process_id": os.getpid(),
-            "project_name": llm_settings.SETTINGS.project_name,
-            "custom_attributes": span.attrs,
-            **cols,
-        }
+        attrs = span.attrs
+        row = dict.fromkeys(COLUMN_NAMES)
+        for key, value in cols.items():
+            fitted = column_value(key, value)  # its type, int64's range
+            if fitted is None or (key in _NON_NEGATIVE and fitted < 0):
+                attrs[key] = to_jsonable(value)  # kept, not in a column it does not fit
+            else:
+                row[key] = fitted
+        if row["project_name"] is None:
+            row["project_name"] = llm_settings.SETTINGS.project_name
+        row.update(
+            event_id=_handoff.getrandbits(128).to_bytes(16, "big").hex(),
+            session_id=span.session_id,
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            parent_span_id=span.parent_span_id,
+            operation_name=span.name,
+            operation_type=span.kind,
+            timestamp=_EPOCH + timedelta(microseconds=span.start_us),
+            duration_ms=duration_ms,
+            process_id=os.getpid(),
+            custom_attributes=safe_json(attrs),
+        )
         if error is not None:
-            values.update(error=True, error_type=error[0], error_message=error[1])
-        try:
-            return MetricEvent.model_validate(values).to_row()
-        except ValueError:
-            # A value that does not fit its column (a negative count...): kept
-            # as an attribute, the span stored without it.
-            attrs = dict(span.attrs)
-            for key in cols:
-                values.pop(key, None)
-                attrs[key] = to_jsonable(cols[key])
-            values["custom_attributes"] = attrs
-            try:
-                return MetricEvent.model_validate(values).to_row()
-            except ValueError as exc:
-                report_internal_error("observability.spans.row", exc)
-                return None
+            row.update(error=True, error_type=error[0], error_message=error[1])
+        return row
 
     # -- LLM facts ----------------------------------------------------------------------
 
