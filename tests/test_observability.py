@@ -641,3 +641,28 @@ def test_shutdown_closes_what_never_ended(spans: Any) -> None:
     assert all(json.loads(r["custom_attributes"])["llamonitor.unfinished"] for r in rows)
     (root,) = [r for r in rows if r["parent_span_id"] is None]
     assert all(r["trace_id"] == root["trace_id"] for r in rows)
+
+
+def test_prompt_and_completion_are_stored_only_with_capture_on_and_redacted() -> None:
+    """An LLM call's prompt (from payload messages) and completion are stored, redacted like the
+    decorator's, only with capture_content=True; the prompt's hash is kept either way."""
+    from llamonitor.testing import capture_spans
+
+    payload = {"messages": [{"role": "user", "content": "mail me at ann@example.com"}]}
+
+    def one_call(**config: Any) -> dict[str, Any]:
+        with capture_spans(**config) as backend:
+            manager = ObservabilityManager()
+            manager.register_handler(SpanHandler())
+            manager.observe_event(
+                LLMCallEvent(model="gpt-4o", payload=payload, completion="sure", output_tokens=1)
+            )
+            assert manager.shutdown(5)
+        (row,) = backend.rows()
+        return row
+
+    off, on = one_call(), one_call(capture_content=True)
+    assert off["prompt_content"] is None and off["completion_content"] is None
+    assert off["prompt_hash"] == on["prompt_hash"] is not None
+    assert "ann@example.com" not in on["prompt_content"] and "mail me" in on["prompt_content"]
+    assert on["completion_content"] == "sure"

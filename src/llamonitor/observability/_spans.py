@@ -36,6 +36,7 @@ below 1 records it in ``custom_attributes["llamonitor.sample_rate"]``, which
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -132,6 +133,7 @@ class SpanHandler(ObservabilityHandler):
         self.sampled_out = 0
         self.unmatched = 0
         self._pipeline: Any = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -145,14 +147,19 @@ class SpanHandler(ObservabilityHandler):
         kind = f.kind(event)
         if kind is None:
             return
-        try:
-            getattr(self, "_" + kind)(event, sample_rate)
-        except Exception as exc:  # a bug of ours, or an event too odd to map
-            report_internal_error(f"observability.spans.{kind}", exc)
+        with self._lock:  # one manager calls it from one thread; two managers may share it
+            try:
+                getattr(self, "_" + kind)(event, sample_rate)
+            except Exception as exc:  # a bug of ours, or an event too odd to map
+                report_internal_error(f"observability.spans.{kind}", exc)
 
     def close(self) -> None:
         """Close what is still open (``unfinished``, ending now): the manager's
         ``shutdown`` (at exit too) loses no span of a session that never ended."""
+        with self._lock:
+            self._close_all()
+
+    def _close_all(self) -> None:
         now = time.time_ns() // 1000
         for root in list(self._sessions.values()):
             self._end_session(root, now, None, None, unfinished=True)
