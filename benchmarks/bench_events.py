@@ -13,6 +13,9 @@ Usage::
   span handler, mapping each event to a row on the caller's thread). Events are
   a session's: start, then commands each with an LLM call, then end. Median over
   trials of the per-event time.
+  ``enqueue only``: the same, with the handler parked (its thread waits), so
+  the figure is the enqueue path alone; ``observe_event`` runs while the span
+  handler's thread works, and on CPython includes sharing the GIL with it.
 * **end to end** -- the same events from ``observe_event`` until their spans are in
   the Parquet store (``manager.flush`` then ``llamonitor.flush``): spans/s.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -31,6 +35,7 @@ from llamonitor.observability import (
     CommandStartedEvent,
     LLMCallEvent,
     ObservabilityConfig,
+    ObservabilityHandler,
     ObservabilityManager,
     SessionEndEvent,
     SessionStartEvent,
@@ -58,6 +63,28 @@ def session_events(i: int, commands: int) -> list[Any]:
     return [*out, SessionEndEvent(session_id=sid)]
 
 
+class Gate(ObservabilityHandler):
+    """A handler parked on a gate while the enqueue path is timed alone."""
+
+    ordered = True
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.entered = threading.Event()
+
+    def hold(self) -> None:
+        self.open.clear()
+        self.entered.clear()
+
+    def release(self) -> None:
+        self.open.set()
+
+    def handle(self, event: Any) -> None:
+        self.entered.set()
+        self.open.wait()
+
+
 def per_event_ns(publish: Any, events: list[Any]) -> float:
     t0 = time.perf_counter_ns()
     for event in events:
@@ -77,8 +104,16 @@ def main() -> None:
         inline = SpanHandler()
         manager = ObservabilityManager(ObservabilityConfig(queue_size=1_000_000))
         manager.register_handler(SpanHandler())
+        parked = ObservabilityManager(ObservabilityConfig(queue_size=1_000_000))
+        gate = Gate()
+        parked.register_handler(gate)
         floor: list[Any] = []
-        results: dict[str, list[float]] = {"floor": [], "inline": [], "observe_event": []}
+        results: dict[str, list[float]] = {
+            "floor": [],
+            "inline": [],
+            "observe_event": [],
+            "enqueue only": [],
+        }
         for trial in range(trials):
             batches = [
                 [
@@ -91,6 +126,11 @@ def main() -> None:
             results["floor"].append(per_event_ns(floor.append, batches[0]))
             results["inline"].append(per_event_ns(inline.handle, batches[1]))
             results["observe_event"].append(per_event_ns(manager.observe_event, batches[2]))
+            manager.flush(60)
+            llamonitor.flush(60)
+            gate.hold()
+            results["enqueue only"].append(per_event_ns(parked.observe_event, batches[2]))
+            gate.release()
             floor.clear()
             manager.flush(60)
             llamonitor.flush(60)
@@ -108,6 +148,7 @@ def main() -> None:
         print(f"end to end: {spans:,} spans from {len(events):,} events durable in "
               f"{elapsed:.2f} s = {spans / elapsed:,.0f} spans/s")  # fmt: skip
         manager.shutdown(10)
+        parked.shutdown(10)
         llamonitor.shutdown_monitoring()
 
 
