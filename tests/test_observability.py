@@ -666,3 +666,36 @@ def test_prompt_and_completion_are_stored_only_with_capture_on_and_redacted() ->
     assert off["prompt_hash"] == on["prompt_hash"] is not None
     assert "ann@example.com" not in on["prompt_content"] and "mail me" in on["prompt_content"]
     assert on["completion_content"] == "sure"
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_maps_its_own_events_and_never_rewrites_the_parents(store: Path) -> None:
+    """After fork, the child's handlers run on fresh threads and map the child's events, and the
+    session the parent had open is closed once, by the parent."""
+    import os
+
+    llamonitor.initialize_monitoring(MonitorConfig.for_local_dev(store))
+    manager = ObservabilityManager()
+    manager.register_handler(SpanHandler())
+    manager.observe_event(SessionStartEvent(session_id="parent"))
+    assert manager.flush(5)
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            manager.observe_event(CommandStartedEvent(session_id="child", command_id="k"))
+            manager.observe_event(CommandResultEvent(session_id="child", command_id="k"))
+            ok = manager.shutdown(10) and llamonitor.shutdown_monitoring(20)
+            code = 0 if ok else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    manager.observe_event(SessionEndEvent(session_id="parent"))
+    assert manager.shutdown(5) and llamonitor.shutdown_monitoring(20)
+    rows = json.loads(_cli("events", "--dir", store, "--json").output)
+    rows = rows if isinstance(rows, list) else rows["events"]
+    assert sorted((r["session_id"], r["operation_type"], r["process_id"]) for r in rows) == [
+        ("child", "command", pid),
+        ("parent", "session", os.getpid()),
+    ]

@@ -292,8 +292,16 @@ class HandlerRunner:
         return drained
 
     def after_fork(self) -> None:
-        """In a forked child: a fresh queue and threads (the parent's are gone)."""
+        """In a forked child: a fresh queue and threads (the parent's are gone);
+        the handler's ``after_fork_in_child()`` lets go of the parent's state."""
+        self._lock = threading.Lock()
         self._reset_queue()
+        hook = getattr(self.handler, "after_fork_in_child", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception as exc:
+                logger.warning("llamonitor: handler %s failed after fork: %r", self.name, exc)
         self.start()
 
     def stats(self) -> dict[str, Any]:

@@ -169,6 +169,15 @@ class SpanHandler(ObservabilityHandler):
             if span is not None:
                 self._finish(span, now, None, None, unfinished=True)
 
+    def after_fork_in_child(self) -> None:
+        """A forked child starts empty: the spans open at fork are the parent's to
+        close (closed here too, they would be written twice)."""
+        self._lock = threading.Lock()
+        self._sessions.clear()
+        self._open.clear()
+        self._by_session.clear()
+        self._closed.clear()
+
     # -- the mapping -----------------------------------------------------------------
 
     def _session_start(self, ev: Any, rate: float) -> None:
