@@ -699,3 +699,33 @@ def test_a_forked_child_maps_its_own_events_and_never_rewrites_the_parents(store
         ("child", "command", pid),
         ("parent", "session", os.getpid()),
     ]
+
+
+def test_events_published_inside_a_decorated_function_nest_under_its_span(spans: Any) -> None:
+    """A session published from inside a @monitor_llm function lands in that function's trace,
+    under its span: decorated code and the event spans make one tree."""
+
+    @llamonitor.monitor_llm("handle_request", operation_type="agent_workflow")
+    def handle_request(manager: ObservabilityManager) -> None:
+        manager.observe_event(SessionStartEvent(session_id="s"))
+        manager.observe_event(CommandStartedEvent(session_id="s", command_id="c"))
+        manager.observe_event(CommandResultEvent(session_id="s", command_id="c"))
+        manager.observe_event(SessionEndEvent(session_id="s"))
+
+    manager = ObservabilityManager()
+    manager.register_handler(SpanHandler())
+    handle_request(manager)
+    manager.observe_event(CommandStartedEvent(session_id="t", command_id="outside"))
+    manager.observe_event(CommandResultEvent(session_id="t", command_id="outside"))
+    assert manager.shutdown(5)
+    llamonitor.flush(5)
+    by_name = {r["operation_name"]: r for r in spans.rows()}
+    request, session = by_name["handle_request"], by_name["session"]
+    command = [
+        r for r in spans.rows() if r["session_id"] == "s" and r["operation_type"] == "command"
+    ]
+    assert session["parent_span_id"] == request["span_id"]
+    assert command[0]["parent_span_id"] == session["span_id"]
+    assert session["trace_id"] == command[0]["trace_id"] == request["trace_id"]
+    outside = [r for r in spans.rows() if r["session_id"] == "t"]
+    assert outside[0]["parent_span_id"] is None and outside[0]["trace_id"] != request["trace_id"]

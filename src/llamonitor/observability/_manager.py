@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from llamonitor import _handoff
-from llamonitor._internal import report_internal_error
+from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
 from llamonitor.observability._config import ObservabilityConfig
 from llamonitor.observability._events import DEFAULT_SESSION_ID, EventHandlerFailedEvent
 from llamonitor.observability._runner import HandlerRunner, ObservabilityHandler
@@ -174,6 +174,11 @@ class ObservabilityManager:
                 self.sampled_out += 1
                 return True
         cls = type(event)
+        # The llamonitor span around the publisher (a decorated function), so
+        # the event's spans can nest under it: read here, on the caller's thread.
+        around = CURRENT.get()
+        if around is SUPPRESSED:
+            around = None
         ok = True
         pending: list[tuple[HandlerRunner, Any]] = []
         for runner in runners:
@@ -186,7 +191,7 @@ class ObservabilityManager:
                 if point >= effective:
                     runner.sampled_out += 1
                     continue
-            item = (event, effective)
+            item = (event, effective, around)
             if wait:
                 ok = runner.offer(item) and ok
             elif not runner.offer(item, wait=False):

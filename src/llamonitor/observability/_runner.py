@@ -55,9 +55,16 @@ class ObservabilityHandler:
         """Handle one event on the handler's private event loop (default: :meth:`handle`)."""
         self.handle(event)
 
-    def handle_sampled(self, event: Any, sample_rate: float) -> None:
-        """Called by the manager instead of :meth:`handle` by handlers that
-        want the sample rate the event was kept at (default: :meth:`handle`)."""
+    def handle_sampled(self, event: Any, sample_rate: float, around: Any = None) -> None:
+        """What the manager calls (default: :meth:`handle`), for handlers that
+        want more than the event.
+
+        Args:
+            event: the event.
+            sample_rate: the fraction of sessions the event was kept at.
+            around: the llamonitor span (``SpanContext``) current where the
+                event was observed, or ``None``.
+        """
         self.handle(event)
 
     def close(self) -> None:
@@ -96,7 +103,7 @@ class HandlerRunner:
         name = getattr(handler, "name", None)
         self.name = name if isinstance(name, str) and name else type(handler).__name__
         self.is_async = _is_async(handler)
-        self.wants_rate = callable(getattr(handler, "handle_sampled", None)) and not self.is_async
+        self.wants_rate = isinstance(handler, ObservabilityHandler) and not self.is_async
         self.handled = 0
         self.failed = 0
         self.sampled_out = 0
@@ -229,13 +236,13 @@ class HandlerRunner:
                 self._room.notify_all()
 
     def _call(self, item: Any, loop: asyncio.AbstractEventLoop | None) -> None:
-        event, rate = item
+        event, rate, around = item
         handler = self.handler
         try:
             if loop is not None:
                 loop.run_until_complete(handler.ahandle(event))
             elif self.wants_rate:
-                handler.handle_sampled(event, rate)
+                handler.handle_sampled(event, rate, around)
             else:
                 handler.handle(event)
         except Exception as exc:

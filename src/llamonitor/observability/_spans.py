@@ -134,6 +134,7 @@ class SpanHandler(ObservabilityHandler):
         self.unmatched = 0
         self._pipeline: Any = None
         self._lock = threading.Lock()
+        self._around: Any = None
 
     @property
     def name(self) -> str:
@@ -142,12 +143,14 @@ class SpanHandler(ObservabilityHandler):
     def handle(self, event: Any) -> None:
         self.handle_sampled(event, 1.0)
 
-    def handle_sampled(self, event: Any, sample_rate: float) -> None:
-        """Map one event (the manager passes the rate it was kept at)."""
+    def handle_sampled(self, event: Any, sample_rate: float, around: Any = None) -> None:
+        """Map one event (the manager passes the rate it was kept at, and the
+        llamonitor span it was observed in)."""
         kind = f.kind(event)
         if kind is None:
             return
         with self._lock:  # one manager calls it from one thread; two managers may share it
+            self._around = around
             try:
                 getattr(self, "_" + kind)(event, sample_rate)
             except Exception as exc:  # a bug of ours, or an event too odd to map
@@ -341,7 +344,14 @@ class SpanHandler(ObservabilityHandler):
         rate: float,
         start_us: int | None = None,
     ) -> _Span:
-        if parent is None:  # a new trace: MonitorConfig.sample_rate applies here
+        around = self._around
+        parent_span_id = None if parent is None else parent.span_id
+        if parent is None and around is not None and getattr(around, "trace_id", None):
+            # Published inside a decorated function: under its span, in its trace
+            # (whose root made the sampling decision).
+            trace_id, parent_span_id = around.trace_id, getattr(around, "span_id", None)
+            keep, monitor_rate = bool(getattr(around, "sampled", True)), 1.0
+        elif parent is None:  # a new trace: MonitorConfig.sample_rate applies here
             trace_id = _handoff.getrandbits(128).to_bytes(16, "big").hex()
             monitor_rate = _handoff.sample_rate
             keep = monitor_rate >= 1.0 or _handoff.uniform01() < monitor_rate
@@ -362,7 +372,7 @@ class SpanHandler(ObservabilityHandler):
             kind=kind,
             monitor_rate=monitor_rate,
             name=name,
-            parent_span_id=None if parent is None else parent.span_id,
+            parent_span_id=parent_span_id,
             perf_ns=f.perf_ns(ev),
             rate=rate * monitor_rate,
             session_id=sid,
