@@ -20,8 +20,9 @@ event                      span
 
 Parents: an event's ``parent_id`` (a command's id or an LLM call's
 ``call_id``) when given; else the innermost open command of its session; else
-the session's root. An event outside any open session and command starts a
-trace of its own. What is still open when its session ends is closed then,
+the session's root. An event outside any open session and command goes under
+the llamonitor span around its publisher (a decorated function), in that
+trace, or else starts a trace of its own. What is still open when its session ends is closed then,
 with ``custom_attributes["llamonitor.unfinished"] = true``; a result without
 its start becomes a span of its own, marked ``llamonitor.unmatched``.
 
