@@ -47,11 +47,10 @@ from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
 from llamonitor._records import safe_json
 from llamonitor.llm import _settings as llm_settings
-from llamonitor.llm import content
 from llamonitor.llm._responses import facts_and_text
-from llamonitor.llm.pricing import fill_costs
 from llamonitor.observability import _facts as f
 from llamonitor.observability._events import DEFAULT_SESSION_ID, to_jsonable
+from llamonitor.observability._llm import captured, llm_facts, price
 from llamonitor.observability._runner import ObservabilityHandler
 from llamonitor.schema._columns import COLUMN_NAMES, column_value
 from llamonitor.schema.events import MetricEvent
@@ -79,19 +78,6 @@ _NON_NEGATIVE = frozenset(
     name
     for name, info in MetricEvent.model_fields.items()
     if any(getattr(m, "ge", None) == 0 for m in info.metadata)
-)
-
-_LLM_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "time_to_first_token_ms",
-    "response_model",
-    "finish_reason",
 )
 
 
@@ -228,7 +214,7 @@ class SpanHandler(ObservabilityHandler):
         self._finish(span, f.wall_us(ev), f.perf_ns(ev), error)
 
     def _llm_call(self, ev: Any, rate: float) -> None:
-        cols = self._llm_facts(ev)
+        cols = llm_facts(ev)
         duration = f.number(getattr(ev, "duration_ms", None))
         error = f.error_of(getattr(ev, "error", None), "LLMError")
         done = (
@@ -273,7 +259,7 @@ class SpanHandler(ObservabilityHandler):
             value = f.number(getattr(ev, key, None))
             if value is not None:
                 span.cols[key] = value
-        span.cols.update(self._content(None, completion, span.cols))
+        span.cols.update(captured(None, completion))
         error = f.error_of(getattr(ev, "error", None), "LLMError")
         self._finish(span, f.wall_us(ev), f.perf_ns(ev), error)
 
@@ -464,7 +450,7 @@ class SpanHandler(ObservabilityHandler):
         validating a model per span)."""
         cols = {k: v for k, v in span.cols.items() if v is not None}
         if span.kind == "llm_call":
-            _price(cols)
+            price(cols)
         attrs = span.attrs
         row = dict.fromkeys(COLUMN_NAMES)
         for key, value in cols.items():
@@ -491,62 +477,3 @@ class SpanHandler(ObservabilityHandler):
         if error is not None:
             row.update(error=True, error_type=error[0], error_message=error[1])
         return row
-
-    # -- LLM facts ----------------------------------------------------------------------
-
-    def _llm_facts(self, ev: Any) -> dict[str, Any]:
-        cols: dict[str, Any] = {
-            "model": f.text(getattr(ev, "model", None)) or f.text(getattr(ev, "model_id", None)),
-            "provider": f.text(getattr(ev, "provider", None)),
-        }
-        for name in _LLM_COLUMNS:
-            value = getattr(ev, name, None)
-            if value is not None:
-                cols[name] = column_value(name, value) if name != "cost_usd" else f.number(value)
-        payload = getattr(ev, "payload", None)
-        prompt = getattr(ev, "prompt", None)
-        if isinstance(payload, dict):
-            if cols["model"] is None:
-                cols["model"] = f.text(payload.get("model"))
-            cols["temperature"] = column_value("temperature", payload.get("temperature"))
-            tokens = payload.get("max_tokens", payload.get("max_completion_tokens"))
-            cols["max_tokens"] = column_value("max_tokens", tokens)
-            if prompt is None:
-                prompt = next(
-                    (payload[k] for k in ("messages", "prompt", "input") if k in payload), None
-                )
-        if prompt is not None:
-            cols["prompt_hash"] = content.prompt_hash(prompt)
-        cols.update(self._content(prompt, getattr(ev, "completion", None), cols))
-        if cols.get("input_tokens") is not None or cols.get("output_tokens") is not None:
-            cols.setdefault("token_source", "user")
-        return cols
-
-    def _content(self, prompt: Any, completion: Any, cols: dict[str, Any]) -> dict[str, Any]:
-        """Prompt and completion columns, redacted, when capture is on."""
-        if not llm_settings.SETTINGS.capture_content:
-            return {}
-        text = None if prompt is None else content.prompt_text(prompt)
-        done = None if completion is None else str(completion)
-        if text is None and done is None:
-            return {}
-        stored = content._store(text, done)
-        stored.pop("custom_attributes", None)
-        return stored
-
-
-def _price(cols: dict[str, Any]) -> None:
-    """Total tokens and cost of an LLM span's columns, as the worker prices spans."""
-    i, o = cols.get("input_tokens"), cols.get("output_tokens")
-    if (i is not None or o is not None) and cols.get("total_tokens") is None:
-        cols["total_tokens"] = (i or 0) + (o or 0)
-    lists = {k: [v] for k, v in cols.items()}
-
-    def column(c: dict[str, list[Any]], name: str, n: int) -> list[Any]:
-        return c.setdefault(name, [None] * n)
-
-    fill_costs(lists, 1, column)
-    for name in ("input_cost_usd", "output_cost_usd", "cost_usd", "cost_source"):
-        value = lists.get(name, [None])[0]
-        if value is not None:
-            cols[name] = value
