@@ -646,3 +646,11 @@ def test_spans_are_grouped_by_resource() -> None:
         )
         assert attrs["team"].string_value == "ml"
     assert groups == {("a", 1): 2, ("b", 1): 1, ("fallback", 7): 1}
+
+
+def test_every_registered_exporter_kind_builds_its_config() -> None:
+    """Each kind name of the registry builds an ExporterConfig of that kind."""
+    from llamonitor.schema.config import EXPORTER_KINDS
+
+    config = MonitorConfig(exporters=list(EXPORTER_KINDS))
+    assert [e.kind for e in config.exporters] == list(EXPORTER_KINDS)

@@ -160,6 +160,7 @@ class ExporterConfig(BaseModel):
 
 
 EXPORTER_KINDS: dict[str, str] = {
+    "console": "llamonitor.export.console:ConsoleExporterConfig",
     "otlp": "llamonitor.export._otlp_config:OTLPExporterConfig",
 }
 """Exporter kind -> ``"module:Class"`` of its ``ExporterConfig``: what
