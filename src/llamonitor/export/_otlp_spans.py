@@ -14,8 +14,7 @@ have a value in it), which is what makes this fast enough for the sink thread.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,19 @@ import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from llamonitor.export._otlp_attrs import (
+    NS,
+    SpanList,
+    merge_fragments,
+    present,
+    put,
+    put_custom,
+    put_list,
+    put_rows,
+    set_str,
+    to_json,
+    values_of,
+)
 from llamonitor.export._otlp_ids import SPAN_ID_BYTES, TRACE_ID_BYTES, IdColumn
 from llamonitor.export._otlp_semconv import (
     SEMCONV_BOTH,
@@ -31,11 +43,7 @@ from llamonitor.export._otlp_semconv import (
     SEMCONV_MODES,
     SEMCONV_V1_36,
 )
-from llamonitor.schema._columns import INT64_MAX, INT64_MIN
 
-NS = "llamonitor."
-CUSTOM = "llamonitor.custom."
-CUSTOM_JSON = "llamonitor.custom_json."
 OTHER_ERROR = "_OTHER"
 """``error.type`` of a failed span whose exception class is unknown (the conventions' fallback)."""
 
@@ -159,42 +167,42 @@ class SpanEncoder:
         self._status(spans, cols)
         for name, column in cols.items():
             if name in GEN_AI_COLUMNS:
-                _put(spans, column, GEN_AI_COLUMNS[name])
+                put(spans, column, GEN_AI_COLUMNS[name])
             if name not in _NOT_ATTRIBUTES:
-                _put(spans, column, NS + name)
+                put(spans, column, NS + name)
         if "provider" in cols:
             if self.latest:
-                _put(spans, cols["provider"], "gen_ai.provider.name")
+                put(spans, cols["provider"], "gen_ai.provider.name")
             if self.old:
-                _put(spans, cols["provider"], "gen_ai.system")
+                put(spans, cols["provider"], "gen_ai.system")
         if "session_id" in cols:
-            _put(spans, cols["session_id"], "gen_ai.conversation.id")
+            put(spans, cols["session_id"], "gen_ai.conversation.id")
         if "cost_usd" in cols:
-            _put(spans, cols["cost_usd"], "gen_ai.usage.cost")
+            put(spans, cols["cost_usd"], "gen_ai.usage.cost")
         if self.latest and "time_to_first_token_ms" in cols:
             ttft = cols["time_to_first_token_ms"]
-            _put(spans, pc.divide(ttft, 1000.0), "gen_ai.response.time_to_first_chunk")
+            put(spans, pc.divide(ttft, 1000.0), "gen_ai.response.time_to_first_chunk")
         if self.latest and "stream_item_count" in cols:
             streamed = pc.if_else(
                 pc.is_valid(cols["stream_item_count"]), True, pa.scalar(None, pa.bool_())
             )
-            _put(spans, streamed, "gen_ai.request.stream")
+            put(spans, streamed, "gen_ai.request.stream")
         if "finish_reason" in cols:
-            _put_list(spans, cols["finish_reason"], "gen_ai.response.finish_reasons")
+            put_list(spans, cols["finish_reason"], "gen_ai.response.finish_reasons")
         self._content(spans, cols)
         if "custom_attributes" in cols:
-            _put_custom(spans, cols["custom_attributes"])
-        _merge_fragments(spans)
+            put_custom(spans, cols["custom_attributes"])
+        merge_fragments(spans)
         return request
 
     # -- spans, ids, names, times ------------------------------------------------
 
     def _spans(
         self, request: ExportTraceServiceRequest, cols: dict[str, Any], n: int
-    ) -> _Spans:
-        trace = IdColumn(_values(cols.get("trace_id"), n), TRACE_ID_BYTES)
-        span = IdColumn(_values(cols.get("span_id"), n), SPAN_ID_BYTES)
-        parent = IdColumn(_values(cols.get("parent_span_id"), n), SPAN_ID_BYTES)
+    ) -> SpanList:
+        trace = IdColumn(values_of(cols.get("trace_id"), n), TRACE_ID_BYTES)
+        span = IdColumn(values_of(cols.get("span_id"), n), SPAN_ID_BYTES)
+        parent = IdColumn(values_of(cols.get("parent_span_id"), n), SPAN_ID_BYTES)
         names, kinds, ops, tools = _names(cols, n)
         starts, ends = _times(cols, n)
         groups = self._groups(request, cols, n)
@@ -213,15 +221,15 @@ class SpanEncoder:
                     end_time_unix_nano=ends[i],
                 )
             )
-        spans = _Spans(made)
-        _put_rows(spans, ops, "gen_ai.operation.name")
-        _put_rows(spans, tools, "gen_ai.tool.name")
+        spans = SpanList(made)
+        put_rows(spans, ops, "gen_ai.operation.name")
+        put_rows(spans, tools, "gen_ai.tool.name")
         # An id that is not ours in form (hashed above): its text, to read it back.
         for column, ids in (("trace_id", trace), ("span_id", span), ("parent_span_id", parent)):
             if ids.hashed:
-                texts = _values(cols[column], n)
+                texts = values_of(cols[column], n)
                 for i in ids.hashed:
-                    _set_str(spans[i], NS + column, texts[i])
+                    set_str(spans[i], NS + column, texts[i])
         return spans
 
     def _groups(
@@ -229,8 +237,8 @@ class SpanEncoder:
     ) -> list[Any]:
         """The span list (a ``ScopeSpans``) of each row: one ``ResourceSpans``
         per service name, project and process."""
-        projects = _values(cols.get("project_name"), n)
-        pids = _values(cols.get("process_id"), n)
+        projects = values_of(cols.get("project_name"), n)
+        pids = values_of(cols.get("process_id"), n)
         containers: dict[tuple[Any, Any], Any] = {}
         out = []
         for project, pid in zip(projects, pids, strict=True):
@@ -268,7 +276,7 @@ class SpanEncoder:
         scope_spans.scope.version = self.scope_version
         return scope_spans.spans
 
-    def _status(self, spans: _Spans, cols: dict[str, Any]) -> None:
+    def _status(self, spans: SpanList, cols: dict[str, Any]) -> None:
         """Failed spans: status ERROR with the message, and ``error.type``."""
         n = len(spans)
         error = cols.get("error")
@@ -277,26 +285,26 @@ class SpanEncoder:
         )
         idx = np.flatnonzero(failed.to_numpy(zero_copy_only=False)).tolist()
         if idx:
-            types = _values(cols.get("error_type"), n)
-            messages = _values(cols.get("error_message"), n)
+            types = values_of(cols.get("error_type"), n)
+            messages = values_of(cols.get("error_message"), n)
             code = Status.STATUS_CODE_ERROR
             for i in idx:
                 s = spans[i]
                 s.status.code = code
                 if messages[i]:
                     s.status.message = messages[i]
-                _set_str(s, "error.type", types[i] or OTHER_ERROR)
+                set_str(s, "error.type", types[i] or OTHER_ERROR)
         rest = pc.invert(failed)
         for column, key in (("error_type", "error.type"), ("error_message", NS + "error_message")):
             if column in cols:  # a type or message on a span that did not fail: kept as is
                 values = cols[column] if not idx else pc.if_else(
                     rest, cols[column], pa.scalar(None, cols[column].type)
                 )
-                _put(spans, values, key)
+                put(spans, values, key)
 
     # -- content ------------------------------------------------------------------
 
-    def _content(self, spans: _Spans, cols: dict[str, Any]) -> None:
+    def _content(self, spans: SpanList, cols: dict[str, Any]) -> None:
         n = len(spans)
         prompts = cols.get("prompt_content")
         completions = cols.get("completion_content")
@@ -304,22 +312,22 @@ class SpanEncoder:
         has_completion = completions is not None and completions.null_count < n
         if not (has_prompt or has_completion):
             return
-        providers = _values(cols.get("provider"), n)
-        reasons = _values(cols.get("finish_reason"), n)
-        failed = _values(cols.get("error"), n)
+        providers = values_of(cols.get("provider"), n)
+        reasons = values_of(cols.get("finish_reason"), n)
+        failed = values_of(cols.get("error"), n)
         ends = [s.end_time_unix_nano for s in spans] if self.old else []
         if has_prompt:
-            for i, text in _present(prompts):
+            for i, text in present(prompts):
                 if self.latest:
                     message = {"role": "user", "parts": [{"type": "text", "content": text}]}
-                    _set_str(spans[i], "gen_ai.input.messages", _json([message]))
+                    set_str(spans[i], "gen_ai.input.messages", to_json([message]))
                 if self.old:
                     event = spans[i].events.add(
                         name="gen_ai.user.message", time_unix_nano=spans[i].start_time_unix_nano
                     )
                     _event_attrs(event, providers[i], {"content": text})
         if has_completion:
-            for i, text in _present(completions):
+            for i, text in present(completions):
                 reason = (reasons[i] or "").split(",")[0] or ("error" if failed[i] else "stop")
                 if self.latest:
                     message = {
@@ -327,7 +335,7 @@ class SpanEncoder:
                         "parts": [{"type": "text", "content": text}],
                         "finish_reason": reason,
                     }
-                    _set_str(spans[i], "gen_ai.output.messages", _json([message]))
+                    set_str(spans[i], "gen_ai.output.messages", to_json([message]))
                 if self.old:
                     event = spans[i].events.add(name="gen_ai.choice", time_unix_nano=ends[i])
                     _event_attrs(
@@ -336,7 +344,7 @@ class SpanEncoder:
                         {
                             "index": 0,
                             "finish_reason": reason,
-                            "message": _json({"role": "assistant", "content": text}),
+                            "message": to_json({"role": "assistant", "content": text}),
                         },
                     )
 
@@ -353,18 +361,14 @@ def _event_attrs(event: Any, provider: str | None, values: dict[str, Any]) -> No
             kv.value.string_value = value
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _names(cols: dict[str, Any], n: int) -> tuple[list[str], list[bool], list[Any], list[Any]]:
     """Each row's span name, whether it is a CLIENT span, its
     ``gen_ai.operation.name`` and its ``gen_ai.tool.name`` (None where not applicable)."""
-    op_names = _values(cols.get("operation_name"), n)
-    op_types = _values(cols.get("operation_type"), n)
-    models = _values(cols.get("model"), n)
-    providers = _values(cols.get("provider"), n)
-    agents = _values(cols.get("agent_name"), n)
+    op_names = values_of(cols.get("operation_name"), n)
+    op_types = values_of(cols.get("operation_type"), n)
+    models = values_of(cols.get("model"), n)
+    providers = values_of(cols.get("provider"), n)
+    agents = values_of(cols.get("agent_name"), n)
     memo: dict[Any, str | None] = {}
     names: list[str] = []
     kinds: list[bool] = []
@@ -413,189 +417,3 @@ def _times(cols: dict[str, Any], n: int) -> tuple[list[int], list[int]]:
         ms = pc.fill_null(pc.cast(dur, pa.float64()), 0.0).to_numpy(zero_copy_only=False)
         length = np.rint(np.clip(np.nan_to_num(ms), 0.0, 1e12) * 1e6).astype(np.int64)
     return start.tolist(), (start + length).tolist()
-
-
-# -- attributes, column by column ------------------------------------------------
-
-
-def _values(column: Any, n: int) -> list[Any]:
-    return [None] * n if column is None else column.to_pylist()
-
-
-def _present(column: Any) -> list[tuple[int, Any]]:
-    """(row, value) of the rows where ``column`` has a value."""
-    if column.null_count == 0:
-        return list(enumerate(column.to_pylist()))
-    valid = pc.is_valid(column)
-    idx = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()
-    return list(zip(idx, column.filter(valid).to_pylist(), strict=True))
-
-
-def _set_str(span: Span, key: str, value: str) -> None:
-    kv = span.attributes.add(key=key)
-    kv.value.string_value = value
-
-
-# Attribute values repeat (a model, a provider, an operation name, the same
-# custom attributes on every call of a function): each distinct (key, value)
-# is built once, as protobuf's serialization of a span holding just that
-# attribute, and each span gets its repeated ones in one ``MergeFromString``
-# at the end (protobuf merges repeated fields by appending, so the result is
-# the span with those attributes added). Columns of mostly distinct values
-# are added to each span directly.
-LOW_CARDINALITY = 8
-"""A column is memoized when its rows hold at most 1/LOW_CARDINALITY distinct values."""
-
-_FIELD_OF_TYPE: tuple[tuple[Callable[[pa.DataType], bool], str], ...] = (
-    (pa.types.is_string, "string_value"),
-    (pa.types.is_large_string, "string_value"),
-    (pa.types.is_boolean, "bool_value"),
-    (pa.types.is_integer, "int_value"),
-    (pa.types.is_floating, "double_value"),
-)
-
-
-class _Spans(list):  # type: ignore[type-arg]
-    """The spans of a request, with their attribute lists (looked up once)
-    and the serialized attributes still to merge into each."""
-
-    def __init__(self, spans: list[Span]) -> None:
-        super().__init__(spans)
-        self.attributes: list[Any] = [s.attributes for s in spans]
-        self.parts: list[list[bytes]] = [[] for _ in spans]
-
-
-def _fragment(key: str, field: str, value: Any) -> bytes:
-    """A span holding only attribute ``key`` = ``value``, serialized."""
-    span = Span()
-    setattr(span.attributes.add(key=key).value, field, value)
-    return bytes(span.SerializeToString())
-
-
-def _merge_fragments(spans: _Spans) -> None:
-    for span, parts in zip(spans, spans.parts, strict=True):
-        if parts:
-            span.MergeFromString(b"".join(parts))
-
-
-def _put(spans: _Spans, column: Any, key: str) -> None:
-    """Attribute ``key`` on every span whose row has a value in ``column``."""
-    n = len(spans)
-    valid_count = n - column.null_count
-    if valid_count == 0:
-        return
-    typ = column.type
-    field = next((f for test, f in _FIELD_OF_TYPE if test(typ)), None)
-    if field is None:  # a type no column has today: its text
-        column, field = pc.cast(column, pa.string()), "string_value"
-    if column.null_count == 0:
-        rows: Sequence[int] = range(n)
-        values = column.to_pylist()
-    else:
-        valid = pc.is_valid(column)
-        rows = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()
-        values = column.filter(valid).to_pylist()
-    if pc.count_distinct(column).as_py() * LOW_CARDINALITY <= valid_count:
-        parts = spans.parts
-        memo: dict[Any, bytes] = {}
-        for i, v in zip(rows, values, strict=True):
-            frag = memo.get(v)
-            if frag is None:
-                frag = memo[v] = _fragment(key, field, v)
-            parts[i].append(frag)
-        return
-    attrs = spans.attributes
-    targets = attrs if column.null_count == 0 else [attrs[i] for i in rows]
-    if field == "string_value":
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.string_value = v
-    elif field == "bool_value":
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.bool_value = v
-    elif field == "int_value":
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.int_value = v
-    else:
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.double_value = v
-
-
-def _put_rows(spans: _Spans, values: list[Any], key: str) -> None:
-    """A string attribute from a list (None: not on that span); values repeat."""
-    memo: dict[Any, bytes] = {}
-    for parts, v in zip(spans.parts, values, strict=True):
-        if v is not None:
-            frag = memo.get(v)
-            if frag is None:
-                frag = memo[v] = _fragment(key, "string_value", v)
-            parts.append(frag)
-
-
-def _put_list(spans: _Spans, column: Any, key: str) -> None:
-    """A comma-joined column (``finish_reason``) as a string array."""
-    memo: dict[str, bytes] = {}
-    for i, v in _present(column):
-        frag = memo.get(v)
-        if frag is None:
-            span = Span()
-            array = span.attributes.add(key=key).value.array_value
-            for part in v.split(","):
-                array.values.add().string_value = part
-            frag = memo[v] = bytes(span.SerializeToString())
-        spans.parts[i].append(frag)
-
-
-_SCALARS: dict[type, Callable[[Any, Any], None]] = {
-    str: lambda av, v: setattr(av, "string_value", v),
-    bool: lambda av, v: setattr(av, "bool_value", v),
-    int: lambda av, v: setattr(av, "int_value", v),
-    float: lambda av, v: setattr(av, "double_value", v),
-}
-
-
-def _scalar_ok(value: Any) -> bool:
-    t = type(value)
-    if t is int:
-        return bool(INT64_MIN <= value <= INT64_MAX)
-    return t in _SCALARS
-
-
-def _put_custom(spans: _Spans, column: Any) -> None:
-    """``custom_attributes`` flattened: a scalar (or a list of scalars of one
-    type) as ``llamonitor.custom.<key>``; anything else (an object, a null, a
-    mixed list) as its JSON text under ``llamonitor.custom_json.<key>``. Text
-    that is not a JSON object is kept as ``llamonitor.custom_attributes``."""
-    memo: dict[str, bytes] = {}
-    for i, text in _present(column):
-        frag = memo.get(text)
-        if frag is None:
-            frag = memo[text] = _custom_fragment(text)
-        spans.parts[i].append(frag)
-
-
-def _custom_fragment(text: str) -> bytes:
-    span = Span()
-    try:
-        attrs = json.loads(text)
-    except ValueError:
-        attrs = None
-    if not isinstance(attrs, dict):
-        _set_str(span, NS + "custom_attributes", text)
-        return bytes(span.SerializeToString())
-    for key, value in attrs.items():
-        if _scalar_ok(value):
-            _SCALARS[type(value)](span.attributes.add(key=CUSTOM + key).value, value)
-            continue
-        if (
-            isinstance(value, list)
-            and value
-            and len({type(v) for v in value}) == 1
-            and all(_scalar_ok(v) for v in value)
-        ):
-            setter = _SCALARS[type(value[0])]
-            array = span.attributes.add(key=CUSTOM + key).value.array_value
-            for v in value:
-                setter(array.values.add(), v)
-            continue
-        _set_str(span, CUSTOM_JSON + key, _json(value))
-    return bytes(span.SerializeToString())
