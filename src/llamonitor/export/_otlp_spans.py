@@ -9,7 +9,8 @@ has the table): an LLM call is a ``CLIENT`` span named
 ``llamonitor.custom.<key>``...), so every column can be read back from the span.
 
 The spans are built column by column (one pass per column over the rows that
-have a value in it), which is what makes this fast enough for the sink thread.
+have a value in it; repeated values built once, see ``_otlp_attrs``), which is
+what makes this fast enough for the sink thread.
 """
 
 from __future__ import annotations
