@@ -9,12 +9,15 @@ so the arrows between the two point one way:
   decorated call, so it is a plain module attribute.
 - ids: a private random generator, re-seeded in a forked child.
 - sampling: the fraction of traces kept, decided at each root span.
+- :data:`external_parent`: where a root span finds a parent that another
+  tracer made (an OpenTelemetry span, set by ``llamonitor.otel``).
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -56,3 +59,19 @@ sample_rate = 1.0
 def set_sample_rate(rate: float) -> None:
     global sample_rate
     sample_rate = rate
+
+
+ExternalParent = tuple[str, int, str, bool]
+"""``(trace_id, parent span id, session_id, sampled)`` of a span from another
+tracer that a new root span becomes the child of."""
+
+external_parent: Callable[[], ExternalParent | None] | None = None
+"""Asked by a span that has no llamonitor parent (only then: the spans under
+another llamonitor span never pay for it) for the span of another tracer
+around it; ``None`` when no bridge is installed. Must not raise."""
+
+
+def set_external_parent(fn: Callable[[], ExternalParent | None] | None) -> None:
+    """Install (or with ``None`` remove) :data:`external_parent`."""
+    global external_parent
+    external_parent = fn
