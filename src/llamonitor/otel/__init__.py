@@ -1,12 +1,15 @@
-"""OpenTelemetry in: an application's own OTel spans into llamonitor.
+"""OpenTelemetry in: OTLP trace requests and an application's own OTel spans.
 
-``SpanProcessor`` plugs into the application's ``TracerProvider`` (the
-``[otlp]`` extra)::
+:func:`rows_from_request` maps an ``ExportTraceServiceRequest`` (the GenAI
+semantic conventions old and new, OpenInference, OpenLLMetry and Logfire
+attributes) to stored-form rows; the OTLP receiver of ``llamonitor serve`` /
+``llamonitor collect`` and the in-process bridge both feed the writer with it.
+Decoding requests needs the ``otlp`` extra (``pip install 'llamonitor[otlp]'``);
+the mapping itself imports nothing optional.
 
-    from opentelemetry.sdk.trace import TracerProvider
-    import llamonitor.otel
+:class:`SpanProcessor` plugs into the application's ``TracerProvider`` (the
+``otlp`` extra too), so any OTel instrumentation feeds llamonitor in process::
 
-    provider = TracerProvider()
     provider.add_span_processor(llamonitor.otel.SpanProcessor())
 """
 
@@ -17,12 +20,15 @@ from typing import TYPE_CHECKING
 from llamonitor._lazy import exports
 
 if TYPE_CHECKING:
+    from llamonitor.otel._mapping import MappedSpans, rows_from_request
     from llamonitor.otel._processor import SpanProcessor
 
 _EXPORTS: dict[str, str] = {
+    "MappedSpans": "llamonitor.otel._mapping",
     "SpanProcessor": "llamonitor.otel._processor",
+    "rows_from_request": "llamonitor.otel._mapping",
 }
 
-__all__ = ["SpanProcessor"]
+__all__ = ["MappedSpans", "SpanProcessor", "rows_from_request"]
 
 __getattr__, __dir__ = exports(__name__, _EXPORTS, globals(), __all__)
