@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry.trace import get_current_span
 
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
+from llamonitor.otel._conventions import SESSION_ATTRIBUTES
 
 MAX_OPEN_SPANS = 100_000
 """OTel spans remembered while they run (only those whose row needs a fix, or
@@ -36,14 +37,6 @@ that started inside a llamonitor span)."""
 MAX_TRACES = 20_000
 """OTel traces remembered as belonging to a llamonitor trace (for the spans
 that start after their parent ended)."""
-
-SESSION_ATTRIBUTES: tuple[str, ...] = (
-    "gen_ai.conversation.id",
-    "session.id",
-    "traceloop.association.properties.session_id",
-    "traceloop.association.properties.thread_id",
-    "llamonitor.session_id",
-)
 
 # A fix: (trace_id, session_id, parent_span_id, outer, sampled).
 #   trace_id / session_id / parent_span_id: what the row says instead of what
@@ -122,9 +115,7 @@ def _under(cur: Any, ctx: Any, root: bool) -> None:
         (trace, cur.session_id, None if sid is None else f"{sid:016x}", cur, cur.sampled),
     )
     if root:
-        _remember_trace(
-            ctx.trace_id, trace or f"{ctx.trace_id:032x}", cur.session_id, cur.sampled
-        )
+        _remember_trace(ctx.trace_id, trace or f"{ctx.trace_id:032x}", cur.session_id, cur.sampled)
 
 
 def on_end(span_id: int) -> Fix | None:

@@ -3,6 +3,7 @@ then the OTLP receiver's mapping, then the bridge's fixes (see ``_bridge``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +27,10 @@ def rows_of(
                 fixes[f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"] = fix
     mapped = rows_from_request(encode_spans([span for span, _ in batch]))
     rows = mapped.rows
-    if fixes:
-        for row in rows:
+    pid = os.getpid()  # the spans ended in this process, whatever the resource says
+    for row in rows:
+        row["process_id"] = pid
+        if fixes:
             fix = fixes.get((row["trace_id"], row["span_id"]))
             if fix is not None:
                 _bridge.apply(row, fix)

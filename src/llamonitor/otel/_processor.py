@@ -23,9 +23,17 @@ import weakref
 from collections import deque
 from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span
-from opentelemetry.sdk.trace import SpanProcessor as _SDKSpanProcessor
+try:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan, Span
+    from opentelemetry.sdk.trace import SpanProcessor as _SDKSpanProcessor
+
+    from llamonitor.otel._convert import rows_of  # the OTLP encoder
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "llamonitor.otel.SpanProcessor needs the OpenTelemetry SDK and the OTLP "
+        f"encoder ({exc}): pip install 'llamonitor[otlp]'"
+    ) from exc
 
 from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
@@ -100,9 +108,7 @@ class SpanProcessor(_SDKSpanProcessor):
         interval_seconds: float = INTERVAL_SECONDS,
     ) -> None:
         if max_queue_size < 1 or batch_size < 1 or not interval_seconds > 0:
-            raise ValueError(
-                "max_queue_size and batch_size must be >= 1 and interval_seconds > 0"
-            )
+            raise ValueError("max_queue_size and batch_size must be >= 1 and interval_seconds > 0")
         self._writer = writer
         self._max = max_queue_size
         self._batch = min(batch_size, max_queue_size)
@@ -231,9 +237,7 @@ class SpanProcessor(_SDKSpanProcessor):
         with self._lock:
             if self._thread is not None:
                 return
-            self._thread = threading.Thread(
-                target=self._run, name="llamonitor-otel", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="llamonitor-otel", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -268,15 +272,23 @@ class SpanProcessor(_SDKSpanProcessor):
         finally:
             lock.release()
 
-    def _hand_over(self, pipeline: Any, batch: list[tuple[ReadableSpan, _bridge.Fix | None]]) -> None:
-        from llamonitor.otel._convert import rows_of
-
+    def _hand_over(
+        self, pipeline: Any, batch: list[tuple[ReadableSpan, _bridge.Fix | None]]
+    ) -> None:
         try:
             rows, rejected = rows_of(batch)
-        except Exception as exc:
-            self._count("conversion", len(batch))
-            report_internal_error("otel_convert", exc)
-            return
+        except Exception:
+            # One span the encoder cannot take must not lose the others.
+            rows, rejected = [], 0
+            for item in batch:
+                try:
+                    more, bad = rows_of([item])
+                except Exception as exc:
+                    self._count("conversion")
+                    report_internal_error("otel_convert", exc)
+                    continue
+                rows += more
+                rejected += bad
         if rejected:
             self._count("invalid", rejected)
         handed = refused = 0
