@@ -118,11 +118,6 @@ def _under(cur: Any, ctx: Any, root: bool) -> None:
         _remember_trace(ctx.trace_id, trace or f"{ctx.trace_id:032x}", cur.session_id, cur.sampled)
 
 
-def on_end(span_id: int) -> Fix | None:
-    """The fix of an OTel span that ended (forgotten here)."""
-    return _spans.pop(span_id, None)
-
-
 def apply(row: dict[str, Any], fix: Fix) -> None:
     """Put the fix into a stored-form row of the OTel span."""
     if fix[0] is not None:
@@ -164,7 +159,12 @@ def external_parent() -> tuple[str, int, str, bool] | None:
         inherited = _traces.get(ctx.trace_id)
         if inherited is not None:
             return inherited[0], ctx.span_id, inherited[1], inherited[2]
-        return own, ctx.span_id, _session_of(span, own), True
+        session = _session_of(span, own)
+        if not ctx.is_remote and span.is_recording():
+            # Asked once per OTel span, not once per child; and the span's own
+            # row, and its OTel children's, get the session its children have.
+            _remember(ctx.span_id, (own, session, None, None, True))
+        return own, ctx.span_id, session, True
     except Exception as exc:
         report_internal_error("otel_external_parent", exc)
         return None

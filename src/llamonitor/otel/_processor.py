@@ -56,6 +56,9 @@ SHUTDOWN_TIMEOUT_SECONDS = 30.0
 
 DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "conversion", "refused")
 
+_open = _bridge._spans  # one object for good (reset() clears it)
+_getpid = os.getpid
+
 _active_lock = threading.Lock()
 _active: weakref.WeakSet[SpanProcessor] = weakref.WeakSet()
 
@@ -151,7 +154,7 @@ class SpanProcessor(_SDKSpanProcessor):
             ctx = span.context
             if ctx is None:
                 return
-            fix = _bridge.on_end(ctx.span_id)
+            fix = _open.pop(ctx.span_id, None) if _open else None  # the bridge's fix
             if not ctx.trace_flags.sampled:
                 return  # the application's sampler said no: like any exporter
             if self._shutdown:
@@ -160,7 +163,7 @@ class SpanProcessor(_SDKSpanProcessor):
             if fix is not None and not fix[4]:
                 self._sampled_out()
                 return
-            if self._pid != os.getpid():
+            if self._pid != _getpid():
                 self._reset()  # a fork the at-fork hook did not see
             q = self._queue
             if len(q) >= self._max:
