@@ -268,6 +268,10 @@ from llamonitor.cli._serve import serve as _serve_command  # noqa: E402
 
 cli.add_command(_serve_command)
 
+from llamonitor.cli._collect import collect as _collect_command  # noqa: E402
+
+cli.add_command(_collect_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

@@ -33,6 +33,9 @@ class Health(BaseModel):
     store: StoreHealth
     writer: dict[str, Any] | None = None
     live_clients: int = 0
+    otlp: dict[str, Any] | None = None
+    """The OTLP receiver's counters (requests, spans received / accepted /
+    rejected, ``rejected_by_reason``, refusals by kind), when it receives."""
 
 
 @router.get("/api/health", response_model=Health)
@@ -53,4 +56,10 @@ def health(request: Request) -> Health:
         store=StoreHealth(label=s.store.info.label, kind=s.store.info.kind, rows=rows),
         writer=writer,
         live_clients=s.live_clients(),
+        otlp=_otlp_health(s),
     )
+
+
+def _otlp_health(s: ServerState) -> dict[str, Any] | None:
+    ingestor = s.extras.get("otlp")
+    return None if ingestor is None else dict(ingestor.health())

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from llamonitor.schema.config import ConfigurationError
-from llamonitor.server._app import create_app
+from llamonitor.server._app import ROUTERS, create_app
+from llamonitor.server._receive import Receivers, own_writer, receivers
 from llamonitor.server._security import Guard
 from llamonitor.server._settings import ServerConfig
 from llamonitor.server._store import ServerStore, open_server_store
@@ -101,26 +102,50 @@ def serve_forever(
     store: ServerStore,
     config: ServerConfig,
     announce: Callable[[str], None] = print,
+    receive: Receivers | None = None,
+    routers: tuple[str, ...] = ROUTERS,
 ) -> None:
-    """Serve until interrupted (Ctrl-C)."""
-    app = create_app(store, config)
-    sock = bind(config)
-    server = _uvicorn_server(app, config)
-    announce(url_of(sock, config))
+    """Serve until interrupted (Ctrl-C, SIGTERM); ``receive`` (the OTLP
+    receiver's parts) is closed after the last request: its writer flushed."""
     try:
-        server.run(sockets=[sock])
+        writer_health = None
+        if receive is not None and receive.ingestor.owned:
+            writer_health = receive.ingestor.writer.health_check
+        app = create_app(
+            store, config, writer_health,
+            ingestor=None if receive is None else receive.ingestor, routers=routers,
+        )
+        # The receiver's writer taps the live tail: received spans show at once.
+        _state(app).extras["live_tap"] = receive is not None
+        sock = bind(config)
+        server = _uvicorn_server(app, config)
+        announce(url_of(sock, config))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        if receive is not None:
+            receive.close()
 
 
 class ServerHandle:
     """A server running on a thread of this process; :meth:`stop` ends it."""
 
-    def __init__(self, server: Any, thread: threading.Thread, url: str, app: Guard) -> None:
+    def __init__(
+        self,
+        server: Any,
+        thread: threading.Thread,
+        url: str,
+        app: Guard,
+        receive: Receivers | None = None,
+    ) -> None:
         self._server = server
         self._thread = thread
         self.url = url
         self.app = app
+        self.receive = receive
+        """The OTLP receiver (``receive.grpc.port`` is the gRPC port), if any."""
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and wait for the thread (at most ``timeout`` seconds);
@@ -129,6 +154,9 @@ class ServerHandle:
         self._server.should_exit = True
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        receive, self.receive = self.receive, None
+        if receive is not None:
+            receive.close()  # after the last request: its own writer is flushed
 
     @property
     def running(self) -> bool:
@@ -215,9 +243,20 @@ def start_server(
     store = open_server_store(
         where, dsn, table, config.query_workers, config.query_timeout_seconds
     )
-    app = create_app(store, config, writer_health)
-    _state(app).extras["live_tap"] = tap
-    sock = bind(config)
+    receive = None
+    try:
+        if config.otlp:
+            receive = _receivers_for(config, directory, dsn, table, where, tap)
+        app = create_app(
+            store, config, writer_health, ingestor=None if receive is None else receive.ingestor
+        )
+        _state(app).extras["live_tap"] = tap or receive is not None
+        sock = bind(config)
+    except BaseException:
+        store.close()
+        if receive is not None:
+            receive.close()
+        raise
     server = _uvicorn_server(app, config)
 
     def run() -> None:
@@ -235,4 +274,21 @@ def start_server(
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.005)
-    return ServerHandle(server, thread, url_of(sock, config), app)
+    return ServerHandle(server, thread, url_of(sock, config), app, receive)
+
+
+def _receivers_for(
+    config: ServerConfig,
+    directory: str | Path | None,
+    dsn: str | None,
+    table: str | None,
+    where: Path,
+    writers_store: bool,
+) -> Receivers | None:
+    """The OTLP receiver of ``start_server``: into the running writer when the
+    server serves its store, else into a writer of its own."""
+    from llamonitor.transport.writer import MonitoringWriter
+
+    if (directory is None and dsn is None) or writers_store:
+        return receivers(config, MonitoringWriter.get_instance_sync(), owned=False)
+    return receivers(config, own_writer(where, dsn, table), owned=True)

@@ -65,10 +65,21 @@ def _host_name(host: str) -> str:
 class Guard:
     """The checks above around ``app``."""
 
-    def __init__(self, app: ASGIApp, token: str | None, loopback_only: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        loopback_only: bool,
+        body_limits: dict[str, int] | None = None,
+        on_refuse: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.app = app
         self.token = token
         self.loopback_only = loopback_only
+        self.body_limits = body_limits or {}
+        """Path -> its body bound, instead of ``MAX_BODY_BYTES`` (the OTLP receiver's)."""
+        self.on_refuse = on_refuse
+        """Called with (path, status) for each refused request (the receiver's counters)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -80,7 +91,8 @@ class Guard:
             return
         length = _header(scope, b"content-length")
         bad_length = length is not None and not (length.isascii() and length.isdecimal())
-        if bad_length or (length is not None and int(length) > MAX_BODY_BYTES):
+        limit = self.body_limits.get(scope.get("path", ""), MAX_BODY_BYTES)
+        if bad_length or (length is not None and int(length) > limit):
             await self._refuse(scope, receive, send, 413, "the request body is too large")
             return
         host = _header(scope, b"host")
@@ -153,8 +165,14 @@ class Guard:
         )
         await send({"type": "http.response.body", "body": b""})
 
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, why: str) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, why: str
+    ) -> None:
+        if self.on_refuse is not None:
+            try:
+                self.on_refuse(scope.get("path", ""), status)
+            except Exception:  # counting must not change the answer
+                pass
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})

@@ -18,6 +18,9 @@ MAX_QUERY_STRING_BYTES = 8192
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_POLL_INTERVAL_SECONDS = 0.5
 DEFAULT_QUERY_WORKERS = 2
+OTLP_PATH = "/v1/traces"
+DEFAULT_OTLP_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_OTLP_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -46,6 +49,14 @@ class ServerConfig(BaseSettings):
     query_workers: int = Field(default=DEFAULT_QUERY_WORKERS, gt=0, le=32)
     poll_interval_seconds: float = Field(default=DEFAULT_POLL_INTERVAL_SECONDS, gt=0)
     max_live_clients: int = Field(default=100, gt=0)
+    otlp: bool = True
+    """Receive OTLP traces (``POST /v1/traces``) into the served store."""
+    otlp_max_body_bytes: int = Field(default=DEFAULT_OTLP_MAX_BODY_BYTES, gt=0)
+    """Largest OTLP request body (compressed, as sent; also the gRPC message limit)."""
+    otlp_max_decompressed_bytes: int = Field(default=DEFAULT_OTLP_MAX_DECOMPRESSED_BYTES, gt=0)
+    """Largest OTLP/HTTP body once gzip-decompressed (a decompression bomb stops here)."""
+    otlp_grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """Also receive OTLP/gRPC on this port (on ``host``); none by default."""
 
     def check(self) -> ServerConfig:
         """Refuse a short token, and any address but loopback without a token.

@@ -413,6 +413,7 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
                     invalid += 1
                     report_internal_error("invalid_event", exc)
     if rows:
+        _price_rows(rows)
         try:
             tables.append(_extensions.rows_table(rows))
         except Exception:
@@ -426,6 +427,36 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
         return None, invalid
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     return table, invalid
+
+
+def _price_rows(rows: list[dict[str, Any]]) -> None:
+    """Price the rows that have tokens and a model but no cost (an ingested OTLP
+    span, a recorded ``MetricEvent``), as span records are priced."""
+    todo = [
+        r
+        for r in rows
+        if r.get("cost_usd") is None
+        and (r.get("input_tokens") is not None or r.get("output_tokens") is not None)
+        and (r.get("model") or r.get("response_model"))
+    ]
+    if not todo:
+        return
+    n = len(todo)
+    cols: dict[str, Any] = {name: [r.get(name) for r in todo] for name in _COST_INPUTS}
+    try:
+        fill_costs(cols, n, _column)
+    except Exception as exc:  # the rows are kept unpriced
+        report_internal_error("pricing", exc)
+        return
+    for name in _COST_OUTPUTS:
+        col = cols.get(name)
+        if col is not None:
+            for row, value in zip(todo, col, strict=True):
+                if value is not None:
+                    row[name] = value
+
+
+_COST_OUTPUTS = ("input_cost_usd", "output_cost_usd", "cost_usd", "cost_source")
 
 
 class _Stub:

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llamonitor import _handoff
@@ -208,6 +208,50 @@ class Pipeline:
         if not self._worker_alive:
             self._restart_worker()
         return True
+
+    def submit_all(self, records: Sequence[tuple[Any, ...]], wait_seconds: float) -> bool:
+        """Queue all of ``records`` or none of them (a receiver's request).
+
+        Waits up to ``wait_seconds`` for the worker to make room for them all.
+        False: none was queued (no room in time, or shutting down) and nothing
+        is counted as dropped -- the caller still holds them (an OTLP client
+        is told to retry). Not for the hot path: one lock for the whole batch.
+        """
+        if self._pid != _getpid():
+            self._restart_after_fork()
+        k = len(records)
+        nbytes = k * RECORD_BASE_BYTES
+        with self._lock:
+            deadline: float | None = None
+            while (
+                len(self._q) + self._inflight + k > self._maxsize
+                or self._bytes + nbytes > self._maxbytes
+            ):
+                if self._stopping:
+                    return False
+                if deadline is None:
+                    deadline = _monotonic() + wait_seconds
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._not_full.wait(left)
+            if self._stopping:
+                return False
+            self.received += k
+            self._q.extend(records)
+            self._bytes += nbytes
+            n = len(self._q)
+        if n >= self._batch_size:
+            self._wake.set()
+        if not self._worker_alive:
+            self._restart_worker()
+        return True
+
+    @property
+    def capacity(self) -> int:
+        """Records the queue holds at most (``max_queue_size``)."""
+        return self._maxsize
 
     def _congested(self, nbytes: int) -> bool:
         """Past the soft mark (lock held): give the worker a moment if it is

@@ -347,6 +347,23 @@ class MonitoringWriter:
             _internal.report_internal_error("record", exc)
             return False
 
+    def record_rows(self, rows: list[dict[str, Any]], wait_seconds: float = 0.0) -> bool:
+        """Queue stored-form rows (an OTLP receiver's spans), all or none.
+
+        Waits up to ``wait_seconds`` for room for them all. Returns False if
+        none was queued (no room, not running): the caller still holds them.
+        """
+        pipeline = self._pipeline
+        if pipeline is None:
+            return False
+        records = [(None, row, 0, 0, None, None, None) for row in rows]
+        return pipeline.submit_all(records, wait_seconds)
+
+    @property
+    def queue_capacity(self) -> int:
+        """Records the queue holds at most (0 when not running)."""
+        return 0 if self._pipeline is None else self._pipeline.capacity
+
     def write_event(self, event: MetricEvent) -> Completed[bool]:
         """Seed 000's name of :meth:`record`, awaitable (``await writer.write_event(e)``)."""
         return Completed(self.record(event))

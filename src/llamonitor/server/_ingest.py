@@ -1,0 +1,332 @@
+"""The OTLP receiver's core, shared by OTLP/HTTP and OTLP/gRPC: decode a trace
+request, map its spans (:func:`llamonitor.otel.rows_from_request`), queue the
+rows in a writer, count everything.
+
+What a success means: every span that was not rejected is in the writer's
+queue, the lossless part of the pipeline (from there on a failing store is
+retried and spooled to disk, never dropped silently). When the queue has no
+room for a request's spans within :data:`QUEUE_WAIT_SECONDS`, none is queued
+and the request is refused as retryable (HTTP 503 with ``Retry-After``, gRPC
+``UNAVAILABLE``): the client keeps the spans and sends them again. A request
+with more spans than half the queue is queued in parts; if a later part finds
+no room, the spans not queued are reported as rejected (``queue_full``) in the
+partial success -- the only case where accepted data is not all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from llamonitor.otel import rows_from_request
+
+logger = logging.getLogger("llamonitor.server")
+
+QUEUE_WAIT_SECONDS = 2.0
+"""How long a request waits for room in the writer's queue before a 503."""
+
+RETRY_AFTER_SECONDS = 1
+"""``Retry-After`` of a 503 (the OTLP exporters honour it)."""
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+_ID_FIELDS = (("traceId", 16), ("trace_id", 16), ("spanId", 8), ("span_id", 8),
+              ("parentSpanId", 8), ("parent_span_id", 8))
+
+
+class Refused(Exception):
+    """A request answered with an error status (its message says why)."""
+
+    def __init__(self, status: int, message: str, counter: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.counter = counter
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, content type, body and extra headers."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: int
+    rejected: int
+    message: str
+
+
+class Ingestor:
+    """Queues mapped spans in ``writer`` and counts requests and spans.
+
+    Args:
+        writer: a running ``MonitoringWriter`` (``record_rows``, ``queue_capacity``).
+        owned: stop the writer (flushing it) in :meth:`close`.
+        max_decompressed_bytes: the most a compressed body may expand to.
+    """
+
+    def __init__(self, writer: Any, owned: bool, max_decompressed_bytes: int) -> None:
+        self.writer = writer
+        self.owned = owned
+        self.max_decompressed_bytes = max_decompressed_bytes
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = dict.fromkeys(
+            ("requests", "spans_received", "spans_accepted", "spans_rejected",
+             "refused_busy", "refused_malformed", "refused_too_large",
+             "refused_unsupported", "refused_unauthenticated", "dropped_attributes",
+             "truncated_values"),
+            0,
+        )
+        self._reasons: dict[str, int] = {}
+        self._closed = False
+
+    # -- the core ------------------------------------------------------------
+
+    def export(self, request: Any, now_ns: int | None = None) -> Outcome:
+        """Map and queue the spans of a decoded ``ExportTraceServiceRequest``.
+
+        Raises:
+            Refused: 503, the queue had no room for any of them (nothing queued).
+        """
+        mapped = rows_from_request(request, now_ns=now_ns)
+        rows = mapped.rows
+        total = len(rows) + mapped.rejected
+        step = max(1, self.writer.queue_capacity // 2)
+        accepted = 0
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
+            if not self.writer.record_rows(part, QUEUE_WAIT_SECONDS):
+                if accepted == 0:
+                    self.count("refused_busy", spans=total)
+                    raise Refused(
+                        503,
+                        "the writer's queue is full (or the writer is stopping): nothing "
+                        "was accepted; retry later",
+                        "refused_busy",
+                    )
+                left = len(rows) - accepted
+                mapped.rejected += left
+                mapped.reasons["queue_full"] = mapped.reasons.get("queue_full", 0) + left
+                mapped.errors.insert(0, f"{left} span(s) found the writer's queue full")
+                break
+            accepted += len(part)
+        with self._lock:
+            c = self._counts
+            c["requests"] += 1
+            c["spans_received"] += total
+            c["spans_accepted"] += accepted
+            c["spans_rejected"] += mapped.rejected
+            c["dropped_attributes"] += mapped.dropped_attributes
+            c["truncated_values"] += mapped.truncated_values
+            for reason, n in mapped.reasons.items():
+                self._reasons[reason] = self._reasons.get(reason, 0) + n
+        return Outcome(accepted, mapped.rejected, mapped.error_message())
+
+    def count(self, counter: str, spans: int = 0) -> None:
+        """Count a refused request (``refused_*``), and the spans it held if known."""
+        with self._lock:
+            self._counts["requests"] += 1
+            self._counts[counter] = self._counts.get(counter, 0) + 1
+            self._counts["spans_received"] += spans
+
+    def health(self) -> dict[str, Any]:
+        """The counters, for ``/api/health``'s ``otlp``."""
+        with self._lock:
+            return {**self._counts, "rejected_by_reason": dict(self._reasons)}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop receiving; an owned writer is flushed and stopped."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.owned:
+            self.writer.stop(timeout)
+
+    # -- OTLP/HTTP -----------------------------------------------------------
+
+    def handle_http(
+        self, body: bytes, content_type: str, encoding: str, now_ns: int | None = None
+    ) -> Reply:
+        """Answer one ``POST /v1/traces`` whose body was read (within its cap)."""
+        as_json = content_type == JSON
+        try:
+            if content_type not in (PROTOBUF, JSON):
+                raise Refused(
+                    415,
+                    f"unsupported Content-Type {content_type or '(none)'!r}: send "
+                    f"{PROTOBUF} or {JSON}",
+                    "refused_unsupported",
+                )
+            raw = self.decompress(body, encoding)
+            request = parse_json(raw) if as_json else parse_protobuf(raw)
+            outcome = self.export(request, now_ns)
+        except Refused as exc:
+            if exc.counter != "refused_busy":  # export counted its own
+                self.count(exc.counter)
+            headers = (("retry-after", str(RETRY_AFTER_SECONDS)),) if exc.status == 503 else ()
+            return Reply(exc.status, *error_body(exc.status, str(exc), as_json), headers)
+        return Reply(200, *response_body(outcome, as_json))
+
+    def decompress(self, body: bytes, encoding: str) -> bytes:
+        """``body`` decoded per ``Content-Encoding``, at most ``max_decompressed_bytes``.
+
+        Raises:
+            Refused: 413 past the bound, 400 for a corrupt stream, 415 for another encoding.
+        """
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise Refused(415, f"unsupported Content-Encoding {encoding!r}: use gzip",
+                          "refused_unsupported")
+        limit = self.max_decompressed_bytes
+        inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+        try:
+            out = inflater.decompress(body, limit + 1)  # never more than the bound + 1
+        except zlib.error as exc:
+            raise Refused(400, f"the {encoding} body is corrupt: {exc}",
+                          "refused_malformed") from None
+        if len(out) > limit:
+            raise Refused(
+                413,
+                f"the body decompresses to more than {limit:,} bytes "
+                "(server.otlp_max_decompressed_bytes)",
+                "refused_too_large",
+            )
+        if not inflater.eof:
+            raise Refused(400, f"the {encoding} body is truncated", "refused_malformed")
+        return out
+
+
+def parse_protobuf(raw: bytes) -> Any:
+    """An ``ExportTraceServiceRequest`` from its protobuf bytes.
+
+    Raises:
+        Refused: 400, not a valid message (a truncated one, another message...).
+    """
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    try:
+        return ExportTraceServiceRequest.FromString(raw)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise Refused(
+            400, f"the body is not a valid OTLP ExportTraceServiceRequest (protobuf): {exc}",
+            "refused_malformed",
+        ) from None
+
+
+def parse_json(raw: bytes) -> Any:
+    """An ``ExportTraceServiceRequest`` from OTLP/JSON: hex ids (not protobuf's
+    base64), camelCase or snake_case keys, enums as numbers or names, unknown
+    fields ignored (as the OTLP specification asks of receivers).
+
+    Raises:
+        Refused: 400, not JSON or not that message.
+    """
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise Refused(400, f"the body is not JSON: {exc}", "refused_malformed") from None
+    if not isinstance(doc, dict):
+        raise Refused(400, "the body is not a JSON object", "refused_malformed")
+    _hex_ids_to_base64(doc)
+    try:
+        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise Refused(
+            400, f"the JSON is not an OTLP ExportTraceServiceRequest: {exc}", "refused_malformed"
+        ) from None
+
+
+def _hex_ids_to_base64(doc: dict[str, Any]) -> None:
+    """OTLP/JSON spells ids in hex; protobuf's JSON mapping reads bytes as base64.
+    An id that is not hex of the right length becomes empty bytes, so the span
+    is rejected alone (``invalid_trace_id``...) instead of failing the request."""
+    for rs in _items(doc, "resourceSpans", "resource_spans"):
+        for ss in _items(rs, "scopeSpans", "scope_spans"):
+            for span in _items(ss, "spans"):
+                _fix_ids(span)
+                for link in _items(span, "links"):
+                    _fix_ids(link)
+
+
+def _items(obj: Any, *keys: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        return []
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _fix_ids(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        return
+    for key, size in _ID_FIELDS:
+        value = obj.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            raw = bytes.fromhex(value) if len(value) == 2 * size else b""
+        except ValueError:
+            raw = b""
+        obj[key] = base64.b64encode(raw).decode("ascii")
+
+
+def export_response(outcome: Outcome) -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    response = ExportTraceServiceResponse()
+    if outcome.rejected:
+        response.partial_success.rejected_spans = outcome.rejected
+        response.partial_success.error_message = outcome.message
+    return response
+
+
+def response_body(outcome: Outcome, as_json: bool) -> tuple[str, bytes]:
+    """An ``ExportTraceServiceResponse`` (with ``partial_success`` when spans
+    were rejected) in the request's encoding."""
+    response = export_response(outcome)
+    if as_json:
+        from google.protobuf import json_format
+
+        return JSON, json_format.MessageToJson(response, indent=None).encode()
+    return PROTOBUF, response.SerializeToString()
+
+
+def error_body(status: int, message: str, as_json: bool) -> tuple[str, bytes]:
+    """A ``google.rpc.Status`` (what OTLP/HTTP answers errors with), in the
+    request's encoding."""
+    from google.rpc.status_pb2 import Status
+
+    error = Status(code=_GRPC_CODES.get(status, 2), message=message)
+    if as_json:
+        from google.protobuf import json_format
+
+        return JSON, json_format.MessageToJson(error, indent=None).encode()
+    return PROTOBUF, error.SerializeToString()
+
+
+# HTTP status -> the google.rpc.Code the OTLP spec pairs with it.
+_GRPC_CODES = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}

@@ -1,0 +1,104 @@
+"""OTLP/gRPC traces (``opentelemetry.proto.collector.trace.v1.TraceService/Export``)
+into the same :class:`~llamonitor.server._ingest.Ingestor` as OTLP/HTTP.
+
+A grpcio server on its own threads, bound to the server's host (127.0.0.1 by
+default). With a token, every call carries ``authorization: Bearer <token>``
+metadata (``UNAUTHENTICATED`` otherwise), as every HTTP request does; binding
+off loopback without a token is refused by ``ServerConfig.check``. Messages
+past ``otlp_max_body_bytes`` are refused by gRPC itself
+(``RESOURCE_EXHAUSTED``); gzip-compressed calls are decompressed by gRPC. A
+full queue answers ``UNAVAILABLE``, which OTLP clients retry.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from llamonitor.schema.config import ConfigurationError
+from llamonitor.server._ingest import Ingestor, Refused, export_response
+
+logger = logging.getLogger("llamonitor.server")
+
+GRPC_WORKERS = 4
+"""Threads answering gRPC calls."""
+
+DEFAULT_GRPC_PORT = 4317
+
+
+def _grpc() -> Any:
+    try:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+    except ImportError as exc:
+        raise ImportError(
+            "OTLP/gRPC needs the otlp extra: pip install 'llamonitor[otlp]'"
+        ) from exc
+    return grpc, trace_service_pb2_grpc
+
+
+class GrpcReceiver:
+    """A running OTLP/gRPC server; :meth:`stop` ends it."""
+
+    def __init__(self, server: Any, port: int) -> None:
+        self._server = server
+        self.port = port
+
+    def stop(self, grace_seconds: float = 2.0) -> None:
+        """Stop taking calls; calls under way get ``grace_seconds`` to finish."""
+        self._server.stop(grace_seconds).wait(grace_seconds + 1.0)
+
+
+def start_grpc(
+    ingestor: Ingestor, host: str, port: int, token: str | None, max_message_bytes: int
+) -> GrpcReceiver:
+    """Serve OTLP/gRPC on ``host:port`` (0: a free port).
+
+    Raises:
+        ConfigurationError: the port cannot be bound (names ``server.otlp_grpc_port``).
+        ImportError: the ``otlp`` extra is missing (the message names it).
+    """
+    grpc, service = _grpc()
+
+    class Servicer(service.TraceServiceServicer):  # type: ignore[misc,name-defined]
+        def Export(self, request: Any, context: Any) -> Any:
+            if token is not None and not _authorized(context, token):
+                ingestor.count("refused_unauthenticated")
+                context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                              "a token is required: authorization: Bearer <token> metadata")
+            try:
+                outcome = ingestor.export(request)
+            except Refused as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            return export_response(outcome)
+
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="llamonitor-otlp-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    service.add_TraceServiceServicer_to_server(Servicer(), server)
+    address = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        bound = 0
+        logger.debug("gRPC bind failed: %r", exc)
+    if not bound:
+        server.stop(0)
+        raise ConfigurationError(
+            "server.otlp_grpc_port", f"cannot listen for OTLP/gRPC on {address}"
+        )
+    server.start()
+    return GrpcReceiver(server, bound)
+
+
+def _authorized(context: Any, token: str) -> bool:
+    for key, value in context.invocation_metadata():
+        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return hmac.compare_digest(value[7:].strip().encode(), token.encode())
+    return False
