@@ -15,9 +15,10 @@ Sections:
   OTel bridge off (no ``SpanProcessor``), on (a processor exists, no OTel span
   around), and on inside an OTel span (the root becomes its child). Hot-path
   mode: the worker is parked during the timed loop and the queue drained
-  outside it. Times are the calling thread's CPU time (``thread_time_ns``). Run it against another checkout (``PYTHONPATH=<other>/src``) for a
-  before/after: the bridge variants are skipped where ``llamonitor.otel`` is
-  missing.
+  outside it. Times are the calling thread's CPU time (``thread_time_ns``),
+  median and minimum over trials. Run it against another checkout
+  (``PYTHONPATH=<other>/src``) for a before/after: the bridge variants are
+  skipped where ``llamonitor.otel`` is missing.
 
 * **on_end** -- the app-thread cost of ``on_end`` of llamonitor's processor
   beside the SDK's ``BatchSpanProcessor`` (discarding exporter), on the same
@@ -169,7 +170,10 @@ def run_on_end(quick: bool, trials: int) -> dict[str, Any]:
     big = 10 * n
     make: dict[str, Callable[[], Any]] = {
         "BatchSpanProcessor": lambda: BatchSpanProcessor(
-            Discard(), max_queue_size=big, max_export_batch_size=big, schedule_delay_millis=3_600_000
+            Discard(),
+            max_queue_size=big,
+            max_export_batch_size=big,
+            schedule_delay_millis=3_600_000,
         ),
     }
     if HAVE_BRIDGE:
@@ -227,7 +231,10 @@ def run_on_end(quick: bool, trials: int) -> dict[str, Any]:
 
 
 def print_on_end(res: dict[str, Any]) -> None:
-    print(f"\non_end on the app thread, and a whole span (µs per span, {res['spans_per_trial']}/trial)")
+    print(
+        "\non_end on the app thread, and a whole span "
+        f"(µs per span, {res['spans_per_trial']}/trial)"
+    )
     for key, r in res.items():
         if isinstance(r, dict):
             print(f"  {key:28s} on_end {r['on_end_us']:.3f}   start+end span {r['span_us']:.3f}")

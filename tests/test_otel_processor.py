@@ -371,7 +371,7 @@ def test_forked_child_writes_its_own_spans_once(tmp_path: Path) -> None:
         assert shutdown_monitoring(20)
     import duckdb
 
-    found = duckdb.sql(
+    found = duckdb.execute(
         f"select operation_name, process_id, count(*) from read_parquet('{tmp_path}/**/*.parquet') "
         "group by all order by 1"
     ).fetchall()

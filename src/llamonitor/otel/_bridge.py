@@ -10,6 +10,8 @@ inherit the fix of their parent, so a whole OTel subtree lands in our trace.
 The other way, a llamonitor span that starts with no llamonitor parent asks
 :func:`external_parent` (installed in ``llamonitor._handoff``) for the OTel
 span around it, and becomes its child, in the trace that span's fix gives.
+Frameworks that do not make their spans current (OpenInference's LangChain
+tracer) are asked where they are (:data:`SPAN_FINDERS`).
 
 Which of the two is the nearer parent, when an OTel span starts with both an
 OTel parent and a llamonitor span around it: the llamonitor span, unless it is
@@ -22,6 +24,7 @@ Both tables are bounded: an OTel span that never ends is forgotten after
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -149,6 +152,11 @@ def external_parent() -> tuple[str, int, str, bool] | None:
     try:
         span = get_current_span()
         ctx = span.get_span_context()
+        if not ctx.is_valid:
+            span = _framework_span()
+            if span is None:
+                return None
+            ctx = span.get_span_context()
         if not ctx.is_valid or not ctx.trace_flags.sampled:
             return None
         fix = _spans.get(ctx.span_id)
@@ -168,6 +176,27 @@ def external_parent() -> tuple[str, int, str, bool] | None:
     except Exception as exc:
         report_internal_error("otel_external_parent", exc)
         return None
+
+
+SPAN_FINDERS: tuple[tuple[str, str], ...] = (
+    # OpenInference's LangChain tracer does not make its spans current (a
+    # callback system cannot promise to detach them): it offers this instead.
+    ("openinference.instrumentation.langchain", "get_current_span"),
+)
+"""``(module, function)``: where to find the span of a framework that does not
+make its spans OTel's current span; asked only when there is no current span,
+and only when the module is imported already."""
+
+
+def _framework_span() -> Any:
+    modules = sys.modules
+    for module, name in SPAN_FINDERS:
+        found = modules.get(module)
+        if found is not None:
+            span = getattr(found, name)()
+            if span is not None:
+                return span
+    return None
 
 
 def reset() -> None:
