@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import duckdb
 import openai
 import pytest
 import wrapt
@@ -30,6 +32,7 @@ from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMet
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OTelOpenAIV2
 from opentelemetry.sdk.trace import TracerProvider
 
+import llamonitor.otel
 from _helpers import rows
 from _llm_server import (
     LLMServer,
@@ -39,9 +42,15 @@ from _llm_server import (
     chat_usage,
     message_body,
 )
-from llamonitor import monitor_llm, monitoring_session
+from llamonitor import (
+    MonitorConfig,
+    initialize_monitoring,
+    monitor_llm,
+    monitoring_session,
+    shutdown_monitoring,
+)
 from llamonitor.llm.pricing import rates
-from llamonitor.otel import SpanProcessor
+from llamonitor.otel import SpanProcessor, _processor
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
@@ -294,3 +303,31 @@ def test_all_packages_coexist_and_uninstrument_cleanly(
     spans.clear()
     assert chat(server) == "Hello!"
     assert stored(provider, spans) == []
+
+
+def test_readme_line_turns_langchain_on_into_the_embedded_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's one line (OpenInference's LangChain instrumentation on
+    llamonitor.otel.tracer_provider()) lands a chain's spans in the Parquet store."""
+    monkeypatch.setattr(_processor, "_provider", None)  # a provider of this test's own
+    initialize_monitoring(MonitorConfig.for_local_dev(tmp_path))
+    LangChainInstrumentor().instrument(tracer_provider=llamonitor.otel.tracer_provider())
+    try:
+        chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | fake_chat()
+        assert chain.invoke({"q": "sky?"}).content == "It is blue."
+    finally:
+        LangChainInstrumentor().uninstrument()
+        provider = llamonitor.otel.tracer_provider()
+        assert provider.force_flush()
+        provider.shutdown()
+    assert shutdown_monitoring(20)
+    found = duckdb.execute(
+        f"select operation_name, model, input_tokens, output_tokens, cost_usd > 0 "
+        f"from read_parquet('{tmp_path}/**/*.parquet') order by 1"
+    ).fetchall()
+    assert found == [
+        ("ChatPromptTemplate", None, None, None, None),
+        ("FakeChat", "gpt-4o-mini", 11, 4, True),
+        ("RunnableSequence", None, None, None, None),
+    ]

@@ -11,6 +11,11 @@ the mapping itself imports nothing optional.
 ``otlp`` extra too), so any OTel instrumentation feeds llamonitor in process::
 
     provider.add_span_processor(llamonitor.otel.SpanProcessor())
+
+and :func:`tracer_provider` is a ready provider with one, for an application
+that has none::
+
+    LangChainInstrumentor().instrument(tracer_provider=llamonitor.otel.tracer_provider())
 """
 
 from __future__ import annotations
@@ -21,14 +26,15 @@ from llamonitor._lazy import exports
 
 if TYPE_CHECKING:
     from llamonitor.otel._mapping import MappedSpans, rows_from_request
-    from llamonitor.otel._processor import SpanProcessor
+    from llamonitor.otel._processor import SpanProcessor, tracer_provider
 
 _EXPORTS: dict[str, str] = {
     "MappedSpans": "llamonitor.otel._mapping",
     "SpanProcessor": "llamonitor.otel._processor",
     "rows_from_request": "llamonitor.otel._mapping",
+    "tracer_provider": "llamonitor.otel._processor",
 }
 
-__all__ = ["MappedSpans", "SpanProcessor", "rows_from_request"]
+__all__ = ["MappedSpans", "SpanProcessor", "rows_from_request", "tracer_provider"]
 
 __getattr__, __dir__ = exports(__name__, _EXPORTS, globals(), __all__)

@@ -318,3 +318,32 @@ class SpanProcessor(_SDKSpanProcessor):
             self._export_all(time.monotonic() + SHUTDOWN_TIMEOUT_SECONDS)
         except Exception:
             pass
+
+
+_provider_lock = threading.Lock()
+_provider: Any = None
+
+
+def tracer_provider() -> Any:
+    """An OpenTelemetry SDK ``TracerProvider`` that feeds llamonitor, for an
+    application that has none of its own: the same one at every call. One line
+    turns an instrumentation package on into llamonitor's store::
+
+        LangChainInstrumentor().instrument(tracer_provider=llamonitor.otel.tracer_provider())
+
+    It is not made the global provider (``opentelemetry.trace.set_tracer_provider``
+    does that, if wanted). An application with a provider adds a
+    :class:`SpanProcessor` to it instead.
+
+    Returns:
+        The ``opentelemetry.sdk.trace.TracerProvider``.
+    """
+    global _provider
+    with _provider_lock:
+        if _provider is None:
+            from opentelemetry.sdk.trace import TracerProvider
+
+            provider = TracerProvider()
+            provider.add_span_processor(SpanProcessor())
+            _provider = provider
+        return _provider
