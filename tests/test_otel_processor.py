@@ -132,6 +132,49 @@ def test_nested_both_ways_stay_one_tree(otel: Any, spans: Any) -> None:
     assert len({r["session_id"] for r in by.values()}) == 1
 
 
+def test_session_scope_around_otel_spans_gives_the_tree_its_session(otel: Any, spans: Any) -> None:
+    """Under monitoring_session, an OTel root takes the session, and a
+    @monitor_llm span inside that OTel span is its child in the same session."""
+    tracer, processor = otel
+
+    @monitor_llm(operation_name="tool")
+    def tool() -> None:
+        pass
+
+    with monitoring_session("s-1"), tracer.start_as_current_span("otel_root") as root:
+        tool()
+    by = _flushed(processor, spans)
+    assert by["tool"]["parent_span_id"] == by["otel_root"]["span_id"]
+    assert by["otel_root"]["trace_id"] == f"{root.get_span_context().trace_id:032x}"
+    assert by["tool"]["trace_id"] == by["otel_root"]["trace_id"]
+    assert {r["session_id"] for r in by.values()} == {"s-1"}
+
+
+def test_remote_parent_continues_the_callers_trace(otel: Any, spans: Any) -> None:
+    """A @monitor_llm span under a W3C traceparent extracted from a request
+    joins the caller's trace, as the child of the caller's span."""
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    _, processor = otel
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    incoming = TraceContextTextMapPropagator().extract(
+        {"traceparent": f"00-{trace_id}-{span_id}-01"}
+    )
+
+    @monitor_llm(operation_name="handler")
+    def handler() -> None:
+        pass
+
+    token = context.attach(incoming)
+    try:
+        handler()
+    finally:
+        context.detach(token)
+    row = _flushed(processor, spans)["handler"]
+    assert (row["trace_id"], row["parent_span_id"]) == (trace_id, span_id)
+
+
 def test_otel_children_of_an_ended_parent_keep_its_trace(otel: Any, spans: Any) -> None:
     """An OTel span that starts after its OTel parent ended still lands in the
     llamonitor trace the parent was moved to."""
