@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,7 +261,8 @@ def test_otel_sampler_decides_for_otel_spans(spans: Any) -> None:
 
 def test_spans_before_monitoring_starts_are_kept_until_it_does(tmp_path: Path) -> None:
     """Spans that end before initialize_monitoring are held (bounded), handed
-    over once monitoring runs; past the bound they are dropped and counted."""
+    over once monitoring runs; past the bound, or still held at shutdown, they
+    are dropped and counted."""
     provider = TracerProvider()
     processor = SpanProcessor(max_queue_size=3, interval_seconds=0.05)
     provider.add_span_processor(processor)
@@ -276,8 +279,54 @@ def test_spans_before_monitoring_starts_are_kept_until_it_does(tmp_path: Path) -
             names = sorted(r["operation_name"] for r in rows(spans))
         assert names == ["early0", "early1", "early2"]
         assert processor.stats()["handed"] == 3
+        with tracer.start_as_current_span("never_handed"):
+            pass  # monitoring has stopped again
     finally:
         provider.shutdown()
+    assert processor.stats()["dropped"]["shutdown"] == 1
+
+
+def test_llamonitor_flush_and_shutdown_cover_what_the_processor_holds(tmp_path: Path) -> None:
+    """llamonitor.flush() hands over the processor's spans before waiting for
+    storage, and shutdown_monitoring() does before it stops: no force_flush needed."""
+    provider = TracerProvider()
+    processor = SpanProcessor(interval_seconds=3600)  # its thread never wakes by itself
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    try:
+        with capture_spans() as spans:
+            with tracer.start_as_current_span("flushed"):
+                pass
+            assert [r["operation_name"] for r in rows(spans)] == ["flushed"]
+            with tracer.start_as_current_span("at_shutdown"):
+                pass
+        assert sorted(r["operation_name"] for r in spans.rows()) == ["at_shutdown", "flushed"]
+    finally:
+        provider.shutdown()
+
+
+def test_script_that_exits_without_flushing_keeps_its_spans(tmp_path: Path) -> None:
+    """A process that ends right after its last span, with no flush or shutdown
+    call, still has every OTel span in the store (the exit flush hands them over)."""
+    code = f"""
+        from opentelemetry.sdk.trace import TracerProvider
+        import llamonitor, llamonitor.otel
+        provider = TracerProvider()
+        provider.add_span_processor(llamonitor.otel.SpanProcessor())
+        llamonitor.initialize_monitoring(llamonitor.MonitorConfig.for_local_dev({str(tmp_path)!r}))
+        tracer = provider.get_tracer("script")
+        for i in range(50):
+            with tracer.start_as_current_span("step"):
+                pass
+        """
+    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, timeout=120)
+    import duckdb
+
+    (count,) = duckdb.execute(
+        f"select count(*) from read_parquet('{tmp_path}/**/*.parquet') "
+        "where operation_name = 'step'"
+    ).fetchone()  # type: ignore[misc]
+    assert count == 50
 
 
 def test_writer_argument_feeds_that_writer(tmp_path: Path) -> None:

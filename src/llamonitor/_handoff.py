@@ -11,6 +11,8 @@ so the arrows between the two point one way:
 - sampling: the fraction of traces kept, decided at each root span.
 - :data:`external_parent`: where a root span finds a parent that another
   tracer made (an OpenTelemetry span, set by ``llamonitor.otel``).
+- :data:`feeders`: sources that hold spans for the pipeline (the OTel span
+  processor), flushed into it before ``flush`` and ``shutdown``.
 """
 
 from __future__ import annotations
@@ -75,3 +77,18 @@ def set_external_parent(fn: Callable[[], ExternalParent | None] | None) -> None:
     """Install (or with ``None`` remove) :data:`external_parent`."""
     global external_parent
     external_parent = fn
+
+
+feeders: list[Callable[[float], object]] = []
+"""``feed(timeout_seconds)``: hand what the source holds to the running
+pipeline now. Called by ``flush`` and before ``shutdown``, so what a source
+held is written too; must not raise."""
+
+
+def flush_feeders(timeout: float) -> None:
+    """Hand every feeder's spans to the pipeline (each within ``timeout``)."""
+    for feed in list(feeders):
+        try:
+            feed(timeout)
+        except Exception:  # a feeder's own failure is its to count
+            pass

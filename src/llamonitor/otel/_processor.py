@@ -14,7 +14,7 @@ encoder), maps them to rows and submits them.
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -67,11 +67,14 @@ def _install(processor: SpanProcessor) -> None:
     with _active_lock:
         _active.add(processor)
         _handoff.set_external_parent(_bridge.external_parent)
+        _handoff.feeders.append(processor._feed)
 
 
 def _uninstall(processor: SpanProcessor) -> None:
     with _active_lock:
         _active.discard(processor)
+        with contextlib.suppress(ValueError):
+            _handoff.feeders.remove(processor._feed)
         if not _active and _handoff.external_parent is _bridge.external_parent:
             _handoff.set_external_parent(None)
 
@@ -119,7 +122,6 @@ class SpanProcessor(_SDKSpanProcessor):
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.handed = 0
         self._shutdown = False
-        self._last_pipeline: Any = None
         self._reset()
         weak = weakref.WeakMethod(self._after_fork_in_child)
 
@@ -193,9 +195,20 @@ class SpanProcessor(_SDKSpanProcessor):
             report_internal_error("otel_force_flush", exc)
             return False
 
+    def _feed(self, timeout: float) -> bool:
+        """``llamonitor.flush()`` / ``shutdown_monitoring()``: hand over first."""
+        if self._shutdown:
+            return True
+        try:
+            return self._export_all(time.monotonic() + timeout)
+        except Exception as exc:
+            report_internal_error("otel_force_flush", exc)
+            return False
+
     def shutdown(self) -> None:
-        """Hand over what is queued, stop the thread; later spans are dropped
-        (counted). Safe to call twice."""
+        """Hand over what is queued, stop the thread; what cannot be handed
+        over (monitoring not running) and later spans are dropped, counted
+        (``shutdown``). Safe to call twice."""
         try:
             if self._shutdown:
                 return
@@ -207,7 +220,10 @@ class SpanProcessor(_SDKSpanProcessor):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
             self._export_all(deadline)
-            atexit.unregister(self._at_exit)
+            left = len(self._queue)
+            if left:  # monitoring not running, or the deadline passed
+                self._queue.clear()
+                self._count("shutdown", left)
         except Exception as exc:
             report_internal_error("otel_shutdown", exc)
 
@@ -266,7 +282,6 @@ class SpanProcessor(_SDKSpanProcessor):
                 pipeline = self._pipeline()
                 if pipeline is None:
                     return False  # kept until monitoring runs
-                self._arrange_exit(pipeline)
                 batch = [q.popleft() for _ in range(min(self._batch, len(q)))]
                 self._hand_over(pipeline, batch)
                 if deadline is not None and q and time.monotonic() > deadline:
@@ -303,21 +318,6 @@ class SpanProcessor(_SDKSpanProcessor):
         self.handed += handed
         if refused:
             self._count("refused", refused)
-
-    def _arrange_exit(self, pipeline: Any) -> None:
-        """Hand over what is queued at interpreter exit before the monitoring's
-        own exit flush runs: atexit runs the last registered first, and this
-        registers after ``initialize_monitoring`` did."""
-        if pipeline is not self._last_pipeline:
-            self._last_pipeline = pipeline
-            atexit.unregister(self._at_exit)
-            atexit.register(self._at_exit)
-
-    def _at_exit(self) -> None:
-        try:
-            self._export_all(time.monotonic() + SHUTDOWN_TIMEOUT_SECONDS)
-        except Exception:
-            pass
 
 
 _provider_lock = threading.Lock()
