@@ -474,13 +474,15 @@ def test_initialize_shutdown_cycles_leak_no_threads_files_or_memory(tmp_path: Pa
     gc.collect()
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
+    diffs = after.compare_to(before, "lineno")
     # One block that grew once is a table resized (the interpreter's interned
     # strings, after big libraries were imported by earlier tests), not memory
     # kept per cycle: a leak over 1,000 cycles is many blocks.
-    growth = sum(s.size_diff for s in after.compare_to(before, "lineno") if s.count_diff > 1)
+    growth = sum(s.size_diff for s in diffs if s.count_diff > 1)
     assert threading.active_count() == threads
     assert _fds() == fds
-    assert growth < 2 * 1024 * 1024, f"grew {growth} bytes over 1000 cycles"
+    top = "\n".join(str(d) for d in diffs[:8])
+    assert growth < 2 * 1024 * 1024, f"grew {growth} bytes over 1000 cycles; most:\n{top}"
     rows = sum(1 for _ in tmp_path.rglob("*.parquet"))
     assert rows == 1020
 
