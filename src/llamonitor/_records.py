@@ -14,7 +14,9 @@ A *span record* is the tuple ``(spec, span, t0_ns, t1_ns, error, text, extra)``:
 
 A *row record* is ``(None, row, 0, 0, None, None, None)`` with ``row`` a
 stored-form dict (from ``MetricEvent.to_row``): the same length, so the hot
-path never checks which kind it holds.
+path never checks which kind it holds. A *table row record* is ``(None, table, i, 0, None,
+None, None)``: row ``i`` of a ready ``SCHEMA`` Arrow table (an OTLP request's
+spans, ``MonitoringWriter.record_table``); the worker slices, never converts.
 """
 
 from __future__ import annotations

@@ -46,12 +46,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from llamonitor._records import MAX_ERROR_MESSAGE_CHARS, safe_json
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm.content import prompt_hash
+from llamonitor.llm.pricing import fill_costs
 from llamonitor.otel import _conventions as conv
 from llamonitor.otel._values import Budget, attributes
-from llamonitor.schema._columns import SETTABLE, column_value
+from llamonitor.schema._columns import INT64_MAX, INT64_MIN, SCHEMA, SETTABLE, column_value
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -80,6 +83,12 @@ _SPAN_KINDS = {2: "server", 3: "client", 4: "producer", 5: "consumer"}  # 0, 1: 
 _STATUS_ERROR = 2
 _CONTENT = ("prompt_content", "completion_content")
 _INT_COLUMNS = frozenset(c for c, t in SETTABLE.items() if t is numbers.Integral)
+# The exact Python class a plain value of each column has (the fast path of _fit).
+_KIND: dict[str, type] = {
+    c: {numbers.Integral: int, numbers.Real: float, str: str}[t]
+    for c, t in SETTABLE.items()
+    if t in (numbers.Integral, numbers.Real, str) and c not in ("finish_reason",)
+}
 
 # attribute -> (column, rank): the lower rank wins when a span has several.
 _COLUMN_OF: dict[str, tuple[str, int]] = {
@@ -87,7 +96,9 @@ _COLUMN_OF: dict[str, tuple[str, int]] = {
     for column, names in conv.COLUMN_ATTRIBUTES.items()
     for rank, name in enumerate(names, start=1)
 }
-_SESSION_RANK = {name: rank for rank, name in enumerate(conv.SESSION_ATTRIBUTES)}
+_COLUMN_KEYS = frozenset(_COLUMN_OF)
+_OWN_PREFIXED = frozenset(conv.LLAMONITOR_PREFIX + c for c in SETTABLE)
+"""``llamonitor.<column>``: they win over every convention's name."""
 _KEEP_KINDS = ("openinference.span.kind", "gen_ai.operation.name", "traceloop.span.kind")
 
 
@@ -106,6 +117,8 @@ class MappedSpans:
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    timestamps_us: list[int] = field(default_factory=list)
+    """Each row's ``timestamp`` as UTC epoch microseconds (for :meth:`table`)."""
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
@@ -117,6 +130,27 @@ class MappedSpans:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(f"{where}: {detail}")
+
+    def table(self) -> pa.Table:
+        """The rows as an Arrow table of ``SCHEMA``, priced like span records
+        (tokens and a model, no cost: ``fill_costs``). Column by column: about
+        half the time of ``pa.Table.from_pylist`` on the rows."""
+        rows = self.rows
+        n = len(rows)
+        present: set[str] = set().union(*rows) if rows else set()
+        cols: dict[str, Any] = {
+            name: [r.get(name) for r in rows] for name in present if name != "timestamp"
+        }
+        if "input_tokens" in cols or "output_tokens" in cols:
+            fill_costs(cols, n, _list_column)
+        arrays = []
+        for f in SCHEMA:
+            if f.name == "timestamp":
+                arrays.append(pa.array(self.timestamps_us, f.type))
+                continue
+            col = cols.get(f.name)
+            arrays.append(pa.nulls(n, f.type) if col is None else pa.array(col, f.type))
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
     def error_message(self) -> str:
         """The OTLP ``partial_success.error_message``: the counts, then the first reasons."""
@@ -164,6 +198,8 @@ def rows_from_request(
                 if scope.version
                 else ({"name": scope.name} if scope.name else None)
             )
+            shared = {"otel.scope": base.scope, "otel.resource": base.resource}
+            base.shared_json = (safe_json({k: v for k, v in shared.items() if v}) or "{}")[1:-1]
             for i, span in enumerate(ss.spans):
                 where = f"resource_spans[{r}].scope_spans[{s}].spans[{i}]"
                 try:
@@ -173,7 +209,15 @@ def rows_from_request(
                     continue
                 if row is not None:
                     out.rows.append(row)
+                    out.timestamps_us.append(span.start_time_unix_nano // 1000)
     return out
+
+
+def _list_column(cols: dict[str, Any], key: str, n: int) -> list[Any]:
+    col = cols.get(key)
+    if col is None:
+        col = cols[key] = [None] * n
+    return col
 
 
 @dataclass(slots=True)
@@ -183,6 +227,9 @@ class _Context:
     resource: dict[str, Any] | None
     now: int
     scope: dict[str, str] | None = None
+    shared_json: str = ""
+    """``"otel.scope": {...}, "otel.resource": {...}`` (the members, no braces)."""
+    spliced: bool = True
 
 
 def _row(span: Any, ctx: _Context, out: MappedSpans, where: str) -> dict[str, Any] | None:
@@ -239,6 +286,9 @@ def _row(span: Any, ctx: _Context, out: MappedSpans, where: str) -> dict[str, An
     out.dropped_attributes += budget.dropped
     out.truncated_values += budget.truncated
     custom = safe_json(attrs)
+    shared = ctx.shared_json if ctx.spliced else None
+    if shared:  # the scope's and resource's JSON, encoded once per scope
+        custom = "{" + shared + "}" if custom is None else custom[:-1] + ", " + shared + "}"
     if custom is not None:
         row["custom_attributes"] = custom
     return row
@@ -249,41 +299,41 @@ def _describe(raw: bytes) -> str:
 
 
 def _session(attrs: dict[str, Any]) -> str | None:
-    best: tuple[int, str] | None = None
-    for key in _SESSION_RANK.keys() & attrs.keys():
-        value = attrs[key]
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            rank = _SESSION_RANK[key]
-            if best is None or rank < best[0]:
-                best = (rank, str(value)[:MAX_SESSION_CHARS])
-    if best is None:
-        return None
-    for key in _SESSION_RANK.keys() & attrs.keys():
-        if str(attrs[key])[:MAX_SESSION_CHARS] == best[1]:
-            del attrs[key]  # the column holds it
-    return best[1]
+    for key in conv.SESSION_ATTRIBUTES:
+        value = attrs.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
+            continue
+        text = str(value)[:MAX_SESSION_CHARS]
+        if text:
+            for other in conv.SESSION_ATTRIBUTES:  # the column holds it (and its aliases)
+                if other in attrs and str(attrs[other])[:MAX_SESSION_CHARS] == text:
+                    del attrs[other]
+            return text
+    return None
 
 
 def _columns(attrs: dict[str, Any], row: dict[str, Any]) -> None:
     """Fill the columns the attributes name; the ones used leave ``attrs``."""
-    chosen: dict[str, tuple[int, str, Any]] = {}
-    for key, raw in attrs.items():
-        hit = _COLUMN_OF.get(key)
-        if hit is None:
-            if key.startswith(conv.LLAMONITOR_PREFIX) and key[11:] in SETTABLE:
-                hit = (key[11:], 0)  # llamonitor's own exporter: the column itself
-            else:
-                continue
-        column, rank = hit
-        fitted = _fit(column, raw)
+    ranks: dict[str, tuple[int, str]] = {}
+    for key in attrs.keys() & _COLUMN_KEYS:  # only the attributes that name a column
+        column, rank = _COLUMN_OF[key]
+        have = ranks.get(column)
+        if have is not None and have[0] < rank:
+            continue
+        fitted = _fit(column, attrs[key])
         if fitted is None:
             continue  # e.g. a token count given as a string: kept as an attribute
-        have = chosen.get(column)
-        if have is None or rank < have[0]:
-            chosen[column] = (rank, key, fitted)
-    for column, (_, key, fitted) in chosen.items():
         row[column] = fitted
-        del attrs[key]
+        ranks[column] = (rank, key)
+    if ranks:
+        for _, key in ranks.values():
+            del attrs[key]
+    if _OWN_PREFIXED & attrs.keys():  # llamonitor's own exporter: llamonitor.<column>
+        for key in _OWN_PREFIXED & attrs.keys():
+            fitted = _fit(key[11:], attrs[key])
+            if fitted is not None:
+                row[key[11:]] = fitted
+                del attrs[key]
     if "temperature" not in row or "max_tokens" not in row or "model" not in row:
         _invocation_parameters(attrs, row)
     if "input_tokens" not in row and "output_tokens" not in row:
@@ -300,6 +350,16 @@ def _columns(attrs: dict[str, Any], row: dict[str, Any]) -> None:
 
 
 def _fit(column: str, raw: Any) -> Any:
+    kind = _KIND.get(column)
+    cls = raw.__class__
+    if kind is str:
+        if cls is str:
+            return raw
+    elif kind is int:
+        if cls is int:
+            return raw if INT64_MIN <= raw <= INT64_MAX else None
+    elif kind is float and (cls is float or cls is int):
+        return float(raw)
     if column in _CONTENT:
         if isinstance(raw, str):
             return raw
@@ -441,10 +501,14 @@ def _extras(span: Any, ctx: _Context, attrs: dict[str, Any], budget: Budget) -> 
     kind = _SPAN_KINDS.get(span.kind)
     if kind is not None:
         attrs["otel.span_kind"] = kind
-    if ctx.scope is not None:
-        attrs["otel.scope"] = ctx.scope
-    if ctx.resource is not None:
-        attrs["otel.resource"] = ctx.resource
+    if "otel.scope" in attrs or "otel.resource" in attrs:  # the span's own: no splice
+        if ctx.scope is not None:
+            attrs["otel.scope"] = ctx.scope
+        if ctx.resource is not None:
+            attrs["otel.resource"] = ctx.resource
+        ctx.spliced = False
+    else:
+        ctx.spliced = True
     if span.status.code != _STATUS_ERROR and span.status.message:
         attrs["otel.status_message"] = span.status.message[:MAX_ERROR_MESSAGE_CHARS]
     events = span.events

@@ -55,7 +55,19 @@ def attributes(kvs: Any, budget: Budget) -> dict[str, Any]:
         if len(key) > MAX_KEY_CHARS:
             key = key[:MAX_KEY_CHARS]
             budget.truncated += 1
-        out[key] = value(kv.value, budget, 0)
+        v = kv.value
+        kind = v.WhichOneof("value")
+        # the common kinds inline: this loop runs for every attribute received
+        if kind == "string_value":
+            s: str = v.string_value
+            if len(s) > MAX_VALUE_CHARS:
+                budget.truncated += 1
+                s = s[:MAX_VALUE_CHARS]
+            out[key] = s
+        elif kind == "int_value":
+            out[key] = v.int_value
+        else:
+            out[key] = value(v, budget, 0)
     return out
 
 

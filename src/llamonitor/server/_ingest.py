@@ -99,13 +99,15 @@ class Ingestor:
             Refused: 503, the queue had no room for any of them (nothing queued).
         """
         mapped = rows_from_request(request, now_ns=now_ns)
-        rows = mapped.rows
-        total = len(rows) + mapped.rejected
+        n = len(mapped.rows)
+        total = n + mapped.rejected
+        table = mapped.table() if n else None
         step = max(1, self.writer.queue_capacity // 2)
         accepted = 0
-        for start in range(0, len(rows), step):
-            part = rows[start : start + step]
-            if not self.writer.record_rows(part, QUEUE_WAIT_SECONDS):
+        for start in range(0, n, step):
+            assert table is not None
+            part = table if n <= step else table.slice(start, step)
+            if not self.writer.record_table(part, QUEUE_WAIT_SECONDS):
                 if accepted == 0:
                     self.count("refused_busy", spans=total)
                     raise Refused(
@@ -114,12 +116,12 @@ class Ingestor:
                         "was accepted; retry later",
                         "refused_busy",
                     )
-                left = len(rows) - accepted
+                left = n - accepted
                 mapped.rejected += left
                 mapped.reasons["queue_full"] = mapped.reasons.get("queue_full", 0) + left
                 mapped.errors.insert(0, f"{left} span(s) found the writer's queue full")
                 break
-            accepted += len(part)
+            accepted += part.num_rows
         with self._lock:
             c = self._counts
             c["requests"] += 1

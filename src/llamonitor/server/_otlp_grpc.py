@@ -6,8 +6,9 @@ default). With a token, every call carries ``authorization: Bearer <token>``
 metadata (``UNAUTHENTICATED`` otherwise), as every HTTP request does; binding
 off loopback without a token is refused by ``ServerConfig.check``. Messages
 past ``otlp_max_body_bytes`` are refused by gRPC itself
-(``RESOURCE_EXHAUSTED``); gzip-compressed calls are decompressed by gRPC. A
-full queue answers ``UNAVAILABLE``, which OTLP clients retry.
+(``RESOURCE_EXHAUSTED``), bytes that are not a request are ``INVALID_ARGUMENT``
+(counted); gzip-compressed calls are decompressed by gRPC. A full queue
+answers ``UNAVAILABLE``, which OTLP clients retry.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llamonitor.schema.config import ConfigurationError
-from llamonitor.server._ingest import Ingestor, Refused, export_response
+from llamonitor.server._ingest import Ingestor, Refused, export_response, parse_protobuf
 
 logger = logging.getLogger("llamonitor.server")
 
@@ -28,15 +29,31 @@ GRPC_WORKERS = 4
 DEFAULT_GRPC_PORT = 4317
 
 
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
 def _grpc() -> Any:
     try:
         import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
     except ImportError as exc:
         raise ImportError(
             "OTLP/gRPC needs the otlp extra: pip install 'llamonitor[otlp]'"
         ) from exc
-    return grpc, trace_service_pb2_grpc
+    return grpc
+
+
+class _Malformed:
+    """What the deserializer hands ``Export`` for bytes that are not a request."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return parse_protobuf(raw)
+    except Refused as exc:
+        return _Malformed(str(exc))
 
 
 class GrpcReceiver:
@@ -60,20 +77,32 @@ def start_grpc(
         ConfigurationError: the port cannot be bound (names ``server.otlp_grpc_port``).
         ImportError: the ``otlp`` extra is missing (the message names it).
     """
-    grpc, service = _grpc()
+    grpc = _grpc()
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
 
-    class Servicer(service.TraceServiceServicer):  # type: ignore[misc,name-defined]
-        def Export(self, request: Any, context: Any) -> Any:
-            if token is not None and not _authorized(context, token):
-                ingestor.count("refused_unauthenticated")
-                context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                              "a token is required: authorization: Bearer <token> metadata")
-            try:
-                outcome = ingestor.export(request)
-            except Refused as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-            return export_response(outcome)
+    def export(request: Any, context: Any) -> Any:
+        if token is not None and not _authorized(context, token):
+            ingestor.count("refused_unauthenticated")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "a token is required: authorization: Bearer <token> metadata")
+        if isinstance(request, _Malformed):
+            ingestor.count("refused_malformed")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        try:
+            outcome = ingestor.export(request)
+        except Refused as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return export_response(outcome)
 
+    handler = grpc.method_handlers_generic_handler(SERVICE, {
+        "Export": grpc.unary_unary_rpc_method_handler(
+            export,
+            request_deserializer=_parse,  # a bad message reaches export: counted, explained
+            response_serializer=ExportTraceServiceResponse.SerializeToString,
+        ),
+    })
     server = grpc.server(
         ThreadPoolExecutor(max_workers=GRPC_WORKERS, thread_name_prefix="llamonitor-otlp-grpc"),
         options=[
@@ -81,7 +110,7 @@ def start_grpc(
             ("grpc.so_reuseport", 0),
         ],
     )
-    service.add_TraceServiceServicer_to_server(Servicer(), server)
+    server.add_generic_rpc_handlers((handler,))
     address = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

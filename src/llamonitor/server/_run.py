@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 import time
@@ -120,13 +121,30 @@ def serve_forever(
         sock = bind(config)
         server = _uvicorn_server(app, config)
         announce(url_of(sock, config))
+        previous = _exit_on_sigterm()
         try:
             server.run(sockets=[sock])
         finally:
             sock.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     finally:
         if receive is not None:
             receive.close()
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _exit_on_sigterm() -> Any:
+    """SIGTERM ends the command through ``SystemExit`` (so the ``finally`` that
+    flushes the receiver's writer runs): uvicorn handles the signal, shuts down,
+    then raises it again with the handler found before it -- this one. Returns
+    the handler replaced (``None`` off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm)
 
 
 class ServerHandle:
@@ -250,7 +268,10 @@ def start_server(
         app = create_app(
             store, config, writer_health, ingestor=None if receive is None else receive.ingestor
         )
-        _state(app).extras["live_tap"] = tap or receive is not None
+        # Not for the receiver's own writer: taps hear every writer of the
+        # process, and the application's may write another store. Its spans
+        # reach the live tail through the store's poller.
+        _state(app).extras["live_tap"] = tap
         sock = bind(config)
     except BaseException:
         store.close()

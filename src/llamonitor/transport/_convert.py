@@ -402,6 +402,11 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
     spans = [r for r in records if r[0] is not None] if rows else records
     tables: list[pa.Table] = []
     invalid = 0
+    if rows and any(row.__class__ is pa.Table for row in rows):
+        # Rows of ready tables (writer.record_table): slices, no conversion.
+        ready = [r for r in records if r[0] is None and r[1].__class__ is pa.Table]
+        tables.extend(_table_runs(ready))
+        rows = [row for row in rows if row.__class__ is not pa.Table]
     if spans:
         try:
             tables.append(_table(_span_columns(spans, pid, offset, schema), len(spans)))
@@ -427,6 +432,25 @@ def records_to_table(records: Sequence[tuple[Any, ...]], pid: int) -> tuple[pa.T
         return None, invalid
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     return table, invalid
+
+
+def _table_runs(records: list[tuple[Any, ...]]) -> list[pa.Table]:
+    """The slices of the tables that runs of table row records name (a record
+    ``(None, table, index, ...)`` is row ``index`` of ``table``)."""
+    out: list[pa.Table] = []
+    table: Any = None
+    start = end = 0
+    for rec in records:
+        t, i = rec[1], rec[2]
+        if t is table and i == end:
+            end += 1
+            continue
+        if table is not None:
+            out.append(table.slice(start, end - start))
+        table, start, end = t, i, i + 1
+    if table is not None:
+        out.append(table.slice(start, end - start))
+    return out
 
 
 def _price_rows(rows: list[dict[str, Any]]) -> None:

@@ -367,6 +367,17 @@ class MonitoringWriter:
         records = [(None, row, 0, 0, None, None, None) for row in rows]
         return pipeline.submit_all(records, wait_seconds)
 
+    def record_table(self, table: Any, wait_seconds: float = 0.0) -> bool:
+        """Queue the rows of a ready ``SCHEMA`` table (an OTLP receiver's
+        request), all or none: one row record per row, each naming its row of
+        the shared table, so the queue's bounds and counters stay per row and
+        the worker only slices. Returns False if none was queued."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return False
+        records = [(None, table, i, 0, None, None, None) for i in range(table.num_rows)]
+        return pipeline.submit_all(records, wait_seconds)
+
     @property
     def queue_capacity(self) -> int:
         """Records the queue holds at most (0 when not running)."""
