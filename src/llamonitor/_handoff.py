@@ -9,12 +9,17 @@ so the arrows between the two point one way:
   decorated call, so it is a plain module attribute.
 - ids: a private random generator, re-seeded in a forked child.
 - sampling: the fraction of traces kept, decided at each root span.
+- :data:`external_parent`: where a root span finds a parent that another
+  tracer made (an OpenTelemetry span, set by ``llamonitor.otel``).
+- :data:`feeders`: sources that hold spans for the pipeline (the OTel span
+  processor), flushed into it before ``flush`` and ``shutdown``.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -56,3 +61,34 @@ sample_rate = 1.0
 def set_sample_rate(rate: float) -> None:
     global sample_rate
     sample_rate = rate
+
+
+ExternalParent = tuple[str, int, str, bool]
+"""``(trace_id, parent span id, session_id, sampled)`` of a span from another
+tracer that a new root span becomes the child of."""
+
+external_parent: Callable[[], ExternalParent | None] | None = None
+"""Asked by a span that has no llamonitor parent (only then: the spans under
+another llamonitor span never pay for it) for the span of another tracer
+around it; ``None`` when no bridge is installed. Must not raise."""
+
+
+def set_external_parent(fn: Callable[[], ExternalParent | None] | None) -> None:
+    """Install (or with ``None`` remove) :data:`external_parent`."""
+    global external_parent
+    external_parent = fn
+
+
+feeders: list[Callable[[float], object]] = []
+"""``feed(timeout_seconds)``: hand what the source holds to the running
+pipeline now. Called by ``flush`` and before ``shutdown``, so what a source
+held is written too; must not raise."""
+
+
+def flush_feeders(timeout: float) -> None:
+    """Hand every feeder's spans to the pipeline (each within ``timeout``)."""
+    for feed in list(feeders):
+        try:
+            feed(timeout)
+        except Exception:  # a feeder's own failure is its to count
+            pass

@@ -227,6 +227,13 @@ def _init_span(
 ) -> None:
     """Fill ``span``'s ids from ``parent`` (the hot path of every span start)."""
     if parent is None or parent is SUPPRESSED:
+        if (
+            _handoff.external_parent is not None
+            and trace_id is None
+            and parent is None
+            and _external(span, session_id)
+        ):
+            return
         if session_id is None and trace_id is None:
             ids = _getrandbits(256).to_bytes(32, "big").hex()  # both ids in one draw
             span.session_id = ids[:32]
@@ -242,6 +249,13 @@ def _init_span(
         ptrace = parent.trace_id
         if ptrace is None or (trace_id is not None and trace_id != ptrace):
             # Under a bare session scope, or a trace of its own: a root span.
+            if (
+                ptrace is None
+                and trace_id is None
+                and _handoff.external_parent is not None
+                and _external(span, span.session_id)
+            ):
+                return
             span.trace_id = trace_id or new_id128()
             span._parent = None
             span.sampled = _sampled()
@@ -251,6 +265,20 @@ def _init_span(
             span.sampled = parent.sampled
     span._sid = _getrandbits(64)
     span._attrs = None
+
+
+def _external(span: SpanContext, session_id: str | None) -> bool:
+    """Make ``span`` the child of another tracer's span around it (an
+    OpenTelemetry span, see ``llamonitor.otel``); False if there is none."""
+    ask = _handoff.external_parent
+    found = ask() if ask is not None else None
+    if found is None:
+        return False
+    span.trace_id, span._parent, session, span.sampled = found
+    span.session_id = session_id or session
+    span._sid = _getrandbits(64)
+    span._attrs = None
+    return True
 
 
 _new_span = SpanContext.__new__

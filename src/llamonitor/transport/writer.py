@@ -294,13 +294,15 @@ class MonitoringWriter:
         if pipeline is None:
             self._stop_server()
             return Completed(True)
+        t = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        if _handoff.ACTIVE is pipeline:
+            _handoff.flush_feeders(t)  # what they hold, in before the doors close
         with _lifecycle:
             if _handoff.ACTIVE is pipeline:
                 _handoff.activate(None)
                 _children.stop_sharing()
             if MonitoringWriter._instance is self:
                 MonitoringWriter._instance = None
-        t = self.config.shutdown_timeout_seconds if timeout is None else timeout
         ok = pipeline.shutdown(t)
         self._stop_server()  # after the last write: its spans reach the live clients
         return Completed(ok, _spooled(pipeline))
@@ -317,11 +319,14 @@ class MonitoringWriter:
 
     def flush(self, timeout: float | None = None) -> Completed[bool]:
         """Wait until every span recorded so far is written, durably spooled
-        (counted in the result's ``spooled``) or given up (counted failed)."""
+        (counted in the result's ``spooled``) or given up (counted failed);
+        spans a ``llamonitor.otel.SpanProcessor`` holds are handed over first."""
         pipeline = self._pipeline
         if pipeline is None:
             return Completed(True)
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        if _handoff.feeders and _handoff.ACTIVE is pipeline:
+            _handoff.flush_feeders(t)
         ok = pipeline.flush(t)
         return Completed(ok, _spooled(pipeline))
 

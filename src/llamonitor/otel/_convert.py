@@ -1,0 +1,37 @@
+"""Finished SDK spans to stored-form rows: the OTLP exporter's own encoder,
+then the OTLP receiver's mapping, then the bridge's fixes (see ``_bridge``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+
+from llamonitor.otel import _bridge
+from llamonitor.otel._mapping import rows_from_request
+
+
+def rows_of(
+    batch: Sequence[tuple[ReadableSpan, _bridge.Fix | None]],
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``batch`` (spans with their fixes), and how many spans the
+    mapping rejected."""
+    fixes: dict[tuple[str, str], _bridge.Fix] = {}
+    for span, fix in batch:
+        if fix is not None:
+            ctx = span.context
+            if ctx is not None:
+                fixes[f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"] = fix
+    mapped = rows_from_request(encode_spans([span for span, _ in batch]))
+    rows = mapped.rows
+    pid = os.getpid()  # the spans ended in this process, whatever the resource says
+    for row in rows:
+        row["process_id"] = pid
+        if fixes:
+            fix = fixes.get((row["trace_id"], row["span_id"]))
+            if fix is not None:
+                _bridge.apply(row, fix)
+    return rows, mapped.rejected
