@@ -1,0 +1,456 @@
+"""The GenAI metrics of spans, aggregated a whole Arrow batch at a time.
+
+:class:`SpanMetrics` keeps, for each metric family (``FAMILIES``), one row of
+counters per label set: histogram bucket counts and sums, or counter values.
+A batch is folded in with a few numpy passes (labels dictionary-encoded by
+Arrow, label sets grouped with ``np.unique``, buckets found with
+``np.searchsorted`` and counted with ``np.bincount``): the Python work per
+batch is per distinct label value and per distinct label set, never per span.
+
+Cardinality is bounded twice: a label holds at most ``max_label_values``
+values (later ones fold into ``other``, counted by label in ``folded``), and
+a family at most ``max_series`` label sets (later ones fold into the set whose
+labels are all ``other``, counted by family in ``series_folded``). No id
+(trace, span, session, response) is ever a label.
+
+The Prometheus exposition (``_prometheus``) and the OTLP form
+(``_otlp_metrics``) read a :class:`Snapshot`, copied under the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "DEFAULT_MAX_LABEL_VALUES",
+    "DEFAULT_MAX_SERIES",
+    "DURATION_BUCKETS",
+    "FAMILIES",
+    "LABELS",
+    "OTHER",
+    "TOKEN_BUCKETS",
+    "Family",
+    "FamilyData",
+    "Label",
+    "Snapshot",
+    "SpanMetrics",
+    "operation_names",
+]
+
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)
+"""``gen_ai.client.token.usage``'s boundaries in the GenAI semantic conventions."""
+
+DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)
+"""``gen_ai.client.operation.duration``'s (and ``time_to_first_chunk``'s) boundaries, seconds."""
+
+DEFAULT_MAX_LABEL_VALUES = 100
+"""Values a label holds before new ones fold into ``other``."""
+
+DEFAULT_MAX_SERIES = 300
+"""Label sets a metric holds before new ones fold into the all-``other`` set
+(with both caps reached, a scrape stays well under 50 ms: see
+benchmarks/bench_prometheus.py)."""
+
+MAX_LABEL_CHARS = 128
+"""A longer label value is cut to this many characters."""
+
+OTHER = "other"
+"""The value a label (or a label set) folds into past its cap."""
+
+ERROR_OTHER = "_OTHER"
+"""``error.type`` of a failed span without an exception type (the conventions' fallback)."""
+
+OPERATION_NAMES: dict[str, str] = {
+    "llm_call": "chat",
+    "llm": "chat",
+    "chat": "chat",
+    "tool": "execute_tool",
+    "agent": "invoke_agent",
+    "agent_workflow": "invoke_workflow",
+    "workflow": "invoke_workflow",
+    "embedding": "embeddings",
+    "embeddings": "embeddings",
+    "retrieval": "retrieval",
+    "retriever": "retrieval",
+}
+"""Our ``operation_type`` -> ``gen_ai.operation.name``; another value is kept
+as it is (the conventions allow custom values; an ingested OTel span's
+``gen_ai.operation.name`` is already one of theirs)."""
+
+
+def operation_names(operation_type: str) -> str:
+    return OPERATION_NAMES.get(operation_type, operation_type)
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label: its Prometheus name and its OpenTelemetry attribute key."""
+
+    name: str
+    attribute: str
+
+
+OP = Label("gen_ai_operation_name", "gen_ai.operation.name")
+PROVIDER = Label("gen_ai_provider_name", "gen_ai.provider.name")
+MODEL = Label("gen_ai_request_model", "gen_ai.request.model")
+TOKEN_TYPE = Label("gen_ai_token_type", "gen_ai.token.type")
+ERROR = Label("error_type", "error.type")
+AGENT = Label("gen_ai_agent_name", "gen_ai.agent.name")
+OPERATION = Label("llamonitor_operation_name", "llamonitor.operation.name")
+
+LABELS = (OP, PROVIDER, MODEL, TOKEN_TYPE, ERROR, AGENT, OPERATION)
+"""Every label a span metric has."""
+
+COLUMNS = (
+    "operation_type", "provider", "model", "error", "error_type", "agent_name",
+    "operation_name", "duration_ms", "time_to_first_token_ms", "input_tokens",
+    "output_tokens", "cost_usd",
+)
+"""The span columns the metrics read."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family: names, unit, kind and labels, for both expositions."""
+
+    key: str
+    otel_name: str
+    otel_unit: str
+    prom_name: str
+    """The Prometheus name without the ``_total``/``_bucket`` suffixes."""
+    prom_unit: str
+    kind: str
+    """``histogram`` or ``counter``."""
+    labels: tuple[Label, ...]
+    description: str
+    bounds: tuple[float, ...] = ()
+
+
+TOKENS = Family(
+    "tokens", "gen_ai.client.token.usage", "{token}", "gen_ai_client_token_usage", "",
+    "histogram", (OP, PROVIDER, MODEL, TOKEN_TYPE, AGENT, OPERATION),
+    "Number of input and output tokens used.", TOKEN_BUCKETS,
+)
+DURATION = Family(
+    "duration", "gen_ai.client.operation.duration", "s",
+    "gen_ai_client_operation_duration_seconds", "seconds", "histogram",
+    (OP, PROVIDER, MODEL, ERROR, AGENT, OPERATION), "GenAI operation duration.",
+    DURATION_BUCKETS,
+)
+FIRST_CHUNK = Family(
+    "first_chunk", "gen_ai.client.operation.time_to_first_chunk", "s",
+    "gen_ai_client_operation_time_to_first_chunk_seconds", "seconds", "histogram",
+    (OP, PROVIDER, MODEL, AGENT, OPERATION),
+    "Time to receive the first chunk of a streamed response.", DURATION_BUCKETS,
+)
+COST = Family(
+    "cost", "llamonitor.cost.usd", "{USD}", "llamonitor_cost_usd", "", "counter",
+    (OP, PROVIDER, MODEL, AGENT, OPERATION), "Cost of the operations, US dollars.",
+)
+ERRORS = Family(
+    "errors", "llamonitor.errors", "{error}", "llamonitor_errors", "", "counter",
+    (OP, PROVIDER, MODEL, ERROR, AGENT, OPERATION), "Operations that ended in an error.",
+)
+
+FAMILIES = (TOKENS, DURATION, FIRST_CHUNK, COST, ERRORS)
+
+_ABSENT, _OTHER = 0, 1  # the ids every label gives "" and "other"
+_NO_FOLD = (TOKEN_TYPE,)  # a label set folding past max_series keeps these
+
+
+class _Values:
+    """One label's values and their ids (``""`` is 0, ``other`` 1), capped."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.ids: dict[str, int] = {"": _ABSENT, OTHER: _OTHER}
+        self.names: list[str] = ["", OTHER]
+        self.folded = 0
+
+    def intern(self, value: str) -> tuple[int, bool]:
+        """The id of ``value``, and whether it was folded into ``other``."""
+        found = self.ids.get(value)
+        if found is not None:
+            return found, False
+        if len(self.names) - 2 >= self.cap:
+            return _OTHER, True
+        self.ids[value] = len(self.names)
+        self.names.append(value)
+        return self.ids[value], False
+
+
+class _Rows:
+    """A family's label sets (tuples of label value ids) and their counters."""
+
+    def __init__(self, family: Family, max_series: int) -> None:
+        self.family = family
+        self.max_series = max_series
+        self.index: dict[tuple[int, ...], int] = {}
+        self.keys: list[tuple[int, ...]] = []
+        self.folded = 0
+        self._keep = [i for i, lab in enumerate(family.labels) if lab in _NO_FOLD]
+        width = len(family.bounds) + 1 if family.kind == "histogram" else 1
+        self.counts = np.zeros((16, width), np.int64)  # buckets (the last is +Inf)
+        self.sums = np.zeros(16, np.float64)  # histogram sums, counter values
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, codes: Any) -> tuple[Any, Any]:
+        """The row of each span's label set (``codes``: spans x labels ids):
+        ``(rowmap, inverse)``, the rows of the distinct sets and each span's
+        index into them."""
+        key = codes[:, 0].astype(np.int64)
+        bound = int(codes[:, 0].max(initial=0)) + 1
+        for j in range(1, codes.shape[1]):
+            radix = int(codes[:, j].max(initial=0)) + 1
+            if bound * radix >= 2**62:  # compact what we have so far first
+                _, key = np.unique(key, return_inverse=True)
+                key = key.astype(np.int64)
+                bound = int(key.max(initial=0)) + 1
+            key = key * radix + codes[:, j]
+            bound *= radix
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        rowmap = np.empty(len(first), np.int64)
+        for g, i in enumerate(first.tolist()):
+            rowmap[g] = self._row(tuple(codes[i].tolist()))
+        return rowmap, inverse.reshape(-1)
+
+    def _row(self, key: tuple[int, ...]) -> int:
+        row = self.index.get(key)
+        if row is not None:
+            return row
+        if len(self.keys) >= self.max_series:
+            other = tuple(k if i in self._keep else _OTHER for i, k in enumerate(key))
+            row = self.index.get(other)
+            self.folded += 1
+            if row is not None:
+                return row
+            key = other  # the fold set itself is one past the cap
+        row = len(self.keys)
+        self.index[key] = row
+        self.keys.append(key)
+        if row >= len(self.sums):
+            grow = len(self.sums)
+            self.counts = np.concatenate([self.counts, np.zeros_like(self.counts[:grow])])
+            self.sums = np.concatenate([self.sums, np.zeros(grow, np.float64)])
+        return row
+
+    def observe(self, codes: Any, values: Any) -> None:
+        """Add ``values`` (one per span of ``codes``) to the rows' histograms."""
+        if not len(values):
+            return
+        rowmap, inverse = self.rows(codes)
+        groups = len(rowmap)
+        width = self.counts.shape[1]
+        bucket = np.searchsorted(np.asarray(self.family.bounds, np.float64), values, "left")
+        counts = np.bincount(inverse * width + bucket, minlength=groups * width)
+        np.add.at(self.counts, rowmap, counts.reshape(groups, width))
+        np.add.at(self.sums, rowmap, np.bincount(inverse, weights=values, minlength=groups))
+
+    def add(self, codes: Any, values: Any | None = None) -> None:
+        """Add ``values`` (1 each when ``None``) to the rows' counters."""
+        if not len(codes):
+            return
+        rowmap, inverse = self.rows(codes)
+        np.add.at(self.sums, rowmap, np.bincount(inverse, weights=values, minlength=len(rowmap)))
+
+
+@dataclass
+class FamilyData:
+    """A copy of one family's rows: label values (strings) and counters."""
+
+    family: Family
+    label_values: list[tuple[str, ...]]
+    bucket_counts: Any
+    """Histograms: spans x (buckets + 1), not cumulative; the last is +Inf."""
+    sums: Any
+    """Histogram sums, or counter values."""
+
+
+@dataclass
+class Snapshot:
+    """Every family's rows, the fold counters, and the state's time span."""
+
+    families: list[FamilyData]
+    folded: dict[str, int]
+    """Label values folded into ``other``, by Prometheus label name."""
+    series_folded: dict[str, int]
+    """Label sets folded into the all-``other`` set, by Prometheus family name."""
+    label_values: dict[str, int]
+    """Distinct values each label holds now."""
+    spans: int
+    start_time_ns: int
+    time_ns: int
+
+
+def _column(table: pa.Table, name: str) -> pa.Array | None:
+    if name not in table.column_names:
+        return None
+    column = table.column(name)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _floats(table: pa.Table, name: str, scale: float = 1.0) -> Any:
+    """The column as float64 (NaN for null or absent)."""
+    col = _column(table, name)
+    if col is None:
+        return np.full(table.num_rows, np.nan)
+    values = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    return values * scale if scale != 1.0 else values
+
+
+class SpanMetrics:
+    """The span metrics of everything :meth:`update` was given (thread-safe).
+
+    Args:
+        max_label_values: values a label holds before new ones fold into ``other``.
+        max_series: label sets a family holds before new ones fold into the
+            set whose labels are all ``other``.
+        clock: the wall clock, in seconds (a test can pass its own).
+    """
+
+    def __init__(
+        self,
+        max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+        max_series: int = DEFAULT_MAX_SERIES,
+        clock: Any = time.time,
+    ) -> None:
+        self.max_label_values = max_label_values
+        self.max_series = max_series
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._labels = {lab: _Values(max_label_values) for lab in LABELS}
+        self._rows = {f.key: _Rows(f, max_series) for f in FAMILIES}
+        self.spans = 0
+        self.start_time_ns = int(clock() * 1e9)
+        for token_type in ("input", "output"):
+            self._labels[TOKEN_TYPE].intern(token_type)
+
+    # -- a batch --------------------------------------------------------------
+
+    def update(self, table: pa.Table) -> None:
+        """Fold a batch of spans (a table of span rows; missing columns count as null)."""
+        n = table.num_rows
+        if n == 0:
+            return
+        with self._lock:
+            self._update(table, n)
+
+    def _ids(self, label: Label, column: pa.Array | None, n: int, mapper: Any = None) -> Any:
+        """Each span's id of ``label`` from ``column`` (absent: ``""``)."""
+        if column is None:
+            return np.zeros(n, np.int64)
+        if not pa.types.is_string(column.type):
+            column = pc.cast(column, pa.string())
+        encoded = pc.dictionary_encode(column)
+        values = encoded.dictionary.to_pylist()
+        index = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+        table = self._labels[label]
+        ids = np.zeros(len(values) + 1, np.int64)  # the last: null
+        folded = np.zeros(len(values) + 1, np.bool_)
+        for k, value in enumerate(values):
+            text = mapper(value) if mapper is not None else value
+            ids[k], folded[k] = table.intern(text[:MAX_LABEL_CHARS])
+        if folded.any():
+            table.folded += int(np.bincount(index, minlength=len(ids))[folded].sum())
+        return ids[index]
+
+    def _update(self, table: pa.Table, n: int) -> None:
+        ids = {
+            OP: self._ids(OP, _column(table, "operation_type"), n, operation_names),
+            PROVIDER: self._ids(PROVIDER, _column(table, "provider"), n),
+            MODEL: self._ids(MODEL, _column(table, "model"), n),
+            AGENT: self._ids(AGENT, _column(table, "agent_name"), n),
+            OPERATION: self._ids(OPERATION, _column(table, "operation_name"), n),
+        }
+        error = _column(table, "error")
+        failed = (
+            np.zeros(n, np.bool_)
+            if error is None
+            else np.asarray(pc.fill_null(error, False).to_numpy(zero_copy_only=False), np.bool_)
+        )
+        errors = np.zeros(n, np.int64)
+        where = np.flatnonzero(failed)
+        if len(where):
+            kinds = _column(table, "error_type")
+            kinds = None if kinds is None else kinds.take(pa.array(where))
+            if kinds is None:
+                kinds = pa.nulls(len(where), pa.string())
+            kinds = pc.fill_null(pc.cast(kinds, pa.string()), ERROR_OTHER)
+            errors[where] = self._ids(ERROR, kinds, len(where))
+        ids[ERROR] = errors
+
+        def codes(family: Family, mask: Any = None, **fixed: int) -> Any:
+            cols = [
+                np.full(n, fixed[lab.name], np.int64) if lab.name in fixed else ids[lab]
+                for lab in family.labels
+            ]
+            matrix = np.stack(cols, axis=1)
+            return matrix if mask is None else matrix[mask]
+
+        def finite(values: Any) -> Any:
+            return np.isfinite(values) & (values >= 0)
+
+        duration = _floats(table, "duration_ms", 0.001)
+        ok = finite(duration)
+        self._rows[DURATION.key].observe(codes(DURATION, ok), duration[ok])
+
+        first = _floats(table, "time_to_first_token_ms", 0.001)
+        ok = finite(first)
+        if ok.any():
+            self._rows[FIRST_CHUNK.key].observe(codes(FIRST_CHUNK, ok), first[ok])
+
+        parts, values = [], []
+        for token_type, column in (("input", "input_tokens"), ("output", "output_tokens")):
+            count = _floats(table, column)
+            ok = finite(count)
+            if ok.any():
+                type_id = self._labels[TOKEN_TYPE].ids[token_type]
+                parts.append(codes(TOKENS, ok, **{TOKEN_TYPE.name: type_id}))
+                values.append(count[ok])
+        if parts:
+            self._rows[TOKENS.key].observe(np.concatenate(parts), np.concatenate(values))
+
+        cost = _floats(table, "cost_usd")
+        ok = finite(cost)
+        if ok.any():
+            self._rows[COST.key].add(codes(COST, ok), cost[ok])
+        if failed.any():
+            self._rows[ERRORS.key].add(codes(ERRORS, failed))
+        self.spans += n
+
+    # -- reading ----------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """A copy of the state (the lock is held only for the copy)."""
+        with self._lock:
+            names = {lab: list(v.names) for lab, v in self._labels.items()}
+            copied = [
+                (r.family, list(r.keys), r.counts[: len(r)].copy(), r.sums[: len(r)].copy())
+                for r in self._rows.values()
+            ]
+            folded = {lab.name: v.folded for lab, v in self._labels.items()}
+            series_folded = {r.family.prom_name: r.folded for r in self._rows.values()}
+            counts = {lab.name: len(v.names) - 2 for lab, v in self._labels.items()}
+            spans = self.spans
+        families = []
+        for family, keys, counts_, sums in copied:
+            lookups = [names[lab] for lab in family.labels]
+            values = [tuple(lookups[j][k] for j, k in enumerate(key)) for key in keys]
+            families.append(FamilyData(family, values, counts_, sums))
+        return Snapshot(
+            families, folded, series_folded, counts, spans,
+            self.start_time_ns, int(self._clock() * 1e9),
+        )
