@@ -1,7 +1,9 @@
 """Exporters: sinks that send spans, or metrics computed from them, elsewhere.
 
 - Prometheus (the ``[prometheus]`` extra): :class:`PrometheusConfig`,
-  :func:`start_metrics_server`, :func:`metrics_registry`; see docs/prometheus.md.
+  :func:`start_metrics_server`, :func:`metrics_registry`,
+  :func:`metrics_server`; the OTLP form :func:`metrics_request` (``[otlp]``).
+  See docs/prometheus.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from llamonitor.export._metric_state import SpanMetrics
     from llamonitor.export._metrics_server import MetricsServer, start_metrics_server
     from llamonitor.export._otlp_metrics import metrics_request
-    from llamonitor.export._prometheus import PrometheusConfig, metrics_registry
+    from llamonitor.export._prometheus import PrometheusConfig, metrics_registry, metrics_server
 
 # Imported at first use (see llamonitor._lazy): importing the package costs nothing more.
 _EXPORTS: dict[str, str] = {
@@ -23,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "SpanMetrics": "llamonitor.export._metric_state",
     "metrics_registry": "llamonitor.export._prometheus",
     "metrics_request": "llamonitor.export._otlp_metrics",
+    "metrics_server": "llamonitor.export._prometheus",
     "start_metrics_server": "llamonitor.export._metrics_server",
 }
 
@@ -32,6 +35,7 @@ __all__ = [
     "SpanMetrics",
     "metrics_registry",
     "metrics_request",
+    "metrics_server",
     "start_metrics_server",
 ]
 

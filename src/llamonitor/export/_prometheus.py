@@ -33,6 +33,7 @@ __all__ = [
     "PrometheusConfig",
     "PrometheusSink",
     "metrics_registry",
+    "metrics_server",
     "require_client",
 ]
 
@@ -169,6 +170,7 @@ class PrometheusSink:
             except BaseException:
                 self.close()
                 raise
+            _servers.append(self.server)
 
     def write_table(self, table: Any) -> None:
         self.state.update(table)
@@ -178,6 +180,8 @@ class PrometheusSink:
         server, self.server = self.server, None
         if server is not None:
             server.stop()
+            if server in _servers:
+                _servers.remove(server)
         for collector in self._registered:
             try:
                 self.registry.unregister(collector)
@@ -192,6 +196,14 @@ class PrometheusSink:
 
 _registry: Any = None
 _registry_lock = threading.Lock()
+_servers: list[Any] = []  # the servers the running Prometheus exporters started
+
+
+def metrics_server() -> Any:
+    """The metrics server the running Prometheus exporter started
+    (``MonitorConfig(prometheus=...)`` with a ``port``): ``.url``, ``.port``;
+    ``None`` if there is none."""
+    return _servers[-1] if _servers else None
 
 
 def metrics_registry() -> Any:
@@ -220,6 +232,7 @@ def _forget_registry() -> None:
     global _registry, _registry_lock
     _registry = None
     _registry_lock = threading.Lock()
+    _servers.clear()
 
 
 os.register_at_fork(after_in_child=_forget_registry)
