@@ -88,7 +88,8 @@ class SpanMetricsCollector(Collector):
         yield folded
         series = CounterMetricFamily(
             "llamonitor_metrics_series_folded",
-            "Label sets folded into the all-'other' set past max_series, by metric.",
+            "Observations whose label set folded into the all-'other' set past max_series, "
+         "by metric.",
             labels=["metric"],
         )
         for name, n in snap.series_folded.items():

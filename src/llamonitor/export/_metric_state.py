@@ -10,7 +10,8 @@ batch is per distinct label value and per distinct label set, never per span.
 Cardinality is bounded twice: a label holds at most ``max_label_values``
 values (later ones fold into ``other``, counted by label in ``folded``), and
 a family at most ``max_series`` label sets (later ones fold into the set whose
-labels are all ``other``, counted by family in ``series_folded``). No id
+labels are all ``other``; the observations folded are counted by family in
+``series_folded``). No id
 (trace, span, session, response) is ever a label.
 
 The Prometheus exposition (``_prometheus``) and the OTLP form
@@ -193,9 +194,21 @@ class _Values:
 class _Rows:
     """A family's label sets (tuples of label value ids) and their counters."""
 
-    def __init__(self, family: Family, max_series: int) -> None:
+    def __init__(self, family: Family, max_series: int, radix: int) -> None:
         self.family = family
         self.max_series = max_series
+        # Label ids are below ``radix``: a label set is one int64 when it fits,
+        # and the rows of the sets seen are found with one searchsorted a batch.
+        k = len(family.labels)
+        self._weights = (
+            np.array([radix ** (k - 1 - j) for j in range(k)], np.int64)
+            if radix**k < 2**62
+            else None
+        )
+        self._memo_keys = np.zeros(0, np.int64)  # sorted
+        self._memo_rows = np.zeros(0, np.int64)
+        self._memo_folds = np.zeros(0, np.bool_)
+        self._memo_max = 10 * max_series + 1000  # folded sets are remembered too, this many
         self.index: dict[tuple[int, ...], int] = {}
         self.keys: list[tuple[int, ...]] = []
         self.folded = 0
@@ -210,7 +223,16 @@ class _Rows:
     def rows(self, codes: Any) -> tuple[Any, Any]:
         """The row of each span's label set (``codes``: spans x labels ids):
         ``(rowmap, inverse)``, the rows of the distinct sets and each span's
-        index into them."""
+        index into them. Spans whose set folds past ``max_series`` are counted."""
+        if self._weights is not None:
+            rowmap, folds, inverse = self._rows_by_key(codes)
+        else:
+            rowmap, folds, inverse = self._rows_by_tuple(codes)
+        if folds.any():
+            self.folded += int(np.bincount(inverse, minlength=len(rowmap))[folds].sum())
+        return rowmap, inverse
+
+    def _rows_by_tuple(self, codes: Any) -> tuple[Any, Any, Any]:
         key = codes[:, 0].astype(np.int64)
         bound = int(codes[:, 0].max(initial=0)) + 1
         for j in range(1, codes.shape[1]):
@@ -222,21 +244,47 @@ class _Rows:
             key = key * radix + codes[:, j]
             bound *= radix
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        rowmap = np.empty(len(first), np.int64)
-        for g, i in enumerate(first.tolist()):
-            rowmap[g] = self._row(tuple(codes[i].tolist()))
-        return rowmap, inverse.reshape(-1)
+        found = [self._row(tuple(codes[i].tolist())) for i in first.tolist()]
+        rowmap = np.array([r for r, _ in found], np.int64)
+        folds = np.array([f for _, f in found], np.bool_)
+        return rowmap, folds, inverse.reshape(-1)
 
-    def _row(self, key: tuple[int, ...]) -> int:
+    def _rows_by_key(self, codes: Any) -> tuple[Any, Any, Any]:
+        assert self._weights is not None
+        keys, first, inverse = np.unique(
+            codes @ self._weights, return_index=True, return_inverse=True
+        )
+        memo = self._memo_keys
+        at = np.searchsorted(memo, keys)
+        hit = at < len(memo)
+        hit[hit] = memo[at[hit]] == keys[hit]
+        rowmap = np.empty(len(keys), np.int64)
+        folds = np.zeros(len(keys), np.bool_)
+        rowmap[hit] = self._memo_rows[at[hit]]
+        folds[hit] = self._memo_folds[at[hit]]
+        miss = np.flatnonzero(~hit)
+        if len(miss):
+            found = [self._row(tuple(codes[first[g]].tolist())) for g in miss.tolist()]
+            rowmap[miss] = [r for r, _ in found]
+            folds[miss] = [f for _, f in found]
+            if len(memo) < self._memo_max:
+                merged = np.concatenate([memo, keys[miss]])
+                order = np.argsort(merged, kind="stable")
+                self._memo_keys = merged[order]
+                self._memo_rows = np.concatenate([self._memo_rows, rowmap[miss]])[order]
+                self._memo_folds = np.concatenate([self._memo_folds, folds[miss]])[order]
+        return rowmap, folds, inverse.reshape(-1)
+
+    def _row(self, key: tuple[int, ...]) -> tuple[int, bool]:
+        """The row of a label set, and whether it is the fold set standing in for it."""
         row = self.index.get(key)
         if row is not None:
-            return row
+            return row, False
         if len(self.keys) >= self.max_series:
             other = tuple(k if i in self._keep else _OTHER for i, k in enumerate(key))
             row = self.index.get(other)
-            self.folded += 1
             if row is not None:
-                return row
+                return row, True
             key = other  # the fold set itself is one past the cap
         row = len(self.keys)
         self.index[key] = row
@@ -245,7 +293,7 @@ class _Rows:
             grow = len(self.sums)
             self.counts = np.concatenate([self.counts, np.zeros_like(self.counts[:grow])])
             self.sums = np.concatenate([self.sums, np.zeros(grow, np.float64)])
-        return row
+        return row, len(self.keys) > self.max_series  # the fold set, made now
 
     def observe(self, codes: Any, values: Any) -> None:
         """Add ``values`` (one per span of ``codes``) to the rows' histograms."""
@@ -287,7 +335,7 @@ class Snapshot:
     folded: dict[str, int]
     """Label values folded into ``other``, by Prometheus label name."""
     series_folded: dict[str, int]
-    """Label sets folded into the all-``other`` set, by Prometheus family name."""
+    """Observations whose label set folded into the all-``other`` set, by family."""
     label_values: dict[str, int]
     """Distinct values each label holds now."""
     spans: int
@@ -331,8 +379,11 @@ class SpanMetrics:
         self.max_series = max_series
         self._clock = clock
         self._lock = threading.Lock()
-        self._labels = {lab: _Values(max_label_values) for lab in LABELS}
-        self._rows = {f.key: _Rows(f, max_series) for f in FAMILIES}
+        self._labels = {
+            lab: _Values(2 if lab is TOKEN_TYPE else max_label_values) for lab in LABELS
+        }
+        radix = max(max_label_values, 2) + 2  # ids: "", other, then the values
+        self._rows = {f.key: _Rows(f, max_series, radix) for f in FAMILIES}
         self.spans = 0
         self.start_time_ns = int(clock() * 1e9)
         for token_type in ("input", "output"):

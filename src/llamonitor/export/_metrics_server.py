@@ -1,7 +1,8 @@
 """``start_metrics_server``: ``GET /metrics`` from a thread of this process.
 
-``prometheus_client``'s WSGI app (content negotiation, gzip, OpenMetrics)
-behind the project's rules for anything reaching a port: 127.0.0.1 by
+This process's metrics registry in the text format (``_exposition``), or
+another registry by ``prometheus_client``'s WSGI app (content negotiation,
+gzip, OpenMetrics), behind the project's rules for anything reaching a port: 127.0.0.1 by
 default; while it listens on loopback only, the ``Host`` header must name
 this machine (a page elsewhere cannot read it by DNS rebinding); another
 address needs a token (sent as ``Authorization: Bearer``) or an explicit
@@ -124,6 +125,23 @@ class _Guard:
         return self.app(environ, with_headers)
 
 
+def _fast_app(registry: Any) -> WsgiApp:
+    """A ``MetricsRegistry``'s text (``_exposition``), whatever the scraper accepts."""
+    from llamonitor.export._exposition import CONTENT_TYPE
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        body = registry.render()
+        start_response(
+            "200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))]
+        )
+        return [body] if environ["REQUEST_METHOD"] == "GET" else [b""]
+
+    return app
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -170,7 +188,7 @@ def start_metrics_server(
     registry: Any = None,
     setting: str = "metrics",
 ) -> MetricsServer:
-    """Serve ``GET /metrics`` (Prometheus text or OpenMetrics) from a thread.
+    """Serve ``GET /metrics`` (the Prometheus text format) from a thread.
 
     What it serves is :func:`~llamonitor.export.metrics_registry` by default:
     the pipeline's own metrics, and the span metrics of the running Prometheus
@@ -184,7 +202,8 @@ def start_metrics_server(
             (16 characters or more).
         allow_remote: listen off loopback without a token (anyone who
             reaches the port reads the metrics).
-        registry: a ``prometheus_client.CollectorRegistry`` to serve instead.
+        registry: a ``prometheus_client.CollectorRegistry`` to serve instead
+            (by ``prometheus_client``, which also speaks OpenMetrics).
         setting: the name errors give the settings (``prometheus`` from the config).
 
     Returns:
@@ -198,8 +217,11 @@ def start_metrics_server(
     from llamonitor.export._prometheus import metrics_registry, require_client
 
     client = require_client()
+    from llamonitor.export._exposition import MetricsRegistry
+
     check_listen(addr, token, allow_remote, setting)
-    app = client.make_wsgi_app(registry if registry is not None else metrics_registry())
+    served = registry if registry is not None else metrics_registry()
+    app = _fast_app(served) if isinstance(served, MetricsRegistry) else client.make_wsgi_app(served)
     guarded = _Guard(app, _secret(token), loopback_only=is_loopback(addr))
     server_class = client.exposition.ThreadingWSGIServer
     if ":" in addr:

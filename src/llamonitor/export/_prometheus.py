@@ -215,12 +215,13 @@ def metrics_registry() -> Any:
         ImportError: ``prometheus_client`` is missing (names the extra).
     """
     global _registry
-    client = require_client()
+    require_client()
     with _registry_lock:
         if _registry is None:
             from llamonitor.export._collectors import PipelineCollector
+            from llamonitor.export._exposition import MetricsRegistry
 
-            registry = client.CollectorRegistry()
+            registry = MetricsRegistry()
             registry.register(PipelineCollector())
             _registry = registry
         return _registry

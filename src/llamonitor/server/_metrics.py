@@ -29,13 +29,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from llamonitor.export._metric_state import COLUMNS, SpanMetrics
+from llamonitor.export._prometheus import require_client
 from llamonitor.server._deps import ServerState, state
 from llamonitor.server._live import DEDUPE_CAPACITY, Hub
 
 __all__ = ["MetricsHub", "ServeMetrics", "router"]
-
-EXTRA = "pip install 'llamonitor[prometheus]'"
-
 
 class MetricsHub(Hub):
     """The live feeds' hub, feeding a :class:`SpanMetrics`: always a client
@@ -94,22 +92,21 @@ class MetricsHub(Hub):
 class ServeMetrics:
     """The metrics of one app: the state, its feeds and its registry."""
 
-    def __init__(self, s: ServerState, client: Any) -> None:
+    def __init__(self, s: ServerState) -> None:
         from llamonitor.export._collectors import PipelineCollector, SpanMetricsCollector
+        from llamonitor.export._exposition import MetricsRegistry
         from llamonitor.server._feeds import start_feeds
 
-        self.client = client
         self.metrics = SpanMetrics()
         self.hub = MetricsHub(self.metrics)
-        self.registry = client.CollectorRegistry()
+        self.registry = MetricsRegistry()
         self.registry.register(SpanMetricsCollector(self.metrics))
         if s.writer_health is not None:  # in the writer's process: its pipeline too
             self.registry.register(PipelineCollector())
         self.feeds = start_feeds(self.hub, s)
 
-    def render(self, accept: str | None) -> tuple[bytes, str]:
-        encoder, content_type = self.client.exposition.choose_encoder(accept)
-        return encoder(self.registry), content_type
+    def render(self) -> bytes:
+        return self.registry.render()
 
     def stop(self) -> None:
         for feed in self.feeds:
@@ -119,11 +116,11 @@ class ServeMetrics:
 _lock = threading.Lock()
 
 
-def _metrics(s: ServerState, client: Any) -> ServeMetrics:
+def _metrics(s: ServerState) -> ServeMetrics:
     with _lock:
         found = s.extras.get("metrics")
         if not isinstance(found, ServeMetrics):
-            found = s.extras["metrics"] = ServeMetrics(s, client)
+            found = s.extras["metrics"] = ServeMetrics(s)
         return found
 
 
@@ -145,15 +142,16 @@ router = APIRouter(tags=["metrics"], lifespan=lifespan)
 @router.get("/metrics", include_in_schema=False, response_model=None)
 def metrics(request: Request) -> Response:
     """The span metrics (and, in the writer's process, the pipeline's) in the
-    Prometheus text format or OpenMetrics, as the scraper asks."""
+    Prometheus text format."""
     try:
-        import prometheus_client
-    except ImportError:
+        require_client()
+    except ImportError as exc:
         return JSONResponse(
-            {"error": f"/metrics needs prometheus_client: {EXTRA}", "parameter": None},
+            {"error": f"/metrics: {exc}", "parameter": None},
             status_code=503,
             headers={"cache-control": "no-store"},
         )
-    served = _metrics(state(request), prometheus_client)
-    body, content_type = served.render(request.headers.get("accept"))
-    return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
+    from llamonitor.export._exposition import CONTENT_TYPE
+
+    body = _metrics(state(request)).render()
+    return Response(body, media_type=CONTENT_TYPE, headers={"cache-control": "no-store"})
