@@ -89,7 +89,7 @@ class SpanMetricsCollector(Collector):
         series = CounterMetricFamily(
             "llamonitor_metrics_series_folded",
             "Observations whose label set folded into the all-'other' set past max_series, "
-         "by metric.",
+            "by metric.",
             labels=["metric"],
         )
         for name, n in snap.series_folded.items():
