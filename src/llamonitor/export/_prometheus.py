@@ -100,6 +100,18 @@ class PrometheusConfig(ExporterConfig):
     max_series: int = Field(default=DEFAULT_MAX_SERIES, gt=0, le=1_000_000)
     registry: Any = None
 
+    def check(self, setting: str = "prometheus") -> None:
+        """Refuse an address off loopback without a token or ``allow_remote``,
+        and a short token.
+
+        Raises:
+            ConfigurationError: naming ``<setting>.addr`` or ``<setting>.token``.
+        """
+        from llamonitor.export._metrics_server import check_listen
+
+        if self.port is not None:
+            check_listen(self.addr, self.token, self.allow_remote, setting)
+
     def create_backend(self) -> PrometheusSink:
         """The sink's backend (checks the settings and the extra first).
 
@@ -107,11 +119,8 @@ class PrometheusConfig(ExporterConfig):
             ConfigurationError: a bad ``addr``/``token`` (named).
             ImportError: ``prometheus_client`` is missing (names the extra).
         """
-        from llamonitor.export._metrics_server import check_listen
-
         require_client()
-        if self.port is not None:
-            check_listen(self.addr, self.token, self.allow_remote, "prometheus")
+        self.check()
         return PrometheusSink(self)
 
     def spool_identity(self) -> dict[str, Any]:

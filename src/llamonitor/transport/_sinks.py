@@ -60,6 +60,18 @@ SHUTDOWN_SPOOL_RESERVE_SECONDS = 0.5
 before the deadline (at most half the time given) and spools what is queued."""
 
 
+def _backend_stats(backend: Any) -> dict[str, Any]:
+    """An exporter backend's own counters (its ``stats()``), under ``"backend"``."""
+    inner = getattr(backend, "inner", backend)
+    stats = getattr(inner, "stats", None)
+    if not callable(stats):
+        return {}
+    try:
+        return {"backend": dict(stats())}
+    except Exception:
+        return {}
+
+
 class SinkRunner(BacklogSink):
     """Feeds one backend from its own thread, retrying with backoff; with a
     spool, loses nothing to an outage (see ``SpoolingSink`` for the counters)."""
@@ -177,6 +189,7 @@ class SinkRunner(BacklogSink):
             "running": not self._dead and not self._abandoned,
             "last_error": self.last_error,
             "write_seconds": self._backend.write_seconds.snapshot(),
+            **_backend_stats(self.backend),
         }
 
     # -- the sink's thread --------------------------------------------------
