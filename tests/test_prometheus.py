@@ -774,3 +774,87 @@ def test_a_real_prometheus_scrapes_us_and_promql_answers(tmp_path: Path) -> None
     finally:
         prom.stop()
         llamonitor.shutdown_monitoring()
+
+
+class MetricsReceiver:
+    """An OTLP/HTTP metrics receiver: decodes each ExportMetricsServiceRequest
+    with opentelemetry-proto (gzip or not) and keeps it."""
+
+    def __init__(self) -> None:
+        import gzip
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+            ExportMetricsServiceResponse,
+        )
+
+        self.requests: list[tuple[str, Any]] = []
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                received.append((self.path, ExportMetricsServiceRequest.FromString(body)))
+                out = ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def durations(self) -> int:
+        """The span count of the latest request's duration histogram."""
+        if not self.requests:
+            return 0
+        _, request = self.requests[-1]
+        (scope,) = request.resource_metrics[0].scope_metrics
+        (metric,) = [m for m in scope.metrics if m.name == "gen_ai.client.operation.duration"]
+        return sum(p.count for p in metric.histogram.data_points)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_metrics_are_pushed_over_otlp_every_interval_and_at_shutdown(
+    tmp_path: Path,
+) -> None:
+    """PrometheusConfig(otlp=...): the cumulative metrics reach an OTLP/HTTP
+    receiver at /v1/metrics (gzip) every interval, and once more at shutdown
+    with every span."""
+    from llamonitor.export import OTLPExporterConfig
+
+    receiver = MetricsReceiver()
+    try:
+        otlp = OTLPExporterConfig(endpoint=receiver.url, compression="gzip",
+                                  service_name="pushed")
+        config = MonitorConfig.for_local_dev(
+            tmp_path, prometheus=PrometheusConfig(port=None, otlp=otlp,
+                                                  otlp_interval_seconds=0.2),
+        )
+        llamonitor.initialize_monitoring(config)
+        for i in range(3):
+            _flow(i)
+        assert llamonitor.flush(10)
+        assert wait_for(lambda: receiver.durations() == 3)
+        _flow(4)
+        llamonitor.shutdown_monitoring()
+        assert receiver.durations() == 4  # the last push, at shutdown
+        path, request = receiver.requests[-1]
+        assert path == "/v1/metrics"
+        resource = request.resource_metrics[0].resource
+        assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == (
+            "pushed"
+        )
+    finally:
+        receiver.stop()

@@ -26,6 +26,7 @@ from llamonitor.export._metric_state import (
     DEFAULT_MAX_SERIES,
     SpanMetrics,
 )
+from llamonitor.export._otlp_config import OTLPExporterConfig
 from llamonitor.schema.config import ConfigurationError, ExporterConfig
 
 __all__ = [
@@ -86,6 +87,12 @@ class PrometheusConfig(ExporterConfig):
             collectors in (e.g. ``prometheus_client.REGISTRY``, to serve them
             with the application's own metrics); default: this process's
             private one (:func:`metrics_registry`).
+        otlp: also push the same metrics (``gen_ai.client.*``) to an OTLP
+            receiver every ``otlp_interval_seconds`` and when monitoring stops
+            (its ``metrics_endpoint``, else ``endpoint`` + ``/v1/metrics``, or
+            ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``...; the ``[otlp]`` extra);
+            with ``port=None`` this is an OTLP metrics exporter alone.
+        otlp_interval_seconds: seconds between two pushes.
         spool: not useful here (the metrics are computed in memory): off.
     """
 
@@ -99,6 +106,8 @@ class PrometheusConfig(ExporterConfig):
     max_label_values: int = Field(default=DEFAULT_MAX_LABEL_VALUES, gt=0, le=100_000)
     max_series: int = Field(default=DEFAULT_MAX_SERIES, gt=0, le=1_000_000)
     registry: Any = None
+    otlp: OTLPExporterConfig | None = None
+    otlp_interval_seconds: float = Field(default=60.0, gt=0)
 
     def check(self, setting: str = "prometheus") -> None:
         """Refuse an address off loopback without a token or ``allow_remote``,
@@ -111,6 +120,8 @@ class PrometheusConfig(ExporterConfig):
 
         if self.port is not None:
             check_listen(self.addr, self.token, self.allow_remote, setting)
+        if self.otlp is not None:
+            self.otlp.resolve(f"{setting}.otlp")
 
     def create_backend(self) -> PrometheusSink:
         """The sink's backend (checks the settings and the extra first).
@@ -142,6 +153,7 @@ class PrometheusSink:
         if own:  # the private registry has the pipeline's collector already
             self.collectors.append(PipelineCollector())
         self.server: Any = None
+        self.pusher: Any = None
         self._registered: list[Any] = []
 
     def initialize(self) -> None:
@@ -180,12 +192,26 @@ class PrometheusSink:
                 self.close()
                 raise
             _servers.append(self.server)
+        if cfg.otlp is not None:
+            from llamonitor.export._otlp_push import MetricsPusher
+
+            try:
+                self.pusher = MetricsPusher(
+                    self.state, cfg.otlp, cfg.otlp_interval_seconds
+                ).start()
+            except BaseException:
+                self.close()
+                raise
 
     def write_table(self, table: Any) -> None:
         self.state.update(table)
 
     def close(self) -> None:
-        """Stop the server and unregister the collectors."""
+        """Push the metrics a last time (with ``otlp``), stop the server,
+        unregister the collectors."""
+        pusher, self.pusher = self.pusher, None
+        if pusher is not None:
+            pusher.stop()
         server, self.server = self.server, None
         if server is not None:
             server.stop()
