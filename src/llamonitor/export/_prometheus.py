@@ -15,6 +15,7 @@ configuration can name the exporter without the extra installed.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 from typing import Any, ClassVar
@@ -188,10 +189,19 @@ class PrometheusSink:
                     registry=self.registry,
                     setting="prometheus",
                 )
-            except BaseException:
-                self.close()
-                raise
-            _servers.append(self.server)
+            except ConfigurationError as exc:
+                if exc.setting != "prometheus.port" or multiprocessing.parent_process() is None:
+                    self.close()
+                    raise
+                # A multiprocessing child inherits its parent's configuration,
+                # port included: the parent's server is no reason to fail.
+                logger.warning(
+                    "llamonitor: the metrics of this multiprocessing child (pid %d) are not "
+                    "served (%s); give each process its own port, or scrape `llamonitor "
+                    "serve` over their store", os.getpid(), exc,
+                )
+            else:
+                _servers.append(self.server)
         if cfg.otlp is not None:
             from llamonitor.export._otlp_push import MetricsPusher
 
