@@ -38,30 +38,61 @@ def _help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
-def render_snapshot(snap: Snapshot) -> str:
-    """A snapshot's families, and the fold counters, in the text format."""
+CACHE_MAX = 100_000
+"""Label texts a renderer keeps (one per label set; its series are bounded anyway)."""
+
+
+def _literal(text: str) -> str:
+    """``text`` as a literal part of a ``str.format`` template."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def render_snapshot(snap: Snapshot, cache: dict[Any, str] | None = None) -> str:
+    """A snapshot's families, and the fold counters, in the text format.
+
+    Args:
+        snap: the state's snapshot.
+        cache: label texts of the label sets seen before (kept between scrapes
+            by the caller: a set's text is escaped once).
+    """
+    cache = {} if cache is None else cache
+    if len(cache) > CACHE_MAX:
+        cache.clear()
     out: list[str] = []
     add = out.append
     for data in snap.families:
         family = data.family
         names = [lab.name for lab in family.labels]
-        labels = [
-            ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True) if v)
-            for values in data.label_values
-        ]
+        labels = []
+        for values in data.label_values:
+            key = (family.key, values)
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = ",".join(
+                    f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True) if v
+                )
+            labels.append(text)
         totals = [floatToGoString(s) for s in data.sums.tolist()]
         if family.kind == "histogram":
             name = family.prom_name
             add(f"# HELP {name} {_help(family.description)}\n# TYPE {name} histogram\n")
-            les = [f'le="{floatToGoString(b)}"}} ' for b in family.bounds] + ['le="+Inf"} ']
-            bucket = f"{name}_bucket{{"
+            # One template a family, one format call a label set: {0} is the
+            # labels and a comma, then a count per bucket, the labels in braces,
+            # the count and the sum.
+            les = [floatToGoString(b) for b in family.bounds] + ["+Inf"]
+            bucket = _literal(f"{name}_bucket{{")
+            lines = [
+                f'{bucket}{{0}}le="{le}"}}}} {{{i + 1}}}\n' for i, le in enumerate(les)
+            ]
+            n = len(les)
+            template = "".join(lines) + (
+                f"{name}_count{{{n + 1}}} {{{n + 2}}}\n{name}_sum{{{n + 1}}} {{{n + 3}}}\n"
+            )
             cumulative = np.cumsum(data.bucket_counts, axis=1).tolist()
             for lab, counts, total in zip(labels, cumulative, totals, strict=True):
-                head = f"{bucket}{lab}," if lab else bucket
-                for le, count in zip(les, counts, strict=True):
-                    add(f"{head}{le}{count}\n")
+                head = f"{lab}," if lab else ""
                 braces = f"{{{lab}}}" if lab else ""
-                add(f"{name}_count{braces} {counts[-1]}\n{name}_sum{braces} {total}\n")
+                add(template.format(head, *counts, braces, counts[-1], total))
         else:
             name = f"{family.prom_name}_total"
             add(f"# HELP {name} {_help(family.description)}\n# TYPE {name} counter\n")
@@ -107,6 +138,7 @@ class MetricsRegistry(CollectorRegistry):
     def __init__(self) -> None:
         super().__init__()
         self.collectors: list[Collector] = []
+        self._caches: dict[int, dict[Any, str]] = {}
 
     def register(self, collector: Collector) -> None:
         super().register(collector)
@@ -115,6 +147,7 @@ class MetricsRegistry(CollectorRegistry):
     def unregister(self, collector: Collector) -> None:
         super().unregister(collector)
         self.collectors.remove(collector)
+        self._caches.pop(id(collector), None)
 
     def render(self) -> bytes:
         """Every collector's metrics in the text format (``CONTENT_TYPE``)."""
@@ -122,4 +155,8 @@ class MetricsRegistry(CollectorRegistry):
         spans = [c for c in collectors if isinstance(c, SpanMetricsCollector)]
         others = _Others([c for c in collectors if not isinstance(c, SpanMetricsCollector)])
         body = generate_latest(others)  # duck-typed: it only calls collect()
-        return body + "".join(render_snapshot(c.state.snapshot()) for c in spans).encode()
+        texts = [
+            render_snapshot(c.state.snapshot(), self._caches.setdefault(id(c), {}))
+            for c in spans
+        ]
+        return body + "".join(texts).encode()
