@@ -588,29 +588,39 @@ WRITER = textwrap.dedent(
     import llamonitor
     from llamonitor import MonitorConfig, StorageConfig, monitor_llm
 
-    storage = StorageConfig(backend="parquet", output_dir=sys.argv[1], flush_interval_seconds=0.1)
+    kind, where, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if kind == "parquet":
+        storage = StorageConfig(backend="parquet", output_dir=where, flush_interval_seconds=0.1)
+    else:
+        storage = StorageConfig(backend="sqlite", connection_string="sqlite:///" + where,
+                                flush_interval_seconds=0.1)
     llamonitor.initialize_monitoring(MonitorConfig(storage=storage))
 
     @monitor_llm(operation_name="elsewhere")
     def op() -> str:
         return "ok"
 
-    for _ in range(int(sys.argv[2])):
+    for _ in range(n):
         op()
     assert llamonitor.shutdown_monitoring(20)
     """
 )
 
 
-def test_serve_counts_this_process_and_other_writers_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["parquet", "sqlite"])
+def test_serve_counts_this_process_and_other_writers_once(tmp_path: Path, kind: str) -> None:
     """/metrics of the server in the writer's process: spans of this process
-    (the tap) and of another process writing the same store (the poller) are
-    counted, each once though the poller also reads this process's files; the
-    pipeline's metrics are there too."""
+    (the tap) and of another process writing the same store (the poller: new
+    Parquet files, recent SQL rows) are counted, each once though the poller
+    also reads this process's spans; the pipeline's metrics are there too."""
     from llamonitor.server import ServerConfig
 
-    store = tmp_path / "store"
-    storage = StorageConfig(backend="parquet", output_dir=store, flush_interval_seconds=0.1)
+    store = tmp_path / ("store" if kind == "parquet" else "spans.db")
+    if kind == "parquet":
+        storage = StorageConfig(backend="parquet", output_dir=store, flush_interval_seconds=0.1)
+    else:
+        storage = StorageConfig(backend="sqlite", connection_string=f"sqlite:///{store}",
+                                flush_interval_seconds=0.1)
     writer = llamonitor.initialize_monitoring(
         MonitorConfig(storage=storage), serve=ServerConfig(port=0, poll_interval_seconds=0.2)
     )
@@ -618,14 +628,14 @@ def test_serve_counts_this_process_and_other_writers_once(tmp_path: Path) -> Non
     assert value(scrape(url), "llamonitor_metrics_spans_total") == 0  # the feeds start
     for i in range(5):
         _flow(i)
-    subprocess.run([sys.executable, "-c", WRITER, str(store), "3"], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", WRITER, kind, str(store), "3"], check=True, timeout=120)
     d = "gen_ai_client_operation_duration_seconds_count"
     assert wait_for(lambda: value(scrape(url), d, llamonitor_operation_name="elsewhere") == 3)
     assert wait_for(lambda: value(scrape(url), d, llamonitor_operation_name="flow") == 5)
     time.sleep(0.6)  # a few more polls of the files holding this process's spans
     m = scrape(url)
     assert value(m, "llamonitor_metrics_spans_total") == 8
-    assert value(m, "llamonitor_events_total", sink="parquet") == 5
+    assert value(m, "llamonitor_events_total", sink=kind) == 5
     llamonitor.shutdown_monitoring()
 
 

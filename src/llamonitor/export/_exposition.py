@@ -65,10 +65,10 @@ def render_snapshot(snap: Snapshot, cache: dict[Any, str] | None = None) -> str:
         names = [lab.name for lab in family.labels]
         labels = []
         for values in data.label_values:
-            key = (family.key, values)
-            text = cache.get(key)
+            seen = (family.key, values)
+            text = cache.get(seen)
             if text is None:
-                text = cache[key] = ",".join(
+                text = cache[seen] = ",".join(
                     f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True) if v
                 )
             labels.append(text)
