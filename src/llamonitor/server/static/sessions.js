@@ -115,7 +115,7 @@ export function mountOne(root, ctx, sessionId) {
         h("span", { class: "muted" }, " · "), money(t.cost_usd),
         h("span", { class: "muted" }, " · "), `${int(t.total_tokens)} tokens`,
         h("span", { class: "muted" }, " · "), `${int(t.spans)} spans`,
-        t.errors ? h("a", { class: "badge bad", href: traceHref(t.trace_id) }, `${int(t.errors)} errors`) : null);
+        t.errors ? h("a", { class: "badge bad", href: traceHref(t.trace_id) }, `${int(t.errors)} ${t.errors === 1 ? "error" : "errors"}`) : null);
       const bubbles = h("div", { class: "bubbles" });
       if (t.prompt !== null && t.prompt !== undefined) bubbles.appendChild(bubble("prompt", t.prompt));
       if (t.completion !== null && t.completion !== undefined) bubbles.appendChild(bubble("completion", t.completion));
