@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -55,6 +59,7 @@ class ReceivedSpan:
 @dataclass
 class Received:
     requests: list[ExportTraceServiceRequest] = field(default_factory=list)
+    metrics: list[ExportMetricsServiceRequest] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -100,6 +105,14 @@ class HTTPReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                if self.path == "/v1/metrics":
+                    if self.headers.get("Content-Encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    with receiver.received.lock:
+                        receiver.received.metrics.append(ExportMetricsServiceRequest.FromString(body))
+                    ok = ExportMetricsServiceResponse().SerializeToString()
+                    self._answer(200, {"Content-Type": "application/x-protobuf"}, ok)
+                    return
                 if self.path != "/v1/traces":
                     self._answer(404, {}, b"not here")
                     return
@@ -164,6 +177,7 @@ class GRPCReceiver:
 
     def __init__(self, port: int = 0) -> None:
         import grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
         self.received = Received()
@@ -179,8 +193,15 @@ class GRPCReceiver:
                     receiver.received.headers.append(dict(context.invocation_metadata()))
                 return ExportTraceServiceResponse()
 
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                with receiver.received.lock:
+                    receiver.received.metrics.append(request)
+                return ExportMetricsServiceResponse()
+
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.base = f"http://127.0.0.1:{self.port}"
 

@@ -232,6 +232,18 @@ def test_every_column_reaches_the_receiver_under_its_convention_name(
             assert back[column] == FULL_ROW[column], column
 
 
+def test_every_gen_ai_name_we_read_is_one_we_send_or_its_older_form() -> None:
+    """Each GenAI attribute the schema maps to a column is what the exporter
+    sends for that column (or an older name of it, sent with ``semconv="v1.36"``)."""
+    from llamonitor.export._otlp_spans import GEN_AI_COLUMNS
+    from llamonitor.schema import GEN_AI_ATTRIBUTES
+
+    request = SpanEncoder(semconv="both").encode(_table([FULL_ROW]))
+    sent = {kv.key for kv in request.resource_spans[0].scope_spans[0].spans[0].attributes}
+    for attribute, column in GEN_AI_ATTRIBUTES.items():
+        assert attribute in sent or GEN_AI_COLUMNS.get(column) in sent, attribute
+
+
 def test_decorated_calls_arrive_as_one_tree_with_the_projects_service_name(
     tmp_path: Path,
 ) -> None:
@@ -572,3 +584,65 @@ def test_encoding_is_per_column_and_handles_sparse_batches() -> None:
     keys = {kv.key for kv in plain.attributes}
     assert keys.isdisjoint({"gen_ai.operation.name", "gen_ai.request.model"})
     assert plain.end_time_unix_nano == plain.start_time_unix_nano
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_the_sender_carries_metrics_too(protocol: str) -> None:
+    """``OTLPSender.send("metrics", ...)`` delivers an OTLP metrics request over
+    HTTP (``/v1/metrics``) and gRPC, with the same settings as the spans."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from llamonitor.export import OTLPSender
+
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add()
+    metric.name = "gen_ai.client.token.usage"
+    metric.gauge.data_points.add(as_int=7)
+    peer = HTTPReceiver() if protocol == "http/protobuf" else GRPCReceiver()
+    with peer as receiver:
+        config = OTLPExporterConfig(endpoint=receiver.base, protocol=protocol, compression="gzip")
+        sender = OTLPSender(config.resolve())
+        sender.send("metrics", request)
+        sender.close()
+    (got,) = receiver.received.metrics
+    assert got.resource_metrics[0].scope_metrics[0].metrics[0].name == "gen_ai.client.token.usage"
+
+
+def test_without_the_extra_the_error_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without opentelemetry-proto, starting an OTLP exporter fails with an
+    error naming ``pip install 'llamonitor[otlp]'``; importing llamonitor never needs it."""
+    import sys
+
+    dropped = ("opentelemetry.proto", "llamonitor.export._otlp_")
+    kept = ("_config", "_ids", "_semconv")
+    for name in [n for n in sys.modules if n.startswith(dropped) and not n.endswith(kept)]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry.proto", None)
+    config = MonitorConfig.for_local_dev(tmp_path, exporters=["otlp"])
+    with pytest.raises(ConfigurationError, match=r"pip install 'llamonitor\[otlp\]'"):
+        llamonitor.initialize_monitoring(config)
+
+
+def test_spans_are_grouped_by_resource() -> None:
+    """Spans of two projects (or processes) in one batch go in one ResourceSpans
+    each, named after their project; spans without a project get the default."""
+    rows = [
+        span_row(0, project_name="a"),
+        span_row(1, span_id="1" * 16, project_name="b"),
+        span_row(2, span_id="2" * 16, project_name="a"),
+        span_row(3, span_id="3" * 16, process_id=7),
+    ]
+    encoder = SpanEncoder(default_service_name="fallback", resource_attributes={"team": "ml"})
+    request = encoder.encode(_table(rows))
+    groups = {}
+    for rs in request.resource_spans:
+        attrs = {kv.key: kv.value for kv in rs.resource.attributes}
+        groups[(attrs["service.name"].string_value, attrs["process.pid"].int_value)] = len(
+            rs.scope_spans[0].spans
+        )
+        assert attrs["team"].string_value == "ml"
+    assert groups == {("a", 1): 2, ("b", 1): 1, ("fallback", 7): 1}

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from llamonitor.export._otlp_config import Resolved, without_credentials
 from llamonitor.export._otlp_send import ExportRejected, OTLPSender
+from llamonitor.export._otlp_spans import SpanEncoder
 
 logger = logging.getLogger("llamonitor.export")
 
@@ -31,7 +32,6 @@ class OTLPSpanBackend:
 
     def __init__(self, config: Resolved, max_spans_per_request: int = 1000) -> None:
         from llamonitor import __version__
-        from llamonitor.export._otlp_spans import SpanEncoder
 
         self.config = config
         self.max_spans = max_spans_per_request

@@ -310,6 +310,11 @@ class OTLPExporterConfig(ExporterConfig):
             ConfigurationError: a setting is invalid.
             ImportError: the ``otlp`` extra is not installed.
         """
-        from llamonitor.export._otlp_backend import OTLPSpanBackend
-
-        return OTLPSpanBackend(self.resolve(), self.max_spans_per_request)
+        resolved = self.resolve()
+        try:
+            from llamonitor.export._otlp_backend import OTLPSpanBackend
+        except ImportError as exc:
+            raise ImportError(
+                f"OTLP export needs the otlp extra: pip install 'llamonitor[otlp]' ({exc})"
+            ) from exc
+        return OTLPSpanBackend(resolved, self.max_spans_per_request)

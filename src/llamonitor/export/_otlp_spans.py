@@ -31,7 +31,7 @@ from llamonitor.export._otlp_semconv import (
     SEMCONV_MODES,
     SEMCONV_V1_36,
 )
-from llamonitor.schema._columns import GEN_AI_ATTRIBUTES, INT64_MAX, INT64_MIN
+from llamonitor.schema._columns import INT64_MAX, INT64_MIN
 
 NS = "llamonitor."
 CUSTOM = "llamonitor.custom."
@@ -66,13 +66,22 @@ _WELL_KNOWN = frozenset(
     )
 )
 
-# Columns the conventions name (GEN_AI_ATTRIBUTES, read the other way round);
-# the columns after it are handled one by one below.
-_SPECIAL = ("provider", "session_id", "operation_type", "finish_reason")
+# Columns the current conventions name, one attribute each (the ingest side's
+# GEN_AI_ATTRIBUTES also knows older names; these are the ones we send). The
+# columns with more to them (provider, session_id, operation_type,
+# finish_reason, cost, content...) are handled one by one below.
 GEN_AI_COLUMNS: dict[str, str] = {
-    column: attribute
-    for attribute, column in GEN_AI_ATTRIBUTES.items()
-    if column not in _SPECIAL
+    "model": "gen_ai.request.model",
+    "response_model": "gen_ai.response.model",
+    "response_id": "gen_ai.response.id",
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+    "cache_read_tokens": "gen_ai.usage.cache_read.input_tokens",
+    "cache_write_tokens": "gen_ai.usage.cache_creation.input_tokens",
+    "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "agent_name": "gen_ai.agent.name",
 }
 """Column -> the GenAI attribute it is exported as (both conventions)."""
 
@@ -175,21 +184,22 @@ class SpanEncoder:
         self._content(spans, cols)
         if "custom_attributes" in cols:
             _put_custom(spans, cols["custom_attributes"])
+        _merge_fragments(spans)
         return request
 
     # -- spans, ids, names, times ------------------------------------------------
 
     def _spans(
         self, request: ExportTraceServiceRequest, cols: dict[str, Any], n: int
-    ) -> list[Span]:
+    ) -> _Spans:
         trace = IdColumn(_values(cols.get("trace_id"), n), TRACE_ID_BYTES)
         span = IdColumn(_values(cols.get("span_id"), n), SPAN_ID_BYTES)
         parent = IdColumn(_values(cols.get("parent_span_id"), n), SPAN_ID_BYTES)
         names, kinds, ops, tools = _names(cols, n)
         starts, ends = _times(cols, n)
         groups = self._groups(request, cols, n)
-        spans: list[Span] = []
-        add = spans.append
+        made: list[Span] = []
+        add = made.append
         client, internal = Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_INTERNAL
         for i in range(n):
             add(
@@ -203,8 +213,7 @@ class SpanEncoder:
                     end_time_unix_nano=ends[i],
                 )
             )
-        spans = _Spans(spans)
-        spans.attributes = [s.attributes for s in spans]
+        spans = _Spans(made)
         _put_rows(spans, ops, "gen_ai.operation.name")
         _put_rows(spans, tools, "gen_ai.tool.name")
         # An id that is not ours in form (hashed above): its text, to read it back.
@@ -259,7 +268,7 @@ class SpanEncoder:
         scope_spans.scope.version = self.scope_version
         return scope_spans.spans
 
-    def _status(self, spans: list[Span], cols: dict[str, Any]) -> None:
+    def _status(self, spans: _Spans, cols: dict[str, Any]) -> None:
         """Failed spans: status ERROR with the message, and ``error.type``."""
         n = len(spans)
         error = cols.get("error")
@@ -287,7 +296,7 @@ class SpanEncoder:
 
     # -- content ------------------------------------------------------------------
 
-    def _content(self, spans: list[Span], cols: dict[str, Any]) -> None:
+    def _content(self, spans: _Spans, cols: dict[str, Any]) -> None:
         n = len(spans)
         prompts = cols.get("prompt_content")
         completions = cols.get("completion_content")
@@ -427,62 +436,113 @@ def _set_str(span: Span, key: str, value: str) -> None:
     kv.value.string_value = value
 
 
-def _put(spans: list[Span], column: Any, key: str) -> None:
-    """Attribute ``key`` on every span whose row has a value in ``column``."""
-    n = len(spans)
-    if column.null_count == n:
-        return
-    typ = column.type
-    attrs = _attributes(spans)
-    if column.null_count == 0:
-        targets: Sequence[Any] = attrs
-        values = column.to_pylist()
-    else:
-        valid = pc.is_valid(column)
-        targets = [attrs[i] for i in np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()]
-        values = column.filter(valid).to_pylist()
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.string_value = v
-    elif pa.types.is_boolean(typ):
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.bool_value = v
-    elif pa.types.is_integer(typ):
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.int_value = v
-    elif pa.types.is_floating(typ):
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.double_value = v
-    else:  # a type no column has today: its text
-        for a, v in zip(targets, values, strict=True):
-            a.add(key=key).value.string_value = str(v)
+# Attribute values repeat (a model, a provider, an operation name, the same
+# custom attributes on every call of a function): each distinct (key, value)
+# is built once, as protobuf's serialization of a span holding just that
+# attribute, and each span gets its repeated ones in one ``MergeFromString``
+# at the end (protobuf merges repeated fields by appending, so the result is
+# the span with those attributes added). Columns of mostly distinct values
+# are added to each span directly.
+LOW_CARDINALITY = 8
+"""A column is memoized when its rows hold at most 1/LOW_CARDINALITY distinct values."""
+
+_FIELD_OF_TYPE: tuple[tuple[Callable[[pa.DataType], bool], str], ...] = (
+    (pa.types.is_string, "string_value"),
+    (pa.types.is_large_string, "string_value"),
+    (pa.types.is_boolean, "bool_value"),
+    (pa.types.is_integer, "int_value"),
+    (pa.types.is_floating, "double_value"),
+)
 
 
 class _Spans(list):  # type: ignore[type-arg]
-    """The spans of a request, with their attribute lists (looked up once)."""
+    """The spans of a request, with their attribute lists (looked up once)
+    and the serialized attributes still to merge into each."""
 
-    attributes: list[Any]
-
-
-def _attributes(spans: list[Span]) -> list[Any]:
-    got = getattr(spans, "attributes", None)
-    if got is None:
-        return [s.attributes for s in spans]
-    return got  # type: ignore[no-any-return]
+    def __init__(self, spans: list[Span]) -> None:
+        super().__init__(spans)
+        self.attributes: list[Any] = [s.attributes for s in spans]
+        self.parts: list[list[bytes]] = [[] for _ in spans]
 
 
-def _put_rows(spans: list[Span], values: list[Any], key: str) -> None:
-    for a, v in zip(_attributes(spans), values, strict=True):
-        if v is not None:
+def _fragment(key: str, field: str, value: Any) -> bytes:
+    """A span holding only attribute ``key`` = ``value``, serialized."""
+    span = Span()
+    setattr(span.attributes.add(key=key).value, field, value)
+    return bytes(span.SerializeToString())
+
+
+def _merge_fragments(spans: _Spans) -> None:
+    for span, parts in zip(spans, spans.parts, strict=True):
+        if parts:
+            span.MergeFromString(b"".join(parts))
+
+
+def _put(spans: _Spans, column: Any, key: str) -> None:
+    """Attribute ``key`` on every span whose row has a value in ``column``."""
+    n = len(spans)
+    valid_count = n - column.null_count
+    if valid_count == 0:
+        return
+    typ = column.type
+    field = next((f for test, f in _FIELD_OF_TYPE if test(typ)), None)
+    if field is None:  # a type no column has today: its text
+        column, field = pc.cast(column, pa.string()), "string_value"
+    if column.null_count == 0:
+        rows: Sequence[int] = range(n)
+        values = column.to_pylist()
+    else:
+        valid = pc.is_valid(column)
+        rows = np.flatnonzero(valid.to_numpy(zero_copy_only=False)).tolist()
+        values = column.filter(valid).to_pylist()
+    if pc.count_distinct(column).as_py() * LOW_CARDINALITY <= valid_count:
+        parts = spans.parts
+        memo: dict[Any, bytes] = {}
+        for i, v in zip(rows, values, strict=True):
+            frag = memo.get(v)
+            if frag is None:
+                frag = memo[v] = _fragment(key, field, v)
+            parts[i].append(frag)
+        return
+    attrs = spans.attributes
+    targets = attrs if column.null_count == 0 else [attrs[i] for i in rows]
+    if field == "string_value":
+        for a, v in zip(targets, values, strict=True):
             a.add(key=key).value.string_value = v
+    elif field == "bool_value":
+        for a, v in zip(targets, values, strict=True):
+            a.add(key=key).value.bool_value = v
+    elif field == "int_value":
+        for a, v in zip(targets, values, strict=True):
+            a.add(key=key).value.int_value = v
+    else:
+        for a, v in zip(targets, values, strict=True):
+            a.add(key=key).value.double_value = v
 
 
-def _put_list(spans: list[Span], column: Any, key: str) -> None:
+def _put_rows(spans: _Spans, values: list[Any], key: str) -> None:
+    """A string attribute from a list (None: not on that span); values repeat."""
+    memo: dict[Any, bytes] = {}
+    for parts, v in zip(spans.parts, values, strict=True):
+        if v is not None:
+            frag = memo.get(v)
+            if frag is None:
+                frag = memo[v] = _fragment(key, "string_value", v)
+            parts.append(frag)
+
+
+def _put_list(spans: _Spans, column: Any, key: str) -> None:
     """A comma-joined column (``finish_reason``) as a string array."""
+    memo: dict[str, bytes] = {}
     for i, v in _present(column):
-        array = spans[i].attributes.add(key=key).value.array_value
-        for part in v.split(","):
-            array.values.add().string_value = part
+        frag = memo.get(v)
+        if frag is None:
+            span = Span()
+            array = span.attributes.add(key=key).value.array_value
+            for part in v.split(","):
+                array.values.add().string_value = part
+            frag = memo[v] = bytes(span.SerializeToString())
+        spans.parts[i].append(frag)
 
 
 _SCALARS: dict[type, Callable[[Any, Any], None]] = {
@@ -500,32 +560,42 @@ def _scalar_ok(value: Any) -> bool:
     return t in _SCALARS
 
 
-def _put_custom(spans: list[Span], column: Any) -> None:
+def _put_custom(spans: _Spans, column: Any) -> None:
     """``custom_attributes`` flattened: a scalar (or a list of scalars of one
     type) as ``llamonitor.custom.<key>``; anything else (an object, a null, a
-    mixed list) as its JSON text under ``llamonitor.custom_json.<key>``."""
+    mixed list) as its JSON text under ``llamonitor.custom_json.<key>``. Text
+    that is not a JSON object is kept as ``llamonitor.custom_attributes``."""
+    memo: dict[str, bytes] = {}
     for i, text in _present(column):
-        try:
-            attrs = json.loads(text)
-        except ValueError:
-            attrs = None
-        s = spans[i]
-        if not isinstance(attrs, dict):  # not an object: kept as it is
-            _set_str(s, NS + "custom_attributes", text)
+        frag = memo.get(text)
+        if frag is None:
+            frag = memo[text] = _custom_fragment(text)
+        spans.parts[i].append(frag)
+
+
+def _custom_fragment(text: str) -> bytes:
+    span = Span()
+    try:
+        attrs = json.loads(text)
+    except ValueError:
+        attrs = None
+    if not isinstance(attrs, dict):
+        _set_str(span, NS + "custom_attributes", text)
+        return bytes(span.SerializeToString())
+    for key, value in attrs.items():
+        if _scalar_ok(value):
+            _SCALARS[type(value)](span.attributes.add(key=CUSTOM + key).value, value)
             continue
-        for key, value in attrs.items():
-            if _scalar_ok(value):
-                _SCALARS[type(value)](s.attributes.add(key=CUSTOM + key).value, value)
-                continue
-            if (
-                isinstance(value, list)
-                and value
-                and len({type(v) for v in value}) == 1
-                and all(_scalar_ok(v) for v in value)
-            ):
-                setter = _SCALARS[type(value[0])]
-                array = s.attributes.add(key=CUSTOM + key).value.array_value
-                for v in value:
-                    setter(array.values.add(), v)
-                continue
-            _set_str(s, CUSTOM_JSON + key, _json(value))
+        if (
+            isinstance(value, list)
+            and value
+            and len({type(v) for v in value}) == 1
+            and all(_scalar_ok(v) for v in value)
+        ):
+            setter = _SCALARS[type(value[0])]
+            array = span.attributes.add(key=CUSTOM + key).value.array_value
+            for v in value:
+                setter(array.values.add(), v)
+            continue
+        _set_str(span, CUSTOM_JSON + key, _json(value))
+    return bytes(span.SerializeToString())
