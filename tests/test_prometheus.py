@@ -264,6 +264,20 @@ def test_our_text_is_what_prometheus_client_writes_of_the_same_collector() -> No
     assert value(parse(text), "llamonitor_metrics_label_values_folded_total") > 0
 
 
+def test_operation_names_are_the_span_exporters() -> None:
+    """Metrics and exported spans give an operation type the same
+    gen_ai.operation.name (a type the spans leave without one keeps its own)."""
+    from llamonitor.export._metric_state import OPERATION_NAMES, operation_names
+    from llamonitor.export._otlp_spans import gen_ai_operation
+
+    types = [*OPERATION_NAMES, "chat", "embeddings", "execute_tool", "invoke_agent",
+             "retrieval", "agent_step", "guardrail", "session", "image_generation"]
+    for operation_type in types:
+        assert operation_names(operation_type) == (
+            gen_ai_operation(operation_type) or operation_type
+        ), operation_type
+
+
 def test_batches_add_up_to_one_and_old_tables_lack_columns() -> None:
     """The same spans in one batch or three give the same metrics; a table of an
     older schema (no LLM columns) counts its durations with empty labels."""

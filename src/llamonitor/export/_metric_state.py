@@ -75,23 +75,26 @@ ERROR_OTHER = "_OTHER"
 OPERATION_NAMES: dict[str, str] = {
     "llm_call": "chat",
     "llm": "chat",
-    "chat": "chat",
-    "tool": "execute_tool",
-    "agent": "invoke_agent",
-    "agent_workflow": "invoke_workflow",
-    "workflow": "invoke_workflow",
+    "completion": "text_completion",
     "embedding": "embeddings",
-    "embeddings": "embeddings",
-    "retrieval": "retrieval",
-    "retriever": "retrieval",
+    "tool": "execute_tool",
+    "tool_call": "execute_tool",
+    "agent": "invoke_agent",
+    "agent_workflow": "invoke_agent",
+    "workflow": "invoke_workflow",
 }
-"""Our ``operation_type`` -> ``gen_ai.operation.name``; another value is kept
-as it is (the conventions allow custom values; an ingested OTel span's
-``gen_ai.operation.name`` is already one of theirs)."""
+"""Our ``operation_type`` -> ``gen_ai.operation.name``, as the OTLP span
+exporter maps it (``_otlp_spans.gen_ai_operation``; a test ties the two). A
+name of the conventions is kept, so is any other value (they allow custom
+ones; an ingested OTel span's ``gen_ai.operation.name`` is already theirs)."""
 
 
 def operation_names(operation_type: str) -> str:
-    return OPERATION_NAMES.get(operation_type, operation_type)
+    """The ``gen_ai_operation_name`` label of an ``operation_type``."""
+    got = OPERATION_NAMES.get(operation_type)
+    if got is not None:
+        return got
+    return "invoke_agent" if operation_type.startswith("agent") else operation_type
 
 
 @dataclass(frozen=True)
