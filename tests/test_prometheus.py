@@ -54,7 +54,7 @@ from llamonitor.export import (  # noqa: E402
     start_metrics_server,
 )
 from llamonitor.export._collectors import SpanMetricsCollector  # noqa: E402
-from llamonitor.export._metric_state import DURATION_BUCKETS, TOKEN_BUCKETS  # noqa: E402
+from llamonitor.export._metric_names import DURATION_BUCKETS, TOKEN_BUCKETS  # noqa: E402
 from llamonitor.integrations import instrument_openai, uninstrument_openai  # noqa: E402
 from llamonitor.testing import capture_spans  # noqa: E402
 
@@ -267,7 +267,7 @@ def test_our_text_is_what_prometheus_client_writes_of_the_same_collector() -> No
 def test_operation_names_are_the_span_exporters() -> None:
     """Metrics and exported spans give an operation type the same
     gen_ai.operation.name (a type the spans leave without one keeps its own)."""
-    from llamonitor.export._metric_state import OPERATION_NAMES, operation_names
+    from llamonitor.export._metric_names import OPERATION_NAMES, operation_names
     from llamonitor.export._otlp_spans import gen_ai_operation
 
     types = [*OPERATION_NAMES, "chat", "embeddings", "execute_tool", "invoke_agent",

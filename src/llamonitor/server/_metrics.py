@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from llamonitor.export._metric_state import COLUMNS, SpanMetrics
+from llamonitor.export._metric_names import COLUMNS
+from llamonitor.export._metric_state import SpanMetrics
 from llamonitor.export._prometheus import require_client
 from llamonitor.server._deps import ServerState, state
 from llamonitor.server._live import DEDUPE_CAPACITY, Hub
