@@ -8,6 +8,7 @@ Storage settings can be given flat (``LLMOPS_BACKEND``, ``LLMOPS_BATCH_SIZE``,
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -117,6 +118,10 @@ class StorageConfig(BaseSettings):
         return v
 
 
+PROMETHEUS_MODULE = "llamonitor.export._prometheus"
+"""Where ``MonitorConfig(prometheus=...)`` finds ``PrometheusConfig``."""
+
+
 class ExporterConfig(BaseModel):
     """The settings of one exporter: a sink fed every batch of spans beside
     storage, with the same isolation, retries and (with ``spool``) disk spool.
@@ -162,6 +167,7 @@ class ExporterConfig(BaseModel):
 EXPORTER_KINDS: dict[str, str] = {
     "console": "llamonitor.export.console:ConsoleExporterConfig",
     "otlp": "llamonitor.export._otlp_config:OTLPExporterConfig",
+    "prometheus": "llamonitor.export._prometheus:PrometheusConfig",
 }
 """Exporter kind -> ``"module:Class"`` of its ``ExporterConfig``: what
 ``MonitorConfig(exporters=["otlp"])`` or ``LLMOPS_EXPORTERS='["otlp"]'`` builds."""
@@ -221,6 +227,11 @@ class MonitorConfig(BaseSettings):
             each an isolated sink like the storage backends; a kind name
             (``"otlp"``) or a dict with ``"kind"`` and its fields builds the
             exporter of that kind (``LLMOPS_EXPORTERS='["otlp"]'``).
+        prometheus: ``True`` or a ``llamonitor.export.PrometheusConfig``:
+            GenAI and pipeline metrics for Prometheus, computed on a sink from
+            the spans, served at ``http://127.0.0.1:9464/metrics`` (the
+            ``[prometheus]`` extra; ``LLMOPS_PROMETHEUS__PORT``...; see
+            docs/prometheus.md). An exporter like those of ``exporters``.
         max_queue_size: events held between the application and the worker.
             Set explicitly without ``max_queue_bytes``, the byte bound follows
             it (512 bytes + 1 KB of text an event, at least the default);
@@ -281,6 +292,7 @@ class MonitorConfig(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     extra_backends: list[StorageConfig] = Field(default_factory=list)
     exporters: list[ExporterConfig] = Field(default_factory=list)
+    prometheus: bool | ExporterConfig | dict[str, Any] | None = None
     max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, gt=0)
     max_queue_bytes: int = Field(default=DEFAULT_MAX_QUEUE_BYTES, gt=0)
     queue_full_policy: QueueFullPolicy = "drop_newest"
@@ -348,6 +360,24 @@ class MonitorConfig(BaseSettings):
         if isinstance(v, (list, tuple)):
             return [exporter_config(item, f"exporters[{i}]") for i, item in enumerate(v)]
         return v
+
+    @field_validator("prometheus")
+    @classmethod
+    def _prometheus_config(cls, v: Any) -> Any:
+        if v is None or v is False:
+            return None
+        if isinstance(v, ExporterConfig):
+            if v.kind != "prometheus":
+                raise ValueError(f"expected a PrometheusConfig, got {type(v).__name__}")
+            return v
+        # The exporters layer, by name (it imports this module, not the other way round).
+        config = importlib.import_module(PROMETHEUS_MODULE).PrometheusConfig
+        return config() if v is True else config.model_validate(v)
+
+    def exporter_configs(self) -> list[ExporterConfig]:
+        """``exporters``, and the Prometheus exporter of ``prometheus``."""
+        extra = [self.prometheus] if isinstance(self.prometheus, ExporterConfig) else []
+        return [*self.exporters, *extra]
 
     @field_validator("redact_patterns")
     @classmethod

@@ -20,14 +20,22 @@ from llamonitor.server._store import ServerStore
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-ROUTERS = ("_health", "_spans", "_traces", "_sessions", "_aggregates", "_live", "_otlp")
+ROUTERS = ("_health", "_spans", "_traces", "_sessions", "_aggregates", "_live", "_otlp", "_metrics")
 """Modules of this package whose ``router`` the app includes, in order."""
 
 COLLECT_ROUTERS = ("_health", "_otlp")
 """The routers of ``llamonitor collect`` (a receiver with no UI)."""
 
-UI_ROUTES = ("/", "/traces", "/traces/{rest:path}", "/sessions", "/sessions/{rest:path}",
-             "/report", "/live", "/spans/{rest:path}")
+UI_ROUTES = (
+    "/",
+    "/traces",
+    "/traces/{rest:path}",
+    "/sessions",
+    "/sessions/{rest:path}",
+    "/report",
+    "/live",
+    "/spans/{rest:path}",
+)
 """Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
 
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import duckdb
 
 from llamonitor.server._deps import ServerState
-from llamonitor.server._live import SUMMARY_COLUMNS, TEXT_COLUMNS, Hub
+from llamonitor.server._live import Hub
 from llamonitor.server._store import ServerStore
 from llamonitor.storage._duckdb import DuckDBQuery, Filters
 from llamonitor.storage._layout import data_files
@@ -65,8 +65,7 @@ def _end_ms_sql() -> str:
 
 
 def _columns(hub: Hub) -> str:
-    cols = [*SUMMARY_COLUMNS, *(TEXT_COLUMNS if hub.wants_text() else ())]
-    return ", ".join(f'"{c}"' for c in cols)
+    return ", ".join(f'"{c}"' for c in hub.columns())
 
 
 class TapFeed:

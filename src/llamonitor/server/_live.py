@@ -232,6 +232,10 @@ class Hub:
         """Does a client filter on ``q`` (so the feeds read prompts and completions)?"""
         return any(c.filters.q for c in self._clients)
 
+    def columns(self) -> tuple[str, ...]:
+        """The columns the pollers read for this hub."""
+        return (*SUMMARY_COLUMNS, *(TEXT_COLUMNS if self.wants_text() else ()))
+
     def mark_seen(self, event_ids: Iterable[str]) -> None:
         """Spans to take as sent already (the store's state when a poller starts)."""
         with self.lock:

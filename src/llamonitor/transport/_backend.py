@@ -13,10 +13,44 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
 from llamonitor._internal import CURRENT, SUPPRESSED
+
+WRITE_SECONDS_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+"""Upper bounds (seconds) of the buckets of a sink's write durations."""
+
+
+class Durations:
+    """A histogram of durations in seconds: a count per bucket of
+    ``WRITE_SECONDS_BUCKETS`` (and one past the last), their sum and count.
+    Written by one thread; a reader's copy may be a write behind."""
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(WRITE_SECONDS_BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(WRITE_SECONDS_BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"bounds", "counts" (not cumulative), "sum", "count"}``."""
+        return {
+            "bounds": list(WRITE_SECONDS_BUCKETS),
+            "counts": list(self.counts),
+            "sum": self.sum,
+            "count": self.count,
+        }
 
 
 class Call:
@@ -49,6 +83,8 @@ class BackendThread:
         self._call: Call | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.write_seconds = Durations()
+        """How long each ``write_table`` call took (whatever its outcome)."""
         self._thread = threading.Thread(
             target=self._run, name=f"llamonitor-backend-{name}", daemon=True
         )
@@ -103,6 +139,7 @@ class BackendThread:
 
     def _execute(self, call: Call) -> None:
         for method, args in call.steps:
+            started = time.perf_counter()
             try:
                 result = getattr(self.backend, method)(*args)
                 if inspect.isawaitable(result):
@@ -113,3 +150,6 @@ class BackendThread:
                 call.error = exc
                 call.failed_step = method
                 return
+            finally:
+                if method == "write_table":
+                    self.write_seconds.observe(time.perf_counter() - started)

@@ -188,6 +188,7 @@ class SinkRunner(BacklogSink):
             "corrupt_records": spool.corrupt_records if spool is not None else 0,
             "running": not self._dead and not self._abandoned,
             "last_error": self.last_error,
+            "write_seconds": self._backend.write_seconds.snapshot(),
             **_backend_stats(self.backend),
         }
 

@@ -239,8 +239,8 @@ class MonitoringWriter:
                     outage_on_refusal=cfg.fail_silently,
                 )
             )
-        for j, exporter in enumerate(cfg.exporters):
-            setting = f"exporters[{j}]"
+        for j, exporter in enumerate(cfg.exporter_configs()):
+            setting = "prometheus" if exporter is cfg.prometheus else f"exporters[{j}]"
             spool = None
             if cfg.spool_on(exporter):
                 spool = Spool(
