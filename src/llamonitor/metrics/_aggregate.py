@@ -113,9 +113,7 @@ def window_aggregates(
     finally:
         con.close()
     sketches = out.column("sketches").to_pylist()
-    merged = [
-        _sketch.merge(s) if merge_sketches and s else None for s in sketches
-    ]
+    merged = [_sketch.merge(s) if merge_sketches and s else None for s in sketches]
     n = out.num_rows
     table = pa.table(
         {
@@ -166,8 +164,13 @@ def merge_series(windows: pa.Table, by: Sequence[str] | None) -> list[dict[str, 
                 "max": None,
                 "sketches": [],
             }
-        for col, combine in (("value", _add), ("count", _add), ("sum", _add),
-                             ("min", _min), ("max", _max)):
+        for col, combine in (
+            ("value", _add),
+            ("count", _add),
+            ("sum", _add),
+            ("min", _min),
+            ("max", _max),
+        ):
             g[col] = combine(g[col], row[col])
         if row["sketch"]:
             g["sketches"].append(row["sketch"])
@@ -206,7 +209,9 @@ class StreamAggregator:
         quantiles: the quantiles :meth:`aggregates` reports.
     """
 
-    def __init__(self, window_size: int = 60, quantiles: Sequence[float] = (0.5, 0.95, 0.99)) -> None:
+    def __init__(
+        self, window_size: int = 60, quantiles: Sequence[float] = (0.5, 0.95, 0.99)
+    ) -> None:
         if window_size <= 0:
             raise ValueError("window_size must be > 0 seconds")
         self.window_size = int(window_size)
@@ -227,7 +232,8 @@ class StreamAggregator:
         self._chunks.append(
             pa.table(
                 {
-                    "name": pa.array(names, pa.string()) if not isinstance(names, pa.Array)
+                    "name": pa.array(names, pa.string())
+                    if not isinstance(names, pa.Array)
                     else names,
                     "value": pa.array(np.asarray(values, np.float64)),
                     "t": pa.array(np.asarray(timestamps, np.float64)),
@@ -240,8 +246,13 @@ class StreamAggregator:
             self.add(self._names, self._values, self._times)
             self._names, self._values, self._times = [], [], []
         if not self._chunks:
-            return pa.table({"name": pa.array([], pa.string()), "value": pa.array([], pa.float64()),
-                             "t": pa.array([], pa.float64())})
+            return pa.table(
+                {
+                    "name": pa.array([], pa.string()),
+                    "value": pa.array([], pa.float64()),
+                    "t": pa.array([], pa.float64()),
+                }
+            )
         if len(self._chunks) > 1:
             self._chunks = [pa.concat_tables(self._chunks)]
         return self._chunks[0]
@@ -306,9 +317,11 @@ class StreamAggregator:
             pc.floor(pc.divide(table.column("t"), float(self.window_size))), float(self.window_size)
         )
         table = table.append_column("window", windows)
-        grouped = table.group_by(["name", "window"]).aggregate(
-            [("value", "count"), ("value", "sum"), ("value", "min"), ("value", "max")]
-        ).sort_by([("name", "ascending"), ("window", "ascending")])
+        grouped = (
+            table.group_by(["name", "window"])
+            .aggregate([("value", "count"), ("value", "sum"), ("value", "min"), ("value", "max")])
+            .sort_by([("name", "ascending"), ("window", "ascending")])
+        )
         order = pc.sort_indices(table, sort_keys=[("name", "ascending"), ("window", "ascending")])
         values = table.take(order).column("value").to_numpy()
         counts = grouped.column("value_count").to_numpy()

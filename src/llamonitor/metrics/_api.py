@@ -20,7 +20,15 @@ from llamonitor.schema.config import ConfigurationError, StorageConfig
 
 M = TypeVar("M", bound=Metric[Any])
 
-_max_series: list[int] = [DEFAULT_MAX_SERIES]
+_max_series: list[int | None] = [None]  # configure()'s
+
+
+def _default_max_series() -> int:
+    if _max_series[0] is not None:
+        return _max_series[0]
+    w = _worker._worker
+    found = w.max_series() if w is not None else None
+    return found or DEFAULT_MAX_SERIES
 
 
 def _get_or_make(
@@ -50,7 +58,7 @@ def _get_or_make(
                 name,
                 description,
                 names,
-                max_series=max_series if max_series is not None else _max_series[0],
+                max_series=max_series if max_series is not None else _default_max_series(),
                 registry=registry,
                 **extra,
             )
@@ -122,9 +130,7 @@ def histogram(
         ConfigurationError: ``ddsketch`` is not installed
             (``pip install 'llamonitor[metrics]'``).
     """
-    return _get_or_make(
-        Histogram, name, description, labels, max_series, registry, buckets=buckets
-    )
+    return _get_or_make(Histogram, name, description, labels, max_series, registry, buckets=buckets)
 
 
 def summary(

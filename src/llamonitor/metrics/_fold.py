@@ -64,6 +64,6 @@ def take(child: DistributionChild) -> Interval | None:
     """Fold what is buffered, then take (and reset) the child's interval."""
     fold_into(child, child.swap())
     with child.fold_lock:
-        iv = child.interval
+        iv: Interval | None = child.interval
         child.interval = None
     return iv

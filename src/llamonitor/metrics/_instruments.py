@@ -311,7 +311,9 @@ class Metric(Generic[C]):
         """
         if kv:
             if values:
-                raise ValueError(f"{self.name}: labels() takes values by position or name, not both")
+                raise ValueError(
+                    f"{self.name}: labels() takes values by position or name, not both"
+                )
             try:
                 key = tuple(str(kv[n]) for n in self.label_names)
             except KeyError:
@@ -501,5 +503,3 @@ class Summary(_Distribution):
     ``response_time_seconds``); quantiles come from the DDSketch."""
 
     kind: ClassVar[Kind] = "summary"
-
-

@@ -117,7 +117,13 @@ class Registry:
                 if isinstance(child, CounterChild):
                     if not child.reported:
                         child.reported = True
-                        add(min(child.created, now - 1e-6), metric.name, kind, child.labels_json, 0.0)
+                        add(
+                            min(child.created, now - 1e-6),
+                            metric.name,
+                            kind,
+                            child.labels_json,
+                            0.0,
+                        )
                     add(now, metric.name, kind, child.labels_json, child.get())
                 elif isinstance(child, GaugeChild):
                     add(now, metric.name, kind, child.labels_json, child.get())
@@ -127,16 +133,37 @@ class Registry:
                     if iv is None or iv.count == 0:
                         add(now, metric.name, kind, child.labels_json, None, 0, 0.0)
                     else:
-                        add(now, metric.name, kind, child.labels_json, None, iv.count, iv.sum,
-                            iv.min, iv.max, to_bytes(iv.sketch))
+                        add(
+                            now,
+                            metric.name,
+                            kind,
+                            child.labels_json,
+                            None,
+                            iv.count,
+                            iv.sum,
+                            iv.min,
+                            iv.max,
+                            to_bytes(iv.sketch),
+                        )
             if metric.overflowed:
-                add(now, OVERFLOW_METRIC, "counter", labels_text({"metric": metric.name}),
-                    float(metric.overflowed))
+                add(
+                    now,
+                    OVERFLOW_METRIC,
+                    "counter",
+                    labels_text({"metric": metric.name}),
+                    float(metric.overflowed),
+                )
             if nan_total:
-                add(now, NAN_METRIC, "counter", labels_text({"metric": metric.name}),
-                    float(nan_total))
+                add(
+                    now,
+                    NAN_METRIC,
+                    "counter",
+                    labels_text({"metric": metric.name}),
+                    float(nan_total),
+                )
         arrays = [
-            pa.array(cols[f.name], type=f.type) if f.name != "timestamp"
+            pa.array(cols[f.name], type=f.type)
+            if f.name != "timestamp"
             else pa.array(cols[f.name], pa.int64()).cast(f.type)
             for f in METRIC_SCHEMA
         ]

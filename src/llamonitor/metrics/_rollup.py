@@ -24,6 +24,7 @@ instruments write a zero when a series is created, so theirs are exact).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from llamonitor.schema.config import StorageConfig
 
 logger = logging.getLogger("llamonitor.metrics")
 
-LEVELS: tuple[tuple[int, int], ...] = tuple(zip(RESOLUTIONS[:-1], RESOLUTIONS[1:], strict=True))
+LEVELS: tuple[tuple[int, int], ...] = tuple(itertools.pairwise(RESOLUTIONS))
 """(from resolution, to resolution): raw -> 60, 60 -> 300, 300 -> 3600."""
 
 SETTLE_SECONDS = 120.0
@@ -72,8 +73,12 @@ def _floor(value: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp((us // step) * step / 1_000_000, timezone.utc)
 
 
-def newest(storage: StorageConfig, resolution: int, source: str | None = None,
-           exclude_source: str | None = None) -> datetime | None:
+def newest(
+    storage: StorageConfig,
+    resolution: int,
+    source: str | None = None,
+    exclude_source: str | None = None,
+) -> datetime | None:
     """The newest point of ``resolution`` (of ``source``), or ``None``."""
     where = "WHERE resolution_seconds = ?"
     params: list[Any] = [resolution]
@@ -83,22 +88,32 @@ def newest(storage: StorageConfig, resolution: int, source: str | None = None,
     if exclude_source is not None:
         where += " AND source IS DISTINCT FROM ?"
         params.append(exclude_source)
-    t = query_points(storage, f'SELECT max("timestamp") AS t FROM {{rel}} {where}', params,
-                     sql_filters=(None, None, None, resolution))
+    t = query_points(
+        storage,
+        f'SELECT max("timestamp") AS t FROM {{rel}} {where}',
+        params,
+        sql_filters=(None, None, None, resolution),
+    )
     if t.num_rows == 0 or "t" not in t.column_names:
         return None
     value = t.column("t")[0].as_py()
     return None if value is None else aware(value)
 
 
-def oldest(storage: StorageConfig, resolution: int, exclude_source: str | None = None) -> datetime | None:
+def oldest(
+    storage: StorageConfig, resolution: int, exclude_source: str | None = None
+) -> datetime | None:
     where = "WHERE resolution_seconds = ?"
     params: list[Any] = [resolution]
     if exclude_source is not None:
         where += " AND source IS DISTINCT FROM ?"
         params.append(exclude_source)
-    t = query_points(storage, f'SELECT min("timestamp") AS t FROM {{rel}} {where}', params,
-                     sql_filters=(None, None, None, resolution))
+    t = query_points(
+        storage,
+        f'SELECT min("timestamp") AS t FROM {{rel}} {where}',
+        params,
+        sql_filters=(None, None, None, resolution),
+    )
     if t.num_rows == 0 or "t" not in t.column_names:
         return None
     value = t.column("t")[0].as_py()
@@ -165,8 +180,9 @@ def _level(
         stop = min(end, start + chunk)
         lookback = timedelta(seconds=COUNTER_LOOKBACK_SECONDS if src == 0 else 0)
         points = read_points(storage, start=start - lookback, end=stop, resolution=src)
-        points = points.filter(pc.invert(pc.fill_null(pc.equal(points.column("source"), "spans"),
-                                                      False)))
+        points = points.filter(
+            pc.invert(pc.fill_null(pc.equal(points.column("source"), "spans"), False))
+        )
         if points.num_rows:
             windows = window_aggregates(points, dst, start=start)
             if windows.num_rows:

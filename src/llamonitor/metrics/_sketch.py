@@ -35,7 +35,10 @@ def require_sketch() -> None:
     Raises:
         ConfigurationError: naming ``pip install 'llamonitor[metrics]'``.
     """
-    if importlib.util.find_spec("ddsketch") is None or importlib.util.find_spec("google.protobuf") is None:
+    if (
+        importlib.util.find_spec("ddsketch") is None
+        or importlib.util.find_spec("google.protobuf") is None
+    ):
         raise ConfigurationError(
             "metrics",
             "histograms and summaries keep a DDSketch: pip install 'llamonitor[metrics]'",
@@ -84,7 +87,7 @@ def to_bytes(sketch: Any) -> bytes:
     """The protobuf form of ``sketch``."""
     from ddsketch.pb.proto import DDSketchProto
 
-    data: bytes = DDSketchProto.to_proto(sketch).SerializeToString()
+    data: bytes = DDSketchProto.to_proto(sketch).SerializeToString()  # type: ignore[no-untyped-call]
     return data
 
 
@@ -100,7 +103,7 @@ def from_bytes(data: bytes) -> Any:
     proto = ddsketch_pb2.DDSketch()
     try:
         proto.ParseFromString(data)
-        return DDSketchProto.from_proto(proto)
+        return DDSketchProto.from_proto(proto)  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ValueError(f"not a serialized DDSketch: {exc}") from None
 

@@ -104,13 +104,11 @@ def rollup_spans(storage: StorageConfig, since: datetime | None, limit: datetime
     try:
         for res in SPAN_RESOLUTIONS:
             done = newest(storage, res, source=SOURCE)
-            if done is not None:
-                start = done + timedelta(seconds=res)
-            else:
-                start = _first_span(q)
-                if start is None:
-                    written[res] = 0
-                    continue
+            first = done + timedelta(seconds=res) if done is not None else _first_span(q)
+            if first is None:
+                written[res] = 0
+                continue
+            start = first
             if since is not None:
                 start = max(start, aware(since))
             start = _floor(start, res)
@@ -160,16 +158,35 @@ def span_points(q: Any, resolution: int, start: datetime, end: datetime) -> pa.T
             v = row[key]
             if v is None:
                 continue
-            _append(cols, row["w"], name, "counter", lt, resolution, value=float(v), count=row["n"],
-                    total=float(v))
+            _append(
+                cols,
+                row["w"],
+                name,
+                "counter",
+                lt,
+                resolution,
+                value=float(v),
+                count=row["n"],
+                total=float(v),
+            )
         d = row["d"] or []
         if d:
             arr = np.asarray(d, np.float64)
             s = _sketch.new_sketch()
             _sketch.add_values(s, arr)
-            _append(cols, row["w"], DURATION_METRIC, "histogram", lt, resolution, count=int(arr.size),
-                    total=float(arr.sum()), lo=float(arr.min()), hi=float(arr.max()),
-                    sketch=_sketch.to_bytes(s))
+            _append(
+                cols,
+                row["w"],
+                DURATION_METRIC,
+                "histogram",
+                lt,
+                resolution,
+                count=int(arr.size),
+                total=float(arr.sum()),
+                lo=float(arr.min()),
+                hi=float(arr.max()),
+                sketch=_sketch.to_bytes(s),
+            )
     return pa.table(cols, schema=METRIC_SCHEMA)
 
 

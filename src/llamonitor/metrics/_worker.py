@@ -108,6 +108,15 @@ class MetricsWorker:
         config = self.monitor_config()
         return int(getattr(config, "max_retries", 3))
 
+    def rules(self) -> list[Any]:
+        if self.settings.rules:
+            return self.settings.rules
+        return list(getattr(self.monitor_config(), "metrics_rules", None) or [])
+
+    def max_series(self) -> int | None:
+        value = getattr(self.monitor_config(), "metrics_max_series", None)
+        return int(value) if value else None
+
     # -- the thread ------------------------------------------------------------
 
     def start(self) -> None:
@@ -153,7 +162,7 @@ class MetricsWorker:
             self.stats.snapshots += 1
             if table.num_rows:
                 self._pending.append(table)
-            rules = self.settings.rules
+            rules = self.rules()
             if rules:
                 from llamonitor.metrics._rules import evaluate_due
 
@@ -176,7 +185,9 @@ class MetricsWorker:
                 n = write_points(storage, batch)
             except Exception as exc:
                 self.stats.last_error = repr(exc)
-                if attempt + 1 < attempts and (deadline is None or time.monotonic() + delay < deadline):
+                if attempt + 1 < attempts and (
+                    deadline is None or time.monotonic() + delay < deadline
+                ):
                     self.stats.retried += 1
                     if self._stop.wait(delay * (0.5 + random.random())):
                         break
