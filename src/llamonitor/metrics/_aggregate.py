@@ -80,7 +80,11 @@ ORDER BY name, labels, source, "timestamp"
 
 
 def window_aggregates(
-    points: pa.Table, step_seconds: int, start: Any = None, merge_sketches: bool = True
+    points: pa.Table,
+    step_seconds: int,
+    start: Any = None,
+    merge_sketches: bool = True,
+    resolution: int | None = None,
 ) -> pa.Table:
     """``points`` aggregated per window of ``step_seconds`` and series.
 
@@ -91,6 +95,7 @@ def window_aggregates(
         step_seconds: the window (windows start at multiples of it, UTC epoch).
         start: the first window's start (``None``: every point counts).
         merge_sketches: merge each window's sketches into ``sketch``.
+        resolution: the ``resolution_seconds`` of the result (default the step).
 
     Returns:
         A table of :data:`METRIC_SCHEMA` (``resolution_seconds`` the step).
@@ -121,7 +126,9 @@ def window_aggregates(
             "name": out.column("name"),
             "kind": out.column("kind"),
             "labels": out.column("labels"),
-            "resolution_seconds": pa.array(np.full(n, int(step_seconds), np.int32)),
+            "resolution_seconds": pa.array(
+                np.full(n, step_seconds if resolution is None else resolution, np.int32)
+            ),
             "value": out.column("value"),
             "count": out.column("count").cast(pa.int64()),
             "sum": out.column("sum").cast(pa.float64()),

@@ -132,7 +132,7 @@ def evaluate(storage: StorageConfig, rule: RecordingRule, at: datetime) -> pa.Ta
     )
     rows: list[dict[str, Any]] = []
     if points.num_rows:
-        windows = window_aggregates(points, _ONE_WINDOW, start=start)
+        windows = window_aggregates(points, _ONE_WINDOW, start=start, resolution=0)
         if windows.num_rows:
             kind = windows.column("kind")[0].as_py()
             for g in merge_series(windows, rule.by):

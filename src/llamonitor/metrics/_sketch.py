@@ -16,6 +16,7 @@ million observations costs a few numpy passes, not a million Python calls.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,6 +26,11 @@ import numpy as np
 from llamonitor.schema.config import ConfigurationError
 
 RELATIVE_ACCURACY = 0.01
+
+UNREADABLE = [0]
+"""Sketches :func:`merge` could not read (and left out)."""
+
+logger = logging.getLogger("llamonitor.metrics")
 
 _mapping: Any = None
 
@@ -109,12 +115,20 @@ def from_bytes(data: bytes) -> Any:
 
 
 def merge(sketches: Iterable[bytes | None]) -> bytes | None:
-    """One serialized sketch of several (``None`` if none)."""
+    """One serialized sketch of several (``None`` if none). A value that is not
+    a sketch (a foreign writer's bytes) is left out, counted in :data:`UNREADABLE`
+    and logged once: it must not stop a rollup."""
     merged: Any = None
     for data in sketches:
         if not data:
             continue
-        s = from_bytes(data)
+        try:
+            s = from_bytes(data)
+        except ValueError as exc:
+            UNREADABLE[0] += 1
+            if UNREADABLE[0] == 1:
+                logger.warning("llamonitor: a metric point's sketch was left out: %s", exc)
+            continue
         if merged is None:
             merged = s
         else:

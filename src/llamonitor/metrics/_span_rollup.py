@@ -52,7 +52,7 @@ DURATION_METRIC = "llm_span_duration_ms"
 
 _SQL = """
 SELECT
-    make_timestamptz((epoch_us("timestamp") // ?) * ?) AS w,
+    make_timestamptz((epoch_us("timestamp") // $step) * $step) AS w,
     model, operation_name,
     count(*) AS n,
     count(*) FILTER (WHERE error) AS errors,
@@ -144,8 +144,9 @@ def span_points(q: Any, resolution: int, start: datetime, end: datetime) -> pa.T
     """The span series of the windows in ``[start, end)`` as points."""
     from llamonitor.storage._duckdb import Filters
 
-    step = resolution * 1_000_000
-    t = q.run(_SQL, [step, step, start, end], Filters(since=start, until=end))
+    step = int(resolution) * 1_000_000  # an int of ours: inlined, as {rel}'s parameters go first
+    sql = _SQL.replace("$step", str(step))
+    t = q.run(sql, [start, end], Filters(since=start, until=end))
     cols: dict[str, list[Any]] = {n: [] for n in METRIC_SCHEMA.names}
     if t is None:
         return METRIC_SCHEMA.empty_table()

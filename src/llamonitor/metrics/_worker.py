@@ -133,15 +133,21 @@ class MetricsWorker:
         from llamonitor._internal import suppressed
 
         with suppressed():
+            last = time.monotonic()
             while not self._stop.is_set():
-                self._wake.wait(self.interval())
-                self._wake.clear()
-                if self._stop.is_set():
-                    break
+                # A wake (configure() changed the interval) re-reads the interval;
+                # a snapshot is taken only when one interval has passed.
+                due = last + self.interval()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    self._wake.clear()
+                    continue
                 try:
                     self.tick()
                 except Exception as exc:  # never let the thread die
                     logger.debug("llamonitor: metrics snapshot failed: %r", exc)
+                last = time.monotonic()
 
     def stop(self, timeout: float = EXIT_FLUSH_SECONDS) -> None:
         self._stop.set()
