@@ -110,7 +110,7 @@ def test_bad_points_are_refused_whole(parquet: StorageConfig) -> None:
 
 def test_a_store_without_points_is_a_configuration_error() -> None:
     """The memory backend holds no points: say so, naming storage.backend."""
-    with pytest.raises(ConfigurationError, match="storage.backend"):
+    with pytest.raises(ConfigurationError, match=r"storage\.backend"):
         write_points(StorageConfig(backend="memory"), _points("x"))
 
 
