@@ -145,3 +145,30 @@ def test_spans_roll_up_into_cost_token_error_and_latency_series(tmp_path: Path) 
         (p99,) = _sketch.quantiles(_sketch.merge(lat.column("sketch").to_pylist()), [0.99])
         assert abs(p99 - 594) <= 0.0101 * 594
     assert rollup(storage, now=now).spans == {60: 0, 3600: 0}
+
+
+def test_stream_aggregator_quantiles_are_the_sketchs() -> None:
+    """StreamAggregator's vectorized quantiles equal DDSketch.get_quantile_value's,
+    and count/sum/min/max per name and window are exact (NaN skipped)."""
+    from llamonitor.metrics import StreamAggregator
+
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.lognormal(0, 2, 3000), -rng.lognormal(0, 1, 500), np.zeros(50)])
+    rng.shuffle(values)
+    names = np.array(["a", "b", "c"])[rng.integers(0, 3, values.size)]
+    times = 1_780_000_000 + rng.uniform(0, 300, values.size)
+    agg = StreamAggregator(window_size=60, quantiles=(0.01, 0.5, 0.9, 0.99))
+    agg.add(names, values, times)
+    agg.add_metric("a", float("nan"), 1_780_000_010)
+    got = agg.aggregates().to_pylist()
+    assert sum(r["count"] for r in got) == values.size
+    for r in got:
+        mask = (names == r["name"]) & (np.floor(times / 60) * 60 == r["window"])
+        part = values[mask]
+        assert (r["count"], r["min"], r["max"]) == (part.size, part.min(), part.max())
+        assert r["sum"] == pytest.approx(part.sum())
+        s = _sketch.new_sketch()
+        for v in part:
+            s.add(float(v))
+        for q in (0.01, 0.5, 0.9, 0.99):
+            assert r[f"p{q * 100:g}"] == pytest.approx(s.get_quantile_value(q), rel=1e-9)

@@ -298,21 +298,26 @@ class StreamAggregator:
         return pa.table(cols)
 
     def _quantiles(self, table: pa.Table, grouped: pa.Table) -> np.ndarray[Any, Any]:
-        # Sort by group once, then one vectorized sketch per contiguous run.
-        order = pc.sort_indices(table, sort_keys=[("name", "ascending"), ("window", "ascending")])
-        table = table.take(order)
-        values = table.column("value").to_numpy()
-        n_groups = grouped.num_rows
-        out = np.full((n_groups, len(self.quantiles)), np.nan)
-        counts = grouped.column("value_count").to_numpy()
-        pos = 0
-        for g in range(n_groups):
-            part = values[pos : pos + counts[g]]
-            pos += counts[g]
-            s = _sketch.new_sketch()
-            _sketch.add_values(s, part)
-            for i, q in enumerate(self.quantiles):
-                out[g, i] = s.get_quantile_value(q)
+        # Every value's DDSketch bin value, sorted within its group: the
+        # quantile q of a group is at rank floor(q * (n - 1)) (see _sketch.bin_values).
+        names = pc.dictionary_encode(table.column("name")).combine_chunks()
+        gnames = pc.index_in(grouped.column("name"), value_set=names.dictionary).to_numpy()
+        codes = names.indices.to_numpy()
+        windows = table.column("window").to_numpy()
+        reps = _sketch.bin_values(table.column("value").to_numpy())
+        order = np.lexsort((reps, windows, codes))
+        codes, windows, reps = codes[order], windows[order], reps[order]
+        gwin = grouped.column("window").to_numpy()
+        # the groups in the same (name code, window) order as the sorted values
+        gorder = np.lexsort((gwin, gnames))
+        counts = grouped.column("value_count").to_numpy()[gorder]
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        out = np.full((grouped.num_rows, len(self.quantiles)), np.nan)
+        for i, q in enumerate(self.quantiles):
+            idx = starts + np.floor(q * (counts - 1)).astype(np.int64)
+            col = np.full(grouped.num_rows, np.nan)
+            col[gorder] = reps[idx]
+            out[:, i] = col
         return out
 
     def points(self, source: str = "stream") -> pa.Table:
