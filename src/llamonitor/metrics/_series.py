@@ -56,6 +56,20 @@ def list_metrics(
     return rows
 
 
+def first_point(storage: StorageConfig, name: str) -> datetime | None:
+    """The time of the metric's oldest point (any resolution), or ``None``."""
+    t = query_points(
+        storage,
+        'SELECT min("timestamp") AS first FROM {rel} WHERE name = ?',
+        [name],
+        sql_filters=(name, None, None, None),
+    )
+    if t.num_rows == 0 or "first" not in t.column_names:
+        return None
+    value = t.column("first")[0].as_py()
+    return None if value is None else aware(value)
+
+
 def _pick_resolution(storage: StorageConfig, name: str, start: datetime, step: int) -> int:
     """Raw points if they reach back to ``start``; else the coarsest rollup that
     fits the step and has points (retention drops raw points first)."""

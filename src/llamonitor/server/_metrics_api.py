@@ -61,6 +61,17 @@ def list_metrics(
     return {"metrics": rows}
 
 
+NICE_STEPS = (10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+def auto_step(range_seconds: float, points: int = 120) -> int:
+    """The smallest of :data:`NICE_STEPS` giving at most ``points`` windows."""
+    for step in NICE_STEPS:
+        if range_seconds / step <= points:
+            return step
+    return int(range_seconds // points) + 1
+
+
 def _step(value: str | None) -> int:
     from llamonitor.schema._metrics_config import parse_duration
 
@@ -103,7 +114,8 @@ def metric_series(
     field: Annotated[str | None, Query(max_length=16)] = None,
     resolution: Annotated[int | None, Query()] = None,
 ) -> dict[str, Any]:
-    """One metric on windows of ``step`` from ``start`` to ``end``: for each
+    """One metric on windows of ``step`` from ``start`` (default: its first
+    point) to ``end`` (default: now): for each
     series (or ``by`` group) its points ``[time, value]``; ``field`` is what
     a value is (counters ``increase``/``rate``, gauges ``avg``/``min``/
     ``max``/``last``, histograms ``p50``...``p99``/``avg``/``count``...)."""
@@ -112,12 +124,18 @@ def metric_series(
 
     if not _NAME.match(name) or len(name) > MAX_TEXT:
         raise BadParameter("name", f"{name[:60]!r} is not a metric name")
+    from llamonitor.metrics._series import first_point
+
     now = datetime.now(timezone.utc)
     t1 = parse_when("end", end) or now
-    t0 = parse_when("start", start) or (t1 - DEFAULT_RANGE)
+    t0 = parse_when("start", start)
+    storage = metrics_storage(request)
+    if t0 is None:  # from the metric's first point ("all"), else the last hour
+        first = first_point(storage, name) if storage is not None else None
+        t0 = first if first is not None and first < t1 else t1 - DEFAULT_RANGE
     if t1 <= t0:
         raise BadParameter("end", "must be after start")
-    seconds = _step(step) or max(1, int((t1 - t0).total_seconds() // 120))
+    seconds = _step(step) or auto_step((t1 - t0).total_seconds())
     groups = None
     if by is not None:
         groups = [b.strip() for b in by.split(",") if b.strip()]
@@ -131,7 +149,6 @@ def metric_series(
     if resolution is not None and resolution not in RESOLUTIONS:
         raise BadParameter("resolution", f"one of {list(RESOLUTIONS)}")
     labels = _labels(label or []) or None
-    storage = metrics_storage(request)
     if storage is None:
         return {"name": name, "kind": None, "series": [], "step": seconds}
     try:
