@@ -163,3 +163,21 @@ def test_timer_observes_seconds(registry: Registry) -> None:
     assert f() == 3
     (row,) = [r for r in _rows(registry) if r["name"] == "op_seconds"]
     assert row["count"] == 2 and 0 <= row["min"] <= row["max"] < 5
+
+
+def test_a_clock_jumping_back_keeps_points_in_order(registry: Registry) -> None:
+    """A snapshot taken after the wall clock went back is stamped after the last one,
+    so a counter never looks reset (its increase is not counted twice)."""
+    from llamonitor.metrics import window_aggregates
+
+    c = metrics.counter("jump_total", registry=registry)
+    c.inc(5)
+    first = registry.collect(now=1_800_000_100.0)
+    c.inc(1)
+    back = registry.collect(now=1_800_000_000.0)  # 100 s earlier
+    import pyarrow as pa
+
+    stamps = [r["timestamp"] for r in back.to_pylist()]
+    assert all(s > max(r["timestamp"] for r in first.to_pylist()) for s in stamps)
+    windows = window_aggregates(pa.concat_tables([first, back]), 3600)
+    assert windows.column("sum").to_pylist() == [6.0]

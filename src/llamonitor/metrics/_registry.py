@@ -35,6 +35,7 @@ class Registry:
     def __init__(self) -> None:
         self._metrics: dict[str, Metric[Any]] = {}
         self._lock = threading.Lock()
+        self._last_now = 0.0
 
     def register(self, metric: Metric[Any]) -> None:
         """Add ``metric``.
@@ -76,12 +77,19 @@ class Registry:
         Histograms' and summaries' interval aggregates are *taken*: the next
         collect reports what is observed after this one. A counter's first
         point is preceded by a zero at its creation time, so the increase
-        over the first interval is exact.
+        over the first interval is exact. Snapshot times only increase: if
+        the clock went back, a snapshot is stamped just after the previous one.
         """
         from llamonitor.metrics._fold import take
         from llamonitor.metrics._sketch import to_bytes
 
         now = time.time() if now is None else now
+        if now <= self._last_now:
+            # The wall clock went back (NTP, a VM resumed): keep each series'
+            # points in order, or a counter would look reset and its increase
+            # be counted twice. Time resumes once the clock catches up.
+            now = self._last_now + 1e-6
+        self._last_now = now
         src = source or instrument_source()
         cols: dict[str, list[Any]] = {n: [] for n in METRIC_SCHEMA.names}
 
