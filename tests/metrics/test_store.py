@@ -140,3 +140,18 @@ def test_the_span_reader_skips_the_metrics_directory(tmp_path: Path) -> None:
     write_points(storage, _points("skip_total"))
     assert point_files(metrics_root(storage))
     assert data_files(tmp_path) == []
+
+
+def test_the_float_encoding_is_the_one_that_compresses_smaller() -> None:
+    """Noisy floats get BYTE_STREAM_SPLIT, a slowly walking gauge PLAIN (zstd finds
+    its recurring values), and the file reads back the same either way."""
+    import numpy as np
+
+    from llamonitor.metrics._store import float_encoding
+
+    rng = np.random.default_rng(1)
+    noisy = pa.array(rng.normal(100, 15, 50_000))
+    walk = pa.array(np.round(50 + np.cumsum(rng.normal(0, 0.01, 50_000)), 2))
+    assert float_encoding(noisy) == "BYTE_STREAM_SPLIT"
+    assert float_encoding(walk) == "PLAIN"
+    assert float_encoding(pa.array([1.0, None])) == "BYTE_STREAM_SPLIT"  # too few to tell
