@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Histogram,
         Summary,
     )
+    from llamonitor.metrics._prometheus import InstrumentsCollector, prometheus_collector
     from llamonitor.metrics._registry import REGISTRY, Registry
     from llamonitor.metrics._rollup import RollupResult, rollup
     from llamonitor.metrics._rules import evaluate_rule
@@ -47,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "DEFAULT_MAX_SERIES": "llamonitor.metrics._instruments",
     "Gauge": "llamonitor.metrics._instruments",
     "Histogram": "llamonitor.metrics._instruments",
+    "InstrumentsCollector": "llamonitor.metrics._prometheus",
     "KINDS": "llamonitor.metrics._schema",
     "METRIC_SCHEMA": "llamonitor.metrics._schema",
     "METRIC_SCHEMA_VERSION": "llamonitor.metrics._schema",
@@ -70,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "list_metrics": "llamonitor.metrics._series",
     "metrics_root": "llamonitor.metrics._store",
     "parse_labels": "llamonitor.metrics._schema",
+    "prometheus_collector": "llamonitor.metrics._prometheus",
     "query_points": "llamonitor.metrics._store",
     "read_points": "llamonitor.metrics._store",
     "rollup": "llamonitor.metrics._rollup",
@@ -85,6 +88,7 @@ __all__ = [
     "DEFAULT_MAX_SERIES",
     "Gauge",
     "Histogram",
+    "InstrumentsCollector",
     "KINDS",
     "METRIC_SCHEMA",
     "METRIC_SCHEMA_VERSION",
@@ -108,6 +112,7 @@ __all__ = [
     "list_metrics",
     "metrics_root",
     "parse_labels",
+    "prometheus_collector",
     "query_points",
     "read_points",
     "rollup",
