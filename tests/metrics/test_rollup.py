@@ -93,17 +93,28 @@ def test_windows_still_filling_are_left_for_later(
     assert early.written[60] and later.written[60] and total.as_py() == 720
 
 
-def _write_spans(directory: Path, rows: list[dict]) -> None:
+def _write_spans(storage: StorageConfig, rows: list[dict]) -> None:
     from llamonitor.schema._columns import SCHEMA
-    from llamonitor.storage.parquet import ParquetBackend
+    from llamonitor.storage import create_backend
 
-    backend = ParquetBackend(StorageConfig(output_dir=directory))
-    asyncio.run(backend.write_table(pa.Table.from_pylist(rows, schema=SCHEMA)))
+    async def write() -> None:
+        backend = create_backend(storage)
+        await backend.initialize()
+        try:
+            await backend.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+        finally:
+            await backend.close()
+
+    asyncio.run(write())
 
 
-def test_spans_roll_up_into_cost_token_error_and_latency_series(tmp_path: Path) -> None:
-    """Spans become per-minute and per-hour series by model and operation:
-    counts, errors, cost and tokens exact, latency quantiles from the sketch."""
+@pytest.mark.parametrize("kind", ["parquet", "sqlite"])
+def test_spans_roll_up_into_cost_token_error_and_latency_series(tmp_path: Path, kind: str) -> None:
+    """Spans (of the Parquet store and of a SQL one) become per-minute and per-hour
+    series by model and operation: counts, errors, cost and tokens exact, latency
+    quantiles from the sketch, each window built once."""
+    from pydantic import SecretStr
+
     from _helpers import T0 as SPAN_T0
     from _helpers import span_row
 
@@ -122,8 +133,12 @@ def test_spans_roll_up_into_cost_token_error_and_latency_series(tmp_path: Path) 
                 error=True if i % 10 == 0 else None,
             )
         )
-    _write_spans(tmp_path, rows)
     storage = StorageConfig(output_dir=tmp_path)
+    if kind == "sqlite":
+        storage = StorageConfig(
+            backend="sqlite", connection_string=SecretStr(f"sqlite:///{tmp_path}/spans.db")
+        )
+    _write_spans(storage, rows)
     now = (SPAN_T0 + timedelta(hours=3)).timestamp()
     result = rollup(storage, now=now)
     assert result.spans[60] > 0 and result.spans[3600] > 0
