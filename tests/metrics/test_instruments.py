@@ -138,7 +138,7 @@ def test_increments_from_many_threads_are_all_counted(registry: Registry) -> Non
 
 def test_a_histogram_buffer_past_its_bound_is_folded_by_the_caller(registry: Registry) -> None:
     """A worker far behind never lets a buffer grow past MAX_BUFFER; nothing is lost."""
-    from llamonitor.metrics import _instruments
+    from llamonitor.metrics import _children as _instruments
 
     h = metrics.histogram("big_seconds", registry=registry)
     n = _instruments.MAX_BUFFER * 2 + 5

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from llamonitor.metrics import _sketch
-from llamonitor.metrics._instruments import DistributionChild
+from llamonitor.metrics._children import DistributionChild
 
 
 @dataclass

@@ -20,8 +20,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from llamonitor.metrics._children import CounterChild, DistributionChild, GaugeChild
 from llamonitor.metrics._fold import fold_into
-from llamonitor.metrics._instruments import CounterChild, DistributionChild, GaugeChild
 from llamonitor.metrics._registry import REGISTRY, Registry
 from llamonitor.schema.config import ConfigurationError
 

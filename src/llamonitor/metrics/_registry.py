@@ -9,7 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from llamonitor.metrics._instruments import CounterChild, DistributionChild, GaugeChild, Metric
+from llamonitor.metrics._children import CounterChild, DistributionChild, GaugeChild
+from llamonitor.metrics._instruments import Metric
 from llamonitor.metrics._schema import METRIC_SCHEMA, labels_text
 
 OVERFLOW_METRIC = "llamonitor_metric_series_overflow_total"
