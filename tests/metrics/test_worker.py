@@ -112,3 +112,16 @@ def test_a_forked_child_counts_from_zero_under_its_own_source(
     assert sorted(last.values()) == [7.0, 10.0]
     assert f"instruments:{os.getpid()}" in last and f"instruments:{p.pid}" in last
     assert pc.count_distinct(t.column("source")).as_py() == 2
+
+
+def test_a_store_that_holds_no_points_is_skipped_quietly(name: str, default_metric) -> None:
+    """Monitoring into memory: the worker writes nothing, fails nothing, and the
+    instruments keep counting."""
+    metrics.configure(storage=StorageConfig(backend="memory"), interval_seconds=3600)
+    before = metrics.health()
+    default_metric.labels(k="m").inc()
+    assert metrics.flush() == 0
+    after = metrics.health()
+    assert after["failed_writes"] == before["failed_writes"]
+    assert after["snapshots"] == before["snapshots"]  # nothing taken from the instruments
+    assert default_metric.labels(k="m").get() == 1

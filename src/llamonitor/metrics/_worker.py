@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.metrics._registry import REGISTRY, Registry
-from llamonitor.schema.config import StorageConfig
+from llamonitor.schema.config import ConfigurationError, StorageConfig
 
 logger = logging.getLogger("llamonitor.metrics")
 
@@ -80,6 +80,7 @@ class MetricsWorker:
         self._stop = threading.Event()
         self._write_lock = threading.Lock()  # one snapshot + write at a time
         self._failing = False
+        self._unsupported_logged = False
         self._thread: threading.Thread | None = None
 
     # -- resolution of the store ---------------------------------------------
@@ -161,7 +162,7 @@ class MetricsWorker:
     def tick(self, now: float | None = None, deadline: float | None = None) -> int:
         """Snapshot and write (what failed before first). Returns points written."""
         storage = self.storage()
-        if storage is None:
+        if storage is None or not self._can_store(storage):
             return 0
         with self._write_lock:
             table = self.registry.collect(now)
@@ -220,6 +221,20 @@ class MetricsWorker:
             batch = batch.slice(drop)
         self._pending = [batch]
         return 0
+
+    def _can_store(self, storage: StorageConfig) -> bool:
+        """Whether ``storage`` holds points (the ``memory`` backend or a custom
+        class does not: said once, and the instruments keep their live values)."""
+        from llamonitor.metrics._store import store_kind
+
+        try:
+            store_kind(storage)
+        except ConfigurationError as exc:
+            if not self._unsupported_logged:
+                self._unsupported_logged = True
+                logger.info("llamonitor: metric points are not stored: %s", exc)
+            return False
+        return True
 
     def flush(self, timeout: float = EXIT_FLUSH_SECONDS) -> int:
         """Snapshot and write now (on the caller's thread). Returns points written."""
