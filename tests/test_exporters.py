@@ -104,3 +104,37 @@ def test_an_exporter_without_a_backend_is_named_in_the_error(tmp_path: Any) -> N
     config = MonitorConfig.for_local_dev(tmp_path, exporters=[Broken()])
     with pytest.raises(ConfigurationError, match=r"exporters\[0\]"):
         llamonitor.initialize_monitoring(config)
+
+
+class _SlowBackend(_Backend):
+    def write_table(self, table: pa.Table) -> None:
+        threading.Event().wait(0.2)
+        super().write_table(table)
+
+
+class SlowExporter(RecordingExporter):
+    kind: ClassVar[str] = "slow"
+
+    def create_backend(self) -> Any:
+        return _SlowBackend(self.receiver)
+
+
+def test_a_burst_faster_than_the_receiver_is_spilled_not_dropped(tmp_path: Any) -> None:
+    receiver = _Receiver()
+    config = MonitorConfig.for_local_dev(
+        tmp_path, exporters=[SlowExporter(receiver=receiver)], max_queue_size=100_000
+    )
+    config.storage.batch_size = 200
+    config.storage.flush_interval_seconds = 0.01
+    writer = llamonitor.initialize_monitoring(config)
+    try:
+        for i in range(6_000):
+            _work(i)
+            if i % 200 == 199:
+                threading.Event().wait(0.01)  # one batch at a time reaches the sinks
+        assert writer.flush(60)
+        sink = writer.health_check()["sinks"]["slow"]
+    finally:
+        llamonitor.shutdown_monitoring()
+    assert sink["dropped"] == 0, sink
+    assert len({r["event_id"] for r in receiver.rows()}) == 6_000

@@ -64,7 +64,7 @@ class OTLPSpanBackend:
         for start in range(0, table.num_rows, self.max_spans):
             self._send(table.slice(start, self.max_spans), rejected)
         if rejected:
-            from llamonitor.storage.base import RowsRejected
+            from llamonitor.schema._rejected import RowsRejected
 
             with self._lock:
                 self.requests_rejected += len(rejected)

@@ -8,23 +8,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from llamonitor.schema._rejected import (
+    RowsRejected as RowsRejected,
+)  # re-exported here (its old home)
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-class RowsRejected(Exception):
-    """Raised by ``write_table`` after every other row of the batch was durably
-    written: the database refused ``rejected`` for their content (an
-    out-of-range value...), with one error text per row in ``errors``."""
-
-    def __init__(self, rejected: pa.Table, errors: list[str]) -> None:
-        self.rejected = rejected
-        self.errors = errors
-        first = errors[0] if errors else "rejected"
-        super().__init__(f"{rejected.num_rows} row(s) rejected: {first}")
 
 
 class StorageBackend(ABC):

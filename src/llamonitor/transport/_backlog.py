@@ -9,8 +9,10 @@ thread *spills* the excess to the spool (an append of Arrow IPC, while its
 own write is in flight), replaying it once it has caught up: between batches
 when it is no longer behind, at the latest at the next flush or at shutdown.
 Only a primary sink without a spool, or whose spool is full, makes the worker
-wait (and then the queue's policy decides what is dropped). Another sink that
-falls behind drops its oldest batch, counted in its ``dropped``.
+wait (and then the queue's policy decides what is dropped). Another sink (an
+extra backend, an exporter) never makes the worker wait: with a spool that has
+room it spills like the primary; past that, it drops its oldest batch,
+counted in its ``dropped``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ MAX_PENDING_BATCHES = 4
 happens to more."""
 
 MAX_SPILL_BATCHES = 4
-"""Batches the primary sink takes beyond ``MAX_PENDING_BATCHES`` while it can
-spill them to its spool."""
+"""Batches a sink takes beyond ``MAX_PENDING_BATCHES`` while it can spill them
+to its spool."""
 
 SPILL_RETRY_SECONDS = 5.0
 """After a spill failed for another reason than a full spool (an unwritable
@@ -89,7 +91,9 @@ class BacklogSink(SpoolingSink):
                     if len(self._q) < room:
                         break
                     self._cv.wait(0.05)
-            elif len(self._q) >= MAX_PENDING_BATCHES:
+            elif len(self._q) >= MAX_PENDING_BATCHES + (
+                MAX_SPILL_BATCHES if self._can_spill() else 0
+            ):
                 for i, item in enumerate(self._q):
                     if not isinstance(item, Marker):
                         del self._q[i]
