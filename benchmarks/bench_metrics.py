@@ -15,6 +15,9 @@ Sections (``--only instruments,aggregation,compression``):
   ``Gauge.set()``, ``Histogram.observe()`` and ``Summary.observe()``: llamonitor's and
   ``prometheus_client``'s (a private ``CollectorRegistry``) in the same run,
   interleaved trials, the median of per-trial times; the ratio is ours / theirs.
+  Also the worker's side: folding 100,000 buffered observations, and one
+  snapshot of 1,000 counter and 100 histogram series (its share of a core at
+  the default 10 s interval).
 * **aggregation** -- points/s of the worker's window aggregation
   (``window_aggregates``: 1M raw points of 1,000 counter and gauge series into
   60 s windows, DuckDB over Arrow) and of ``StreamAggregator`` (1M values of
@@ -132,6 +135,23 @@ def bench_instruments(quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     reg.collect()
     out["fold_100k_observations_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+    # one snapshot of the worker: 1,000 counter series and 100 histogram series
+    # (100 observations each since the last), per metrics_interval_seconds
+    snap = Registry()
+    sc = metrics.counter("s_total", labels=["k"], registry=snap)
+    sh = metrics.histogram("s_seconds", labels=["k"], registry=snap)
+    for i in range(1000):
+        sc.labels(k=str(i)).inc()
+    snap.collect()
+    for i in range(100):
+        child = sh.labels(k=str(i))
+        for j in range(100):
+            child.observe(j / 100)
+    t0 = time.perf_counter()
+    snap.collect()
+    ms = (time.perf_counter() - t0) * 1000
+    out["snapshot_1000_counters_100_histograms_ms"] = round(ms, 1)
+    out["snapshot_share_of_a_core_at_10s"] = f"{ms / 10_000:.2%}"
     return out
 
 
