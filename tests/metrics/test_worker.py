@@ -125,3 +125,20 @@ def test_a_store_that_holds_no_points_is_skipped_quietly(name: str, default_metr
     assert after["failed_writes"] == before["failed_writes"]
     assert after["snapshots"] == before["snapshots"]  # nothing taken from the instruments
     assert default_metric.labels(k="m").get() == 1
+
+
+def test_points_the_store_refuses_are_dropped_and_counted(name: str, default_metric) -> None:
+    """A store that refuses the points (here: a setting it cannot use) does not hold
+    back later points: the batch is dropped and counted, nothing raises."""
+    from pydantic import SecretStr
+
+    bad = StorageConfig(backend="sqlite", connection_string=SecretStr("sqlite:///:memory:"))
+    metrics.configure(storage=bad, interval_seconds=3600, max_retries=3)
+    before = metrics.health()
+    default_metric.labels(k="r").inc()
+    assert metrics.flush() == 0
+    after = metrics.health()
+    assert after["dropped"] > before["dropped"]
+    assert after["retried"] == before["retried"]  # not retried: it cannot succeed
+    assert after["pending"] == 0
+    assert "connection_string" in str(after["last_error"])

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from llamonitor.metrics._schema import METRIC_SCHEMA, empty_points
 from llamonitor.schema.config import StorageConfig
 from llamonitor.storage import _sql_ddl, _sql_types
-from llamonitor.storage._sql import StoreError
+from llamonitor.storage._sql import StoreError, describe
 
 POINTS_TABLE = "metric_points"
 INDEX_COLUMNS = ("name", "timestamp")
@@ -74,6 +74,18 @@ def _done(key: tuple[str, str]) -> None:
 def _forget(key: tuple[str, str]) -> None:
     with _created_lock:
         _created.discard(key)
+
+
+class PointsRefused(ValueError):
+    """The database refused the points for their content (not worth retrying)."""
+
+
+def _refused_or_failed(t: Any, exc: BaseException) -> Exception:
+    """:class:`PointsRefused` for the points' content, else the store's ``StoreError``."""
+    if t.kind(exc) == "content":
+        return PointsRefused(t.secrets.scrub(f"{t.label}: refused the points: {describe(exc)}"))
+    error: Exception = t.error("write metric points", exc)
+    return error
 
 
 # -- writes ---------------------------------------------------------------------
@@ -153,7 +165,7 @@ def _write_sqlite(storage: StorageConfig, points: pa.Table) -> None:
     except StoreError:
         raise
     except Exception as exc:
-        raise t.error("write metric points", exc) from None
+        raise _refused_or_failed(t, exc) from None
     finally:
         conn.close()
 
@@ -189,11 +201,11 @@ def _pg_create_sql(t: Any) -> list[str]:
 
 async def _postgres_write(t: Any, records: list[tuple[Any, ...]]) -> None:
     conn: Any = None
+    key = ("postgres", t.secrets.masked + t.qualified)
     try:
         conn = await t.asyncpg.connect(
             t.dsn, **{"timeout": CONNECT_TIMEOUT_SECONDS, **t.connect_kwargs}
         )
-        key = ("postgres", t.secrets.masked + t.qualified)
         if _once(key):
             for statement in _pg_create_sql(t):
                 try:
@@ -212,7 +224,7 @@ async def _postgres_write(t: Any, records: list[tuple[Any, ...]]) -> None:
     except Exception as exc:
         if t.kind(exc) == "missing":
             _forget(key)
-        raise t.error("write metric points", exc) from None
+        raise _refused_or_failed(t, exc) from None
     finally:
         if conn is not None:
             try:
@@ -273,7 +285,7 @@ def _write_mysql(storage: StorageConfig, points: pa.Table) -> None:
                 pass
         if t.kind(exc) == "missing":
             _forget(("mysql", t.secrets.masked + t.qualified))
-        raise t.error("write metric points", exc) from None
+        raise _refused_or_failed(t, exc) from None
     finally:
         if conn is not None:
             conn.close()

@@ -9,16 +9,19 @@ connection string as the spans). With neither, nothing is taken or written:
 counters and gauges keep their live values (Prometheus exposure), histograms
 keep accumulating.
 
-Isolation, like the transport's sinks: a write that fails is retried with
-exponential backoff (``max_retries`` of the monitor, default 3); points that
-still cannot be written stay in memory and go with the next interval's
-(bounded by :data:`MAX_PENDING_POINTS`: past it the oldest are dropped and
-counted). There is no disk spool for points (a process that dies while the
-store is down loses at most those pending points). Nothing raises into the
-application; failures are logged once per outage and counted in
-:func:`health`. At interpreter exit a last snapshot is written (within
-:data:`EXIT_FLUSH_SECONDS`). After ``fork()`` the child gets fresh locks, its
-instruments start from zero under its own ``source`` and a worker of its own.
+Isolation, like the transport's sinks: a write that fails (the store
+unreachable, busy, a login refused) is retried with exponential backoff
+(``max_retries`` of the monitor, default 3); points that still cannot be
+written stay in memory and go with the next interval's (bounded by
+:data:`MAX_PENDING_POINTS`: past it the oldest are dropped and counted).
+Points the store refuses (a bad setting, their content) are dropped and
+counted at once: retrying cannot help them. There is no disk spool for
+points (a process that dies while the store is down loses at most those
+pending points). Nothing raises into the application; failures are logged
+once per outage and counted in :func:`health`. At interpreter exit a last
+snapshot is written (within :data:`EXIT_FLUSH_SECONDS`). After ``fork()``
+the child gets fresh locks, its instruments start from zero under its own
+``source`` and a worker of its own.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class MetricsWorker:
         self._write_lock = threading.Lock()  # one snapshot + write at a time
         self._failing = False
         self._unsupported_logged = False
+        self._refused_logged = False
         self._thread: threading.Thread | None = None
 
     # -- resolution of the store ---------------------------------------------
@@ -192,6 +196,8 @@ class MetricsWorker:
                 n = write_points(storage, batch)
             except Exception as exc:
                 self.stats.last_error = repr(exc)
+                if not transient(exc):
+                    return self._refused(batch, exc)
                 if attempt + 1 < attempts and (
                     deadline is None or time.monotonic() + delay < deadline
                 ):
@@ -222,6 +228,23 @@ class MetricsWorker:
         self._pending = [batch]
         return 0
 
+    def _refused(self, batch: pa.Table, exc: BaseException) -> int:
+        """The store refused the points (a bad setting, or their content):
+        retrying would refuse them again and hold back every later point, so
+        they are dropped and counted, and the error logged once."""
+        self.stats.failed_writes += 1
+        self.stats.dropped += batch.num_rows
+        self._pending = []
+        if not self._refused_logged:
+            self._refused_logged = True
+            logger.warning(
+                "llamonitor: the store refused %d metric points (dropped; further refusals "
+                "are counted in llamonitor.metrics.health()): %s",
+                batch.num_rows,
+                exc,
+            )
+        return 0
+
     def _can_store(self, storage: StorageConfig) -> bool:
         """Whether ``storage`` holds points (the ``memory`` backend or a custom
         class does not: said once, and the instruments keep their live values)."""
@@ -239,6 +262,14 @@ class MetricsWorker:
     def flush(self, timeout: float = EXIT_FLUSH_SECONDS) -> int:
         """Snapshot and write now (on the caller's thread). Returns points written."""
         return self.tick(deadline=time.monotonic() + timeout)
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: the store failed (unreachable, busy, a login refused:
+    ``OSError``, ``StoreError``, as the transport retries them), rather than
+    refusing these points (``ValueError``: their content) or a setting
+    (``ConfigurationError``)."""
+    return not isinstance(exc, (ConfigurationError, ValueError, TypeError))
 
 
 _worker: MetricsWorker | None = None
