@@ -272,6 +272,10 @@ from llamonitor.cli._collect import collect as _collect_command  # noqa: E402
 
 cli.add_command(_collect_command)
 
+from llamonitor.cli._metrics import metrics as _metrics_group  # noqa: E402
+
+cli.add_command(_metrics_group)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

@@ -33,6 +33,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from llamonitor.schema._metrics_config import RecordingRule
+
 DEFAULT_OUTPUT_DIR = "./monitoring_data"
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
@@ -222,6 +224,12 @@ class MonitorConfig(BaseSettings):
         storage: the primary storage backend (its counters are the
             ``written``/``failed`` of ``health_check``).
         extra_backends: more sinks fed the same batches, each isolated.
+        metrics_interval_seconds: how often the metrics worker snapshots the
+            instruments of ``llamonitor.metrics`` and writes their points.
+        metrics_max_series: label combinations a metric keeps before new
+            ones go to its ``other`` series.
+        metrics_rules: recording rules (``RecordingRule``) the metrics
+            worker evaluates and stores.
         exporters: exporters (``ExporterConfig`` subclasses, such as
             ``llamonitor.export.OTLPExporterConfig``) fed the same batches,
             each an isolated sink like the storage backends; a kind name
@@ -293,6 +301,9 @@ class MonitorConfig(BaseSettings):
     extra_backends: list[StorageConfig] = Field(default_factory=list)
     exporters: list[ExporterConfig] = Field(default_factory=list)
     prometheus: bool | ExporterConfig | dict[str, Any] | None = None
+    metrics_interval_seconds: float = Field(default=10.0, gt=0)
+    metrics_max_series: int = Field(default=1000, gt=0)
+    metrics_rules: list[RecordingRule] = Field(default_factory=list)
     max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, gt=0)
     max_queue_bytes: int = Field(default=DEFAULT_MAX_QUEUE_BYTES, gt=0)
     queue_full_policy: QueueFullPolicy = "drop_newest"

@@ -20,7 +20,17 @@ from llamonitor.server._store import ServerStore
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-ROUTERS = ("_health", "_spans", "_traces", "_sessions", "_aggregates", "_live", "_otlp", "_metrics")
+ROUTERS = (
+    "_health",
+    "_spans",
+    "_traces",
+    "_sessions",
+    "_aggregates",
+    "_live",
+    "_otlp",
+    "_metrics",
+    "_metrics_api",
+)
 """Modules of this package whose ``router`` the app includes, in order."""
 
 COLLECT_ROUTERS = ("_health", "_otlp")
@@ -35,6 +45,8 @@ UI_ROUTES = (
     "/report",
     "/live",
     "/spans/{rest:path}",
+    "/series",
+    "/series/{rest:path}",
 )
 """Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
 
