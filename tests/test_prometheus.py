@@ -882,3 +882,29 @@ def test_the_metrics_are_pushed_over_otlp_every_interval_and_at_shutdown(
         )
     finally:
         receiver.stop()
+
+
+def test_metric_instruments_show_on_both_metrics_endpoints(tmp_path: Path) -> None:
+    """A llamonitor.metrics counter made by the application is scraped from
+    start_metrics_server's /metrics and from llamonitor serve's /metrics."""
+    from fastapi.testclient import TestClient
+
+    from llamonitor import metrics
+    from llamonitor.server import create_app, open_server_store
+
+    metrics.counter("prom_wired_total", "Scraped on both endpoints", labels=["model"]).labels(
+        model="gpt-4o"
+    ).inc(3)
+    server = start_metrics_server(0)
+    try:
+        text = httpx.get(server.url, timeout=5).text
+    finally:
+        server.stop()
+    assert 'prom_wired_total{model="gpt-4o"} 3.0' in text
+    store = open_server_store(tmp_path)
+    try:
+        with TestClient(create_app(store), base_url="http://127.0.0.1:8585") as client:
+            served = client.get("/metrics").text
+    finally:
+        store.close()
+    assert 'prom_wired_total{model="gpt-4o"} 3.0' in served

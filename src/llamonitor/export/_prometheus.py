@@ -268,6 +268,11 @@ def metrics_registry() -> Any:
 
             registry = MetricsRegistry()
             registry.register(PipelineCollector())
+            # This process's metric instruments (llamonitor.metrics): read at
+            # scrape time, so instruments made later show too.
+            from llamonitor.metrics._prometheus import prometheus_collector
+
+            registry.register(prometheus_collector())
             _registry = registry
         return _registry
 

@@ -96,12 +96,14 @@ class ServeMetrics:
     def __init__(self, s: ServerState) -> None:
         from llamonitor.export._collectors import PipelineCollector, SpanMetricsCollector
         from llamonitor.export._exposition import MetricsRegistry
+        from llamonitor.metrics import prometheus_collector
         from llamonitor.server._feeds import start_feeds
 
         self.metrics = SpanMetrics()
         self.hub = MetricsHub(self.metrics)
         self.registry = MetricsRegistry()
         self.registry.register(SpanMetricsCollector(self.metrics))
+        self.registry.register(prometheus_collector())  # this process's metric instruments
         if s.writer_health is not None:  # in the writer's process: its pipeline too
             self.registry.register(PipelineCollector())
         self.feeds = start_feeds(self.hub, s)
