@@ -135,22 +135,40 @@ class ContainerCollector(MetricCollector):
         path = os.path.join(d, name)
         return path if os.path.exists(path) else None
 
-    def _v2_effective_limit(self, name: str) -> int | None:
-        """The lowest ``name`` limit from this cgroup up to the mount (a parent's binds too)."""
+    def _v2_dirs(self) -> list[str]:
+        """This v2 cgroup's directory and its parents' up to the mount."""
         d, top = self.paths.v2, self.paths.v2_mount
-        if d is None:
-            return None
+        dirs: list[str] = []
+        while d is not None:
+            dirs.append(d)
+            parent = os.path.dirname(d)
+            if top is None or d == top or not d.startswith(top) or parent == d:
+                break
+            d = parent
+        return dirs
+
+    def _v2_effective_limit(self, name: str) -> int | None:
+        """The lowest ``name`` limit from this cgroup up to the mount (a parent's binds too):
+        ``None`` if no level has the file, :data:`UNLIMITED` if none sets a limit."""
         found: int | None = None
-        while True:
+        for d in self._v2_dirs():
             value = read_limit(os.path.join(d, name))
             if value is not None and value != UNLIMITED:
-                found = value if found is None else min(found, value)
+                found = value if found in (None, UNLIMITED) else min(found, value)
             elif value is not None and found is None:
                 found = UNLIMITED
-            parent = os.path.dirname(d)
-            if top is None or not d.startswith(top) or d == top or parent == d:
-                return found
-            d = parent
+        return found
+
+    def _v2_cpu_limit(self) -> float | None:
+        """The lowest ``cpu.max`` quota/period (cores) up to the mount, or ``None``."""
+        cores: float | None = None
+        for d in self._v2_dirs():
+            parts = (read_text(os.path.join(d, "cpu.max")) or "").split()
+            if len(parts) == 2 and parts[0] != "max":
+                quota, period = _int(parts[0]), _int(parts[1])
+                if quota and period:
+                    cores = quota / period if cores is None else min(cores, quota / period)
+        return cores
 
     # -- collection ------------------------------------------------------
     def collect(self) -> list[Metric]:
@@ -245,12 +263,7 @@ class ContainerCollector(MetricCollector):
                                               stat[f"{mode}_usec"] / 1e6, {"mode": mode},
                                               unit="seconds"))
             throttled_s = stat["throttled_usec"] / 1e6 if "throttled_usec" in stat else None
-            cpu_max = read_text(self._v2("cpu.max") or "")
-            quota = period = None
-            if cpu_max and len(cpu_max.split()) == 2:
-                q, p = cpu_max.split()
-                quota = None if q == "max" else _int(q)
-                period = _int(p)
+            limit_cores = self._v2_cpu_limit()
         else:  # v1: cpuacct for usage, cpu for CFS throttling and quota
             stat = read_flat(self._v1("cpu", "cpu.stat") or "") or {}
             usage_ns = read_int(self._v1("cpuacct", "cpuacct.usage") or "")
@@ -264,9 +277,9 @@ class ContainerCollector(MetricCollector):
                     out.append(Metric.counter("container_cpu_seconds_total", ticks[mode] / hz,
                                               {"mode": mode}, unit="seconds"))
             throttled_s = stat["throttled_time"] / 1e9 if "throttled_time" in stat else None
-            quota_us = read_int(self._v1("cpu", "cpu.cfs_quota_us") or "")
-            quota = quota_us if quota_us is not None and quota_us > 0 else None
+            quota = read_int(self._v1("cpu", "cpu.cfs_quota_us") or "")
             period = read_int(self._v1("cpu", "cpu.cfs_period_us") or "")
+            limit_cores = quota / period if quota and quota > 0 and period else None
         if "nr_periods" in stat:
             out.append(Metric.counter("container_cpu_periods_total", stat["nr_periods"]))
         if "nr_throttled" in stat:
@@ -275,16 +288,18 @@ class ContainerCollector(MetricCollector):
         if throttled_s is not None:
             out.append(Metric.counter("container_cpu_throttled_seconds_total", throttled_s,
                                       unit="seconds"))
-        if quota and period:
-            out.append(Metric.gauge("container_cpu_limit_cores", quota / period, unit="cores"))
+        if limit_cores is not None:
+            out.append(Metric.gauge("container_cpu_limit_cores", limit_cores, unit="cores"))
 
     def _pids(self, out: list[Metric]) -> None:
         current = self._v2("pids.current") or self._v1("pids", "pids.current")
         value = read_int(current or "")
         if value is not None:
             out.append(Metric.gauge("container_pids_current", value))
-        limit_path = self._v2("pids.max") or self._v1("pids", "pids.max")
-        limit = read_limit(limit_path or "")
+        if self.paths.v2 is not None and current == self._v2("pids.current"):
+            limit = self._v2_effective_limit("pids.max")
+        else:
+            limit = read_limit(self._v1("pids", "pids.max") or "")
         if limit is not None and limit != UNLIMITED:
             out.append(Metric.gauge("container_pids_limit", limit))
 
