@@ -51,6 +51,11 @@ if TYPE_CHECKING:
         uninstrument_openai,
     )
     from llamonitor.llm import agent, current_agent
+    from llamonitor.observability import (
+        ObservabilityConfig,
+        ObservabilityHandler,
+        ObservabilityManager,
+    )
     from llamonitor.observatory import ModelProvider, Observatory, Session
     from llamonitor.schema import (
         SCHEMA,
@@ -94,6 +99,9 @@ _EXPORTS: dict[str, str] = {
     "MonitorConfig": "llamonitor.schema",
     "MonitoringWriter": "llamonitor.transport",
     "MultiTextCollector": "llamonitor.instrument",
+    "ObservabilityConfig": "llamonitor.observability",
+    "ObservabilityHandler": "llamonitor.observability",
+    "ObservabilityManager": "llamonitor.observability",
     "Observatory": "llamonitor.observatory",
     "SCHEMA": "llamonitor.schema",
     "SCHEMA_VERSION": "llamonitor.schema",
@@ -141,6 +149,9 @@ __all__ = [
     "ModelPrice",
     "MultiTextCollector",
     "ModelProvider",
+    "ObservabilityConfig",
+    "ObservabilityHandler",
+    "ObservabilityManager",
     "Observatory",
     "Session",
     "MonitorConfig",

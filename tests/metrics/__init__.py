@@ -1,0 +1,1 @@
+"""Tests of llamonitor.metrics (seed 003: instruments, points, rollups, rules)."""

@@ -12,7 +12,8 @@ import pytest
 import llamonitor
 from llamonitor.metrics import ContainerCollector, ContainerPressure, find_cgroups, latest_reading
 from llamonitor.metrics._cgroup_fs import CgroupPaths
-from tests.metrics._points import names, value
+
+from ._points import names, value
 
 MB = 1 << 20
 HAS_CGROUP = Path("/proc/self/cgroup").exists() and Path("/sys/fs/cgroup").exists()
@@ -128,8 +129,8 @@ def test_v1_tree_with_no_limit_and_a_hierarchical_one(tmp_path: Path) -> None:
     """A v1 hierarchy (combined cpu,cpuacct mount) gives the same series; "no
     limit" is left out and the hierarchical limit used instead."""
     base = tmp_path / "cg"
-    mem, cpu, pids, blk = (base / "memory" / "docker" / "c1", base / "cpu,cpuacct" / "docker" / "c1",
-                           base / "pids" / "docker" / "c1", base / "blkio" / "docker" / "c1")
+    mem, cpu, pids, blk = (base / d / "docker" / "c1"
+                           for d in ("memory", "cpu,cpuacct", "pids", "blkio"))
     _write(mem, {"memory.usage_in_bytes": str(100 * MB),
                  "memory.limit_in_bytes": "9223372036854771712",
                  "memory.max_usage_in_bytes": str(150 * MB),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from llamonitor.metrics import SystemCollector
-from tests.metrics._points import names, value
+
+from ._points import names, value
 
 MB = 1 << 20
 
@@ -44,24 +46,46 @@ def test_an_allocation_of_200_mb_shows_in_process_rss() -> None:
     assert during - before >= 190 * MB
 
 
+def _steady(c: SystemCollector, name: str, independent: Callable[[], int]) -> float:
+    """The collected ``name`` when an independent count taken just before and
+    just after agrees (other threads of the test process come and go)."""
+    for _ in range(20):
+        before = independent()
+        got = value(c.collect(), name)
+        if independent() == before:
+            assert got == before
+            return got
+    raise AssertionError(f"{name}: the process kept changing")
+
+
+def _tasks() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _regular_files() -> int:
+    links = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+    return sum(1 for p in links if os.path.isfile(p))
+
+
 def test_a_started_thread_and_an_opened_file_are_counted(tmp_path: Path) -> None:
-    """A thread started and a file opened each add one to the process's counts."""
+    """A thread started and a file opened each show in the process's counts
+    (checked against /proc/self/task and /proc/self/fd)."""
     c = SystemCollector(["threads", "open_files"], host=False)
-    first = c.collect()
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()
-    f = open(tmp_path / "held.txt", "w")  # noqa: SIM115 - held open on purpose
+    path = tmp_path / "held.txt"
+    f = open(path, "w")  # noqa: SIM115 - held open on purpose
     try:
-        second = c.collect()
+        assert str(t.native_id) in os.listdir("/proc/self/task")
+        _steady(c, "process_threads", _tasks)
+        files_open = _steady(c, "process_open_files", _regular_files)
     finally:
         f.close()
         stop.set()
         t.join()
-    assert value(second, "process_threads") == value(first, "process_threads") + 1
-    assert value(second, "process_open_files") == value(first, "process_open_files") + 1
-    assert value(second, "process_open_fds") == value(first, "process_open_fds") + 1
-    assert value(second, "process_threads") == len(os.listdir("/proc/self/task")) + 1
+    assert _steady(c, "process_open_files", _regular_files) == files_open - 1
+    assert str(t.native_id) not in os.listdir("/proc/self/task")
 
 
 def test_host_figures_match_proc() -> None:

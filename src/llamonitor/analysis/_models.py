@@ -56,9 +56,16 @@ class Scope(_Result):
 
 @dataclass
 class Overview(_Result):
-    """Counts over the scope. ``first``/``last`` are the starts of the first and last span."""
+    """Counts over the scope. ``first``/``last`` are the starts of the first and last span.
+
+    ``sampled_spans`` were kept at a sample rate below 1 (recorded by
+    ``llamonitor.observability`` in ``custom_attributes["llamonitor.sample_rate"]``);
+    ``estimated_spans`` counts each span as ``1 / rate``: the spans there were.
+    """
 
     spans: int = 0
+    sampled_spans: int = 0
+    estimated_spans: float = 0.0
     traces: int = 0
     sessions: int = 0
     errors: int = 0

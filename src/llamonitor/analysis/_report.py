@@ -334,7 +334,8 @@ def _fill(
     report.overview = Overview(
         spans=build.integer(total["spans"]), traces=n_traces, sessions=n_sessions,
         errors=build.integer(total["errors"]), llm_calls=build.integer(total["llm_calls"]),
-        first=first, last=last,
+        first=first, last=last, sampled_spans=build.integer(total["sampled_spans"]),
+        estimated_spans=float(total["estimated_spans"] or 0.0),
     )
     report.cost = build.cost(dims, top_sessions, top_traces)
     report.latency = build.latency(dims, qs, walked, slowest)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llamonitor.analysis._models import Bucket
+from llamonitor.storage._duckdb import SAMPLE_WEIGHT_SQL
 
 # -- shared expressions ---------------------------------------------------------------
 
@@ -115,11 +116,16 @@ PARTIALS: tuple[Partial, ...] = (
     Partial("reasoning", "sum(reasoning_tokens)"),
     Partial("ms", "sum(duration_ms)"),
     Partial("max_ms", "max(duration_ms)", "max"),
+    # spans kept at a sample rate (llamonitor.observability), scaled back up
+    Partial("weighted", f"sum({SAMPLE_WEIGHT_SQL})"),
+    Partial("sampled", f"count(*) FILTER (WHERE {SAMPLE_WEIGHT_SQL} > 1)"),
 )
 """What the spans are first aggregated to, by dimension columns and flags."""
 
 MEASURES: tuple[Measure, ...] = (
     Measure("spans", "sum(n)"),
+    Measure("estimated_spans", "sum(weighted)"),
+    Measure("sampled_spans", "sum(sampled)"),
     Measure("errors", "sum(n) FILTER (WHERE error)"),
     Measure("llm_calls", "sum(n) FILTER (WHERE llm)"),
     Measure("priced_calls", "sum(priced)"),

@@ -268,6 +268,10 @@ from llamonitor.cli._serve import serve as _serve_command  # noqa: E402
 
 cli.add_command(_serve_command)
 
+from llamonitor.cli._metrics import metrics as _metrics_group  # noqa: E402
+
+cli.add_command(_metrics_group)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

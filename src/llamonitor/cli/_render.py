@@ -238,9 +238,25 @@ def _group_table(
 
 
 def stats_table(groups: Sequence[dict[str, Any]], key: str, total: dict[str, Any] | None) -> Table:
-    """Counts, errors and duration percentiles per group."""
+    """Counts, errors and duration percentiles per group; with ``≈ count`` (the
+    count scaled back up by the spans' sample rates) when some were sampled."""
     title = f"spans by {key} (durations in ms)"
+    if any(g.get("sampled") for g in groups):
+        return _group_table(
+            title + "; ≈ count: scaled up by the sample rate",
+            key,
+            ("count", "≈ count", *_STATS_LABELS[1:]),
+            _sampled_stats_cells,
+            groups,
+            total,
+        )
     return _group_table(title, key, _STATS_LABELS, _stats_cells, groups, total)
+
+
+def _sampled_stats_cells(g: dict[str, Any]) -> list[str]:
+    cells = _stats_cells(g)
+    estimate = g.get("estimated_count")
+    return [cells[0], "-" if estimate is None else f"{round(estimate):,}", *cells[1:]]
 
 
 def _stats_cells(g: dict[str, Any]) -> list[str]:

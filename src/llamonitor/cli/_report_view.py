@@ -145,6 +145,8 @@ def overview(report: Report) -> str:
     line = (f"[bold]{_n(o.spans, 'span')}[/] · {_n(o.traces, 'trace')} · "
             f"{_n(o.sessions, 'session')} · {_n(o.llm_calls, 'LLM call')} · "
             f"[red]{o.errors:,}[/] failed")
+    if o.sampled_spans:
+        line += f" · ≈ {round(o.estimated_spans):,} spans scaled up by the sample rate"
     if o.first is not None and o.last is not None:
         line += f" · {timestamp(o.first)} → {timestamp(o.last)} UTC"
     return line

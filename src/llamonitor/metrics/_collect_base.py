@@ -11,8 +11,6 @@ interval by the collector thread and returns points
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 import threading
 import time
@@ -23,19 +21,15 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from llamonitor.metrics._schema import KINDS, METRIC_SCHEMA, labels_text
+
 __all__ = [
-    "KINDS",
     "Metric",
     "MetricCollector",
     "MetricCollectorRegistry",
-    "labels_json",
     "points_table",
     "register_collector",
 ]
-
-KINDS = ("counter", "gauge", "histogram", "summary")
-"""The metric kinds of seed 003 (a ``Metric.kind`` is one of them)."""
-
 
 @dataclass(frozen=True)
 class Metric:
@@ -213,41 +207,6 @@ def _builtins() -> None:
         MetricCollectorRegistry._factories.setdefault("docker", ContainerCollector)
 
 
-def labels_json(labels: Mapping[str, str]) -> str:
-    """The stored form of a label set: a JSON object with sorted keys (``{}``)."""
-    if not labels:
-        return "{}"
-    return json.dumps({str(k): str(v) for k, v in labels.items()}, sort_keys=True,
-                      separators=(",", ":"))
-
-
-def _point_schema() -> pa.Schema:
-    try:  # metrics-core's METRIC_SCHEMA when it is there
-        schema: pa.Schema = importlib.import_module("llamonitor.metrics._schema").METRIC_SCHEMA
-    except (ImportError, AttributeError):
-        return _FALLBACK_SCHEMA
-    return schema
-
-
-_FALLBACK_SCHEMA = pa.schema(
-    [
-        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("labels", pa.string(), nullable=False),
-        pa.field("resolution_seconds", pa.int32(), nullable=False),
-        pa.field("value", pa.float64()),
-        pa.field("count", pa.int64()),
-        pa.field("sum", pa.float64()),
-        pa.field("min", pa.float64()),
-        pa.field("max", pa.float64()),
-        pa.field("sketch", pa.binary()),
-        pa.field("source", pa.string()),
-    ],
-    metadata={"metrics.schema_version": "1"},
-)
-
-
 def _finite(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -255,7 +214,8 @@ def _finite(x: float | None) -> float | None:
 def points_table(
     metrics: Iterable[Metric], *, source: str = "", now: float | None = None
 ) -> pa.Table:
-    """The metric point table (``METRIC_SCHEMA``, raw resolution) of ``metrics``.
+    """The metric point table (``METRIC_SCHEMA``, raw resolution) of ``metrics``
+    (what :func:`llamonitor.metrics.write_points` takes).
 
     Args:
         metrics: the readings.
@@ -273,7 +233,7 @@ def points_table(
                       for m in rows],
         "name": [m.name for m in rows],
         "kind": [m.kind for m in rows],
-        "labels": [labels_json(m.labels) for m in rows],
+        "labels": [labels_text(m.labels) for m in rows],
         "resolution_seconds": [0] * len(rows),
         "value": [_finite(m.value) for m in rows],
         "count": [m.count for m in rows],
@@ -283,7 +243,7 @@ def points_table(
         "sketch": [None] * len(rows),
         "source": [source] * len(rows),
     }
-    schema = _point_schema()
+    schema = METRIC_SCHEMA
     arrays = []
     for f in schema:
         data = cols.get(f.name, [None] * len(rows))

@@ -188,7 +188,7 @@ def load_config(path: str) -> MetricsConfig:
         path: the YAML file.
 
     Returns:
-        The parsed configuration (pass it to :func:`llamonitor.metrics.configure`;
+        The parsed configuration (pass it to :func:`llamonitor.metrics.configure_collectors`;
         its ``exporters`` to ``MonitorConfig(exporters=...)``).
 
     Raises:

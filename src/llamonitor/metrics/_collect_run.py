@@ -1,5 +1,7 @@
-"""``configure()``: build the collectors from code or a parsed config and
-run them on the process's collector thread."""
+"""``configure_collectors()``: build the collectors from code or a parsed
+config and run them on the process's collector thread; their points go to the
+metrics worker (``llamonitor.metrics._worker``), which writes them to the
+store with the instruments' points, with its retries, every interval."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from llamonitor.metrics._collect_config import CollectorSettings, MetricsConfig,
 from llamonitor.metrics._collect_schedule import CollectorScheduler, PointSink
 from llamonitor.schema.config import ConfigurationError
 
-__all__ = ["PointBuffer", "collection", "configure", "stop_collectors"]
+__all__ = ["PointBuffer", "StoreSink", "collection", "configure_collectors", "stop_collectors"]
 
 DEFAULT_BUFFER_POINTS = 100_000
 """Points :class:`PointBuffer` keeps (the oldest tables go first)."""
@@ -47,11 +49,40 @@ class PointBuffer:
         """All kept points as one table (empty: a table with no rows)."""
         import pyarrow as pa
 
-        from llamonitor.metrics._collect_base import _point_schema
+        from llamonitor.metrics._schema import METRIC_SCHEMA
 
         with self._lock:
             tables = list(self._tables)
-        return pa.concat_tables(tables) if tables else _point_schema().empty_table()
+        return pa.concat_tables(tables) if tables else METRIC_SCHEMA.empty_table()
+
+
+class StoreSink:
+    """The default sink: hands each point table to the metrics worker, which
+    writes it to the metric store (``configure(storage=...)``'s, else the
+    running monitor's) at its next interval, with its retries.
+
+    With no store (no monitor running, nothing configured) the points are
+    dropped and counted in :attr:`unstored_points`; the worker's pending
+    points are bounded (``MAX_PENDING_POINTS``, the oldest dropped first).
+    """
+
+    def __init__(self) -> None:
+        self.unstored_points = 0
+
+    def __call__(self, table: Any) -> None:
+        from llamonitor.metrics import _worker
+
+        w = _worker.worker()
+        if w.storage() is None:
+            self.unstored_points += table.num_rows
+            return
+        with w._write_lock:
+            w._pending.append(table)
+            rows = sum(t.num_rows for t in w._pending)
+            while rows > _worker.MAX_PENDING_POINTS and len(w._pending) > 1:
+                old = w._pending.pop(0)
+                rows -= old.num_rows
+                w.stats.dropped += old.num_rows
 
 
 _lock = threading.Lock()
@@ -86,7 +117,7 @@ def _build(item: Any, setting: str) -> tuple[MetricCollector, float | None] | No
         raise ConfigurationError(setting + where, str(exc)) from exc
 
 
-def configure(
+def configure_collectors(
     config: MetricsConfig | dict[str, Any] | None = None,
     *,
     collectors: Sequence[Any] | None = None,
@@ -101,7 +132,8 @@ def configure(
         collectors: more collectors: instances, registered names,
             ``(collector, interval_seconds)`` or :class:`CollectorSettings`.
         sink: what each collection's point table goes to (default: a
-            :class:`PointBuffer`).
+            :class:`StoreSink`: the metric store; a :class:`PointBuffer`
+            keeps them in memory instead).
         start: start the thread (``False``: drive ``run_due(now)`` yourself).
 
     Returns:
@@ -123,7 +155,7 @@ def configure(
             b = _build(item, setting)
             if b is not None:
                 built.append(b)
-        scheduler = CollectorScheduler(sink if sink is not None else PointBuffer())
+        scheduler = CollectorScheduler(sink if sink is not None else StoreSink())
         for collector, interval in built:
             try:
                 scheduler.add(collector, interval)
@@ -144,7 +176,7 @@ def configure(
 
 
 def collection() -> CollectorScheduler | None:
-    """The scheduler :func:`configure` started last, or ``None``."""
+    """The scheduler :func:`configure_collectors` started last, or ``None``."""
     return _current
 
 

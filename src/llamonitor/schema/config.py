@@ -32,6 +32,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from llamonitor.schema._metrics_config import RecordingRule
+
 DEFAULT_OUTPUT_DIR = "./monitoring_data"
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_FLUSH_INTERVAL_SECONDS = 5.0
@@ -153,6 +155,48 @@ class ExporterConfig(BaseModel):
         written to the spool's ``identity.json`` and hashed into its name."""
         return {}
 
+    def check(self, setting: str) -> None:
+        """Called before :meth:`create_backend` with the exporter's place in the
+        configuration (``exporters[0]``): raise ``ConfigurationError`` naming
+        ``<setting>.<field>`` for a bad value (default: nothing to check)."""
+
+
+EXPORTER_KINDS: dict[str, str] = {
+    "console": "llamonitor.export.console:ConsoleExporterConfig",
+    "otlp": "llamonitor.export._otlp_config:OTLPExporterConfig",
+}
+"""Exporter kind -> ``"module:Class"`` of its ``ExporterConfig``: what
+``MonitorConfig(exporters=["otlp"])`` or ``LLMOPS_EXPORTERS='["otlp"]'`` builds."""
+
+
+def exporter_config(spec: Any, setting: str) -> Any:
+    """An ``ExporterConfig`` from a kind name (``"otlp"``) or a dict with
+    ``"kind"`` and the exporter's fields; anything else is returned as it is.
+
+    Raises:
+        ConfigurationError: an unknown kind, or an exporter that cannot be imported.
+    """
+    if isinstance(spec, str):
+        kind, fields = spec, {}
+    elif isinstance(spec, dict) and "kind" in spec:
+        kind, fields = spec["kind"], {k: v for k, v in spec.items() if k != "kind"}
+    else:
+        return spec
+    path = EXPORTER_KINDS.get(str(kind).strip().lower())
+    if path is None:
+        raise ConfigurationError(
+            setting,
+            f"unknown exporter kind {kind!r}; known: {', '.join(sorted(EXPORTER_KINDS))}",
+        )
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(setting, f"cannot load exporter {kind!r}: {exc}") from exc
+    return cls(**fields)
+
 
 class ModelPrice(BaseModel):
     """A user price for a model (private, fine-tuned, negotiated), USD per
@@ -174,9 +218,17 @@ class MonitorConfig(BaseSettings):
         storage: the primary storage backend (its counters are the
             ``written``/``failed`` of ``health_check``).
         extra_backends: more sinks fed the same batches, each isolated.
+        metrics_interval_seconds: how often the metrics worker snapshots the
+            instruments of ``llamonitor.metrics`` and writes their points.
+        metrics_max_series: label combinations a metric keeps before new
+            ones go to its ``other`` series.
+        metrics_rules: recording rules (``RecordingRule``) the metrics
+            worker evaluates and stores.
         exporters: exporters (``ExporterConfig`` subclasses, such as
             ``llamonitor.export.OTLPExporterConfig``) fed the same batches,
-            each an isolated sink like the storage backends.
+            each an isolated sink like the storage backends; a kind name
+            (``"otlp"``) or a dict with ``"kind"`` and its fields builds the
+            exporter of that kind (``LLMOPS_EXPORTERS='["otlp"]'``).
         max_queue_size: events held between the application and the worker.
             Set explicitly without ``max_queue_bytes``, the byte bound follows
             it (512 bytes + 1 KB of text an event, at least the default);
@@ -237,6 +289,9 @@ class MonitorConfig(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     extra_backends: list[StorageConfig] = Field(default_factory=list)
     exporters: list[ExporterConfig] = Field(default_factory=list)
+    metrics_interval_seconds: float = Field(default=10.0, gt=0)
+    metrics_max_series: int = Field(default=1000, gt=0)
+    metrics_rules: list[RecordingRule] = Field(default_factory=list)
     max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, gt=0)
     max_queue_bytes: int = Field(default=DEFAULT_MAX_QUEUE_BYTES, gt=0)
     queue_full_policy: QueueFullPolicy = "drop_newest"
@@ -295,6 +350,15 @@ class MonitorConfig(BaseSettings):
                     f"{key!r} extension; more sinks go in extra_backends=[StorageConfig(...)] "
                     "(see docs/migrating.md)"
                 )
+
+    @field_validator("exporters", mode="before")
+    @classmethod
+    def _exporter_kinds(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        if isinstance(v, (list, tuple)):
+            return [exporter_config(item, f"exporters[{i}]") for i, item in enumerate(v)]
+        return v
 
     @field_validator("redact_patterns")
     @classmethod

@@ -20,11 +20,11 @@ from llamonitor.server._store import ServerStore
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-ROUTERS = ("_health", "_spans", "_traces", "_sessions", "_aggregates", "_live")
+ROUTERS = ("_health", "_spans", "_traces", "_sessions", "_aggregates", "_live", "_metrics_api")
 """Modules of this package whose ``router`` the app includes, in order."""
 
 UI_ROUTES = ("/", "/traces", "/traces/{rest:path}", "/sessions", "/sessions/{rest:path}",
-             "/report", "/live", "/spans/{rest:path}")
+             "/report", "/live", "/spans/{rest:path}", "/series", "/series/{rest:path}")
 """Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
 
 

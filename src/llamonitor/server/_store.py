@@ -38,6 +38,9 @@ class StoreInfo:
     """``parquet``, ``jsonl``, ``postgres``, ``mysql`` or ``sqlite``."""
     directory: Path | None
     """The Parquet/JSONL location, when the store is files."""
+    dsn: str | None = None
+    """The database's connection string, when the store is one (never shown:
+    ``label`` is the masked form); the metrics endpoints read its ``metric_points``."""
 
 
 class ServerStore:
@@ -126,7 +129,7 @@ def open_server_store(
         kind = DSN_SCHEMES.get(scheme, scheme)
         return ServerStore(
             lambda: open_store(directory, dsn, table),
-            StoreInfo(label, kind, None),
+            StoreInfo(label, kind, None, dsn),
             workers,
             timeout_seconds,
         )

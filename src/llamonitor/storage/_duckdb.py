@@ -53,6 +53,15 @@ Source = Callable[[Filters], "Relation | pa.Table | pa.RecordBatchReader | None"
 """Builds the store's rows at query time; ``None`` means an empty store."""
 
 DEFAULT_LIMIT = 50
+# A span's weight: 1 / the sample rate it was kept at (llamonitor.observability
+# records it; a span without one stands for itself). The LIKE spares the JSON
+# parse on the rows that do not have the key.
+SAMPLE_WEIGHT_SQL = (
+    "coalesce(CASE WHEN custom_attributes LIKE '%\"llamonitor.sample_rate\"%' THEN "
+    "1.0 / nullif(TRY_CAST(json_extract_string(custom_attributes, "
+    "'$.\"llamonitor.sample_rate\"') AS DOUBLE), 0) END, 1.0)"
+)
+
 _NOT_GROUPABLE = ("event_id", "span_id", "parent_span_id", "error_message", "custom_attributes")
 GROUPABLE_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in SCHEMA if pa.types.is_string(f.type) and f.name not in _NOT_GROUPABLE
@@ -336,7 +345,11 @@ class DuckDBQuery:
             ``output_tokens``, ``total_tokens`` and ``cost_usd`` (``None``
             when no span of the group has one), ``llm_calls`` (spans with
             tokens or a cost), and ``unpriced``: spans with
-            tokens but no known price.
+            tokens but no known price; ``sampled``: spans kept at a sample
+            rate below 1 (``custom_attributes["llamonitor.sample_rate"]``,
+            set by ``llamonitor.observability``), and the estimates scaled
+            back up by it: ``estimated_count`` (each span counts
+            ``1 / rate``) and ``estimated_cost_usd``.
 
         Raises:
             ValueError: ``group_by`` is not a groupable column.
@@ -360,7 +373,10 @@ class DuckDBQuery:
             "sum(cost_usd) AS cost_usd, "
             "count(*) FILTER (WHERE total_tokens IS NOT NULL OR cost_usd IS NOT NULL) "
             "AS llm_calls, "
-            "count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens IS NOT NULL) AS unpriced "
+            "count(*) FILTER (WHERE cost_usd IS NULL AND total_tokens IS NOT NULL) AS unpriced, "
+            f"sum({SAMPLE_WEIGHT_SQL}) AS estimated_count, "
+            f"count(*) FILTER (WHERE {SAMPLE_WEIGHT_SQL} > 1) AS sampled, "
+            f"sum(cost_usd * {SAMPLE_WEIGHT_SQL}) AS estimated_cost_usd "
             "FROM {rel} {where}"
         )
         if group_by:

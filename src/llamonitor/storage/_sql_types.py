@@ -24,12 +24,16 @@ def _kind(field: pa.Field, dialect: str) -> str:
         return "string"
     if pa.types.is_int64(t):
         return "int64"
+    if pa.types.is_int32(t):
+        return "int32"
     if pa.types.is_float64(t):
         return "float64"
     if pa.types.is_boolean(t):
         return "boolean"
     if pa.types.is_timestamp(t):
         return "timestamp"
+    if pa.types.is_binary(t):
+        return "binary"
     raise TypeError(f"no {dialect} type for {field}")  # pragma: no cover - schema is fixed
 
 
@@ -41,6 +45,8 @@ _POSTGRES = {
     "float64": "double precision",
     "boolean": "boolean",
     "timestamp": "timestamp with time zone",
+    "int32": "integer",
+    "binary": "bytea",
 }
 _POSTGRES_ACCEPTS = {
     "string": ("text", "character varying", "character", "json", "jsonb"),
@@ -48,6 +54,8 @@ _POSTGRES_ACCEPTS = {
     "float64": ("double precision",),
     "boolean": ("boolean",),
     "timestamp": ("timestamp with time zone",),
+    "int32": ("integer", "bigint"),
+    "binary": ("bytea",),
 }
 
 
@@ -77,12 +85,16 @@ _MYSQL = {
     "float64": "DOUBLE",
     "boolean": "BOOLEAN",
     "timestamp": "DATETIME(6)",
+    "int32": "INT",
+    "binary": "LONGBLOB",
 }
 _MYSQL_ACCEPTS = {
     "string": ("varchar", "char", "text", "tinytext", "mediumtext", "longtext", "json"),
     "int64": ("bigint",),
     "float64": ("double",),
     "boolean": ("tinyint", "boolean", "bool"),
+    "int32": ("int", "bigint"),
+    "binary": ("blob", "mediumblob", "longblob", "varbinary"),
 }
 
 
@@ -124,6 +136,8 @@ _SQLITE = {
     "float64": "REAL",
     "boolean": "INTEGER",
     "timestamp": "TEXT",
+    "int32": "INTEGER",
+    "binary": "BLOB",
 }
 
 

@@ -60,6 +60,18 @@ SHUTDOWN_SPOOL_RESERVE_SECONDS = 0.5
 before the deadline (at most half the time given) and spools what is queued."""
 
 
+def _backend_stats(backend: Any) -> dict[str, Any]:
+    """An exporter backend's own counters (its ``stats()``), under ``"backend"``."""
+    inner = getattr(backend, "inner", backend)
+    stats = getattr(inner, "stats", None)
+    if not callable(stats):
+        return {}
+    try:
+        return {"backend": dict(stats())}
+    except Exception:
+        return {}
+
+
 class SinkRunner(BacklogSink):
     """Feeds one backend from its own thread, retrying with backoff; with a
     spool, loses nothing to an outage (see ``SpoolingSink`` for the counters)."""
@@ -176,6 +188,7 @@ class SinkRunner(BacklogSink):
             "corrupt_records": spool.corrupt_records if spool is not None else 0,
             "running": not self._dead and not self._abandoned,
             "last_error": self.last_error,
+            **_backend_stats(self.backend),
         }
 
     # -- the sink's thread --------------------------------------------------

@@ -90,6 +90,9 @@ def _sink_name(cfg: StorageConfig, index: int) -> str:
 def _exporter_backend(exporter: ExporterConfig, setting: str) -> Any:
     """The backend of an exporter, checked like a storage backend is."""
     try:
+        check = getattr(exporter, "check", None)
+        if callable(check):
+            check(setting)
         backend = exporter.create_backend()
     except ConfigurationError:
         raise

@@ -7,6 +7,7 @@ import { api, hideError, showError } from "./api.js";
 import { clear, h, int, setRouter } from "./dom.js";
 import * as dashboard from "./dashboard.js";
 import * as live from "./live.js";
+import * as metrics from "./metrics.js";
 import * as report from "./report.js";
 import * as sessions from "./sessions.js";
 import * as trace from "./trace.js";
@@ -18,6 +19,7 @@ const NAV = [
   ["/sessions", "Sessions"],
   ["/report", "Report"],
   ["/live", "Live"],
+  ["/series", "Metrics"],
 ];
 
 function route(pathname) {
@@ -36,6 +38,8 @@ function route(pathname) {
   if (head === "sessions") return { page: sessions.mountOne, nav: "/sessions", title: "Session", args: [rest.join("/")] };
   if (head === "report") return { page: report.mount, nav: "/report", title: "Report" };
   if (head === "live") return { page: live.mount, nav: "/live", title: "Live" };
+  if (head === "series" && rest.length === 0) return { page: metrics.mountList, nav: "/series", title: "Metrics" };
+  if (head === "series") return { page: metrics.mountOne, nav: "/series", title: "Metric", args: [rest.join("/")] };
   if (head === "spans" && rest.length >= 2) {
     // /spans/<trace>/<span>: the span's panel on its trace page.
     return { redirect: "/traces/" + encodeURIComponent(rest[0]) + "?span=" + encodeURIComponent(rest[1]) };
