@@ -106,6 +106,23 @@ def test_monitor_llm_inside_otel_span_is_its_child(otel: Any, spans: Any) -> Non
     assert len({r["session_id"] for r in by.values()}) == 1
 
 
+def test_a_span_of_a_provider_without_llamonitor_is_no_parent(otel: Any, spans: Any) -> None:
+    """A @monitor_llm span inside a span of another TracerProvider (one with no
+    llamonitor processor, never stored) stays a root: no orphan parent link."""
+    _, processor = otel
+    web = TracerProvider().get_tracer("web")
+
+    @monitor_llm(operation_name="handler")
+    def handler() -> str:
+        return "ok"
+
+    with web.start_as_current_span("request"):
+        handler()
+    by = _flushed(processor, spans)
+    assert set(by) == {"handler"}
+    assert by["handler"]["parent_span_id"] is None
+
+
 def test_nested_both_ways_stay_one_tree(otel: Any, spans: Any) -> None:
     """OTel -> monitor_llm -> OTel -> monitor_llm -> OTel: each span's parent
     is the one around it, whichever tracer made it, all in one trace."""

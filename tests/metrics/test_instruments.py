@@ -181,3 +181,18 @@ def test_a_clock_jumping_back_keeps_points_in_order(registry: Registry) -> None:
     assert all(s > max(r["timestamp"] for r in first.to_pylist()) for s in stamps)
     windows = window_aggregates(pa.concat_tables([first, back]), 3600)
     assert sum(windows.column("sum").to_pylist()) == 6.0
+
+
+
+def test_an_observation_that_is_not_a_number_fails_at_the_call_and_loses_nothing(
+    registry: Registry,
+) -> None:
+    """histogram.observe("abc") raises at once (the caller's bug, as in
+    prometheus_client); the valid observations around it are all kept."""
+    h = metrics.histogram("typed_seconds", buckets=[1.0], registry=registry)
+    h.observe(0.5)
+    with pytest.raises((TypeError, ValueError)):
+        h.observe("abc")  # type: ignore[arg-type]
+    h.observe(2.0)
+    (row,) = [r for r in _rows(registry) if r["name"] == "typed_seconds"]
+    assert (row["count"], row["sum"]) == (2, 2.5)

@@ -235,7 +235,9 @@ class OTLPSender:
             body = gzip.compress(body, GZIP_LEVEL)
         url = self.config.endpoints[signal]
         try:
-            resp = self._http().post(url, data=body, timeout=self.config.timeout_seconds)
+            resp = self._http().post(
+                url, data=body, timeout=self.config.timeout_seconds, allow_redirects=False
+            )  # a redirect would replay the credential headers to another host
         except requests.Timeout as exc:
             raise ExportUnavailable(f"{self._where(signal)} timed out: {exc}") from exc
         except requests.RequestException as exc:
@@ -253,6 +255,9 @@ class OTLPSender:
             return out
         detail = _http_detail(resp)
         text = f"{self._where(signal)} answered HTTP {status}{detail}"
+        if 300 <= status < 400:  # not followed: kept (spooled) until the endpoint is fixed
+            where = resp.headers.get("Location", "?")
+            raise ExportUnavailable(f"{text}; redirected to {where}: set that endpoint")
         if status in _RETRYABLE_HTTP or status in _REFUSES_US_HTTP:
             retry_after = None
             if status in (429, 502, 503, 504):

@@ -132,7 +132,12 @@ class DistributionChild(_Child):
         self.bucket_counts = [0] * len(buckets)
 
     def observe(self, value: float) -> None:
-        """Record one observation (NaN is dropped and counted, see the module doc)."""
+        """Record one observation (NaN is dropped and counted, see the module doc).
+
+        Raises:
+            TypeError: ``value`` is not a number (as ``prometheus_client`` does).
+        """
+        value = float(value)  # a str or None fails here, not in the worker's fold
         with self._lock:
             buf = self._buf
             buf.append(value)

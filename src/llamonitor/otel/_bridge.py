@@ -167,6 +167,10 @@ def external_parent() -> tuple[str, int, str, bool] | None:
         inherited = _traces.get(ctx.trace_id)
         if inherited is not None:
             return inherited[0], ctx.span_id, inherited[1], inherited[2]
+        if not ctx.is_remote and not _feeds_llamonitor(span):
+            # A span of a provider without our processor is never stored: a
+            # child of it would be an orphan. The new span stays a root.
+            return None
         session = _session_of(span, own)
         if not ctx.is_remote and span.is_recording():
             # Asked once per OTel span, not once per child; and the span's own
@@ -176,6 +180,17 @@ def external_parent() -> tuple[str, int, str, bool] | None:
     except Exception as exc:
         report_internal_error("otel_external_parent", exc)
         return None
+
+
+def _feeds_llamonitor(span: Any) -> bool:
+    """``span`` comes from a provider that has a llamonitor ``SpanProcessor``
+    (the SDK keeps its processors on each span: ``_span_processor``)."""
+    from llamonitor.otel._processor import SpanProcessor
+
+    multi = getattr(span, "_span_processor", None)
+    if isinstance(multi, SpanProcessor):
+        return True
+    return any(isinstance(p, SpanProcessor) for p in getattr(multi, "_span_processors", ()))
 
 
 SPAN_FINDERS: tuple[tuple[str, str], ...] = (
