@@ -654,3 +654,24 @@ def test_every_registered_exporter_kind_builds_its_config() -> None:
 
     config = MonitorConfig(exporters=list(EXPORTER_KINDS))
     assert [e.kind for e in config.exporters] == list(EXPORTER_KINDS)
+
+
+def test_a_retry_after_an_outage_mid_table_does_not_resend_what_was_taken() -> None:
+    """A table sent in several requests whose second one meets a 503: the retry
+    sends only the requests not taken yet, so no span arrives twice."""
+    from llamonitor.export import ExportUnavailable
+
+    with HTTPReceiver() as receiver:
+        receiver.fail_next.extend([None, (503, {}, b"")])
+        sink = OTLPExporterConfig(endpoint=receiver.base).create_backend()
+        sink.max_spans = 2
+        rows = [
+            span_row(i, span_id=f"{i + 1:016x}", event_id=f"{i + 1:032x}") for i in range(6)
+        ]
+        table = _table(rows)
+        with pytest.raises(ExportUnavailable):
+            sink.write_table(table)
+        sink.write_table(table)
+        sink.close()
+    got = [s.span.span_id.hex() for s in receiver.received.spans()]
+    assert sorted(got) == sorted(f"{i + 1:016x}" for i in range(6))

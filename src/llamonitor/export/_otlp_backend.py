@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.export._otlp_config import Resolved, without_credentials
-from llamonitor.export._otlp_send import ExportRejected, OTLPSender
+from llamonitor.export._otlp_send import ExportRejected, ExportUnavailable, OTLPSender
 from llamonitor.export._otlp_spans import SpanEncoder
 
 logger = logging.getLogger("llamonitor.export")
@@ -49,6 +49,7 @@ class OTLPSpanBackend:
         self.spans_rejected = 0
         self.partial_rejected_spans = 0
         self._partial_logged = False
+        self._progress: dict[tuple[int, str, str], int] = {}
 
     def initialize(self) -> None:
         """Nothing to open: the connection is made at the first request."""
@@ -61,8 +62,21 @@ class OTLPSpanBackend:
             RowsRejected: the receiver refused some requests for their content.
         """
         rejected: list[tuple[pa.Table, str]] = []
-        for start in range(0, table.num_rows, self.max_spans):
-            self._send(table.slice(start, self.max_spans), rejected)
+        key = _table_key(table)
+        # A retry of a table whose first requests were taken (a later one hit an
+        # outage) starts after them: a span is not sent twice for that.
+        done = self._progress.pop(key, 0) if key is not None else 0
+        try:
+            for start in range(done, table.num_rows, self.max_spans):
+                self._send(table.slice(start, self.max_spans), rejected)
+                if not rejected:
+                    done = min(start + self.max_spans, table.num_rows)
+        except ExportUnavailable:
+            if key is not None and done:
+                while len(self._progress) >= MAX_PROGRESS_ENTRIES:
+                    self._progress.pop(next(iter(self._progress)))
+                self._progress[key] = done
+            raise
         if rejected:
             from llamonitor.schema._rejected import RowsRejected
 
@@ -119,3 +133,16 @@ class OTLPSpanBackend:
     def __repr__(self) -> str:
         where = without_credentials(self.config.endpoints["traces"])
         return f"OTLPSpanBackend({self.config.protocol} {where})"
+
+
+MAX_PROGRESS_ENTRIES = 64
+"""Tables whose first requests were taken before an outage, remembered so their
+retry (in memory, or replayed from the spool) does not send those again."""
+
+
+def _table_key(table: pa.Table) -> tuple[int, str, str] | None:
+    """What tells a table apart from another (its size, first and last event id)."""
+    if table.num_rows == 0 or "event_id" not in table.column_names:
+        return None
+    ids = table.column("event_id")
+    return table.num_rows, str(ids[0].as_py()), str(ids[-1].as_py())
