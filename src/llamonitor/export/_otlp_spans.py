@@ -21,8 +21,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
+
+try:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"the OTLP span encoder needs opentelemetry-proto ({exc}): pip install 'llamonitor[otlp]'"
+    ) from exc
 
 from llamonitor.export._otlp_attrs import (
     NS,
