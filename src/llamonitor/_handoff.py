@@ -9,7 +9,7 @@ so the arrows between the two point one way:
   decorated call, so it is a plain module attribute.
 - ids: a private random generator, re-seeded in a forked child.
 - sampling: the fraction of traces kept, decided at each root span.
-- :data:`external_parent`: where a root span finds a parent that another
+- :data:`external_parent`: where a span finds a nearer parent that another
   tracer made (an OpenTelemetry span, set by ``llamonitor.otel``).
 - :data:`feeders`: sources that hold spans for the pipeline (the OTel span
   processor), flushed into it before ``flush`` and ``shutdown``.
@@ -67,13 +67,18 @@ ExternalParent = tuple[str, int, str, bool]
 """``(trace_id, parent span id, session_id, sampled)`` of a span from another
 tracer that a new root span becomes the child of."""
 
-external_parent: Callable[[], ExternalParent | None] | None = None
-"""Asked by a span that has no llamonitor parent (only then: the spans under
-another llamonitor span never pay for it) for the span of another tracer
-around it; ``None`` when no bridge is installed. Must not raise."""
+ExternalParentFinder = Callable[..., ExternalParent | None]
+"""``find()``: the span of another tracer around a new root span;
+``find(inside)``: the one around a new child of llamonitor's ``inside``, only
+if it began inside ``inside`` (so it is the nearer parent)."""
+
+external_parent: ExternalParentFinder | None = None
+"""Asked by a new span for the span of another tracer around it (see
+:data:`ExternalParentFinder`); ``None`` when no bridge is installed (then a
+span pays one attribute read for it). Must not raise."""
 
 
-def set_external_parent(fn: Callable[[], ExternalParent | None] | None) -> None:
+def set_external_parent(fn: ExternalParentFinder | None) -> None:
     """Install (or with ``None`` remove) :data:`external_parent`."""
     global external_parent
     external_parent = fn

@@ -260,6 +260,8 @@ def _init_span(
             span._parent = None
             span.sampled = _sampled()
         else:
+            if _handoff.external_parent is not None and _external(span, span.session_id, parent):
+                return  # an OTel span that began inside ``parent`` is nearer
             span.trace_id = ptrace
             span._parent = parent._sid
             span.sampled = parent.sampled
@@ -267,11 +269,12 @@ def _init_span(
     span._attrs = None
 
 
-def _external(span: SpanContext, session_id: str | None) -> bool:
+def _external(span: SpanContext, session_id: str | None, inside: Any = None) -> bool:
     """Make ``span`` the child of another tracer's span around it (an
-    OpenTelemetry span, see ``llamonitor.otel``); False if there is none."""
+    OpenTelemetry span, see ``llamonitor.otel``); False if there is none.
+    With ``inside`` (the llamonitor parent), only a span that began inside it."""
     ask = _handoff.external_parent
-    found = ask() if ask is not None else None
+    found = None if ask is None else (ask() if inside is None else ask(inside))
     if found is None:
         return False
     span.trace_id, span._parent, session, span.sampled = found

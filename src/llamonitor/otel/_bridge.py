@@ -7,9 +7,13 @@ ids say, what its row must say instead (a *fix*): the trace and session of the
 llamonitor span around it, and that span as its parent. Its OTel children
 inherit the fix of their parent, so a whole OTel subtree lands in our trace.
 
-The other way, a llamonitor span that starts with no llamonitor parent asks
-:func:`external_parent` (installed in ``llamonitor._handoff``) for the OTel
-span around it, and becomes its child, in the trace that span's fix gives.
+The other way, a llamonitor span asks :func:`external_parent` (installed in
+``llamonitor._handoff``) for the OTel span around it, and becomes its child,
+in the trace that span's fix gives: a span with no llamonitor parent, for any
+OTel span; a span with one, only for an OTel span that began inside that
+parent (``@monitor_llm`` -> OTel -> ``@monitor_llm``: the OTel span is the
+nearer parent). The second question costs the decorator nothing while no OTel
+span has begun inside a llamonitor span (the table of fixes is empty).
 Frameworks that do not make their spans current (OpenInference's LangChain
 tracer) are asked where they are (:data:`SPAN_FINDERS`).
 
@@ -141,22 +145,44 @@ def _session_of(span: Any, trace: str) -> str:
     return trace
 
 
-def external_parent() -> tuple[str, int, str, bool] | None:
-    """The OTel span around the caller, as llamonitor's parent of a new root
-    span: ``(trace_id, span id, session_id, sampled)``, or ``None``.
+def _current_otel() -> Any:
+    """The OTel span around the caller (OTel's current span, else a
+    framework's: :data:`SPAN_FINDERS`), or ``None``."""
+    span = get_current_span()
+    if span.get_span_context().is_valid:
+        return span
+    return _framework_span()
 
-    Only a sampled span counts (an unsampled one is never stored, so a child
-    of it would be an orphan): a local one this bridge saw start, or a remote
-    parent (a trace continued from another service).
+
+def external_parent(inside: Any = None) -> tuple[str, int, str, bool] | None:
+    """The OTel span around the caller, as llamonitor's parent of a new span:
+    ``(trace_id, span id, session_id, sampled)``, or ``None``.
+
+    ``inside`` is the llamonitor span (or scope) around the caller, if any:
+    then only an OTel span that began inside it (nearer than it) counts. So
+    ``@monitor_llm`` -> OTel span -> ``@monitor_llm`` stores the inner span
+    under the OTel one. Without ``inside`` (a root), only a sampled span
+    counts (an unsampled one is never stored, so a child of it would be an
+    orphan): a local one this bridge saw start, or a remote parent (a trace
+    continued from another service).
     """
     try:
-        span = get_current_span()
-        ctx = span.get_span_context()
-        if not ctx.is_valid:
-            span = _framework_span()
+        if inside is not None:
+            if not _spans:  # no OTel span began inside a llamonitor span
+                return None
+            span = _current_otel()
             if span is None:
                 return None
             ctx = span.get_span_context()
+            fix = _spans.get(ctx.span_id)
+            if fix is None or fix[3] is not inside or not ctx.trace_flags.sampled:
+                return None
+            trace = fix[0] or f"{ctx.trace_id:032x}"
+            return trace, ctx.span_id, fix[1] or _session_of(span, trace), fix[4]
+        span = _current_otel()
+        if span is None:
+            return None
+        ctx = span.get_span_context()
         if not ctx.is_valid or not ctx.trace_flags.sampled:
             return None
         fix = _spans.get(ctx.span_id)
