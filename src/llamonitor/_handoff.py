@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -90,10 +91,11 @@ pipeline now. Called by ``flush`` and before ``shutdown``, so what a source
 held is written too; must not raise."""
 
 
-def flush_feeders(timeout: float) -> None:
-    """Hand every feeder's spans to the pipeline (each within ``timeout``)."""
+def flush_feeders(deadline: float) -> None:
+    """Hand every feeder's spans to the pipeline, all by ``deadline``
+    (``time.monotonic()``): each feeder gets what is left of it."""
     for feed in list(feeders):
         try:
-            feed(timeout)
+            feed(max(0.0, deadline - time.monotonic()))
         except Exception:  # a feeder's own failure is its to count
             pass

@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -295,15 +296,16 @@ class MonitoringWriter:
             self._stop_server()
             return Completed(True)
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, t)  # one deadline for all of it
         if _handoff.ACTIVE is pipeline:
-            _handoff.flush_feeders(t)  # what they hold, in before the doors close
+            _handoff.flush_feeders(deadline)  # what they hold, in before the doors close
         with _lifecycle:
             if _handoff.ACTIVE is pipeline:
                 _handoff.activate(None)
                 _children.stop_sharing()
             if MonitoringWriter._instance is self:
                 MonitoringWriter._instance = None
-        ok = pipeline.shutdown(t)
+        ok = pipeline.shutdown(max(0.0, deadline - time.monotonic()))
         self._stop_server()  # after the last write: its spans reach the live clients
         return Completed(ok, _spooled(pipeline))
 
@@ -325,9 +327,10 @@ class MonitoringWriter:
         if pipeline is None:
             return Completed(True)
         t = self.config.shutdown_timeout_seconds if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, t)  # feeders and pipeline share it
         if _handoff.feeders and _handoff.ACTIVE is pipeline:
-            _handoff.flush_feeders(t)
-        ok = pipeline.flush(t)
+            _handoff.flush_feeders(deadline)
+        ok = pipeline.flush(max(0.0, deadline - time.monotonic()))
         return Completed(ok, _spooled(pipeline))
 
     def health_check(self) -> HealthReport:
