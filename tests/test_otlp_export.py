@@ -376,7 +376,7 @@ def test_endpoints_follow_the_otel_rules(tmp_path: Path) -> None:
     [
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x"}, "exporters[0].endpoint"),
         ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x:99999"}, "exporters[0].traces_endpoint"),
-        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "exporters[0].protocol"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/xml"}, "exporters[0].protocol"),
         ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "exporters[0].headers"),
         ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "exporters[0].compression"),
         ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "exporters[0].timeout_seconds"),

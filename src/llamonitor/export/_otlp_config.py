@@ -15,7 +15,7 @@ from llamonitor.export._otlp_ids import parse_key_values
 from llamonitor.export._otlp_semconv import SEMCONV_MODES, semconv_from_env
 from llamonitor.schema.config import ConfigurationError, ExporterConfig
 
-PROTOCOLS = ("http/protobuf", "grpc")
+PROTOCOLS = ("http/protobuf", "http/json", "grpc")
 COMPRESSIONS = ("gzip", "none")
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
@@ -88,8 +88,9 @@ class OTLPExporterConfig(ExporterConfig):
         metrics_endpoint: the metrics URL, used as it is
             (``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``), for OTLP metrics sent
             with the same settings.
-        protocol: ``http/protobuf`` (default) or ``grpc``
-            (``OTEL_EXPORTER_OTLP_PROTOCOL``).
+        protocol: ``http/protobuf`` (default), ``http/json`` (OTLP/JSON:
+            hex ids, integer enums, ``Content-Type: application/json``) or
+            ``grpc`` (``OTEL_EXPORTER_OTLP_PROTOCOL``).
         headers: sent with every request, e.g. an API key
             (``OTEL_EXPORTER_OTLP_HEADERS``: ``k=v,k2=v2``, URL-encoded).
         compression: ``gzip`` or ``none`` (default; ``OTEL_EXPORTER_OTLP_COMPRESSION``).
@@ -159,8 +160,7 @@ class OTLPExporterConfig(ExporterConfig):
             protocol, var = _env(env, *_otel("traces", "PROTOCOL"))
         protocol = (protocol or "http/protobuf").strip().lower()
         if protocol not in PROTOCOLS:
-            hint = "; http/json is not supported" if protocol == "http/json" else ""
-            raise bad("protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}{hint}", var)
+            raise bad("protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}", var)
 
         insecure, var = self.insecure, None
         if insecure is None:
@@ -288,7 +288,7 @@ class OTLPExporterConfig(ExporterConfig):
             raise bad(name, f"{without_credentials(url)!r} has an invalid port", var) from None
         if any(c.isspace() for c in url):
             raise bad(name, "the URL contains whitespace", var)
-        if protocol == "http/protobuf" and not as_is:
+        if protocol != "grpc" and not as_is:
             path = parts.path.rstrip("/")
             suffix = f"/v1/{signal}"
             if not path.endswith(suffix):

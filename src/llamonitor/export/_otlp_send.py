@@ -1,5 +1,5 @@
 """``OTLPSender``: one OTLP request at a time to a receiver, over HTTP
-(protobuf, with a keep-alive ``requests`` session) or gRPC (opentelemetry-proto's
+(protobuf or OTLP/JSON, with a keep-alive ``requests`` session) or gRPC (opentelemetry-proto's
 stubs), for traces or metrics.
 
 How a receiver's answer is taken (the OTLP spec's retry rules):
@@ -208,9 +208,14 @@ class OTLPSender:
                 from llamonitor import __version__
 
                 session = requests.Session()
+                kind = (
+                    "application/json"
+                    if self.config.protocol == "http/json"
+                    else "application/x-protobuf"
+                )
                 session.headers.update(
                     {
-                        "Content-Type": "application/x-protobuf",
+                        "Content-Type": kind,
                         "User-Agent": f"llamonitor/{__version__}",
                     }
                 )
@@ -230,7 +235,13 @@ class OTLPSender:
     def _send_http(self, signal: str, message: Any) -> Any:
         import requests
 
-        body = message if isinstance(message, bytes) else message.SerializeToString()
+        as_json = self.config.protocol == "http/json"
+        if as_json:
+            from llamonitor.export import _otlp_json
+
+            body = _otlp_json.encode(self._message(signal, message))
+        else:
+            body = message if isinstance(message, bytes) else message.SerializeToString()
         if self.config.compression == "gzip":
             body = gzip.compress(body, GZIP_LEVEL)
         url = self.config.endpoints[signal]
@@ -247,11 +258,16 @@ class OTLPSender:
         status = resp.status_code
         if 200 <= status < 300:
             out = _response_type(signal)()
-            if resp.content and "protobuf" in resp.headers.get("Content-Type", "protobuf"):
-                try:
+            kind = resp.headers.get("Content-Type", "json" if as_json else "protobuf")
+            try:
+                if resp.content and "json" in kind:
+                    from llamonitor.export import _otlp_json
+
+                    _otlp_json.decode(resp.content, out)
+                elif resp.content and "protobuf" in kind:
                     out.ParseFromString(resp.content)
-                except Exception:  # a receiver that answers 200 with junk took the data
-                    logger.debug("llamonitor: unreadable OTLP response from %s", url)
+            except Exception:  # a receiver that answers 200 with junk took the data
+                logger.debug("llamonitor: unreadable OTLP response from %s", url)
             return out
         detail = _http_detail(resp)
         text = f"{self._where(signal)} answered HTTP {status}{detail}"
@@ -264,6 +280,16 @@ class OTLPSender:
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             raise ExportUnavailable(text, retry_after)
         raise ExportRejected(text)
+
+    @staticmethod
+    def _message(signal: str, message: Any) -> Any:
+        """``message`` as the export request message (a spooled one is bytes)."""
+        if not isinstance(message, bytes):
+            return message
+        import importlib
+
+        module, prefix, _ = _SIGNALS[signal]
+        return getattr(importlib.import_module(module), prefix + "Request").FromString(message)
 
     # -- gRPC -----------------------------------------------------------------
 
@@ -317,13 +343,7 @@ class OTLPSender:
     def _send_grpc(self, signal: str, message: Any) -> Any:
         import grpc
 
-        if isinstance(message, bytes):
-            module, prefix, _ = _SIGNALS[signal]
-            import importlib
-
-            message = getattr(importlib.import_module(module), prefix + "Request").FromString(
-                message
-            )
+        message = self._message(signal, message)
         metadata = [(k.lower(), v) for k, v in self.config.headers.items()]
         try:
             out = self._stub(signal).Export(
@@ -380,6 +400,12 @@ def _http_detail(resp: Any) -> str:
     body = resp.content or b""
     if not body:
         return ""
+    if "json" in resp.headers.get("Content-Type", ""):
+        from llamonitor.export._otlp_json import status_message
+
+        message = status_message(body)
+        if message:
+            return f": {message[:300]}"
     if "protobuf" in resp.headers.get("Content-Type", ""):
         try:
             from google.rpc.status_pb2 import Status
