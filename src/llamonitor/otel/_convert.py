@@ -1,5 +1,7 @@
 """Finished SDK spans to stored-form rows: the OTLP exporter's own encoder,
-then the OTLP receiver's mapping, then the bridge's fixes (see ``_bridge``)."""
+then the OTLP receiver's mapping, then the content policy of decorated code
+(``_content``: capture off drops content, on redacts it), then the bridge's
+fixes (see ``_bridge``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 
 from llamonitor.otel import _bridge
+from llamonitor.otel._content import apply_content_policy
 from llamonitor.otel._mapping import rows_from_request
 
 
@@ -30,6 +33,7 @@ def rows_of(
     pid = os.getpid()  # the spans ended in this process, whatever the resource says
     for row in rows:
         row["process_id"] = pid
+        apply_content_policy(row)  # capture setting and redaction, as decorated code
         if fixes:
             fix = fixes.get((row["trace_id"], row["span_id"]))
             if fix is not None:

@@ -1,0 +1,88 @@
+"""Content capture and redaction for the in-process processor's rows: the
+same ``MonitorConfig.capture_content`` and redaction rules as decorated code
+(``llamonitor.llm.content``), applied on the processor's thread.
+
+- capture off (the default): ``prompt_content`` / ``completion_content`` are
+  dropped (``prompt_hash`` stays, as for decorated code), and so are the
+  content attributes instrumentations put beside them (OpenInference's
+  ``llm.input_messages.*``, OpenLLMetry's ``gen_ai.prompt.*``...);
+- capture on: both columns, and those attributes' text, pass through the
+  configured redactor (built-in rules, ``redact_patterns``, ``redactor``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llamonitor.llm import _settings as llm_settings
+
+CONTENT_PREFIXES: tuple[str, ...] = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.prompt",
+    "gen_ai.completion",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "llm.input_messages",
+    "llm.output_messages",
+    "llm.prompts",
+    "llm.prompt_template",
+    "input.value",
+    "output.value",
+    "traceloop.entity.input",
+    "traceloop.entity.output",
+    "retrieval.documents",
+    "embedding.embeddings",
+)
+"""Attribute names (and prefixes of flattened ones) that carry prompt or
+completion text."""
+
+_COLUMNS = ("prompt_content", "completion_content")
+
+
+def _is_content(key: str) -> bool:
+    return key.startswith(CONTENT_PREFIXES)
+
+
+def _redacted(value: Any, redact: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value
+
+
+def apply_content_policy(row: dict[str, Any]) -> None:
+    """Drop or redact the content of one stored-form row, in place."""
+    settings = llm_settings.SETTINGS
+    capture, redact = settings.capture_content, settings.redact
+    for column in _COLUMNS:
+        text = row.get(column)
+        if text is None:
+            continue
+        if not capture:
+            del row[column]
+        elif redact is not None:
+            row[column] = redact(text)
+    custom = row.get("custom_attributes")
+    if not custom or not any(p in custom for p in CONTENT_PREFIXES):
+        return
+    if capture and redact is None:
+        return
+    attrs = json.loads(custom)
+    if not isinstance(attrs, dict):
+        return
+    changed = False
+    for key in [k for k in attrs if _is_content(k)]:
+        changed = True
+        if capture:
+            attrs[key] = _redacted(attrs[key], redact)
+        else:
+            del attrs[key]
+    if not capture and "content_truncated" in attrs:
+        del attrs["content_truncated"]
+        changed = True
+    if changed:
+        row["custom_attributes"] = json.dumps(attrs, ensure_ascii=False, default=repr)
