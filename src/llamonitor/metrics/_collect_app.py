@@ -3,7 +3,7 @@
 uses) and rates derived from the spans the primary sink writes (spans/s,
 errors/s, tokens/s, $/hour).
 
-The spans come from a tap (``llamonitor.transport._taps``): the primary sink
+The spans come from a tap (``llamonitor._taps``): the primary sink
 hands it each Arrow table right after writing it; the tap sums four columns
 with Arrow compute (vectorized, a few microseconds a table) and returns.
 """
@@ -124,13 +124,13 @@ class ApplicationCollector(MetricCollector):
         self.rates = SpanRates()
         self._last: tuple[float, tuple[int, int, int, int, float]] | None = None
         if "spans" in self.groups:
-            from llamonitor.transport import _taps
+            from llamonitor import _taps
 
             _taps.add_tap(self.rates)
             self._last = (clock(), self.rates.totals())
 
     def close(self) -> None:
-        from llamonitor.transport import _taps
+        from llamonitor import _taps
 
         _taps.remove_tap(self.rates)
 

@@ -1,6 +1,6 @@
 """The live tail's feeds: where the hub's spans come from.
 
-- :class:`TapFeed`: the in-process tap (``llamonitor.transport._taps``). The
+- :class:`TapFeed`: the in-process tap (``llamonitor._taps``). The
   primary sink hands it each table right after writing it; the feed queues the
   table (the sink's thread only appends to a deque) and publishes it from its
   own thread. Only when the server serves the store of this process's writer.
@@ -91,14 +91,14 @@ class TapFeed:
             self._cv.notify()
 
     def start(self) -> TapFeed:
-        from llamonitor.transport import _taps
+        from llamonitor import _taps
 
         self._thread.start()
         _taps.add_tap(self)
         return self
 
     def stop(self) -> None:
-        from llamonitor.transport import _taps
+        from llamonitor import _taps
 
         _taps.remove_tap(self)
         with self._cv:

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
-from llamonitor.transport import _taps
+from llamonitor import _taps
 from llamonitor.transport._backend import Call
 from llamonitor.transport._backlog import MAX_PENDING_BATCHES, BacklogSink, Marker
 from llamonitor.transport.spool import Spool, error_text, is_transient

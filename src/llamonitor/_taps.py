@@ -6,8 +6,11 @@ return: tables are immutable, keeping a reference is safe). A tap that raises
 is counted and logged once, and never affects the sink. With no tap, the sink
 pays one truthiness test of a tuple per write.
 
-This module imports nothing of ours: the server registers its tap here, the
-transport never imports the server.
+This module imports nothing of ours, and lives beside ``_handoff`` (not in
+``transport``) for the same reason: the transport calls the taps, the server
+and ``metrics``' application collector register theirs, and none of them
+imports another's package for it (DESIGN.md's table: ``metrics`` imports
+only ``schema`` and ``storage``).
 """
 
 from __future__ import annotations
