@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, Tally
 from llamonitor.metrics._store import aware, metrics_root, parquet_options, point_files
 from llamonitor.schema.config import StorageConfig
-from llamonitor.storage._compact import _exclusive, _recover
+from llamonitor.storage._compact import CompactionError, _exclusive, _recover
 from llamonitor.storage._files import (
     fsync_dir,
     locked_temp,
@@ -55,8 +55,8 @@ RES = "resolution_seconds"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class RetentionError(RuntimeError):
-    """Retention cannot proceed safely (a rewrite that came out short, a lock held)."""
+class RetentionError(CompactionError):
+    """Retention cannot proceed safely (a rewrite that came out with the wrong rows)."""
 
 
 Rules = dict[int | None, datetime]

@@ -29,6 +29,7 @@ from typing import Any
 
 from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, Tally
 from llamonitor.schema.config import StorageConfig
+from llamonitor.storage._sql import StoreError
 
 LOCK_TIMEOUT_MS = 5000
 """How long a partition drop waits for its lock before giving up (the next run retries)."""
@@ -59,6 +60,8 @@ class _SQLite:
         self.t = sqlite_store._Target(storage)
         self.tables = {SPANS: self.t.table, POINTS: _sql_points.POINTS_TABLE}
         self.conn: Any = None
+
+    def open(self) -> None:
         if self.t.path.exists():
             self.conn = self.t.sqlite3.connect(
                 str(self.t.path), timeout=self.t.timeout, isolation_level=None
@@ -148,11 +151,17 @@ class _MySQL:
         self.t = Target(storage, connect_timeout=10.0, command_timeout=None)
         self.pt = _sql_points._mysql_target(storage)
         self.tables = {SPANS: self.t.table, POINTS: _sql_points.POINTS_TABLE}
-        self.conn = _sql_points._mysql_connect(self.pt, autocommit=True)
         self.db = self.t.schema or self.t.connect_kwargs["db"]
+        self.conn: Any = None
+
+    def open(self) -> None:
+        from llamonitor.metrics import _sql_points
+
+        self.conn = _sql_points._mysql_connect(self.pt, autocommit=True)
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
     def qualified(self, table: str) -> str:
         return self.t.qualify(table)
@@ -180,7 +189,8 @@ class _MySQL:
 
     def count(self, table: str, c: Cutoff) -> int:
         where, params = self.where(c)
-        return int(self._one(f"SELECT count(*) FROM {self.qualified(table)} WHERE {where}", params)[0])
+        sql = f"SELECT count(*) FROM {self.qualified(table)} WHERE {where}"
+        return int(self._one(sql, params)[0])
 
     def row_bytes(self, table: str) -> float | None:
         row = self._one(
@@ -240,21 +250,27 @@ class _Postgres:
         self.run = LoopThread.run
         self.t = Target(storage)
         self.tables = {SPANS: self.t.table, POINTS: _sql_points.POINTS_TABLE}
-        self.conn: Any = self.run(self._connect())
+        self.conn: Any = None
+
+    def open(self) -> None:
+        self.conn = self.run(self._connect())
 
     async def _connect(self) -> Any:
-        conn = await self.t.asyncpg.connect(self.t.dsn, **{"timeout": 10.0, **self.t.connect_kwargs})
+        kwargs = {"timeout": 10.0, **self.t.connect_kwargs}
+        conn = await self.t.asyncpg.connect(self.t.dsn, **kwargs)
         await conn.execute("SET TIME ZONE 'UTC'")
         return conn
 
     def close(self) -> None:
-        self.run(self.conn.close(timeout=5))
+        if self.conn is not None:
+            self.run(self.conn.close(timeout=5))
 
     def qualified(self, table: str) -> str:
         return self.t.qualify(table)
 
     def exists(self, table: str) -> bool:
-        return self.run(self.conn.fetchval("SELECT to_regclass($1)", self.qualified(table))) is not None
+        found = self.run(self.conn.fetchval("SELECT to_regclass($1)", self.qualified(table)))
+        return found is not None
 
     def where(self, c: Cutoff) -> tuple[str, list[Any]]:
         sql = '"timestamp" < $1::timestamptz'
@@ -373,40 +389,59 @@ def apply(
     tallies: dict[str, Tally] = {c.key: Tally(bytes_estimated=True) for c in cutoffs}
     ex = _executor(storage, kind)
     try:
-        for c in cutoffs:
-            table = ex.tables[c.table]
-            tally = tallies[c.key]
-            if not ex.exists(table):
-                continue
-            per_row = ex.row_bytes(table)
-            if c.table == SPANS:
-                for name, upper in ex.partitions(table):
-                    if upper is None or upper > c.before:
-                        continue
-                    rows, size = ex.partition_rows(name)
-                    if not dry_run:
-                        ex.drop_partition(name)
-                    tally.rows += rows
-                    tally.partitions_dropped += 1
-                    tally.bytes += size
-                if kind == "mysql" and ex.user_partitioned(table):
-                    tally.notes.append(
-                        f"{table} is partitioned (not by llamonitor): batched deletes, "
-                        "no partition dropped"
-                    )
-            if dry_run:
-                rows = ex.count(table, c)
-            else:
-                ex.ensure_index(table, c)
-                rows = 0
-                while True:
-                    done = ex.delete_batch(table, c, batch_rows)
-                    rows += done
-                    if done < batch_rows:
-                        break
-            tally.rows += rows
-            if per_row is not None:
-                tally.bytes += int(rows * per_row)
+        ex.open()
+        _run(ex, kind, cutoffs, dry_run, batch_rows, tallies)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise ex.t.error("apply retention", exc) from None
     finally:
-        ex.close()
+        try:
+            ex.close()
+        except Exception:
+            pass
     return tallies
+
+
+def _run(
+    ex: Any,
+    kind: str,
+    cutoffs: list[Cutoff],
+    dry_run: bool,
+    batch_rows: int,
+    tallies: dict[str, Tally],
+) -> None:
+    for c in cutoffs:
+        table = ex.tables[c.table]
+        tally = tallies[c.key]
+        if not ex.exists(table):
+            continue
+        per_row = ex.row_bytes(table)
+        if c.table == SPANS:
+            for name, upper in ex.partitions(table):
+                if upper is None or upper > c.before:
+                    continue
+                rows, size = ex.partition_rows(name)
+                if not dry_run:
+                    ex.drop_partition(name)
+                tally.rows += rows
+                tally.partitions_dropped += 1
+                tally.bytes += size
+            if kind == "mysql" and ex.user_partitioned(table):
+                tally.notes.append(
+                    f"{table} is partitioned (not by llamonitor): batched deletes, "
+                    "no partition dropped"
+                )
+        if dry_run:
+            rows = ex.count(table, c)
+        else:
+            ex.ensure_index(table, c)
+            rows = 0
+            while True:
+                done = ex.delete_batch(table, c, batch_rows)
+                rows += done
+                if done < batch_rows:
+                    break
+        tally.rows += rows
+        if per_row is not None:
+            tally.bytes += int(rows * per_row)
