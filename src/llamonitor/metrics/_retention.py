@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -193,18 +194,24 @@ def apply_retention(
         kept_forever=_kept_forever(config),
     )
     if cutoffs:
-        if not dry_run:
-            report.rollups_written = _rollups(storage, config, cutoffs, when)
-        if kind == "parquet":
-            from llamonitor.metrics import _retention_parquet
+        from llamonitor.metrics import _retention_parquet, _retention_sql
 
-            report.tallies = _retention_parquet.apply(storage, cutoffs, dry_run)
+        lock: AbstractContextManager[None]
+        if dry_run:
+            lock = nullcontext()
+        elif kind == "parquet":
+            lock = _retention_parquet.exclusive(storage)
         else:
-            from llamonitor.metrics import _retention_sql
-
-            report.tallies = _retention_sql.apply(
-                storage, kind, cutoffs, dry_run, config.batch_rows
-            )
+            lock = _retention_sql.exclusive(storage, kind)
+        with lock:
+            if not dry_run:
+                report.rollups_written = _rollups(storage, config, cutoffs, when)
+            if kind == "parquet":
+                report.tallies = _retention_parquet.apply(storage, cutoffs, dry_run)
+            else:
+                report.tallies = _retention_sql.apply(
+                    storage, kind, cutoffs, dry_run, config.batch_rows
+                )
     report.seconds = time.perf_counter() - started
     if not dry_run and report.rows:
         logger.info(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,10 +35,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, Tally
+from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, RetentionError, Tally
 from llamonitor.metrics._store import aware, metrics_root, parquet_options, point_files
 from llamonitor.schema.config import StorageConfig
-from llamonitor.storage._compact import CompactionError, _exclusive, _recover
+from llamonitor.storage._compact import _exclusive, _recover
 from llamonitor.storage._files import (
     fsync_dir,
     locked_temp,
@@ -53,10 +54,6 @@ BATCH_ROWS = 65_536
 TS = "timestamp"
 RES = "resolution_seconds"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class RetentionError(CompactionError):
-    """Retention cannot proceed safely (a rewrite that came out with the wrong rows)."""
 
 
 Rules = dict[int | None, datetime]
@@ -244,15 +241,30 @@ def _remove_if_empty(directory: Path, rules: Rules) -> None:
         pass
 
 
+@contextmanager
+def exclusive(storage: StorageConfig) -> Iterator[None]:
+    """Hold compaction's lock on the store (one retention or compaction at a time).
+
+    Raises:
+        CompactionError: another compaction or retention holds it.
+    """
+    root = Path(storage.output_dir)
+    if not root.is_dir():
+        yield
+        return
+    with _exclusive(root):
+        yield
+
+
 def apply(storage: StorageConfig, cutoffs: list[Cutoff], dry_run: bool) -> dict[str, Tally]:
-    """Remove or rewrite the files of the store past ``cutoffs``.
+    """Remove or rewrite the files of the store past ``cutoffs`` (the caller
+    holds :func:`exclusive` unless ``dry_run``).
 
     A dry run reads the same statistics and columns and changes nothing
     (not even the leftovers of a crashed writer). Returns a tally per
     cutoff (``Cutoff.key``).
 
     Raises:
-        CompactionError: another compaction or retention holds the store.
         RetentionError: a rewrite came out with the wrong number of rows
             (the original is left in place).
     """
@@ -265,17 +277,14 @@ def apply(storage: StorageConfig, cutoffs: list[Cutoff], dry_run: bool) -> dict[
         if c.table == SPANS:
             span_rules[None] = c.before
     point_rules: Rules = {c.resolution: c.before for c in cutoffs if c.table == POINTS}
-    if dry_run:
-        _collect(storage, root, span_rules, point_rules, cutoffs, tallies, True)
-        return tallies
-    with _exclusive(root):
+    if not dry_run:
         for d in sorted({Path(d) for d, _, names in os.walk(root) if JOURNAL_NAME in names}):
             _recover(d)
         remove_stale_temp_files(root)
         mroot = metrics_root(storage)
         if mroot.is_dir():
             remove_stale_temp_files(mroot)
-        _collect(storage, root, span_rules, point_rules, cutoffs, tallies, False)
+    _collect(storage, root, span_rules, point_rules, cutoffs, tallies, dry_run)
     return tallies
 
 

@@ -18,12 +18,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from llamonitor.schema._retention_config import RetentionConfig
+from llamonitor.storage._compact import CompactionError
 
 SPANS = "spans"
 POINTS = "metric_points"
 
 EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 """Cutoffs are clamped here (a retention longer than the calendar keeps all)."""
+
+
+class RetentionError(CompactionError):
+    """Retention cannot proceed safely (a rewrite that came out with the wrong
+    rows, another retention or compaction holding the store)."""
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,12 @@ returns its files at once; SQLite's file shrinks only after ``VACUUM``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, Tally
+from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, RetentionError, Tally
 from llamonitor.schema.config import StorageConfig
 from llamonitor.storage._sql import StoreError
 
@@ -365,6 +367,63 @@ class _Postgres:
                 await self.conn.execute(f"DROP TABLE {name}")
 
         self.run(drop())
+
+
+def _lock_name(kind: str, storage: StorageConfig) -> str:
+    import hashlib
+
+    where = f"{kind}:{storage.schema_name or ''}.{storage.table_name}"
+    return "llamonitor-retention-" + hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def exclusive(storage: StorageConfig, kind: str) -> Iterator[None]:
+    """One retention per span table at a time (so two never build the same
+    rollups): a ``flock`` beside a SQLite file, a PostgreSQL session advisory
+    lock, a MySQL ``GET_LOCK``; each released when its holder dies.
+
+    Raises:
+        RetentionError: another retention holds it.
+        StoreError: the database failed.
+    """
+    busy = RetentionError(f"another retention is running on the {kind} store")
+    if kind == "sqlite":
+        import fcntl
+
+        from llamonitor.storage import sqlite as sqlite_store
+
+        path = sqlite_store._Target(storage).path
+        if not path.parent.is_dir():
+            yield
+            return
+        with open(path.with_name(path.name + ".retention.lock"), "a+b") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise busy from None
+            yield
+        return
+    ex = _executor(storage, kind)
+    name = _lock_name(kind, storage)
+    try:
+        ex.open()
+        if kind == "postgres":
+            from llamonitor.storage import _sql
+
+            key = _sql.lock_key(name)
+            got = ex.run(ex.conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+        else:
+            got = ex._one("SELECT GET_LOCK(%s, 0)", [name])[0] == 1
+    except Exception as exc:
+        ex.close()
+        raise ex.t.error("lock for retention", exc) from None
+    if not got:
+        ex.close()
+        raise busy
+    try:
+        yield
+    finally:
+        ex.close()  # the lock ends with the session
 
 
 def _executor(storage: StorageConfig, kind: str) -> Any:
