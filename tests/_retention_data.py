@@ -144,7 +144,9 @@ def point_rows(storage: StorageConfig) -> list[dict[str, Any]]:
     """Every point of the store, sorted, sketches left out."""
     t = read_points(storage)
     rows = t.select([n for n in METRIC_SCHEMA.names if n != "sketch"]).to_pylist()
-    return sorted(rows, key=lambda r: (r["name"], r["labels"], r["resolution_seconds"], r["timestamp"]))
+    return sorted(
+        rows, key=lambda r: (r["name"], r["labels"], r["resolution_seconds"], r["timestamp"])
+    )
 
 
 def point_keys(storage: StorageConfig) -> list[PointKey]:

@@ -29,8 +29,8 @@ from _retention_data import (
 from llamonitor.cli import cli
 from llamonitor.metrics import RetentionConfig, apply_retention, show_retention
 from llamonitor.schema.config import ConfigurationError, MonitorConfig, StorageConfig
-from llamonitor.storage.parquet import data_files
 from llamonitor.storage._compact import LOCK_NAME, CompactionError
+from llamonitor.storage.parquet import data_files
 
 NOW = T0 + timedelta(days=10)
 RAW_START = T0 + timedelta(days=8)
@@ -209,9 +209,14 @@ def test_cli_apply_and_show(tmp_path: Path) -> None:
     shown = CliRunner().invoke(cli, ["retention", "show", *args])
     assert shown.exit_code == 0, shown.output
     assert "metric_points" in shown.output and "raw" in shown.output
-    assert Counter(json.loads(
-        CliRunner().invoke(cli, ["retention", "show", "--json", *args]).output
-    )["cutoffs"][0])["rows"] == 0
+    assert (
+        Counter(
+            json.loads(CliRunner().invoke(cli, ["retention", "show", "--json", *args]).output)[
+                "cutoffs"
+            ][0]
+        )["rows"]
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,10 +226,15 @@ def test_cli_apply_and_show(tmp_path: Path) -> None:
         ([{"resolution": "raw", "retention": "-1d"}], "retention"),
         ([{"resolution": "raw", "retention": "7d"}, {"resolution": "1m", "retention": "1d"}], "1m"),
         ([{"resolution": "5m", "retention": "30m"}], "points[0].retention"),
-        ([{"resolution": "raw", "retention": "1d"}, {"resolution": "raw", "retention": "2d"}], "also"),
+        (
+            [{"resolution": "raw", "retention": "1d"}, {"resolution": "raw", "retention": "2d"}],
+            "also",
+        ),
     ],
 )
-def test_bad_policies_fail_early_naming_the_setting(points: list[dict[str, str]], setting: str) -> None:
+def test_bad_policies_fail_early_naming_the_setting(
+    points: list[dict[str, str]], setting: str
+) -> None:
     """A resolution that is not stored, a negative retention, a coarser level
     kept less long than a finer one, a level gone before its rollup window
     closes, a resolution twice: refused at construction, naming it."""
@@ -252,8 +262,8 @@ def test_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """``LLMOPS_RETENTION__*`` builds the policy (durations as text)."""
     monkeypatch.setenv("LLMOPS_RETENTION__SPANS_DAYS", "30")
     monkeypatch.setenv(
-        "LLMOPS_RETENTION__POINTS", '[{"resolution": "raw", "retention": "2d"}, {"resolution": "1h"'
-        ', "retention": "forever"}]'
+        "LLMOPS_RETENTION__POINTS",
+        '[{"resolution": "raw", "retention": "2d"}, {"resolution": "1h", "retention": "forever"}]',
     )
     monkeypatch.setenv("LLMOPS_RETENTION__INTERVAL_SECONDS", "15m")
     r = MonitorConfig().retention
@@ -265,7 +275,7 @@ def test_policy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_store_without_points_is_refused_naming_the_backend() -> None:
-    with pytest.raises(ConfigurationError, match="storage.backend"):
+    with pytest.raises(ConfigurationError, match=r"storage\.backend"):
         apply_retention(StorageConfig(backend="memory"), POLICY)
 
 
