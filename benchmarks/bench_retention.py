@@ -96,6 +96,66 @@ def generate(root: Path, spans: int) -> list[int]:
     return starts  # type: ignore[return-value]
 
 
+SQLITE_CHILD = """
+import json, resource, sys, time
+from pydantic import SecretStr
+from llamonitor.metrics import RetentionConfig, apply_retention
+from llamonitor.schema.config import StorageConfig
+dsn, keep, now = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+t = time.perf_counter()
+r = apply_retention(StorageConfig(backend="sqlite", connection_string=SecretStr(dsn)),
+    RetentionConfig(spans_days=keep, keep_span_rollups=False, points=[]), now=now)
+print(json.dumps({"seconds": time.perf_counter() - t, "rows_removed": r.tallies["spans"].rows,
+    "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def bench_sqlite(work: Path, spans: int) -> dict[str, object]:
+    """The same spans (``spans`` of them) in SQLite, through the store's writer."""
+    import asyncio
+    import sqlite3
+
+    from pydantic import SecretStr
+
+    from llamonitor.schema.config import StorageConfig
+    from llamonitor.storage import create_backend
+
+    source = work / "pq"
+    starts = generate(source, spans)
+    dsn = f"sqlite:///{work}/spans.db"
+    storage = StorageConfig(backend="sqlite", connection_string=SecretStr(dsn))
+
+    async def load() -> None:
+        from llamonitor.storage.parquet import data_files
+
+        backend = create_backend(storage)
+        await backend.initialize()
+        for f in data_files(source):
+            await backend.write_table(pq.read_table(f))
+        await backend.close()
+
+    asyncio.run(load())
+    now = T0 + timedelta(days=DAYS, hours=-12)
+    cutoff_us = int((now - timedelta(days=KEEP_DAYS)).timestamp() * 1_000_000)
+    expected = int(sum(int((np.asarray(s) >= cutoff_us).sum()) for s in starts))
+    out = subprocess.run(
+        [sys.executable, "-c", SQLITE_CHILD, dsn, str(KEEP_DAYS), str(now.timestamp())],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    with sqlite3.connect(f"{work}/spans.db") as conn:
+        after = conn.execute("SELECT count(*) FROM metric_events").fetchone()[0]
+    return {
+        "sqlite_spans_after": after,
+        "sqlite_spans_expected_after": expected,
+        "sqlite_apply_seconds": round(result["seconds"], 2),
+        "sqlite_rows_removed": result["rows_removed"],
+        "sqlite_peak_rss_mib": round(result["maxrss_kib"] / 1024, 1),
+    }
+
+
 def count_rows(root: Path) -> int:
     from llamonitor.storage.parquet import data_files
 
@@ -111,8 +171,12 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--sqlite", type=int, default=0, help="Also SQLite with this many spans.")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench-retention-"))
+    if args.sqlite:
+        (work / "sqlite").mkdir(parents=True, exist_ok=True)
+        print(json.dumps(bench_sqlite(work / "sqlite", args.sqlite), indent=2))
     source = work / "source"
     t = time.perf_counter()
     starts = generate(source, args.spans)
