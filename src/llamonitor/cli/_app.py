@@ -276,6 +276,10 @@ from llamonitor.cli._metrics import metrics as _metrics_group  # noqa: E402
 
 cli.add_command(_metrics_group)
 
+from llamonitor.cli._retention import retention as _retention_group  # noqa: E402
+
+cli.add_command(_retention_group)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

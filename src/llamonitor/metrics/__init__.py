@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     )
     from llamonitor.metrics._prometheus import InstrumentsCollector, prometheus_collector
     from llamonitor.metrics._registry import REGISTRY, Registry
+    from llamonitor.metrics._retention import RetentionReport, apply_retention, show_retention
+    from llamonitor.metrics._retention_task import RetentionTask, start_retention_task
     from llamonitor.metrics._rollup import RollupResult, rollup
     from llamonitor.metrics._rules import evaluate_rule
     from llamonitor.metrics._schema import (
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from llamonitor.metrics._series import list_metrics, series
     from llamonitor.metrics._store import metrics_root, query_points, read_points, write_points
     from llamonitor.schema._metrics_config import RecordingRule
+    from llamonitor.schema._retention_config import ResolutionPolicy, RetentionConfig
 
 # Imported at first use (see llamonitor._lazy).
 _EXPORTS: dict[str, str] = {
@@ -99,12 +102,17 @@ _EXPORTS: dict[str, str] = {
     "RESOLUTIONS": "llamonitor.metrics._schema",
     "RecordingRule": "llamonitor.schema._metrics_config",
     "Registry": "llamonitor.metrics._registry",
+    "ResolutionPolicy": "llamonitor.schema._retention_config",
+    "RetentionConfig": "llamonitor.schema._retention_config",
+    "RetentionReport": "llamonitor.metrics._retention",
+    "RetentionTask": "llamonitor.metrics._retention_task",
     "RollupResult": "llamonitor.metrics._rollup",
     "SpanRates": "llamonitor.metrics._collect_app",
     "StoreSink": "llamonitor.metrics._collect_run",
     "StreamAggregator": "llamonitor.metrics._aggregate",
     "Summary": "llamonitor.metrics._instruments",
     "SystemCollector": "llamonitor.metrics._collect_system",
+    "apply_retention": "llamonitor.metrics._retention",
     "collection": "llamonitor.metrics._collect_run",
     "configure": "llamonitor.metrics._api",
     "configure_collectors": "llamonitor.metrics._collect_run",
@@ -130,6 +138,8 @@ _EXPORTS: dict[str, str] = {
     "register_collector": "llamonitor.metrics._collect_base",
     "rollup": "llamonitor.metrics._rollup",
     "series": "llamonitor.metrics._series",
+    "show_retention": "llamonitor.metrics._retention",
+    "start_retention_task": "llamonitor.metrics._retention_task",
     "stop_collectors": "llamonitor.metrics._collect_run",
     "summary": "llamonitor.metrics._api",
     "window_aggregates": "llamonitor.metrics._aggregate",
@@ -163,12 +173,17 @@ __all__ = [
     "RESOLUTIONS",
     "RecordingRule",
     "Registry",
+    "ResolutionPolicy",
+    "RetentionConfig",
+    "RetentionReport",
+    "RetentionTask",
     "RollupResult",
     "SpanRates",
     "StoreSink",
     "StreamAggregator",
     "Summary",
     "SystemCollector",
+    "apply_retention",
     "collection",
     "configure",
     "configure_collectors",
@@ -194,6 +209,8 @@ __all__ = [
     "register_collector",
     "rollup",
     "series",
+    "show_retention",
+    "start_retention_task",
     "stop_collectors",
     "summary",
     "window_aggregates",

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from llamonitor.schema._metrics_config import RecordingRule
+from llamonitor.schema._retention_config import RetentionConfig
 
 DEFAULT_OUTPUT_DIR = "./monitoring_data"
 DEFAULT_BATCH_SIZE = 100
@@ -230,6 +231,9 @@ class MonitorConfig(BaseSettings):
             ones go to its ``other`` series.
         metrics_rules: recording rules (``RecordingRule``) the metrics
             worker evaluates and stores.
+        retention: how long spans and metric points are kept, and the
+            rollups kept after raw points go (``RetentionConfig``,
+            ``LLMOPS_RETENTION__SPANS_DAYS``...; see docs/retention.md).
         exporters: exporters (``ExporterConfig`` subclasses, such as
             ``llamonitor.export.OTLPExporterConfig``) fed the same batches,
             each an isolated sink like the storage backends; a kind name
@@ -304,6 +308,7 @@ class MonitorConfig(BaseSettings):
     metrics_interval_seconds: float = Field(default=10.0, gt=0)
     metrics_max_series: int = Field(default=1000, gt=0)
     metrics_rules: list[RecordingRule] = Field(default_factory=list)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, gt=0)
     max_queue_bytes: int = Field(default=DEFAULT_MAX_QUEUE_BYTES, gt=0)
     queue_full_policy: QueueFullPolicy = "drop_newest"

@@ -1,0 +1,144 @@
+"""Retention killed mid-apply (SIGKILL at a random point, several seeds):
+every row is either kept or, if past the policy, gone; never duplicated, and
+no visible file is half written; the next run then ends where an
+uninterrupted one does, row for row (rollups included)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from pydantic import SecretStr
+
+from _retention_data import (
+    T0,
+    point_keys,
+    point_rows,
+    span_ids,
+    span_times,
+    write_raw_points,
+    write_spans,
+)
+from llamonitor.metrics import RetentionConfig, apply_retention
+from llamonitor.metrics._retention import _rollups
+from llamonitor.metrics._store import point_files
+from llamonitor.schema.config import StorageConfig
+from llamonitor.storage.parquet import data_files
+
+NOW = T0 + timedelta(days=10)
+POLICY = RetentionConfig(spans_days=4.5, batch_rows=40)
+SEEDS = (("all", 1), ("all", 2), ("delete", 3), ("delete", 4), ("delete", 5))
+"""(phase, seed): killed anywhere in the run, or among the deletes (after the rollups)."""
+
+CHILD = """
+import sys
+from pydantic import SecretStr
+from llamonitor.metrics import RetentionConfig, apply_retention
+from llamonitor.schema.config import StorageConfig
+kind, where, table, now, phase = sys.argv[1:6]
+if kind == "parquet":
+    storage = StorageConfig(output_dir=where, partition_by="session_id")
+else:
+    storage = StorageConfig(backend="sqlite", connection_string=SecretStr(where), table_name=table)
+policy = RetentionConfig(spans_days=4.5, batch_rows=40)
+if phase == "delete":  # say when the deletes start: the kill then falls among them
+    from llamonitor.metrics import _retention_parquet, _retention_sql
+    for module in (_retention_parquet, _retention_sql):
+        def announced(*args, _apply=module.apply):
+            print("deleting", flush=True)
+            return _apply(*args)
+        module.apply = announced
+print("ready", flush=True)
+apply_retention(storage, policy, now=float(now))
+print("done", flush=True)
+"""
+
+
+def config(kind: str, where: Path) -> StorageConfig:
+    if kind == "parquet":
+        return StorageConfig(output_dir=where, partition_by="session_id")
+    dsn = SecretStr(f"sqlite:///{where}/store.db")
+    return StorageConfig(backend="sqlite", connection_string=dsn, table_name="spans")
+
+
+def child_args(kind: str, where: Path, phase: str) -> list[str]:
+    target = str(where) if kind == "parquet" else f"sqlite:///{where}/store.db"
+    return [kind, target, "spans", str(NOW.timestamp()), phase]
+
+
+def state(storage: StorageConfig) -> tuple[list[str], list[dict[str, Any]]]:
+    return sorted(span_ids(storage)), point_rows(storage)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "sqlite"])
+def test_sigkill_mid_apply_loses_nothing_inside_the_policy(tmp_path: Path, kind: str) -> None:
+    original = tmp_path / "original"
+    original.mkdir()
+    times = span_times(days=10, per_day=96)
+    ids = {f"ev{i:07d}" for i in range(len(times))}
+    write_spans(config(kind, original), times, sessions=12)
+    write_raw_points(config(kind, original), T0 + timedelta(days=7), 3 * 1440, 60, chunks=30)
+    cutoff = NOW - timedelta(days=4.5)
+    must_keep = {f"ev{i:07d}" for i, t in enumerate(times) if t >= cutoff}
+    raw_cut = NOW - timedelta(days=1)
+    raw_keep = {k for k in point_keys(config(kind, original)) if k[2] == 0 and k[3] >= raw_cut}
+
+    clean = tmp_path / "clean"
+    shutil.copytree(original, clean)
+    started = time.perf_counter()
+    report = apply_retention(config(kind, clean), POLICY, now=NOW)
+    duration = {"all": time.perf_counter() - started}
+    rolled = tmp_path / "rolled"  # how long the deletes alone take
+    shutil.copytree(original, rolled)
+    _rollups(config(kind, rolled), POLICY, report.cutoffs, NOW)
+    started = time.perf_counter()
+    apply_retention(config(kind, rolled), POLICY, now=NOW)
+    duration["delete"] = time.perf_counter() - started
+    assert duration["delete"] > 0
+    expected = state(config(kind, clean))
+    assert set(expected[0]) == must_keep
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = {"all": 0, "delete": 0}
+    for phase, seed in SEEDS:
+        work = tmp_path / f"run{seed}"
+        shutil.copytree(original, work)
+        storage = config(kind, work)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *child_args(kind, work, phase)],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        if phase == "delete":
+            assert child.stdout.readline().strip() == "deleting"
+        time.sleep(random.Random(seed).uniform(0.0, 1.0) * duration[phase])
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        killed[phase] += child.returncode == -signal.SIGKILL
+
+        if kind == "parquet":  # never half a file: every visible file reads whole
+            for f in [*data_files(work), *point_files(work / "metrics")]:
+                pq.read_table(f)
+        left = span_ids(storage)
+        assert len(left) == len(set(left)), f"seed {seed}: a span twice"
+        assert must_keep <= set(left) <= ids, f"seed {seed}: a span inside the policy lost"
+        keys = point_keys(storage)
+        assert len(keys) == len(set(keys)), f"seed {seed}: a point twice"
+        assert raw_keep <= set(keys), f"seed {seed}: a raw point inside the policy lost"
+
+        apply_retention(storage, POLICY, now=NOW)
+        assert state(storage) == expected, f"seed {seed}: the next run ends elsewhere"
+    assert killed["all"] >= 1 and killed["delete"] >= 1, f"runs killed: {killed}"
