@@ -30,6 +30,7 @@ ROUTERS = (
     "_otlp",
     "_metrics",
     "_metrics_api",
+    "_alerts",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
@@ -47,6 +48,7 @@ UI_ROUTES = (
     "/spans/{rest:path}",
     "/series",
     "/series/{rest:path}",
+    "/alerts",
 )
 """Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
 
