@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from llamonitor.schema._metrics_config import parse_duration
 from llamonitor.schema.config import ConfigurationError
@@ -69,13 +69,16 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _seconds(v: object) -> float:
-    return parse_duration(v, "duration")
+    try:
+        return parse_duration(v, "-")
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("-: ")) from None
 
 
 def _seconds_or_zero(v: object) -> float:
     if v in (0, "0", 0.0):
         return 0.0
-    return parse_duration(v, "duration")
+    return _seconds(v)
 
 
 class _Rule(BaseModel):
@@ -136,17 +139,12 @@ class ThresholdRule(_Rule):
     min_count: int = Field(default=1, ge=0)
     """A group with fewer spans in the window is not evaluated (no error rate of 1 of 2)."""
 
-    @model_validator(mode="before")
+    @field_validator("threshold", mode="before")
     @classmethod
-    def _units(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        metric = data.get("metric")
-        value = data.get("threshold")
-        if isinstance(value, str):
-            data["threshold"] = _threshold(value, str(metric))
-        return data
+    def _units(cls, v: object, info: ValidationInfo) -> object:
+        if isinstance(v, str):
+            return _threshold(v, str(info.data.get("metric")))
+        return v
 
     @field_validator("metric")
     @classmethod
@@ -290,7 +288,7 @@ def _threshold(text: str, metric: str) -> float:
         if t.startswith("$"):
             return float(t[1:])
         if metric in LATENCY_METRICS:
-            return parse_duration(t, "threshold")
+            return _seconds(t)
         return float(t)
     except ValueError:
         raise ValueError(f"{text!r} is not a number (3, '5%', '$50', '3s')") from None
@@ -347,6 +345,10 @@ def parse_rules(
                             exc.message) from None
     except ValidationError as exc:
         err = exc.errors()[0]
+        located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, _Located):
+            raise RuleFileError(path, _line(lines, located.path), _named(data, located.path),
+                                located.message) from None
         dotted = _dotted(list(err["loc"]))
         message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
