@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,8 +211,9 @@ class StateStore:
             for payload in made:
                 data.history.append(payload)
                 for name in notifiers:
+                    # created: the clock's time (``now`` may be an evaluation's past time)
                     data.outbox.append(Delivery(f"{payload['id']}:{name}", name, payload,
-                                                created=now))
+                                                created=time.time()))
             del data.history[:-HISTORY_LIMIT]
             data.evaluated_at = now
         return made
