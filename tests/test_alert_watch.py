@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from _alert_store import span, write_spans
-from llamonitor.quality import parse_rules
 from llamonitor.quality import _alert_notify as notify
+from llamonitor.quality import parse_rules
 from llamonitor.quality._alert_watch import Watcher
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
