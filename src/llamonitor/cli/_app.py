@@ -279,6 +279,9 @@ cli.add_command(_metrics_group)
 from llamonitor.cli._retention import retention as _retention_group  # noqa: E402
 
 cli.add_command(_retention_group)
+from llamonitor.cli._watch import watch as _watch_command  # noqa: E402
+
+cli.add_command(_watch_command)
 
 
 def main(argv: list[str] | None = None) -> None:

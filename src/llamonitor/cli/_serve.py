@@ -45,6 +45,10 @@ from llamonitor.cli._options import dir_option, dsn_options, store_errors
     type=click.IntRange(0, 65535), default=None,
     help="Also receive OTLP/gRPC on this port (on --host; 4317 is OTLP's); off by default.",
 )
+@click.option(
+    "--rules", "alert_rules", envvar="LLMOPS_SERVER__ALERT_RULES", show_envvar=True,
+    metavar="FILE", help="Evaluate these alert rules while serving (see docs/alerts.md).",
+)
 @store_errors(ImportError)
 def serve(
     directory: Path,
@@ -56,6 +60,7 @@ def serve(
     with_demo: bool,
     otlp: bool,
     otlp_grpc_port: int | None,
+    alert_rules: str | None = None,
 ) -> None:
     """Serve the web UI and the REST API over the store, and receive OTLP traces.
 
@@ -77,8 +82,13 @@ def serve(
     from llamonitor.server._store import open_server_store
 
     config = ServerConfig(
-        host=host, port=port, token=token, otlp=otlp, otlp_grpc_port=otlp_grpc_port
+        host=host, port=port, token=token, otlp=otlp, otlp_grpc_port=otlp_grpc_port,
+        alert_rules=alert_rules,
     ).check()
+    if alert_rules:
+        from llamonitor.quality._alert_rules import load_rules
+
+        load_rules(alert_rules)  # a bad rule file fails now, naming the line
     if with_demo:
         from llamonitor.cli._demo import run_demo
 

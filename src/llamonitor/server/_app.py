@@ -31,6 +31,7 @@ ROUTERS = (
     "_metrics",
     "_metrics_api",
     "_retention",
+    "_alerts",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
@@ -48,6 +49,7 @@ UI_ROUTES = (
     "/spans/{rest:path}",
     "/series",
     "/series/{rest:path}",
+    "/alerts",
 )
 """Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
 

@@ -57,6 +57,8 @@ class ServerConfig(BaseSettings):
     """Largest OTLP/HTTP body once gzip-decompressed (a decompression bomb stops here)."""
     otlp_grpc_port: int | None = Field(default=None, ge=0, le=65535)
     """Also receive OTLP/gRPC on this port (on ``host``); none by default."""
+    alert_rules: str | None = None
+    """An alert rule file (TOML/YAML) evaluated while serving (see docs/alerts.md)."""
 
     def check(self) -> ServerConfig:
         """Refuse a short token, and any address but loopback without a token.

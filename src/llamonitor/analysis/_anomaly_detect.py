@@ -1,0 +1,336 @@
+"""Anomalies in one series of per-bucket values: a causal, robust detector.
+
+:class:`SeriesDetector` takes the buckets in order, one at a time
+(:meth:`~SeriesDetector.update`), so a watcher keeps one per series and feeds
+it only the buckets completed since its last run. For each bucket:
+
+* **expected** = the level + the hour-of-day profile. The *level* is the
+  median of the (deseasonalised) values of the current segment's last
+  :data:`LEVEL_WINDOW` buckets; the *profile* (per phase of the day, the
+  median offset from the level over the last :data:`PROFILE_CYCLES` days) is
+  used once :data:`MIN_PROFILE_CYCLES` days of history are there and it is
+  larger than the noise (otherwise a flat profile: no seasonality).
+* **sigma** = 1.4826 x the median absolute residual (the MAD of the errors the
+  baseline made on the clean buckets of the last :data:`SCALE_WINDOW`), at
+  least :data:`RELATIVE_FLOOR` of the level and at least the caller's noise
+  floor (Poisson for counts, binomial for rates).
+* a bucket more than :data:`SPIKE_SIGMAS` out is a **spike** (above) or a
+  **dip** (below); it is left out of every later baseline.
+* a two-sided CUSUM of the residuals (in sigmas, each clipped to
+  :data:`CUSUM_CLIP`, allowance :data:`CUSUM_K`) passing :data:`CUSUM_H` is a
+  lasting change: a **level_shift** when the residuals since the change began
+  are about flat, a **drift** when they grow. The baseline then restarts at
+  the change (the old level is no longer expected); spikes already reported
+  inside the change are kept.
+
+The constants are module attributes, so tests and users can tune them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+SPIKE_SIGMAS = 5.0
+"""A bucket this many robust sigmas from the expected value is a spike or a dip."""
+CUSUM_K = 1.0
+"""CUSUM allowance (sigmas): residuals smaller than this do not accumulate."""
+CUSUM_H = 6.0
+"""CUSUM decision interval (sigmas): past it, a lasting change is reported."""
+CUSUM_CLIP = 4.0
+"""Each residual adds at most this many sigmas to the CUSUM (one spike is no shift)."""
+MIN_HISTORY = 24
+"""Clean buckets of history before anything is reported."""
+LEVEL_WINDOW = 48
+"""Buckets of the current segment the level is the median of."""
+SCALE_WINDOW = 168
+"""Clean buckets whose residuals give sigma."""
+PROFILE_CYCLES = 7
+"""Days of history the hour-of-day profile is the median of."""
+MIN_PROFILE_CYCLES = 3
+"""Days of history before the profile is used."""
+PROFILE_MIN_SIGMAS = 0.75
+"""The profile is used when its median absolute offset is at least this many sigmas."""
+RELATIVE_FLOOR = 0.02
+"""Sigma is at least this fraction of the expected value's magnitude."""
+ABSOLUTE_FLOOR = 1e-9
+DAY_SECONDS = 86_400
+MAX_PERIOD = 1440
+"""At most this many buckets per day for a profile (a one-minute bucket)."""
+RESTART_AFTER_DRIFT = 3
+"""After a drift, the level restarts from this many latest buckets (it kept moving)."""
+
+MAD_SCALE = 1.4826  # MAD -> standard deviation for normal noise
+
+Floor = Callable[[float, int], float]
+"""The noise floor of a series at an expected value, for a bucket of so many spans
+(e.g. Poisson for a count: ``sqrt(expected)``)."""
+
+Finding = tuple[int, float, float, float, str]
+"""``(index, expected, observed, deviation, kind)``."""
+
+
+@dataclass(frozen=True)
+class Found:
+    """One anomaly found by :meth:`SeriesDetector.update`."""
+
+    index: int
+    expected: float
+    observed: float
+    deviation: float
+    kind: str
+    onset: int  # the first bucket of the change (== index for a spike or a dip)
+
+
+def period_of(bucket_seconds: int) -> int:
+    """Buckets per day, or 0 when a day is not a whole number of buckets (no profile)."""
+    if bucket_seconds <= 0 or DAY_SECONDS % bucket_seconds:
+        return 0
+    p = DAY_SECONDS // bucket_seconds
+    return p if 2 <= p <= MAX_PERIOD else 0
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else math.nan
+
+
+class SeriesDetector:
+    """The detector of one series (see the module's docstring); feed it bucket by bucket.
+
+    Args:
+        bucket_seconds: the width of a bucket (the day's profile needs a whole
+            number of buckets per day).
+        floor: the series' noise floor at an expected value, or ``None``.
+    """
+
+    def __init__(self, bucket_seconds: int = 3600, floor: Floor | None = None) -> None:
+        self.period = period_of(bucket_seconds)
+        self.bucket_seconds = bucket_seconds
+        self.floor = floor
+        keep = max(SCALE_WINDOW, LEVEL_WINDOW, self.period * PROFILE_CYCLES) + 1
+        # Per bucket seen (bounded): value, phase, level used, residual, flags.
+        self._x: deque[float] = deque(maxlen=keep)
+        self._phase: deque[int] = deque(maxlen=keep)
+        self._dev: deque[float] = deque(maxlen=keep)  # value - level (the seasonal part + noise)
+        self._res: deque[float] = deque(maxlen=keep)  # value - expected (for sigma)
+        self._clean: deque[bool] = deque(maxlen=keep)  # for sigma and the profile
+        self._usable: deque[bool] = deque(maxlen=keep)  # for the level: not a spike
+        self._index: deque[int] = deque(maxlen=keep)
+        self._expected: deque[tuple[float, float]] = deque(maxlen=keep)  # (expected, sigma)
+        self.seen = 0  # buckets fed, missing ones included
+        self.segment_start = 0  # index of the first bucket of the current level
+        self._profile = np.zeros(max(self.period, 1))
+        self._profile_on = False
+        self._profile_at = -1  # the cycle the profile was computed in
+        self._up = self._down = 0.0
+        self._up_from = self._down_from = 0  # where each CUSUM started to grow
+        self._last_change: tuple[int, int] | None = None  # (index, sign) of the latest change
+        self._clean_count = 0
+
+    # -- the baseline ----------------------------------------------------------
+
+    def _phase_of(self, index: int, timestamp: datetime | None) -> int:
+        if not self.period:
+            return 0
+        if timestamp is None:
+            return index % self.period
+        t = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=timezone.utc)
+        return int(t.timestamp() // self.bucket_seconds) % self.period
+
+    def _refresh_profile(self) -> None:
+        cycle = self.seen // self.period
+        if cycle == self._profile_at:
+            return
+        self._profile_at = cycle
+        if self._clean_count < MIN_PROFILE_CYCLES * self.period:
+            return
+        dev = np.fromiter(self._dev, float, len(self._dev))
+        phase = np.fromiter(self._phase, int, len(self._phase))
+        clean = np.fromiter(self._clean, bool, len(self._clean)) & ~np.isnan(dev)
+        dev, phase = dev[clean], phase[clean]
+        profile = np.zeros(self.period)
+        counts = np.bincount(phase, minlength=self.period)
+        if counts.min() < MIN_PROFILE_CYCLES:
+            return
+        for p in range(self.period):
+            profile[p] = np.median(dev[phase == p])
+        profile -= np.median(profile)
+        noise = MAD_SCALE * _median(np.abs(dev - profile[phase]))
+        self._profile = profile
+        self._profile_on = bool(np.median(np.abs(profile)) >= PROFILE_MIN_SIGMAS * noise)
+
+    def _baseline(self, phase: int) -> tuple[float, float, float]:
+        """``(level, seasonal, sigma)`` from the buckets before this one."""
+        n = len(self._x)
+        x = np.fromiter(self._x, float, n)
+        ph = np.fromiter(self._phase, int, n)
+        idx = np.fromiter(self._index, int, n)
+        clean = np.fromiter(self._clean, bool, n)
+        usable = np.fromiter(self._usable, bool, n)
+        seasonal = self._profile if self._profile_on else None
+        y = x - seasonal[ph] if seasonal is not None else x
+        in_level = (idx >= self.segment_start) & usable
+        level = _median(y[in_level][-LEVEL_WINDOW:])
+        res = np.fromiter(self._res, float, n)
+        ok = clean & ~np.isnan(res)
+        sigma = MAD_SCALE * _median(np.abs(res[ok][-SCALE_WINDOW:]))
+        season = float(seasonal[phase]) if seasonal is not None else 0.0
+        return level, season, sigma
+
+    def _sigma(self, sigma: float, expected: float, count: int) -> float:
+        floors = [ABSOLUTE_FLOOR, RELATIVE_FLOOR * abs(expected)]
+        if self.floor is not None:
+            floors.append(self.floor(expected, count))
+        return max(sigma if not math.isnan(sigma) else 0.0, *floors)
+
+    # -- one bucket ------------------------------------------------------------
+
+    def update(
+        self, value: float, timestamp: datetime | None = None, count: int = 0
+    ) -> list[Found]:
+        """Take the next bucket's value (NaN: missing) and return what it shows.
+
+        Args:
+            value: the bucket's value; NaN when the bucket has none.
+            timestamp: the bucket's start (its hour of the day); default: the
+                series starts at midnight.
+            count: the spans the value was made of (for the noise floor).
+
+        Returns:
+            The anomalies this bucket reveals: a spike or a dip at this
+            bucket, and/or a lasting change confirmed at this bucket.
+        """
+        index = self.seen
+        self.seen += 1
+        phase = self._phase_of(index, timestamp)
+        if self.period and index and phase == 0:
+            self._refresh_profile()
+        value = float(value)
+        if math.isnan(value) or math.isinf(value):
+            return []
+        if self._clean_count < MIN_HISTORY:
+            level, season, sigma = self._baseline(phase) if self._x else (value, 0.0, math.nan)
+            level = value if math.isnan(level) else level
+            self._push(index, value, phase, level, value - level - season, True, True)
+            self._expected.append((level + season, math.nan))
+            return []
+        level, season, raw_sigma = self._baseline(phase)
+        if math.isnan(level):  # a new segment with nothing clean in it yet
+            level = value - season
+        expected = level + season
+        sigma = self._sigma(raw_sigma, expected, count)
+        z = (value - expected) / sigma
+        found: list[Found] = []
+        spike = abs(z) > SPIKE_SIGMAS
+        if spike:
+            found.append(Found(index, expected, value, z, "spike" if z > 0 else "dip", index))
+        change = self._cusum(index, z)
+        self._push(
+            index, value, phase, level, value - expected, not spike and change is None, not spike
+        )
+        self._expected.append((expected, sigma))
+        if change is not None:
+            found.append(self._changed(index, change, expected, sigma))
+        return found
+
+    def _push(
+        self, index: int, value: float, phase: int, level: float, res: float, clean: bool,
+        usable: bool,
+    ) -> None:
+        self._x.append(value)
+        self._phase.append(phase)
+        self._dev.append(value - level)
+        self._res.append(res)
+        self._clean.append(clean)
+        self._usable.append(usable)
+        self._index.append(index)
+        if clean:
+            self._clean_count += 1
+
+    def _cusum(self, index: int, z: float) -> int | None:
+        """Advance the CUSUMs; the onset of a confirmed change (or ``None``)."""
+        c = max(-CUSUM_CLIP, min(CUSUM_CLIP, z))
+        if self._up == 0.0:
+            self._up_from = index
+        if self._down == 0.0:
+            self._down_from = index
+        self._up = max(0.0, self._up + c - CUSUM_K)
+        self._down = max(0.0, self._down - c - CUSUM_K)
+        if self._up > CUSUM_H:
+            return self._up_from
+        if self._down > CUSUM_H:
+            return self._down_from
+        return None
+
+    def _changed(self, index: int, onset: int, expected: float, sigma: float) -> Found:
+        """The level shift or drift from ``onset`` to ``index``; restart the baseline."""
+        n = len(self._x)
+        idx = np.fromiter(self._index, int, n)
+        x = np.fromiter(self._x, float, n)
+        since = idx >= onset
+        seen = x[since]
+        # The baseline as it was when the change began.
+        before = [e for e, i in zip(self._expected, self._index, strict=True) if i == onset]
+        if before and not math.isnan(before[0][1]):
+            expected, sigma = before[0]
+        sign = 1 if float(np.median(seen)) >= expected else -1
+        again = (
+            self._last_change is not None
+            and self._last_change[1] == sign
+            and index - self._last_change[0] <= LEVEL_WINDOW
+        )
+        drift = again or _sloped(seen)
+        observed = float(np.median(seen[-3:])) if drift else float(np.median(seen))
+        deviation = (observed - expected) / sigma
+        # The change's buckets were measured against the old level: leave them
+        # out of sigma and the profile. The level restarts at the change.
+        clean = [c and i < onset for c, i in zip(self._clean, self._index, strict=True)]
+        self._clean_count -= sum(self._clean) - sum(clean)
+        self._clean = deque(clean, maxlen=self._clean.maxlen)
+        self.segment_start = index - RESTART_AFTER_DRIFT + 1 if drift else onset
+        self._up = self._down = 0.0
+        self._last_change = (index, sign)
+        kind = "drift" if drift else "level_shift"
+        return Found(index, expected, observed, deviation, kind, onset)
+
+
+DRIFT_T = 3.0
+"""A change whose values still trend (slope t-statistic above this) is a drift."""
+DRIFT_MIN_BUCKETS = 8
+
+
+def _sloped(values: np.ndarray) -> bool:
+    """Whether ``values`` (the buckets since a change began) still trend."""
+    y = values[~np.isnan(values)]
+    n = y.size
+    if n < DRIFT_MIN_BUCKETS:
+        return False
+    t = np.arange(n, dtype=float)
+    t -= t.mean()
+    slope = float(t @ (y - y.mean()) / (t @ t))
+    resid = y - y.mean() - slope * t
+    se = math.sqrt(float(resid @ resid) / (n - 2) / float(t @ t)) if n > 2 else math.inf
+    return se > 0 and abs(slope) / se > DRIFT_T
+
+
+def find(
+    values: Sequence[float],
+    timestamps: Sequence[datetime] | None = None,
+    bucket_seconds: int = 3600,
+    floor: Floor | None = None,
+) -> list[Found]:
+    """Every anomaly of a whole series (one :class:`SeriesDetector` fed in order)."""
+    if timestamps is not None and len(timestamps) != len(values):
+        raise ValueError(
+            f"timestamps: {len(timestamps)} given for {len(values)} values"
+        )
+    detector = SeriesDetector(bucket_seconds, floor)
+    out: list[Found] = []
+    for i, v in enumerate(values):
+        out.extend(detector.update(v, None if timestamps is None else timestamps[i]))
+    return out
