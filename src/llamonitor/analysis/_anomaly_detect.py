@@ -280,6 +280,13 @@ class SeriesDetector:
                 window.pop()
                 self._history -= 1 if window is self._errors else 0
         self.segment_start = index - RESTART_AFTER_DRIFT + 1 if drift else onset
+        if not drift:
+            # A new level may scale the noise and the day's profile too: learn
+            # them again (nothing is judged for MIN_HISTORY buckets).
+            self._profile_on = False
+            self._offsets.clear()
+            self._errors.clear()
+            self._history = 0
         self._up = self._down = 0.0
         self._last_change = (index, sign)
         kind = "drift" if drift else "level_shift"
