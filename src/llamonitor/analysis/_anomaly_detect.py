@@ -95,12 +95,20 @@ def period_of(bucket_seconds: int) -> int:
     return p if 2 <= p <= MAX_PERIOD else 0
 
 
-def _median(values: np.ndarray) -> float:
-    return float(np.median(values)) if values.size else math.nan
+def _median(values: Sequence[float]) -> float:
+    """The median of a short list (sorting in C beats numpy's overhead here)."""
+    n = len(values)
+    if not n:
+        return math.nan
+    ordered = sorted(values)
+    m = n // 2
+    return ordered[m] if n % 2 else (ordered[m - 1] + ordered[m]) / 2
 
 
 class SeriesDetector:
     """The detector of one series (see the module's docstring); feed it bucket by bucket.
+
+    Its memory is bounded (a week of buckets, or :data:`PROFILE_CYCLES` days).
 
     Args:
         bucket_seconds: the width of a bucket (the day's profile needs a whole
@@ -112,25 +120,24 @@ class SeriesDetector:
         self.period = period_of(bucket_seconds)
         self.bucket_seconds = bucket_seconds
         self.floor = floor
-        keep = max(SCALE_WINDOW, LEVEL_WINDOW, self.period * PROFILE_CYCLES) + 1
-        # Per bucket seen (bounded): value, phase, level used, residual, flags.
-        self._x: deque[float] = deque(maxlen=keep)
-        self._phase: deque[int] = deque(maxlen=keep)
-        self._dev: deque[float] = deque(maxlen=keep)  # value - level (the seasonal part + noise)
-        self._res: deque[float] = deque(maxlen=keep)  # value - expected (for sigma)
-        self._clean: deque[bool] = deque(maxlen=keep)  # for sigma and the profile
-        self._usable: deque[bool] = deque(maxlen=keep)  # for the level: not a spike
-        self._index: deque[int] = deque(maxlen=keep)
-        self._expected: deque[tuple[float, float]] = deque(maxlen=keep)  # (expected, sigma)
+        # The level: (index, value, phase) of the buckets that are no spike.
+        self._level: deque[tuple[int, float, int]] = deque(maxlen=LEVEL_WINDOW)
+        # Sigma: (index, |value - expected|) of the clean buckets.
+        self._errors: deque[tuple[int, float]] = deque(maxlen=SCALE_WINDOW)
+        # The profile: (index, phase, value - level) of the clean buckets.
+        self._offsets: deque[tuple[int, int, float]] = deque(
+            maxlen=max(1, self.period * PROFILE_CYCLES)
+        )
+        # A change's figures: (index, value, expected, sigma) of the latest buckets.
+        self._recent: deque[tuple[int, float, float, float]] = deque(maxlen=SCALE_WINDOW)
         self.seen = 0  # buckets fed, missing ones included
         self.segment_start = 0  # index of the first bucket of the current level
-        self._profile = np.zeros(max(self.period, 1))
+        self._profile = [0.0] * max(self.period, 1)
         self._profile_on = False
-        self._profile_at = -1  # the cycle the profile was computed in
         self._up = self._down = 0.0
         self._up_from = self._down_from = 0  # where each CUSUM started to grow
         self._last_change: tuple[int, int] | None = None  # (index, sign) of the latest change
-        self._clean_count = 0
+        self._history = 0  # clean buckets so far
 
     # -- the baseline ----------------------------------------------------------
 
@@ -143,43 +150,32 @@ class SeriesDetector:
         return int(t.timestamp() // self.bucket_seconds) % self.period
 
     def _refresh_profile(self) -> None:
-        cycle = self.seen // self.period
-        if cycle == self._profile_at:
+        """Recompute the hour-of-day profile (once a day)."""
+        if len(self._offsets) < MIN_PROFILE_CYCLES * self.period:
             return
-        self._profile_at = cycle
-        if self._clean_count < MIN_PROFILE_CYCLES * self.period:
+        phase = np.fromiter((o[1] for o in self._offsets), int, len(self._offsets))
+        dev = np.fromiter((o[2] for o in self._offsets), float, len(self._offsets))
+        if np.bincount(phase, minlength=self.period).min() < MIN_PROFILE_CYCLES:
             return
-        dev = np.fromiter(self._dev, float, len(self._dev))
-        phase = np.fromiter(self._phase, int, len(self._phase))
-        clean = np.fromiter(self._clean, bool, len(self._clean)) & ~np.isnan(dev)
-        dev, phase = dev[clean], phase[clean]
-        profile = np.zeros(self.period)
-        counts = np.bincount(phase, minlength=self.period)
-        if counts.min() < MIN_PROFILE_CYCLES:
-            return
-        for p in range(self.period):
-            profile[p] = np.median(dev[phase == p])
+        order = np.argsort(phase, kind="stable")
+        groups = np.split(dev[order], np.cumsum(np.bincount(phase, minlength=self.period))[:-1])
+        profile = np.array([np.median(g) for g in groups])
         profile -= np.median(profile)
-        noise = MAD_SCALE * _median(np.abs(dev - profile[phase]))
-        self._profile = profile
+        noise = MAD_SCALE * float(np.median(np.abs(dev - profile[phase])))
+        self._profile = [float(v) for v in profile]
         self._profile_on = bool(np.median(np.abs(profile)) >= PROFILE_MIN_SIGMAS * noise)
 
     def _baseline(self, phase: int) -> tuple[float, float, float]:
         """``(level, seasonal, sigma)`` from the buckets before this one."""
-        n = len(self._x)
-        x = np.fromiter(self._x, float, n)
-        ph = np.fromiter(self._phase, int, n)
-        idx = np.fromiter(self._index, int, n)
-        clean = np.fromiter(self._clean, bool, n)
-        usable = np.fromiter(self._usable, bool, n)
-        seasonal = self._profile if self._profile_on else None
-        y = x - seasonal[ph] if seasonal is not None else x
-        in_level = (idx >= self.segment_start) & usable
-        level = _median(y[in_level][-LEVEL_WINDOW:])
-        res = np.fromiter(self._res, float, n)
-        ok = clean & ~np.isnan(res)
-        sigma = MAD_SCALE * _median(np.abs(res[ok][-SCALE_WINDOW:]))
-        season = float(seasonal[phase]) if seasonal is not None else 0.0
+        start = self.segment_start
+        if self._profile_on:
+            prof = self._profile
+            level = _median([v - prof[ph] for i, v, ph in self._level if i >= start])
+            season = prof[phase]
+        else:
+            level = _median([v for i, v, _ in self._level if i >= start])
+            season = 0.0
+        sigma = MAD_SCALE * _median([e for _, e in self._errors])
         return level, season, sigma
 
     def _sigma(self, sigma: float, expected: float, count: int) -> float:
@@ -213,16 +209,13 @@ class SeriesDetector:
         value = float(value)
         if math.isnan(value) or math.isinf(value):
             return []
-        if self._clean_count < MIN_HISTORY:
-            level, season, sigma = self._baseline(phase) if self._x else (value, 0.0, math.nan)
-            level = value if math.isnan(level) else level
-            self._push(index, value, phase, level, value - level - season, True, True)
-            self._expected.append((level + season, math.nan))
-            return []
         level, season, raw_sigma = self._baseline(phase)
-        if math.isnan(level):  # a new segment with nothing clean in it yet
+        if math.isnan(level):  # the first bucket, or a new segment with nothing in it yet
             level = value - season
         expected = level + season
+        if self._history < MIN_HISTORY:
+            self._push(index, value, phase, level, expected, math.nan, True, True)
+            return []
         sigma = self._sigma(raw_sigma, expected, count)
         z = (value - expected) / sigma
         found: list[Found] = []
@@ -231,26 +224,23 @@ class SeriesDetector:
             found.append(Found(index, expected, value, z, "spike" if z > 0 else "dip", index))
         change = self._cusum(index, z)
         self._push(
-            index, value, phase, level, value - expected, not spike and change is None, not spike
+            index, value, phase, level, expected, sigma, not spike and change is None, not spike
         )
-        self._expected.append((expected, sigma))
         if change is not None:
             found.append(self._changed(index, change, expected, sigma))
         return found
 
     def _push(
-        self, index: int, value: float, phase: int, level: float, res: float, clean: bool,
-        usable: bool,
+        self, index: int, value: float, phase: int, level: float, expected: float,
+        sigma: float, clean: bool, usable: bool,
     ) -> None:
-        self._x.append(value)
-        self._phase.append(phase)
-        self._dev.append(value - level)
-        self._res.append(res)
-        self._clean.append(clean)
-        self._usable.append(usable)
-        self._index.append(index)
+        if usable:
+            self._level.append((index, value, phase))
         if clean:
-            self._clean_count += 1
+            self._errors.append((index, abs(value - expected)))
+            self._offsets.append((index, phase, value - level))
+            self._history += 1
+        self._recent.append((index, value, expected, sigma))
 
     def _cusum(self, index: int, z: float) -> int | None:
         """Advance the CUSUMs; the onset of a confirmed change (or ``None``)."""
@@ -269,15 +259,11 @@ class SeriesDetector:
 
     def _changed(self, index: int, onset: int, expected: float, sigma: float) -> Found:
         """The level shift or drift from ``onset`` to ``index``; restart the baseline."""
-        n = len(self._x)
-        idx = np.fromiter(self._index, int, n)
-        x = np.fromiter(self._x, float, n)
-        since = idx >= onset
-        seen = x[since]
+        since = [r for r in self._recent if r[0] >= onset]
+        seen = np.array([r[1] for r in since])
         # The baseline as it was when the change began.
-        before = [e for e, i in zip(self._expected, self._index, strict=True) if i == onset]
-        if before and not math.isnan(before[0][1]):
-            expected, sigma = before[0]
+        if since and not math.isnan(since[0][3]):
+            expected, sigma = since[0][2], since[0][3]
         sign = 1 if float(np.median(seen)) >= expected else -1
         again = (
             self._last_change is not None
@@ -289,10 +275,18 @@ class SeriesDetector:
         deviation = (observed - expected) / sigma
         # The change's buckets were measured against the old level: leave them
         # out of sigma and the profile. The level restarts at the change.
-        clean = [c and i < onset for c, i in zip(self._clean, self._index, strict=True)]
-        self._clean_count -= sum(self._clean) - sum(clean)
-        self._clean = deque(clean, maxlen=self._clean.maxlen)
+        for window in (self._errors, self._offsets):
+            while window and window[-1][0] >= onset:
+                window.pop()
+                self._history -= 1 if window is self._errors else 0
         self.segment_start = index - RESTART_AFTER_DRIFT + 1 if drift else onset
+        if not drift:
+            # A new level may scale the noise and the day's profile too: learn
+            # them again (nothing is judged for MIN_HISTORY buckets).
+            self._profile_on = False
+            self._offsets.clear()
+            self._errors.clear()
+            self._history = 0
         self._up = self._down = 0.0
         self._last_change = (index, sign)
         kind = "drift" if drift else "level_shift"

@@ -282,6 +282,9 @@ cli.add_command(_retention_group)
 from llamonitor.cli._watch import watch as _watch_command  # noqa: E402
 
 cli.add_command(_watch_command)
+from llamonitor.cli._anomalies import anomalies as _anomalies_command  # noqa: E402
+
+cli.add_command(_anomalies_command)
 
 
 def main(argv: list[str] | None = None) -> None:

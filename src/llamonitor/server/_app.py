@@ -32,6 +32,7 @@ ROUTERS = (
     "_metrics_api",
     "_retention",
     "_alerts",
+    "_anomalies",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
