@@ -28,10 +28,12 @@ from llamonitor.analysis._agents_model import (
 )
 from llamonitor.analysis._report import Store, _opened
 from llamonitor.analysis._sql import IS_LLM
-from llamonitor.storage._duckdb import Filters
+from llamonitor.storage._duckdb import DuckDBQuery, Filters
 
-MAX_SPANS = 20_000_000
-"""A scope with more spans than this is refused (narrow it with a time range)."""
+MAX_SPANS = 2_000_000
+"""A scope with more spans than this is refused (narrow it with a time range): the
+graph holds about 150 bytes per span in memory. ``llamonitor report`` leaves the
+agent suggestions out of such a scope."""
 
 _KINDS: tuple[HandoffKind, HandoffKind] = ("call", "sequence")
 
@@ -88,6 +90,7 @@ def agent_graph(
     since: datetime | None = None,
     until: datetime | None = None,
     project: str | None = None,
+    trace: str | None = None,
     suggestions: bool = True,
 ) -> AgentGraph:
     """The coordination graph of the spans of a scope.
@@ -98,6 +101,7 @@ def agent_graph(
         since: spans that started at or after this time (naive = UTC).
         until: spans that started before this time.
         project: only this ``project_name``.
+        trace: only this trace id.
         suggestions: compute the suggestions.
 
     Returns:
@@ -106,20 +110,30 @@ def agent_graph(
     Raises:
         ValueError: more than :data:`MAX_SPANS` spans in the scope.
     """
-    graph = AgentGraph(session=session, since=since, until=until, project=project)
-    filters = Filters(session_id=session, since=since, until=until, project_name=project)
-    begun = time.perf_counter()
+    filters = Filters(
+        session_id=session, trace_id=trace, since=since, until=until, project_name=project
+    )
     with _opened(store) as q:
-        where, params = q.where(filters)
-        if session is None:  # a session is bounded; a time range is checked first
-            head = q.run("SELECT count(*) AS n FROM {rel} " + where, params, filters)
-            n = int(head.column("n")[0].as_py()) if head is not None else 0
-            if n > MAX_SPANS:
-                raise ValueError(
-                    f"since: {n:,} spans in this scope, at most {MAX_SPANS:,}: "
-                    "choose a shorter time range or a session"
-                )
-        table = q.run(graph_sql().replace("{where}", where), params, filters)
+        return graph_of(q, filters, suggestions=suggestions)
+
+
+def graph_of(q: DuckDBQuery, filters: Filters, *, suggestions: bool = True,
+             spans: int | None = None) -> AgentGraph:
+    """:func:`agent_graph` of ``filters`` over ``q`` (``spans``: their count, if known)."""
+    session = filters.session_id if isinstance(filters.session_id, str) else None
+    graph = AgentGraph(session=session, since=filters.since, until=filters.until,
+                       project=filters.project_name)
+    begun = time.perf_counter()
+    where, params = q.where(filters)
+    if spans is None:
+        head = q.run("SELECT count(*) AS n FROM {rel} " + where, params, filters)
+        spans = int(head.column("n")[0].as_py()) if head is not None else 0
+    if spans > MAX_SPANS:
+        raise ValueError(
+            f"since: {spans:,} spans in this scope, at most {MAX_SPANS:,}: "
+            "choose a shorter time range or a session"
+        )
+    table = q.run(graph_sql().replace("{where}", where), params, filters) if spans else None
     graph.timings_ms["read"] = (time.perf_counter() - begun) * 1000
     if table is None or table.num_rows == 0:
         return graph

@@ -276,6 +276,10 @@ from llamonitor.cli._metrics import metrics as _metrics_group  # noqa: E402
 
 cli.add_command(_metrics_group)
 
+from llamonitor.cli._agents import agents as _agents_command  # noqa: E402
+
+cli.add_command(_agents_command)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

@@ -30,6 +30,7 @@ ROUTERS = (
     "_otlp",
     "_metrics",
     "_metrics_api",
+    "_agents",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
@@ -43,6 +44,7 @@ UI_ROUTES = (
     "/sessions",
     "/sessions/{rest:path}",
     "/report",
+    "/agents",
     "/live",
     "/spans/{rest:path}",
     "/series",
