@@ -125,15 +125,20 @@ def graph_of(q: DuckDBQuery, filters: Filters, *, suggestions: bool = True,
                        project=filters.project_name)
     begun = time.perf_counter()
     where, params = q.where(filters)
-    if spans is None:
+    if spans is None and session is None:  # a session is read at once, a time range counted
         head = q.run("SELECT count(*) AS n FROM {rel} " + where, params, filters)
         spans = int(head.column("n")[0].as_py()) if head is not None else 0
-    if spans > MAX_SPANS:
+    if spans is not None and spans > MAX_SPANS:
         raise ValueError(
             f"since: {spans:,} spans in this scope, at most {MAX_SPANS:,}: "
             "choose a shorter time range or a session"
         )
-    table = q.run(graph_sql().replace("{where}", where), params, filters) if spans else None
+    table = q.run(graph_sql().replace("{where}", where), params, filters) if spans != 0 else None
+    if table is not None and table.num_rows > MAX_SPANS:
+        raise ValueError(
+            f"since: {table.num_rows:,} spans in this scope, at most {MAX_SPANS:,}: "
+            "choose a shorter time range"
+        )
     graph.timings_ms["read"] = (time.perf_counter() - begun) * 1000
     if table is None or table.num_rows == 0:
         return graph
