@@ -23,8 +23,8 @@ that span failed.
   the invocation of the nearest ancestor of C's span with an agent name).
 - ``sequence`` (sibling-sequential): invocations X and Y have the same parent
   invocation (or, both top-level, the same trace), and X is the one that
-  ended last at or before Y started (on a tie, the one that started first,
-  then by span key). Siblings that overlap in time ran in parallel: no
+  ended last at or before Y started (on a tie, the one that started last,
+  then a fixed order of span keys). Siblings that overlap in time ran in parallel: no
   handoff between them.
 
 Latency of a handoff: the time from the sender's last recorded step to the

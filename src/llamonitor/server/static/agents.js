@@ -47,7 +47,7 @@ export function drawGraph(graph) {
   const defs = s("defs");
   for (const kind of ["call", "sequence"]) {
     const marker = s("marker", { id: "arrow-" + kind, viewBox: "0 0 10 10", refX: 9, refY: 5,
-      markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+      markerWidth: 10, markerHeight: 10, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
     marker.appendChild(s("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow " + kind }));
     defs.appendChild(marker);
   }
