@@ -300,3 +300,16 @@ def test_decorated_agents_make_call_handoffs(tmp_path: Path) -> None:
     e = edges_of(g)
     assert e[("planner", "search", "call")].count == 6
     assert e[("search", "search", "sequence")].count == 3
+
+
+def test_a_scope_too_large_is_refused_naming_since(tmp_path: Path, monkeypatch: Any) -> None:
+    """A time range over MAX_SPANS is a clear error; the report then leaves the agents out."""
+    import pytest
+
+    from llamonitor.analysis import _agents
+
+    write(tmp_path, orchestrated())
+    monkeypatch.setattr(_agents, "MAX_SPANS", 3)
+    with pytest.raises(ValueError, match="since: 8 spans in this scope, at most 3"):
+        agent_graph(tmp_path)
+    assert not [s for s in analyze(tmp_path).suggestions if s.kind.startswith("agent")]
