@@ -14,7 +14,8 @@
 Every aggregate is written once in DuckDB SQL over the store's rows, so the
 same report runs on every store. The critical path and retries are defined
 in :mod:`llamonitor.analysis._critical`, the suggestions in
-:mod:`llamonitor.analysis._suggest`.
+:mod:`llamonitor.analysis._suggest`; the agents' coordination graph
+(``agent_graph``: handoffs, loops, chains) in :mod:`llamonitor.analysis._agents_walk`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from typing import TYPE_CHECKING
 from llamonitor._lazy import exports
 
 if TYPE_CHECKING:
+    from llamonitor.analysis._agents import agent_graph
+    from llamonitor.analysis._agents_model import (
+        AgentChain,
+        AgentEdge,
+        AgentGraph,
+        AgentLoop,
+        AgentNode,
+        ChainStep,
+    )
     from llamonitor.analysis._export import csv_rows, to_csv, write_csv
     from llamonitor.analysis._html import render_html
     from llamonitor.analysis._models import (
@@ -54,7 +64,13 @@ if TYPE_CHECKING:
 
 # Imported at first use (see llamonitor._lazy).
 _EXPORTS: dict[str, str] = {
+    "AgentChain": "llamonitor.analysis._agents_model",
+    "AgentEdge": "llamonitor.analysis._agents_model",
+    "AgentGraph": "llamonitor.analysis._agents_model",
+    "AgentLoop": "llamonitor.analysis._agents_model",
+    "AgentNode": "llamonitor.analysis._agents_model",
     "Bottleneck": "llamonitor.analysis._models",
+    "ChainStep": "llamonitor.analysis._agents_model",
     "CostBreakdown": "llamonitor.analysis._models",
     "CostGroup": "llamonitor.analysis._models",
     "CriticalPath": "llamonitor.analysis._models",
@@ -76,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     "TraceSummary": "llamonitor.analysis._models",
     "TrendPoint": "llamonitor.analysis._models",
     "Trends": "llamonitor.analysis._models",
+    "agent_graph": "llamonitor.analysis._agents",
     "analyze": "llamonitor.analysis._report",
     "auto_bucket": "llamonitor.analysis._report",
     "csv_rows": "llamonitor.analysis._export",
@@ -86,7 +103,13 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AgentChain",
+    "AgentEdge",
+    "AgentGraph",
+    "AgentLoop",
+    "AgentNode",
     "Bottleneck",
+    "ChainStep",
     "CostBreakdown",
     "CostGroup",
     "CriticalPath",
@@ -108,6 +131,7 @@ __all__ = [
     "TraceSummary",
     "TrendPoint",
     "Trends",
+    "agent_graph",
     "analyze",
     "auto_bucket",
     "csv_rows",

@@ -16,7 +16,10 @@ from typing import Any, Literal
 from llamonitor.analysis._format import clean_float
 
 Bucket = Literal["minute", "hour", "day"]
-SuggestionKind = Literal["cheaper_model", "cache", "errors", "bottleneck"]
+SuggestionKind = Literal[
+    "cheaper_model", "cache", "errors", "bottleneck", "agent_loop", "agent_bottleneck",
+    "context_growth",
+]
 
 
 def _plain(value: Any) -> Any:

@@ -345,6 +345,13 @@ def _fill(
     if with_suggestions:
         begun = time.perf_counter()
         report.suggestions = build.suggestions(report, dims, repeated, prices)
+        if any(r["agent_name"] is not None for r in dims["agent"]):
+            from llamonitor.analysis import _agents
+
+            spans = build.integer(total["spans"])
+            if spans <= _agents.MAX_SPANS:
+                graph = _agents.graph_of(run.q, run.filters, spans=spans)
+                report.suggestions = _suggest.ranked(report.suggestions + graph.suggestions)
         run.timings["suggestions"] = (time.perf_counter() - begun) * 1000
 
 

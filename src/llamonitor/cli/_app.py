@@ -285,6 +285,9 @@ cli.add_command(_watch_command)
 from llamonitor.cli._anomalies import anomalies as _anomalies_command  # noqa: E402
 
 cli.add_command(_anomalies_command)
+from llamonitor.cli._agents import agents as _agents_command  # noqa: E402
+
+cli.add_command(_agents_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ ROUTERS = (
     "_retention",
     "_alerts",
     "_anomalies",
+    "_agents",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
@@ -46,6 +47,7 @@ UI_ROUTES = (
     "/sessions",
     "/sessions/{rest:path}",
     "/report",
+    "/agents",
     "/live",
     "/spans/{rest:path}",
     "/series",
