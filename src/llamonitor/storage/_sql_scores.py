@@ -289,8 +289,8 @@ def _mysql_migrate(t: Any, cur: Any) -> None:
     )
     cur.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-        "AND table_schema = DATABASE()",
-        (SCORES_TABLE,),
+        "AND table_schema = coalesce(%s, DATABASE())",
+        (SCORES_TABLE, t.schema or None),
     )
     have = {r[0] for r in cur.fetchall()}
     for f in SCORE_SCHEMA:
