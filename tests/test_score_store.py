@@ -22,7 +22,7 @@ from llamonitor.storage._layout import data_files
 from llamonitor.storage._scores import ScoreFilters, mark_targets, read_scores, write_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _servers import _execute, server_dsn  # noqa: E402
+from _servers import _execute, server_dsn
 
 STORES = ("parquet", "sqlite", "postgres", "mysql")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -138,7 +138,7 @@ def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:
 
 
 def test_a_store_without_scores_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="storage.backend"):
+    with pytest.raises(ConfigurationError, match=r"storage\.backend"):
         write_scores(StorageConfig(backend="memory"), scores_table([_score()]))
 
 

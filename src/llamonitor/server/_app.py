@@ -30,6 +30,7 @@ ROUTERS = (
     "_otlp",
     "_metrics",
     "_metrics_api",
+    "_scores",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
