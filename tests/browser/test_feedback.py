@@ -29,7 +29,7 @@ def trace_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         row.update(event_id=f"e{i}", session_id="s1", trace_id=TRACE, span_id=f"{i + 1:016x}",
                    parent_span_id=None if i == 0 else f"{1:016x}", operation_name=f"op{i}",
                    operation_type="llm_call", timestamp=t0 + timedelta(seconds=i),
-                   duration_ms=100.0, model="gpt-4o")
+                   duration_ms=100.0, model="gpt-4o", process_id=1)
         rows.append(row)
     write_rows(d, rows)
     handle = start_server(ServerConfig(port=0), directory=d)
@@ -46,11 +46,12 @@ def test_thumbs_down_with_a_comment_is_stored_and_shown(page: Any, trace_server:
     page.goto(trace_server.url.rstrip("/") + f"/traces/{TRACE}")
     page.wait_for_selector("section.feedback", timeout=15_000)
     assert page.text_content("ul.scores") == "No scores yet."
-    page.fill("textarea.feedback-comment", "cites the wrong <b>year</b><img src=x onerror=window.__xss=1>")
+    hostile = "cites the wrong <b>year</b><img src=x onerror=window.__xss=1>"
+    page.fill("textarea.feedback-comment", hostile)
     page.click("button.thumb.down")
     page.wait_for_selector("text=Thanks: feedback saved.", timeout=15_000)
     item = page.text_content('ul.scores li[data-name="user_feedback"]') or ""
-    assert "👎 bad" in item and "<b>year</b>" in item  # markup shown as text
+    assert "✗ bad" in item and "<b>year</b>" in item  # markup shown as text
     assert page.evaluate("window.__xss") is None
     shot(page, "trace-feedback")
     stored = _get(trace_server, f"/api/scores?trace_id={TRACE}")["scores"]
@@ -61,7 +62,7 @@ def test_thumbs_down_with_a_comment_is_stored_and_shown(page: Any, trace_server:
     page.reload()
     page.wait_for_selector('ul.scores li[data-name="user_feedback"]', timeout=15_000)
     page.click("button.thumb.up")  # changing one's mind replaces the thumb
-    page.wait_for_selector("text=👍 good", timeout=15_000)
+    page.wait_for_selector("text=✓ good", timeout=15_000)
     stored = _get(trace_server, f"/api/scores?trace_id={TRACE}")["scores"]
     assert [s["value"] for s in stored] == [1.0]
     assert page.problems == []

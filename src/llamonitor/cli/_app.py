@@ -276,6 +276,10 @@ from llamonitor.cli._metrics import metrics as _metrics_group  # noqa: E402
 
 cli.add_command(_metrics_group)
 
+from llamonitor.cli._eval import eval_group as _eval_group  # noqa: E402
+
+cli.add_command(_eval_group)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""

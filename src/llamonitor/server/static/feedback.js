@@ -31,7 +31,7 @@ export async function postScore(score) {
 function describe(s) {
   let what = s.label !== null && s.label !== undefined ? String(s.label) : "";
   if (s.value !== null && s.value !== undefined) {
-    if (s.name === FEEDBACK_NAME) what = s.value >= 0.5 ? "👍 good" : "👎 bad";
+    if (s.name === FEEDBACK_NAME) what = s.value >= 0.5 ? "✓ good" : "✗ bad";
     else what = what ? `${what} (${s.value})` : String(s.value);
   }
   return what;
@@ -79,8 +79,8 @@ export function feedbackBox(traceId, scores) {
   const box = h("section", { class: "feedback", "aria-label": "feedback" },
     h("h2", null, "Feedback"),
     h("div", { class: "feedback-row" },
-      h("button", { type: "button", class: "thumb up", title: "good answer", onclick: send(1) }, "👍 Good"),
-      h("button", { type: "button", class: "thumb down", title: "bad answer", onclick: send(0) }, "👎 Bad"),
+      h("button", { type: "button", class: "thumb up", title: "good answer", onclick: send(1) }, "✓ Good"),
+      h("button", { type: "button", class: "thumb down", title: "bad answer", onclick: send(0) }, "✗ Bad"),
       comment, status),
     list);
   scoreList(list, current);
