@@ -218,3 +218,20 @@ def test_eval_run_judge_against_the_local_server(tmp_path: Path, llm: LLMServer)
 def test_eval_run_refuses_an_unknown_evaluator(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["eval", "run", "bogus", "--dir", str(_store(tmp_path))])
     assert result.exit_code == 2 and "not an evaluator" in result.output
+
+
+def test_eval_report_groups_scores_by_model_and_operation(tmp_path: Path) -> None:
+    """Scores joined with the spans they judge: by model, by operation, and a trend."""
+    store = _store(tmp_path)
+    _eval("latency:2s", "--dir", str(store))
+    by_op = CliRunner().invoke(cli, ["eval", "report", "--by", "operation", "--dir", str(store),
+                                     "--json"])
+    assert by_op.exit_code == 0, by_op.output
+    out = json.loads(by_op.output)
+    assert [(g["name"], g["key"], g["scores"]) for g in out["groups"]] == [
+        ("latency_slo", "llm.answer", 3)
+    ]
+    assert abs(out["groups"][0]["mean"] - 2 / 3) < 1e-9
+    assert out["trend"][0]["scores"] == 3
+    text = CliRunner().invoke(cli, ["eval", "report", "--dir", str(store)])
+    assert text.exit_code == 0 and "latency_slo" in text.output

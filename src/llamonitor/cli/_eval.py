@@ -148,3 +148,45 @@ def run(
     if out["first_error"]:
         render.emit(f"first error: {out['first_error']}")
 
+
+
+@eval_group.command("report")
+@click.option("--by", type=click.Choice(["model", "operation", "agent", "prompt_hash"]),
+              default="model", show_default=True, help="Group the scores by this.")
+@click.option("--since", metavar="TIME", default="7d", show_default=True, callback=_time,
+              help="Scores given at/after this time.")
+@dir_option
+@dsn_options
+@json_option
+@store_errors()
+def report(
+    by: str, since: datetime, directory: Path, dsn: str | None, table: str | None, as_json: bool
+) -> None:
+    """Score distributions by model, operation, agent or prompt hash, and the daily trend."""
+    from llamonitor.analysis._scores import score_report
+    from llamonitor.cli import _render as render
+    from llamonitor.cli._metrics import storage_config
+    from llamonitor.cli._options import open_store
+
+    query = open_store(directory, dsn, table)
+    try:
+        out = score_report(storage_config(directory, dsn, table), query, by=by, since=since)
+    finally:
+        query.close()
+    if as_json:
+        click.echo(render.dumps(render.for_json(out)))
+        return
+    if not out["groups"]:
+        render.emit(f"No scores in {store_label(directory, dsn)} since {since:%Y-%m-%d}.")
+        return
+    t = render.new_table(f"scores by {by} in {store_label(directory, dsn)}")
+    for col in ("score", by, "scores", "mean", "median", "min", "max", "top label"):
+        t.add_column(col, justify="left" if col in ("score", by, "top label") else "right")
+
+    def num(v: Any) -> str:
+        return "" if v is None else f"{v:.3f}"
+
+    for g in out["groups"]:
+        t.add_row(g["name"], str(g["key"] or "—"), f"{g['scores']:,}", num(g["mean"]),
+                  num(g["median"]), num(g["min"]), num(g["max"]), str(g["top_label"] or ""))
+    render.emit(t)
