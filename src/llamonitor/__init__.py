@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         ObservabilityManager,
     )
     from llamonitor.observatory import ModelProvider, Observatory, Session
+    from llamonitor.quality import score
     from llamonitor.schema import (
         SCHEMA,
         SCHEMA_VERSION,
@@ -127,6 +128,7 @@ _EXPORTS: dict[str, str] = {
     "propagate_context": "llamonitor.instrument",
     "register_backend": "llamonitor.storage",
     "register_metrics": "llamonitor.schema",
+    "score": "llamonitor.quality",
     "shutdown_monitoring": "llamonitor.transport",
     "uninstrument_anthropic": "llamonitor.integrations",
     "uninstrument_openai": "llamonitor.integrations",
@@ -178,6 +180,7 @@ __all__ = [
     "propagate_context",
     "register_backend",
     "register_metrics",
+    "score",
     "shutdown_monitoring",
     "uninstrument_anthropic",
     "uninstrument_openai",

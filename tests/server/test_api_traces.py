@@ -180,7 +180,7 @@ def test_one_span_has_every_column_and_its_attributes_as_an_object(
     for m in made(kind, [r for r in ATTRS if r["span_id"] not in invalid], tmp_path):
         c = m.client()
         ok = c.get("/api/traces/ta/spans/ok").json()
-        assert set(ok) == set(SCHEMA.names)
+        assert set(ok) == {*SCHEMA.names, "scores"}  # and its scores
         assert ok["custom_attributes"] == {"k": [1, "v"], "n": None}
         assert ok["prompt_content"] == "the prompt" and ok["completion_content"] == "the answer"
         assert ok["error"] is True and len(ok["error_message"]) == 1000

@@ -288,6 +288,9 @@ cli.add_command(_anomalies_command)
 from llamonitor.cli._agents import agents as _agents_command  # noqa: E402
 
 cli.add_command(_agents_command)
+from llamonitor.cli._eval import eval_group as _eval_group  # noqa: E402
+
+cli.add_command(_eval_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -168,6 +168,41 @@ class SpanContext:
             self._attrs = {}
         self._attrs.update(attributes)
 
+    def score(
+        self,
+        name: str,
+        value: float | bool | None = None,
+        *,
+        label: str | None = None,
+        comment: str | None = None,
+        source: str = "code",
+        evaluator: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Score this span (a session/trace scope: its trace), like
+        ``llamonitor.score(name, ..., span_id=...)``.
+
+        Raises:
+            ValueError: a bad argument (a NaN value...), at the call.
+        """
+        from llamonitor import _score_handoff
+        from llamonitor.schema._scores import make_score
+
+        span_id = self.span_id
+        row = make_score(
+            name,
+            value,
+            label=label,
+            comment=comment,
+            source=source,
+            evaluator=evaluator,
+            metadata=metadata,
+            span_id=span_id,
+            trace_id=None if span_id else self.trace_id,
+            span_trace_id=self.trace_id,
+        )
+        return _score_handoff.submit(row)
+
     def __enter__(self) -> SpanContext:
         self._token = CURRENT.set(self)
         self._t0 = time.perf_counter_ns()

@@ -34,6 +34,7 @@ ROUTERS = (
     "_alerts",
     "_anomalies",
     "_agents",
+    "_scores",
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 

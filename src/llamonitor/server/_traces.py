@@ -21,6 +21,7 @@ from llamonitor.server._deps import state
 from llamonitor.server._errors import BadParameter, NotFound
 from llamonitor.server._query import MAX_TEXT, SpanFilters, decode_cursor, encode_cursor
 from llamonitor.server._query import span_filters as span_filters_dep
+from llamonitor.server._scores import scores_of
 from llamonitor.server._settings import DEFAULT_PAGE_SIZE
 from llamonitor.storage._duckdb import Filters
 
@@ -95,6 +96,7 @@ class TraceTree(BaseModel):
     error_count: int
     truncated: bool
     critical_path: list[str]
+    scores: list[dict[str, Any]] = []
     spans: list[TreeSpan]
 
 
@@ -240,6 +242,8 @@ def trace_tree(
     if table is None or len(table) == 0:
         raise NotFound(f"no trace {trace_id!r}")
     head, spans = build_tree(trace_id, table, root, max_spans)
+    head = {**{k: v for k, v in head.items() if k != "spans"},
+            "scores": scores_of(request, trace_id=trace_id), "spans": []}
     # Thousands of spans: encoded by DuckDB from the columns, not validated again
     # (the schema is TraceTree's; the tests check the bodies against it).
     body = json.dumps(head, allow_nan=False, separators=(",", ":"))
@@ -366,7 +370,7 @@ def one_span(
     )
     if not rows:
         raise NotFound(f"no span {span_id!r} in trace {trace_id!r}")
-    return span_json(rows[0])
+    return {**span_json(rows[0]), "scores": scores_of(request, span_id=span_id)}
 
 
 def span_json(row: dict[str, Any]) -> dict[str, Any]:

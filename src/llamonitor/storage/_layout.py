@@ -38,6 +38,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 METRICS_DIR = "metrics"
 """``output_dir/metrics/`` holds metric points (``llamonitor.metrics``), not spans."""
 
+SCORES_DIR = "scores"
+"""``output_dir/scores/`` holds scores (``storage._scores``), not spans."""
+
 JOURNAL_NAME = ".compact-journal.json"
 """Written in a partition directory while a merge is in flight (see :func:`compact`)."""
 
@@ -109,8 +112,8 @@ def data_files(output_dir: str | Path) -> list[Path]:
     journaled: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if dirpath == str(root) and METRICS_DIR in dirnames:
-            dirnames.remove(METRICS_DIR)  # metric points (llamonitor.metrics), not spans
+        if dirpath == str(root):  # metric points and scores, not spans
+            dirnames[:] = [d for d in dirnames if d not in (METRICS_DIR, SCORES_DIR)]
         directory = Path(dirpath)
         found.extend(directory / n for n in filenames if _is_data_file(n))
         if JOURNAL_NAME in filenames:

@@ -9,6 +9,7 @@ import { api, showError } from "./api.js";
 import {
   clear, dash, empty, h, int, money, ms, sessionLink, stat, traceHref, tracesHref, whenTitle,
 } from "./dom.js";
+import { feedbackBox } from "./feedback.js";
 
 const ROW_H = 24;
 const BUFFER = 12;
@@ -28,6 +29,7 @@ export function mount(root, ctx, traceId) {
       return;
     }
     view = new Waterfall(data, ctx, header, body);
+    header.appendChild(feedbackBox(data.trace_id, data.scores || []));
   }, (err) => {
     clear(body);
     body.appendChild(empty(err.status === 404 ? "No such trace." : "The trace could not be loaded."));

@@ -1,0 +1,187 @@
+"""Scores in every store: Parquet, SQLite, PostgreSQL, MySQL/MariaDB (the real
+servers of tests/_servers.py), idempotent by score_id, migrated, flagged when
+their target is unknown."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pydantic import SecretStr
+
+from llamonitor.schema._scores import SCORE_SCHEMA, make_score, scores_table
+from llamonitor.schema.config import ConfigurationError, StorageConfig
+from llamonitor.storage import _sql_scores
+from llamonitor.storage._duckdb import DuckDBQuery
+from llamonitor.storage._layout import data_files
+from llamonitor.storage._scores import ScoreFilters, mark_targets, read_scores, write_scores
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _servers import _execute, server_dsn
+
+STORES = ("parquet", "sqlite", "postgres", "mysql")
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def store_of(kind: str, tmp_path: Path) -> Iterator[StorageConfig]:
+    if kind == "parquet":
+        yield StorageConfig(output_dir=tmp_path / "store")
+        return
+    if kind == "sqlite":
+        yield StorageConfig(
+            backend="sqlite", connection_string=SecretStr(f"sqlite:///{tmp_path}/s.db")
+        )
+        return
+    dsn = server_dsn(kind)
+    schema = "sc_" + secrets.token_hex(5)
+    if kind == "mysql":
+        _execute(kind, dsn, f"CREATE DATABASE {schema}")
+    try:
+        yield StorageConfig(backend=kind, connection_string=SecretStr(dsn), schema_name=schema)
+    finally:
+        drop = "SCHEMA IF EXISTS {} CASCADE" if kind == "postgres" else "DATABASE IF EXISTS {}"
+        _execute(kind, dsn, "DROP " + drop.format(schema))
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageConfig]:
+    yield from store_of(str(request.param), tmp_path)
+
+
+def _score(name: str = "helpful", value: float | None = 0.5, **kw: object) -> dict[str, object]:
+    kw.setdefault("trace_id", "t1")
+    kw.setdefault("timestamp", T0)
+    return make_score(name, value, **kw)  # type: ignore[arg-type]
+
+
+def test_scores_round_trip_in_every_store(store: StorageConfig) -> None:
+    """What is written reads back the same: values, labels, comments, ids, times."""
+    rows = [
+        _score("helpful", 0.75, comment="clear, cites sources", source="llm", evaluator="judge"),
+        _score("feedback", None, label="bad", span_id="00ab", trace_id=None, source="human",
+               span_trace_id="t1"),
+        _score("cost_ok", True, session_id="s-1", trace_id=None, metadata={"limit": 0.1}),
+    ]
+    assert write_scores(store, scores_table(rows)) == 3
+    out = read_scores(store)
+    assert out.schema.equals(SCORE_SCHEMA, check_metadata=False)
+    got = {r["name"]: r for r in out.to_pylist()}
+    assert got["helpful"]["value"] == 0.75 and got["helpful"]["comment"] == "clear, cites sources"
+    assert got["helpful"]["source"] == "llm" and got["helpful"]["evaluator"] == "judge"
+    assert got["helpful"]["timestamp"] == T0
+    assert got["feedback"]["label"] == "bad" and got["feedback"]["value"] is None
+    assert got["feedback"]["target"] == "span" and got["feedback"]["trace_id"] == "t1"
+    assert got["cost_ok"]["value"] == 1.0 and got["cost_ok"]["target"] == "session"
+    assert got["cost_ok"]["metadata"] == '{"limit": 0.1}'
+
+
+def test_writing_a_score_again_replaces_it(store: StorageConfig) -> None:
+    """An evaluator re-run (same name, target, source, evaluator) leaves one row:
+    the later one; an older replay does not overwrite a newer score."""
+    write_scores(store, scores_table([_score(value=0.2, evaluator="e")]))
+    later = _score(value=0.9, evaluator="e", timestamp=T0 + timedelta(hours=1))
+    write_scores(store, scores_table([later]))
+    write_scores(store, scores_table([later]))
+    write_scores(store, scores_table([_score(value=0.1, evaluator="e")]))  # an old replay
+    out = read_scores(store).to_pylist()
+    assert [(r["value"], r["timestamp"]) for r in out] == [(0.9, T0 + timedelta(hours=1))]
+
+
+def test_filters_keep_what_they_name(store: StorageConfig) -> None:
+    rows = [
+        _score("a", 1.0, trace_id="t1"),
+        _score("b", 2.0, trace_id="t2", timestamp=T0 + timedelta(days=2)),
+        _score("a", 3.0, trace_id="t3", source="human"),
+    ]
+    write_scores(store, scores_table(rows))
+    assert {r["value"] for r in read_scores(store, ScoreFilters(name="a")).to_pylist()} == {1, 3}
+    assert [r["value"] for r in read_scores(store, ScoreFilters(trace_id="t2")).to_pylist()] == [2]
+    since = ScoreFilters(since=T0 + timedelta(days=1))
+    assert [r["name"] for r in read_scores(store, since).to_pylist()] == ["b"]
+    assert [r["value"] for r in read_scores(store, ScoreFilters(source="human")).to_pylist()] == [
+        3
+    ]
+
+
+def test_an_empty_store_has_no_scores(store: StorageConfig) -> None:
+    assert read_scores(store).num_rows == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mysql"])
+def test_a_table_of_an_older_version_gains_the_new_columns(kind: str, tmp_path: Path) -> None:
+    """Migration: a scores table without a column of today's schema gets it added
+    (nullable); its rows stay and read back."""
+    for store in store_of(kind, tmp_path):
+        write_scores(store, scores_table([_score()]))
+        q = "`" if kind == "mysql" else '"'
+        table = f"{q}{_sql_scores.SCORES_TABLE}{q}"
+        if store.schema_name:
+            table = f"{q}{store.schema_name}{q}.{table}"
+        dsn = store.connection_string.get_secret_value()  # type: ignore[union-attr]
+        _execute(kind, dsn, f"ALTER TABLE {table} DROP COLUMN {q}metadata{q}")
+        _sql_scores._migrated.clear()  # a new process
+        write_scores(store, scores_table([_score("new", metadata={"k": 1})]))
+        out = {r["name"]: r["metadata"] for r in read_scores(store).to_pylist()}
+        assert out == {"helpful": None, "new": '{"k": 1}'}
+
+
+def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:
+    store = StorageConfig(output_dir=tmp_path)
+    write_scores(store, scores_table([_score()]))
+    assert list((tmp_path / "scores").rglob("*.parquet"))
+    assert data_files(tmp_path) == []
+
+
+def test_a_store_without_scores_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"storage\.backend"):
+        write_scores(StorageConfig(backend="memory"), scores_table([_score()]))
+
+
+def _spans() -> DuckDBQuery:
+    """A span store holding trace t1, span 00ab, session s-1."""
+    rel = pa.table({"trace_id": ["t1"], "span_id": ["00ab"], "session_id": ["s-1"]})
+    return DuckDBQuery(lambda _filters: rel)
+
+
+def test_scores_for_unknown_ids_are_kept_and_flagged(tmp_path: Path) -> None:
+    """A score on a trace the store does not hold is stored as given, and the
+    query side says target_found = false."""
+    store = StorageConfig(output_dir=tmp_path)
+    rows = [
+        _score("a", trace_id="t1"),
+        _score("b", trace_id="nope"),
+        _score("c", span_id="00ab", trace_id=None),
+        _score("d", session_id="s-2", trace_id=None),
+    ]
+    write_scores(store, scores_table(rows))
+    out = mark_targets(read_scores(store), _spans())
+    assert {r["name"]: r["target_found"] for r in out.to_pylist()} == {
+        "a": True, "b": False, "c": True, "d": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"value": float("nan")}, "finite"),
+        ({"value": float("inf")}, "finite"),
+        ({"value": "0.5"}, "number"),
+        ({"value": None}, "value .* or a label"),
+        ({"trace_id": None}, "exactly one target"),
+        ({"span_id": "s"}, "exactly one target"),
+        ({"source": "robot"}, "source"),
+        ({"name": ""}, "name"),
+        ({"comment": "x" * 10_001}, "comment"),
+    ],
+)
+def test_bad_scores_are_refused_at_the_call(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"name": "n", "value": 1.0, "trace_id": "t", **kwargs}
+    name = args.pop("name")
+    value = args.pop("value")
+    with pytest.raises(ValueError, match=message):
+        make_score(name, value, **args)
