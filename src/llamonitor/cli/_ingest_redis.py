@@ -68,7 +68,7 @@ class RedisSource:
     def _gone(self, exc: Exception) -> SourceGone | None:
         text = str(exc)
         if isinstance(exc, self.redis.ResponseError) and (
-            text.startswith("NOGROUP") or "no such key" in text.lower()
+            text.startswith(("NOGROUP", "UNBLOCKED")) or "no such key" in text.lower()
         ):
             return SourceGone(
                 f"the stream {self.stream!r} or its consumer group {self.group!r} no longer "

@@ -117,7 +117,7 @@ class RedisStreamsBackend(Transport):
         client = self._connect()
         pipe = client.pipeline(transaction=False)
         for message in messages:
-            pipe.xadd(self.address.stream, entry_fields(message), maxlen=self.maxlen)  # type: ignore[arg-type]
+            pipe.xadd(self.address.stream, entry_fields(message), maxlen=self.maxlen)
         try:
             ids = await pipe.execute()
         except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:

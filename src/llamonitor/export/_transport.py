@@ -45,7 +45,7 @@ class Transport:
 
     max_message_rows: int = 5_000
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Connect to the broker (called once, on the sink's thread)."""
 
     async def put(self, message: BrokerMessage) -> None:
@@ -60,7 +60,7 @@ class Transport:
             if inspect.isawaitable(done):
                 await done
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release the connection."""
 
     # -- the sink backend interface (used by the transport) ----------------
