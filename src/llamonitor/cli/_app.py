@@ -296,3 +296,7 @@ cli.add_command(_eval_group)
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``llamonitor`` console script."""
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="llamonitor")
+
+from llamonitor.cli._ingest import ingest as _ingest_command  # noqa: E402
+
+cli.add_command(_ingest_command)

@@ -92,6 +92,8 @@ class StorageConfig(BaseSettings):
         partition_by: ``date`` (``output_dir/YYYY-MM-DD/``) or ``session_id``.
         batch_size: events that wake the worker for a write.
         flush_interval_seconds: longest time an event waits before a write.
+        stream: the broker stream of ``redis-streams`` / ``nats`` (see docs/brokers.md).
+        subject: the NATS subject (default ``llamonitor.<stream>``).
     """
 
     model_config = SettingsConfigDict(
@@ -109,6 +111,8 @@ class StorageConfig(BaseSettings):
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
     flush_interval_seconds: float = Field(default=DEFAULT_FLUSH_INTERVAL_SECONDS, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    stream: str | None = None
+    subject: str | None = None
 
     @field_validator("backend")
     @classmethod

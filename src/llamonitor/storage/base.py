@@ -79,6 +79,7 @@ _REGISTRY: dict[str, str | Callable[[StorageConfig], StorageBackend]] = {
     "mysql": "llamonitor.storage.mysql:MySQLBackend",
     "mariadb": "llamonitor.storage.mysql:MySQLBackend",
     "sqlite": "llamonitor.storage.sqlite:SQLiteBackend",
+    "redis-streams": "llamonitor.export._redis_streams:RedisStreamsBackend",
 }
 
 

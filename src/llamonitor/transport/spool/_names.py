@@ -140,6 +140,9 @@ def sink_identity(storage: Any) -> dict[str, Any]:
             ident["schema"] = storage.schema_name
     else:
         ident["output_dir"] = str(Path(storage.output_dir).expanduser().resolve())
+    for key in ("stream", "subject"):  # broker transports: one spool per stream
+        if getattr(storage, key, None):
+            ident[key] = getattr(storage, key)
     options = getattr(storage, "options", None)
     if options:
         ident["options_hash"] = _options_digest(options)

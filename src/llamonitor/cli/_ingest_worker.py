@@ -1,0 +1,333 @@
+"""The ingest worker: broker messages in, rows durable in a store, then ack.
+
+One loop per worker: fetch up to ``batch_messages`` messages (new ones, or
+ones a dead worker left pending), decode them (a message that cannot be
+decoded, or holds a schema version from the future, goes to the dead-letter
+stream with the error and is acknowledged), write their spans to the target
+in one write, and acknowledge them only once that write returned (the rows
+are committed). A failed write is retried with backoff for as long as it
+takes, keeping the messages (so no other worker takes them meanwhile): the
+backlog waits in the broker while the target is down. Redelivery never
+duplicates a row: spans are deduplicated by ``event_id`` within a write, and
+the SQL stores skip rows whose ``event_id`` is already there (primary key).
+
+Shutdown (``stop``, SIGTERM in the command): the batch in hand is finished
+if it can be within ``shutdown_grace_seconds``, else given back to the
+broker (another worker takes it at once); nothing is acknowledged that was
+not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
+from llamonitor.export._broker_codec import PoisonMessage, decode
+from llamonitor.schema._rejected import RowsRejected
+
+__all__ = ["IngestStats", "IngestWorker"]
+
+logger = logging.getLogger("llamonitor.ingest")
+
+BACKOFF_SECONDS = 0.2
+MAX_BACKOFF_SECONDS = 5.0
+BACKLOG_EVERY_SECONDS = 2.0
+"""How often the worker asks the broker for its backlog (lag, pending)."""
+
+
+@dataclass
+class IngestStats:
+    """What a worker did (its ``/metrics`` and ``health()``)."""
+
+    messages: int = 0
+    spans: int = 0
+    batches: int = 0
+    redeliveries: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    write_errors: int = 0
+    source_errors: int = 0
+    lag: int = 0
+    pending: int = 0
+    in_flight: int = 0
+    healthy: bool = True
+    last_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+
+async def _call(fn: Any, *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _dedupe(table: pa.Table) -> tuple[pa.Table, int]:
+    """``table`` with each ``event_id`` once (the first), and how many were dropped."""
+    ids = table.column("event_id")
+    distinct = pc.count_distinct(ids).as_py()
+    if distinct == table.num_rows:
+        return table, 0
+    seen: set[Any] = set()
+    keep = []
+    for i, value in enumerate(ids.to_pylist()):
+        if value not in seen:
+            seen.add(value)
+            keep.append(i)
+    return table.take(keep), table.num_rows - len(keep)
+
+
+class IngestWorker:
+    """Moves spans from ``source`` into ``target`` (a storage backend)."""
+
+    def __init__(
+        self,
+        source: Source,
+        target: Any,
+        *,
+        batch_messages: int = 64,
+        wait_seconds: float = 1.0,
+        keep_every_seconds: float = 10.0,
+        shutdown_grace_seconds: float = 10.0,
+        idle_exit_seconds: float | None = None,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.batch_messages = batch_messages
+        self.wait_seconds = wait_seconds
+        self.keep_every_seconds = keep_every_seconds
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.idle_exit_seconds = idle_exit_seconds
+        self.stats = IngestStats()
+        self.stop = asyncio.Event()
+        self._logged: set[str] = set()
+        self._next_backlog = 0.0
+
+    def health(self) -> dict[str, Any]:
+        s = self.stats
+        up = max(1e-9, time.time() - s.started)
+        return {
+            "healthy": s.healthy,
+            "source": self.source.label,
+            "target": repr(self.target),
+            "messages": s.messages,
+            "spans": s.spans,
+            "spans_per_second": s.spans / up,
+            "redeliveries": s.redeliveries,
+            "dead_letters": s.dead_letters,
+            "duplicates": s.duplicates,
+            "write_errors": s.write_errors,
+            "source_errors": s.source_errors,
+            "lag": s.lag,
+            "pending": s.pending,
+            "in_flight": s.in_flight,
+            "last_error": s.last_error,
+        }
+
+    def _warn(self, kind: str, message: str, *args: Any) -> None:
+        level = logging.DEBUG if kind in self._logged else logging.WARNING
+        self._logged.add(kind)
+        logger.log(level, message, *args)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Ingest until :attr:`stop` is set (or the source stays empty for
+        ``idle_exit_seconds``).
+
+        Raises:
+            SourceGone: the stream or the consumer group was deleted.
+        """
+        await _call(self.target.initialize)
+        try:
+            await self._with_source_retry(self.source.open)
+            idle_since = time.monotonic()
+            while not self.stop.is_set():
+                deliveries = await self._with_source_retry(
+                    self.source.fetch, self.batch_messages, self.wait_seconds
+                )
+                if deliveries is None:
+                    break
+                await self._refresh_backlog()
+                if not deliveries:
+                    if (
+                        self.idle_exit_seconds is not None
+                        and time.monotonic() - idle_since >= self.idle_exit_seconds
+                        and self.stats.lag == 0
+                    ):
+                        break
+                    continue
+                idle_since = time.monotonic()
+                await self._handle(deliveries)
+        finally:
+            try:
+                await self.source.close()
+            finally:
+                await _call(self.target.close)
+
+    async def _with_source_retry(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, retried while the broker is unreachable (None if
+        stopped meanwhile)."""
+        delay = BACKOFF_SECONDS
+        while True:
+            try:
+                result = await fn(*args)
+                if not self.stats.healthy and self.stats.write_errors == 0:
+                    self.stats.healthy = True
+                return result
+            except SourceGone:
+                self.stats.healthy = False
+                raise
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                self.stats.source_errors += 1
+                self.stats.healthy = False
+                self.stats.last_error = f"broker: {exc}"
+                self._warn("source", "llamonitor ingest: %s unreachable (retrying): %s",
+                           self.source.label, exc)
+                if self.stop.is_set():
+                    return None
+                try:
+                    await asyncio.wait_for(self.stop.wait(), delay * (0.5 + random.random() / 2))
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(MAX_BACKOFF_SECONDS, delay * 2)
+
+    async def _refresh_backlog(self) -> None:
+        now = time.monotonic()
+        if now < self._next_backlog:
+            return
+        self._next_backlog = now + BACKLOG_EVERY_SECONDS
+        try:
+            backlog = await self.source.backlog()
+        except SourceGone:
+            raise
+        except Exception:
+            return  # the next fetch reports a broker that went away
+        self.stats.lag = backlog.get("lag", 0)
+        self.stats.pending = backlog.get("pending", 0)
+
+    async def _handle(self, deliveries: list[Delivery]) -> None:
+        good: list[tuple[Delivery, pa.Table]] = []
+        poison: list[tuple[Delivery, str]] = []
+        for d in deliveries:
+            if d.redelivered:
+                self.stats.redeliveries += 1
+            try:
+                good.append((d, decode(d.payload, d.headers)))
+            except PoisonMessage as exc:
+                poison.append((d, str(exc)))
+        self.stats.in_flight = len(deliveries)
+        try:
+            for d, error in poison:
+                await self._dead_letter(d, error)
+            if good and not await self._write_all(good):
+                # Shutting down and the write could not finish: the broker
+                # gives these to another worker (nothing acknowledged).
+                await self._settle(self.source.give_back, [d for d, _ in good])
+                await self._settle(self.source.ack, [d for d, _ in poison])
+                return
+            await self._settle(self.source.ack, deliveries)
+        finally:
+            self.stats.in_flight = 0
+
+    async def _dead_letter(self, d: Delivery, error: str) -> None:
+        logger.warning("llamonitor ingest: dead-lettered message %s: %s", d.ref, error)
+        await self._with_source_retry(self.source.dead_letter, d, error)
+        self.stats.dead_letters += 1
+
+    async def _settle(self, fn: Any, deliveries: list[Delivery]) -> None:
+        """Ack (or give back) ``deliveries``; a broker that went away meanwhile
+        redelivers them later, which the idempotent write absorbs."""
+        if not deliveries:
+            return
+        try:
+            await fn(deliveries)
+        except SourceGone:
+            raise
+        except Exception as exc:
+            self.stats.source_errors += 1
+            self._warn("settle", "llamonitor ingest: could not settle %d messages: %s",
+                       len(deliveries), exc)
+
+    async def _write_all(self, good: list[tuple[Delivery, pa.Table]]) -> bool:
+        """Write the spans of ``good``; False if stopped before it could."""
+        try:
+            table = pa.concat_tables([t for _, t in good], promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Messages of incompatible schemas: one write each.
+            for item in good:
+                if not await self._write_all([item]):
+                    return False
+            return True
+        table, dropped = _dedupe(table)
+        self.stats.duplicates += dropped
+        try:
+            done = await self._write(table, [d for d, _ in good])
+        except RowsRejected as exc:
+            if len(good) == 1:
+                await self._dead_letter(good[0][0], f"the target refused the rows: {exc}")
+                return True
+            for item in good:  # find the message the target refuses
+                if not await self._write_all([item]):
+                    return False
+            return True
+        if done:
+            self.stats.messages += len(good)
+            self.stats.spans += table.num_rows
+            self.stats.batches += 1
+        return done
+
+    async def _write(self, table: pa.Table, deliveries: list[Delivery]) -> bool:
+        delay = BACKOFF_SECONDS
+        deadline: float | None = None
+        next_keep = time.monotonic() + self.keep_every_seconds
+        while True:
+            write = asyncio.ensure_future(_call(self.target.write_table, table))
+            while not write.done():
+                stop_wait = asyncio.ensure_future(self.stop.wait())
+                await asyncio.wait({write, stop_wait}, timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                now = time.monotonic()
+                if self.stop.is_set() and deadline is None:
+                    deadline = now + self.shutdown_grace_seconds
+                if deadline is not None and now >= deadline and not write.done():
+                    write.cancel()
+                    return False
+                if now >= next_keep:
+                    next_keep = now + self.keep_every_seconds
+                    await self._settle(self.source.keep, deliveries)
+            try:
+                write.result()
+            except RowsRejected:
+                raise
+            except Exception as exc:
+                self.stats.write_errors += 1
+                self.stats.healthy = False
+                self.stats.last_error = f"target: {exc}"
+                self._warn("write", "llamonitor ingest: writing to %r failed (retrying; "
+                           "the messages stay in the broker): %s", self.target, exc)
+                if self.stop.is_set():
+                    return False
+                try:
+                    await asyncio.wait_for(self.stop.wait(), delay * (0.5 + random.random() / 2))
+                except asyncio.TimeoutError:
+                    pass
+                if self.stop.is_set():
+                    return False
+                delay = min(MAX_BACKOFF_SECONDS, delay * 2)
+                if time.monotonic() >= next_keep:
+                    next_keep = time.monotonic() + self.keep_every_seconds
+                    await self._settle(self.source.keep, deliveries)
+                continue
+            self.stats.healthy = True
+            return True
