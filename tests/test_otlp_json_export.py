@@ -15,11 +15,13 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import llamonitor  # noqa: E402
-from llamonitor import MonitorConfig, StorageConfig, monitor_llm  # noqa: E402
-from llamonitor.export import OTLPExporterConfig  # noqa: E402
-from llamonitor.export import _otlp_json  # noqa: E402
-from llamonitor.server import ServerConfig, ServerHandle, start_server  # noqa: E402
+import llamonitor
+from llamonitor import MonitorConfig, StorageConfig, monitor_llm
+from llamonitor.export import (
+    OTLPExporterConfig,
+    _otlp_json,
+)
+from llamonitor.server import ServerConfig, ServerHandle, start_server
 
 
 @pytest.fixture

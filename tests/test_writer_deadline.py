@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 import llamonitor
-from llamonitor import MonitorConfig, StorageConfig, monitor_llm
-from llamonitor import _handoff
+from llamonitor import MonitorConfig, StorageConfig, _handoff, monitor_llm
 
 TIMEOUT = 2.0
 
@@ -75,7 +74,7 @@ def _record_one() -> None:
 def test_stop_returns_by_its_timeout_with_a_stuck_feeder_and_a_hung_store(blocked: Any) -> None:
     """stop(2 s) with both the feeder and the store hanging returns well before
     twice the timeout (each used to get the whole timeout), reporting not done."""
-    backend, _, given = blocked
+    _backend, _, given = blocked
     _record_one()
     t0 = time.monotonic()
     done = llamonitor.shutdown_monitoring(TIMEOUT)

@@ -27,9 +27,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
 import llamonitor  # noqa: E402
-from llamonitor import MonitorConfig, StorageConfig, monitor_llm  # noqa: E402
+from llamonitor import (  # noqa: E402
+    MonitorConfig,
+    StorageConfig,
+    _taps,
+    monitor_llm,
+)
 from llamonitor.server import ServerConfig, ServerHandle, _live, start_server  # noqa: E402
-from llamonitor import _taps  # noqa: E402
 
 WAIT = 15.0
 """Generous: a span must arrive within flush_interval + 1 s; CI machines are slow."""

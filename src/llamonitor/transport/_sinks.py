@@ -25,9 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from llamonitor import _taps
 from llamonitor.schema.config import ConfigurationError
 from llamonitor.storage.base import RowsRejected
-from llamonitor import _taps
 from llamonitor.transport._backend import Call
 from llamonitor.transport._backlog import MAX_PENDING_BATCHES, BacklogSink, Marker
 from llamonitor.transport.spool import Spool, error_text, is_transient
