@@ -53,7 +53,6 @@ UI_ROUTES = (
     "/spans/{rest:path}",
     "/series",
     "/series/{rest:path}",
-    "/alerts",
 )
 """Pages of the UI: each answers with ``index.html``, whose script reads the URL."""
 
