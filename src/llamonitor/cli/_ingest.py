@@ -6,7 +6,6 @@ imported when the command runs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -125,6 +124,8 @@ def ingest(
 
         server = serve_metrics(worker, metrics_port)
         click.echo(f"metrics at {server.url}", err=True)
+
+    import asyncio  # only when the command runs (--help stays light)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

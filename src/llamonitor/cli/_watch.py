@@ -8,7 +8,6 @@ returns a ``PeriodicTask`` or ``None``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import sys
@@ -108,6 +107,8 @@ def watch(
         f"llamonitor watching {store_label(directory, dsn)}: {len(rules.rules)} rule(s) every "
         f"{every:g} s, state in {watcher.state.path}", err=True,
     )
+    import asyncio  # only when the command runs (--help stays light)
+
     try:
         asyncio.run(_run(tasks, once, run_periodic))
         if once:
@@ -118,6 +119,8 @@ def watch(
 
 
 async def _run(tasks: list[Any], once: bool, run_periodic: Any) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
