@@ -38,6 +38,7 @@ def feed() -> Iterator[Any]:
             s.set_attribute("input.value", "mail bob@example.com, key sk-abcdefghijklmnopqrstuvwx")
             s.set_attribute("output.value", "ok, mailed bob@example.com")
             s.set_attribute("llm.input_messages.0.message.content", "call +1 415 555 0100 now")
+            s.add_event("gen_ai.content.prompt", {"gen_ai.prompt": "event mail eve@example.com"})
         assert processor.force_flush(5000)
         assert llamonitor.flush(10)
         (row,) = memory.rows()
@@ -58,6 +59,7 @@ def test_capture_off_stores_no_content_but_the_prompt_hash(feed: Any) -> None:
     custom = json.loads(row["custom_attributes"] or "{}")
     assert not [k for k in custom if k.startswith("llm.input_messages")]
     assert "bob@example.com" not in json.dumps(row, default=str)
+    assert "eve@example.com" not in json.dumps(row, default=str)  # nor in a span event
 
 
 def test_capture_on_redacts_like_decorated_code(feed: Any) -> None:
@@ -68,6 +70,8 @@ def test_capture_on_redacts_like_decorated_code(feed: Any) -> None:
     assert row["completion_content"] == "ok, mailed [EMAIL]"
     custom = json.loads(row["custom_attributes"])
     assert custom["llm.input_messages.0.message.content"] == "call [PHONE] [REDACTED]"
+    (event,) = [e for e in custom["otel.events"] if e["name"] == "gen_ai.content.prompt"]
+    assert event["attributes"]["gen_ai.prompt"] == "event mail [EMAIL]"
 
 
 def test_capture_on_without_rules_keeps_the_text(feed: Any) -> None:

@@ -43,6 +43,18 @@ def test_scores_from_code_reach_the_store_at_flush(tmp_path: Path) -> None:
     assert score_transport.health()["dropped"] == 0
 
 
+def test_a_bare_session_scope_scores_its_session(tmp_path: Path) -> None:
+    """score() on the scope of monitoring_session(), outside any span, targets the
+    session instead of raising into the application."""
+    store = StorageConfig(output_dir=tmp_path)
+    llamonitor.initialize_monitoring({"storage": {"output_dir": str(tmp_path)}})
+    with llamonitor.monitoring_session("sess-1") as scope:
+        assert scope.score("session_ok", 1.0)
+    assert llamonitor.flush(10.0)
+    (row,) = [r for r in read_scores(store).to_pylist() if r["name"] == "session_ok"]
+    assert row["target"] == "session" and row["session_id"] == "sess-1"
+
+
 def test_a_bad_score_raises_at_the_call_and_nothing_is_queued(tmp_path: Path) -> None:
     llamonitor.initialize_monitoring({"storage": {"output_dir": str(tmp_path)}})
     llamonitor.score("warm", 1.0, trace_id="t")  # the transport exists

@@ -199,6 +199,8 @@ class SpanContext:
             metadata=metadata,
             span_id=span_id,
             trace_id=None if span_id else self.trace_id,
+            # a bare session scope has neither: it scores its session
+            session_id=self.session_id if not span_id and not self.trace_id else None,
             span_trace_id=self.trace_id,
         )
         return _score_handoff.submit(row)

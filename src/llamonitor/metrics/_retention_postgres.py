@@ -106,7 +106,15 @@ class Postgres:
         return int(str(status).rsplit(" ", 1)[-1])
 
     def partitions(self, table: str) -> list[tuple[str, datetime | None]]:
-        """Each partition of ``table`` and its upper bound (``None``: DEFAULT)."""
+        """Each partition of ``table`` and its upper bound (``None``: DEFAULT).
+
+        None unless the table is range-partitioned by ``timestamp``: a partition of a
+        table keyed on another column may hold rows the policy keeps."""
+        key = self.run(
+            self.conn.fetchval("SELECT pg_get_partkeydef(to_regclass($1))", self.qualified(table))
+        )
+        if str(key or "").replace('"', "").replace(" ", "").lower() != "range(timestamp)":
+            return []
         rows = self.run(
             self.conn.fetch(
                 "SELECT c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid) "

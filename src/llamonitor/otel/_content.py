@@ -67,7 +67,9 @@ def apply_content_policy(row: dict[str, Any]) -> None:
         elif redact is not None:
             row[column] = redact(text)
     custom = row.get("custom_attributes")
-    if not custom or not any(p in custom for p in CONTENT_PREFIXES):
+    if not custom or not (
+        "otel.events" in custom or any(p in custom for p in CONTENT_PREFIXES)
+    ):
         return
     if capture and redact is None:
         return
@@ -81,8 +83,35 @@ def apply_content_policy(row: dict[str, Any]) -> None:
             attrs[key] = _redacted(attrs[key], redact)
         else:
             del attrs[key]
+    for event in attrs.get("otel.events") or ():
+        changed = _event_content(event, capture, redact) or changed
     if not capture and "content_truncated" in attrs:
         del attrs["content_truncated"]
         changed = True
     if changed:
         row["custom_attributes"] = json.dumps(attrs, ensure_ascii=False, default=repr)
+
+
+def _is_content_event(name: Any) -> bool:
+    """Events that carry a prompt or a completion (``gen_ai.content.prompt``,
+    ``gen_ai.user.message``, ``gen_ai.choice``...): every attribute is content."""
+    return isinstance(name, str) and name.startswith("gen_ai.") and (
+        name.startswith("gen_ai.content.")
+        or name.endswith((".message", ".details"))
+        or name == "gen_ai.choice"
+    )
+
+
+def _event_content(event: Any, capture: bool, redact: Any) -> bool:
+    """Drop or redact the content attributes of one stored span event, in place."""
+    if not isinstance(event, dict) or not isinstance(event.get("attributes"), dict):
+        return False
+    attributes: dict[str, Any] = event["attributes"]
+    whole = _is_content_event(event.get("name"))
+    keys = [k for k in attributes if whole or _is_content(k)]
+    for key in keys:
+        if capture:
+            attributes[key] = _redacted(attributes[key], redact)
+        else:
+            del attributes[key]
+    return bool(keys)

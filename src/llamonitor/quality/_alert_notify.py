@@ -39,16 +39,25 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}/…"
 
 
+def _slack_text(text: Any) -> str:
+    """Slack's control characters escaped: span data (a model name, an operation)
+    cannot ping ``<!channel>`` or smuggle a ``<url|label>`` link."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(n: dict[str, Any]) -> dict[str, Any]:
     """A Slack-compatible incoming-webhook body (``text`` plus one attachment)."""
-    fields = [{"title": k, "value": str(v), "short": True} for k, v in n["group"].items()]
+    fields = [
+        {"title": _slack_text(k), "value": _slack_text(v), "short": True}
+        for k, v in n["group"].items()
+    ]
     if n.get("value") is not None:
         fields.append({"title": "value", "value": f"{n['value']:.6g}", "short": True})
     return {
-        "text": n["summary"],
+        "text": _slack_text(n["summary"]),
         "attachments": [{
             "color": _COLORS.get(n["status"], "#888888"),
-            "fallback": n["summary"],
+            "fallback": _slack_text(n["summary"]),
             "fields": fields,
             "footer": f"llamonitor · incident {n['incident']}",
         }],

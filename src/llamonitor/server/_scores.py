@@ -164,7 +164,7 @@ async def post_scores(request: Request) -> Any:
         return refused
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting past the parser is not JSON we take
         raise BadParameter("body", "not JSON") from None
     items = body.get("scores") if isinstance(body, dict) and "scores" in body else [body]
     if not isinstance(items, list) or not items or len(items) > MAX_SCORES_PER_REQUEST:
