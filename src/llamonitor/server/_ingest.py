@@ -92,21 +92,23 @@ class Ingestor:
 
     # -- the core ------------------------------------------------------------
 
-    def export(self, request: Any, now_ns: int | None = None) -> Outcome:
-        """Map and queue the spans of a decoded ``ExportTraceServiceRequest``.
+    def export(self, request: Any, now_ns: int | None = None, wire: bytes | None = None) -> Outcome:
+        """Map and queue the spans of a decoded ``ExportTraceServiceRequest``
+        (``wire``: the protobuf bytes it was parsed from, when at hand).
 
         Raises:
             Refused: 503, the queue had no room for any of them (nothing queued).
         """
-        mapped = rows_from_request(request, now_ns=now_ns)
-        n = len(mapped.rows)
+        mapped = rows_from_request(request, now_ns=now_ns, wire=wire)
+        n = len(mapped)
         total = n + mapped.rejected
         table = _table_or_none(mapped) if n else None
+        rows = mapped.rows if n and table is None else []
         step = max(1, self.writer.queue_capacity // 2)
         accepted = 0
         for start in range(0, n, step):
             if table is None:  # the row-dict path: the worker converts them one by one
-                part: Any = mapped.rows[start : start + step]
+                part: Any = rows[start : start + step]
                 queued = self.writer.record_rows(part, QUEUE_WAIT_SECONDS)
             else:
                 part = table if n <= step else table.slice(start, step)
@@ -175,7 +177,7 @@ class Ingestor:
                 )
             raw = self.decompress(body, encoding)
             request = parse_json(raw) if as_json else parse_protobuf(raw)
-            outcome = self.export(request, now_ns)
+            outcome = self.export(request, now_ns, None if as_json else raw)
         except Refused as exc:
             if exc.counter != "refused_busy":  # export counted its own
                 self.count(exc.counter)
