@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from llamonitor.metrics._children import CounterChild, DistributionChild, GaugeChild
 from llamonitor.metrics._instruments import Metric
-from llamonitor.metrics._schema import METRIC_SCHEMA, labels_text
+from llamonitor.metrics._schema import METRIC_SCHEMA, append_point, labels_text
 
 OVERFLOW_METRIC = "llamonitor_metric_series_overflow_total"
 """Calls routed to a metric's ``other`` series (label ``metric``)."""
@@ -106,18 +106,10 @@ class Registry:
             hi: float | None = None,
             sketch: bytes | None = None,
         ) -> None:
-            cols["timestamp"].append(int(ts * 1_000_000))
-            cols["name"].append(name)
-            cols["kind"].append(kind)
-            cols["labels"].append(labels)
-            cols["resolution_seconds"].append(0)
-            cols["value"].append(value)
-            cols["count"].append(count)
-            cols["sum"].append(total)
-            cols["min"].append(lo)
-            cols["max"].append(hi)
-            cols["sketch"].append(sketch)
-            cols["source"].append(src)
+            append_point(
+                cols, int(ts * 1_000_000), name, kind, labels, 0, src,
+                value, count, total, lo, hi, sketch,
+            )
 
         for metric in self.metrics():
             kind = metric.kind

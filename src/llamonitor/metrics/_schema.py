@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -61,6 +61,37 @@ METRIC_SCHEMA = pa.schema(
 METRIC_COLUMNS = tuple(METRIC_SCHEMA.names)
 
 FLOAT_COLUMNS = tuple(f.name for f in METRIC_SCHEMA if pa.types.is_float64(f.type))
+
+
+def append_point(
+    cols: dict[str, list[Any]],
+    timestamp: Any,
+    name: str,
+    kind: str,
+    labels: str,
+    resolution: int,
+    source: str,
+    value: float | None = None,
+    count: int | None = None,
+    total: float | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    sketch: bytes | None = None,
+) -> None:
+    """Append one point to ``cols`` (a list per :data:`METRIC_SCHEMA` column):
+    the one row builder of the registry's flushes and the span rollups."""
+    cols["timestamp"].append(timestamp)
+    cols["name"].append(name)
+    cols["kind"].append(kind)
+    cols["labels"].append(labels)
+    cols["resolution_seconds"].append(resolution)
+    cols["value"].append(value)
+    cols["count"].append(count)
+    cols["sum"].append(total)
+    cols["min"].append(lo)
+    cols["max"].append(hi)
+    cols["sketch"].append(sketch)
+    cols["source"].append(source)
 
 
 def labels_text(labels: Mapping[str, object] | None) -> str:

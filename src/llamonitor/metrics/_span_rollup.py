@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from llamonitor.metrics import _sketch
-from llamonitor.metrics._schema import METRIC_SCHEMA, labels_text
+from llamonitor.metrics._schema import METRIC_SCHEMA, append_point, labels_text
 from llamonitor.metrics._store import aware, store_kind, write_points
 from llamonitor.schema.config import StorageConfig
 
@@ -205,15 +205,7 @@ def _append(
     hi: float | None = None,
     sketch: bytes | None = None,
 ) -> None:
-    cols["timestamp"].append(aware(ts))
-    cols["name"].append(name)
-    cols["kind"].append(kind)
-    cols["labels"].append(labels)
-    cols["resolution_seconds"].append(resolution)
-    cols["value"].append(value)
-    cols["count"].append(count)
-    cols["sum"].append(total)
-    cols["min"].append(lo)
-    cols["max"].append(hi)
-    cols["sketch"].append(sketch)
-    cols["source"].append(SOURCE)
+    append_point(
+        cols, aware(ts), name, kind, labels, resolution, SOURCE,
+        value, count, total, lo, hi, sketch,
+    )
