@@ -21,7 +21,7 @@ import pytest
 from _alert_store import span, write_spans
 from llamonitor.quality import _alert_notify as notify
 from llamonitor.quality import parse_rules
-from llamonitor.quality._alert_watch import Watcher
+from llamonitor.quality._alert_watch import STATE_FILE_NAME, Watcher
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -197,6 +197,18 @@ def test_a_failed_webhook_is_retried_and_a_hanging_one_blocks_nothing(
         hanging.close()
 
 
+def _wait_outbox_empty(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not json.loads(path.read_text())["outbox"]:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: the firing never left the outbox")
+
+
 def test_restart_mid_incident_neither_repeats_nor_loses(store: Path, receiver: Receiver,
                                                         tmp_path: Path) -> None:
     """`llamonitor watch` killed (SIGKILL) while an alert fires and started again: the
@@ -216,6 +228,10 @@ def test_restart_mid_incident_neither_repeats_nor_loses(store: Path, receiver: R
     try:
         receiver.wait(1)
         assert receiver.statuses() == ["firing"]
+        # Killed mid-incident once the firing is crossed off the outbox: a kill in the
+        # instant between the send and that write re-sends it with the same id (the
+        # documented at-least-once edge, tested in test_a_resent_notification_keeps_its_id).
+        _wait_outbox_empty(store / STATE_FILE_NAME)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -228,6 +244,24 @@ def test_restart_mid_incident_neither_repeats_nor_loses(store: Path, receiver: R
         second.wait(20)
     assert receiver.statuses() == ["firing", "resolved"]
     assert receiver.bodies[0]["incident"] == receiver.bodies[1]["incident"]
+
+
+def test_a_resent_notification_keeps_its_id(store: Path, receiver: Receiver) -> None:
+    """A firing written to the outbox but not crossed off (the watcher died before or
+    while sending it) is delivered by the next watcher, with the id it was given, so a
+    receiver that saw it once can drop the repeat."""
+    _failing(store, NOW)
+    first = Watcher(_rules(receiver.url), store)  # never started: its notifier never runs
+    made = first.evaluate(NOW + timedelta(seconds=6))
+    first.close()
+    assert [n["status"] for n in made] == ["firing"] and receiver.bodies == []
+    saved = json.loads((store / STATE_FILE_NAME).read_text())["outbox"]
+    assert [d["payload"]["id"] for d in saved] == [made[0]["id"]]
+    with Watcher(_rules(receiver.url), store):
+        receiver.wait(1)
+        _wait_outbox_empty(store / STATE_FILE_NAME)
+    assert receiver.statuses() == ["firing"]
+    assert receiver.bodies[0]["id"] == made[0]["id"]
 
 
 def test_the_anomalous_kind_fires_on_a_spike(store: Path, receiver: Receiver) -> None:

@@ -30,7 +30,6 @@ from _retention_data import (
     write_spans,
 )
 from llamonitor.metrics import RetentionConfig, apply_retention
-from llamonitor.metrics._retention import _rollups
 from llamonitor.metrics._store import point_files
 from llamonitor.schema.config import StorageConfig
 from llamonitor.storage.parquet import data_files
@@ -93,27 +92,11 @@ def test_sigkill_mid_apply_loses_nothing_inside_the_policy(tmp_path: Path, kind:
     raw_cut = NOW - timedelta(days=1)
     raw_keep = {k for k in point_keys(config(kind, original)) if k[2] == 0 and k[3] >= raw_cut}
 
-    clean = tmp_path / "clean"
-    shutil.copytree(original, clean)
-    started = time.perf_counter()
-    report = apply_retention(config(kind, clean), POLICY, now=NOW)
-    duration = {"all": time.perf_counter() - started}
-    rolled = tmp_path / "rolled"  # how long the deletes alone take
-    shutil.copytree(original, rolled)
-    _rollups(config(kind, rolled), POLICY, report.cutoffs, NOW)
-    started = time.perf_counter()
-    apply_retention(config(kind, rolled), POLICY, now=NOW)
-    duration["delete"] = time.perf_counter() - started
-    assert duration["delete"] > 0
-    expected = state(config(kind, clean))
-    assert set(expected[0]) == must_keep
-
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    killed = {"all": 0, "delete": 0}
-    for phase, seed in SEEDS:
-        work = tmp_path / f"run{seed}"
+
+    def start(phase: str, work: Path) -> subprocess.Popen[str]:
+        """A child applying the policy to ``work``, returned once it says the phase began."""
         shutil.copytree(original, work)
-        storage = config(kind, work)
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, *child_args(kind, work, phase)],
             stdout=subprocess.PIPE,
@@ -124,6 +107,26 @@ def test_sigkill_mid_apply_loses_nothing_inside_the_policy(tmp_path: Path, kind:
         assert child.stdout.readline().strip() == "ready"
         if phase == "delete":
             assert child.stdout.readline().strip() == "deleting"
+        return child
+
+    duration = {}  # how long each phase lasts in a child run to its end, as the kills see it
+    for phase in ("all", "delete"):
+        child = start(phase, tmp_path / f"timed-{phase}")
+        started = time.perf_counter()
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "done"
+        duration[phase] = time.perf_counter() - started
+        assert child.wait(30) == 0
+    clean = tmp_path / "timed-all"
+    expected = state(config(kind, clean))
+    assert set(expected[0]) == must_keep
+    assert state(config(kind, tmp_path / "timed-delete")) == expected
+
+    killed = {"all": 0, "delete": 0}
+    for phase, seed in SEEDS:
+        work = tmp_path / f"run{seed}"
+        storage = config(kind, work)
+        child = start(phase, work)
         time.sleep(random.Random(seed).uniform(0.0, 1.0) * duration[phase])
         child.send_signal(signal.SIGKILL)
         child.wait(30)
