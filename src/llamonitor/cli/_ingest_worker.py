@@ -11,6 +11,18 @@ backlog waits in the broker while the target is down. Redelivery never
 duplicates a row: spans are deduplicated by ``event_id`` within a write, and
 the SQL stores skip rows whose ``event_id`` is already there (primary key).
 
+The target lives on a writer thread of its own, with its own event loop
+(:class:`TargetThread`): its ``initialize``, ``write_table`` and ``close``
+run there, so a store whose writes block (Parquet, SQLite; the CPU of
+PostgreSQL's COPY encoding) never stalls the worker's loop, and the broker
+calls (fetch, ``keep`` heartbeats, acks, give-backs) go on meanwhile.
+
+A Parquet target is written one file per message, named by the message's
+batch id (a digest of its event ids), and a file that is already there is
+not written again: a redelivered message (and the same chunk published twice)
+lands once. That holds until the files are compacted into others; a
+redelivery comes within ``--claim-idle`` seconds, long before.
+
 Shutdown (``stop``, SIGTERM in the command): the batch in hand is finished
 if it can be within ``shutdown_grace_seconds``, else given back to the
 broker (another worker takes it at once); nothing is acknowledged that was
@@ -23,7 +35,9 @@ import asyncio
 import inspect
 import logging
 import random
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +45,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
-from llamonitor.export._broker_codec import PoisonMessage, decode
+from llamonitor.export._broker_codec import BATCH_ID, PoisonMessage, decode, ids_digest
 from llamonitor.schema._rejected import RowsRejected
 
-__all__ = ["IngestStats", "IngestWorker"]
+__all__ = ["IngestStats", "IngestWorker", "TargetThread"]
 
 logger = logging.getLogger("llamonitor.ingest")
 
@@ -42,6 +56,9 @@ BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 BACKLOG_EVERY_SECONDS = 2.0
 """How often the worker asks the broker for its backlog (lag, pending)."""
+CLOSE_TIMEOUT_SECONDS = 30.0
+"""How long the worker waits for the target to close (a write still stuck
+past the shutdown grace holds the writer thread; it is a daemon)."""
 
 
 @dataclass
@@ -69,6 +86,42 @@ async def _call(fn: Any, *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+class TargetThread:
+    """A storage backend driven from a thread of its own, with its own event
+    loop: :meth:`run` schedules one of the backend's methods there and
+    returns an awaitable for the caller's loop. Cancelling that awaitable
+    cancels the call on the writer's loop (an ``await`` in it is interrupted;
+    a blocking write finishes first).
+    """
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self._serve, name="llamonitor-ingest-writer", daemon=True
+        )
+        self.thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, name: str, *args: Any) -> asyncio.Future[Any]:
+        """``target.<name>(*args)`` on the writer's loop, awaitable from the caller's."""
+        method: Callable[..., Any] = getattr(self.target, name)
+        done = asyncio.run_coroutine_threadsafe(_call(method, *args), self.loop)
+        return asyncio.wrap_future(done)
+
+    def stop(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """End the writer's loop (after the call in hand) and its thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def _dedupe(table: pa.Table) -> tuple[pa.Table, int]:
@@ -111,6 +164,8 @@ class IngestWorker:
         self.stop = asyncio.Event()
         self._logged: set[str] = set()
         self._next_backlog = 0.0
+        self._writer: TargetThread | None = None
+        self._keyed = callable(getattr(target, "write_tables_once", None))
 
     def health(self) -> dict[str, Any]:
         s = self.stats
@@ -147,7 +202,12 @@ class IngestWorker:
         Raises:
             SourceGone: the stream or the consumer group was deleted.
         """
-        await _call(self.target.initialize)
+        self._writer = writer = TargetThread(self.target)
+        try:
+            await writer.run("initialize")
+        except BaseException:
+            await asyncio.to_thread(writer.stop)
+            raise
         try:
             await self._with_source_retry(self.source.open)
             idle_since = time.monotonic()
@@ -172,7 +232,10 @@ class IngestWorker:
             try:
                 await self.source.close()
             finally:
-                await _call(self.target.close)
+                try:
+                    await asyncio.wait_for(writer.run("close"), CLOSE_TIMEOUT_SECONDS)
+                finally:
+                    await asyncio.to_thread(writer.stop)
 
     async def _with_source_retry(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``, retried while the broker is unreachable (None if
@@ -270,8 +333,12 @@ class IngestWorker:
             return True
         table, dropped = _dedupe(table)
         self.stats.duplicates += dropped
+        if self._keyed:  # one file per message, named by its batch id
+            call: tuple[Any, ...] = ("write_tables_once", [_keyed(d, t) for d, t in good])
+        else:
+            call = ("write_table", table)
         try:
-            done = await self._write(table, [d for d, _ in good])
+            done = await self._write(call, [d for d, _ in good])
         except RowsRejected as exc:
             if len(good) == 1:
                 await self._dead_letter(good[0][0], f"the target refused the rows: {exc}")
@@ -286,12 +353,15 @@ class IngestWorker:
             self.stats.batches += 1
         return done
 
-    async def _write(self, table: pa.Table, deliveries: list[Delivery]) -> bool:
+    async def _write(self, call: tuple[Any, ...], deliveries: list[Delivery]) -> bool:
+        """``target.<call[0]>(*call[1:])`` on the writer thread, retried until it
+        works; False if stopped before it could."""
+        assert self._writer is not None
         delay = BACKOFF_SECONDS
         deadline: float | None = None
         next_keep = time.monotonic() + self.keep_every_seconds
         while True:
-            write = asyncio.ensure_future(_call(self.target.write_table, table))
+            write = self._writer.run(*call)
             while not write.done():
                 stop_wait = asyncio.ensure_future(self.stop.wait())
                 await asyncio.wait({write, stop_wait}, timeout=1.0,
@@ -307,7 +377,7 @@ class IngestWorker:
                     next_keep = now + self.keep_every_seconds
                     await self._settle(self.source.keep, deliveries)
             try:
-                write.result()
+                skipped = write.result()
             except RowsRejected:
                 raise
             except Exception as exc:
@@ -329,5 +399,16 @@ class IngestWorker:
                     next_keep = time.monotonic() + self.keep_every_seconds
                     await self._settle(self.source.keep, deliveries)
                 continue
+            if isinstance(skipped, int) and not isinstance(skipped, bool):
+                self.stats.duplicates += skipped  # already in the target (a redelivery)
             self.stats.healthy = True
             return True
+
+
+def _keyed(d: Delivery, table: pa.Table) -> tuple[str, pa.Table]:
+    """``(key, rows)`` of one message for a keyed target: its batch id (a
+    digest of its event ids; computed when the producer did not send one)."""
+    key = d.headers.get(BATCH_ID, "")
+    if not key.isalnum():
+        key = ids_digest(table.column("event_id"))
+    return key, _dedupe(table)[0]

@@ -43,6 +43,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_table",
+    "ids_digest",
 ]
 
 FORMAT = "llamonitor-format"
@@ -81,7 +82,7 @@ class BrokerMessage:
         return self.headers.get(BATCH_ID, "")
 
 
-def _ids_digest(ids: pa.ChunkedArray | pa.Array) -> str:
+def ids_digest(ids: pa.ChunkedArray | pa.Array) -> str:
     h = hashlib.blake2b(digest_size=16)
     for chunk in ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids]:
         buffers = chunk.buffers()
@@ -107,7 +108,7 @@ def encode(table: pa.Table) -> BrokerMessage:
         ids = table.column("event_id").combine_chunks()
         headers[FIRST_ID] = str(ids[0].as_py())
         headers[LAST_ID] = str(ids[-1].as_py())
-        headers[BATCH_ID] = _ids_digest(ids)
+        headers[BATCH_ID] = ids_digest(ids)
     return BrokerMessage(payload, headers, table.num_rows)
 
 

@@ -133,6 +133,29 @@ class ParquetBackend(StorageBackend):
         for directory in {final.parent for _, final in staged}:
             fsync_dir(directory)
 
+    async def write_tables_once(self, keyed: list[tuple[str, pa.Table]]) -> int:
+        """Write each ``(key, table)`` as files named by ``key`` (one per
+        partition: ``events_<first timestamp>_k<key>.parquet``), unless that
+        file is already there: writing the same keyed table again (a broker
+        redelivery) adds nothing. ``key``: ``[A-Za-z0-9]``, the same for the
+        same rows. Returns the rows skipped as already written.
+        """
+        skipped = 0
+        for key, table in keyed:
+            if table.num_rows == 0:
+                continue
+            if not key.isalnum():
+                raise ValueError(f"a file key must be letters and digits, not {key!r}")
+            for part_key, part in self._partitions(conform(table)):
+                directory = self.root / partition_dir_name(self.config.partition_by, part_key)
+                final = directory / _keyed_name(part, key)
+                if final.exists():
+                    skipped += part.num_rows
+                    continue
+                directory.mkdir(parents=True, exist_ok=True)
+                write_table_atomic(part, final, self.config.compression)
+        return skipped
+
     async def write_batch(self, events: list[MetricEvent]) -> None:
         await self.write_table(rows_table([e.to_row() for e in events]))
 
@@ -157,6 +180,14 @@ def _days(table: pa.Table) -> list[tuple[str, pa.Table]]:
         ((_EPOCH + timedelta(days=int(d))).isoformat(), table.filter(pa.array(days == d)))
         for d in np.unique(days)
     ]
+
+
+def _keyed_name(part: pa.Table, key: str) -> str:
+    """The file name of a keyed part: its first span's start (so names sort in
+    time and read as ours, like the writer's), then the key."""
+    first = pc.min(part.column("timestamp")).as_py()
+    stamp = f"{first:%Y%m%dT%H%M%S%f}" if first is not None else "00000000T000000000000"
+    return f"events_{stamp}_k{key}.parquet"
 
 
 def _stage(part: pa.Table, final: Path, compression: str, held: ExitStack) -> Path:
