@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
 from llamonitor.export._broker_codec import BATCH_ID, PoisonMessage, decode, ids_digest
+from llamonitor.schema._extensions import conform
 from llamonitor.schema._rejected import RowsRejected
 
 __all__ = ["IngestStats", "IngestWorker", "TargetThread"]
@@ -285,7 +286,7 @@ class IngestWorker:
             if d.redelivered:
                 self.stats.redeliveries += 1
             try:
-                good.append((d, decode(d.payload, d.headers)))
+                good.append((d, _spans(d)))
             except PoisonMessage as exc:
                 poison.append((d, str(exc)))
         self.stats.in_flight = len(deliveries)
@@ -403,6 +404,20 @@ class IngestWorker:
                 self.stats.duplicates += skipped  # already in the target (a redelivery)
             self.stats.healthy = True
             return True
+
+
+def _spans(d: Delivery) -> pa.Table:
+    """The spans of a message, in the schema's types.
+
+    Raises:
+        PoisonMessage: it cannot be decoded, or its columns cannot be
+            converted to the schema's (a write of it would fail forever).
+    """
+    table = decode(d.payload, d.headers)
+    try:
+        return conform(table)
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise PoisonMessage(f"the spans do not fit the schema: {exc}") from exc
 
 
 def _keyed(d: Delivery, table: pa.Table) -> tuple[str, pa.Table]:

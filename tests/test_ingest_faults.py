@@ -1,0 +1,426 @@
+"""Ingest workers under faults, with real servers: a worker SIGKILLed mid-batch,
+Redis killed and restarted (AOF on), the target PostgreSQL down, a write that
+blocks, redeliveries into a Parquet target, poison messages in a flow.
+
+Servers that are killed are private (tests/_redisserver.py, tests/_pgcluster.py);
+the others are the shared ones (tests/_servers.py). Every wait polls an
+observable condition, with a generous deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import llamonitor
+from _helpers import span_row
+from _pgcluster import PgCluster, StallProxy, _close
+from _redisserver import RedisServer
+from _servers import IN_CI, Store
+from llamonitor.cli._ingest import build_worker
+from llamonitor.export._broker_codec import encode
+from llamonitor.export._redis_streams import entry_fields
+from llamonitor.storage._layout import data_files
+from llamonitor.storage.parquet import ParquetBackend
+
+redis = pytest.importorskip("redis")
+pytest_plugins = ["_servers", "_pgcluster", "_redisserver"]
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+DEADLINE = 120.0
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    """Poll ``check`` until it returns something true; fail naming ``what``."""
+    end = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stream() -> Iterator[str]:
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        if IN_CI:
+            pytest.fail(f"redis is not reachable: {exc}")
+        pytest.skip(f"redis is not reachable: {exc}")
+    name = f"fault-{secrets.token_hex(4)}"
+    yield name
+    client.delete(name, name + ":dead")
+
+
+def _table(start: int, n: int, **values: Any) -> pa.Table:
+    return pa.Table.from_pylist(
+        [span_row(i, event_id=f"e{i:06d}", **values) for i in range(start, start + n)],
+        schema=llamonitor.SCHEMA,
+    )
+
+
+def _publish(url: str, stream: str, tables: list[pa.Table]) -> None:
+    """Every table as one entry, in one MULTI/EXEC: a blocked reader sees them all at once."""
+    pipe = redis.Redis.from_url(url).pipeline(transaction=True)
+    for t in tables:
+        pipe.xadd(stream, entry_fields(encode(t)))
+    pipe.execute()
+
+
+def _consumers(url: str, stream: str) -> dict[str, int]:
+    """Consumer name -> pending messages, of the default group."""
+    try:
+        found = redis.Redis.from_url(url).xinfo_consumers(stream, "llamonitor-ingest")
+    except redis.ResponseError:
+        return {}
+    return {c["name"].decode(): int(c["pending"]) for c in found}
+
+
+def _group(url: str, stream: str) -> dict[str, int]:
+    for g in redis.Redis.from_url(url).xinfo_groups(stream):
+        if g["name"] == b"llamonitor-ingest":
+            return {"pending": int(g["pending"]), "lag": int(g["lag"] or 0)}
+    raise AssertionError("no consumer group")
+
+
+def _count_pg(cluster_or_store: Any, table: str) -> tuple[int, int]:
+    """(rows, distinct event ids), or (-1, -1) while the table does not exist."""
+    sql = f'SELECT count(*), count(DISTINCT event_id) FROM "{table}"'
+    try:
+        row = cluster_or_store.execute(sql)[0]
+    except Exception:
+        return (-1, -1)
+    return int(row[0]), int(row[1])
+
+
+def _ingest_cmd(source: str, to: str, table: str, consumer: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "llamonitor.cli", "ingest", "--from", source, "--to", to,
+        "--table", table, "--consumer", consumer, *extra,
+    ]  # fmt: skip
+
+
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+
+
+def _finish(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """SIGTERM ``proc`` (a worker: it finishes its batch), wait, its output."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    return log.read_text(errors="replace")
+
+
+class BlackholeProxy(StallProxy):
+    """A TCP proxy that, once :meth:`blackhole` is called, swallows every byte
+    (both ways; connections stay open): a request sent then never arrives,
+    even after the client is gone."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.swallowing = threading.Event()
+        super().__init__(host, port)
+
+    def blackhole(self) -> None:
+        self.swallowing.set()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, done: threading.Barrier) -> None:
+        try:
+            while not self._closed.is_set():
+                if not select.select([src], [], [], 0.1)[0]:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
+                    break
+                if not self.swallowing.is_set():
+                    dst.sendall(data)
+        except (OSError, ValueError):
+            _close(src, dst)
+        finally:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                done.wait(timeout=30)
+
+
+# -- a worker SIGKILLed mid-batch ----------------------------------------------
+
+
+@pytest.mark.parametrize("moment", ["writing", "committed-not-acked"])
+def test_a_worker_killed_mid_batch_its_messages_are_claimed_and_land_once(
+    moment: str, stream: str, pg_cluster: PgCluster, stall_proxy: StallProxy, tmp_path: Path
+) -> None:
+    """SIGKILL a worker process while its write hangs (``writing``) or after
+    the write committed but before its XACK reached Redis: another worker
+    claims its pending messages (XAUTOCLAIM), and every span is in the table
+    exactly once."""
+    table = f"t_{secrets.token_hex(5)}"
+    with BlackholeProxy("127.0.0.1", 6379) as redis_proxy:
+        doomed = _spawn(
+            _ingest_cmd(
+                f"redis://127.0.0.1:{redis_proxy.port}/0/{stream}", stall_proxy.dsn(), table,
+                "doomed", "--batch", "8", "--claim-idle", "60",
+            ),
+            tmp_path / "doomed.log",
+        )
+        try:
+            # Its consumer appears at its first read, after its target is set up.
+            wait_for("its first read", lambda: "doomed" in _consumers(SHARED_REDIS, stream))
+            stall_proxy.stall()  # its next write hangs
+            _publish(SHARED_REDIS, stream, [_table(i * 100, 100) for i in range(20)])
+            wait_for("the worker's batch", lambda: _consumers(SHARED_REDIS, stream)["doomed"] == 8)
+            if moment == "committed-not-acked":
+                redis_proxy.blackhole()  # its XACK will never arrive
+                stall_proxy.resume()  # the write commits
+                wait_for("the batch's commit", lambda: _count_pg(pg_cluster, table)[0] == 800)
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait(30)
+        finally:
+            if doomed.poll() is None:
+                doomed.kill()
+                doomed.wait(10)
+        stall_proxy.resume()
+    assert _consumers(SHARED_REDIS, stream)["doomed"] == 8  # never acknowledged
+    log = tmp_path / "heir.log"
+    heir = _spawn(
+        _ingest_cmd(f"{SHARED_REDIS}/{stream}", pg_cluster.dsn, table, "heir",
+                    "--claim-idle", "0.5"),
+        log,
+    )
+    try:
+        wait_for("every span", lambda: _count_pg(pg_cluster, table)[0] >= 2000)
+        wait_for("every ack", lambda: _group(SHARED_REDIS, stream)["pending"] == 0)
+    finally:
+        out = _finish(heir, log)
+    assert _count_pg(pg_cluster, table) == (2000, 2000), out
+    assert "8 redelivered" in out, out
+
+
+# -- Redis killed and restarted under producers and workers --------------------
+
+
+def test_redis_restarted_mid_run_loses_nothing(
+    redis_server: RedisServer, pg_db: Store, tmp_path: Path
+) -> None:
+    """Kill Redis (AOF, appendfsync always) while a producer records and two
+    workers ingest; the producer's sink spools what it cannot publish and
+    replays it once Redis is back, the workers reconnect: every span once."""
+    stream = "spans"
+    writer = llamonitor.initialize_monitoring(
+        llamonitor.MonitorConfig(
+            storage=llamonitor.StorageConfig(
+                backend="redis-streams", connection_string=redis_server.url, stream=stream,
+                batch_size=200, flush_interval_seconds=0.1,
+                options={"max_message_rows": 100, "timeout_seconds": 2},
+            ),
+            spool_dir=tmp_path / "spool",
+            max_retries=1,
+            retry_backoff_seconds=0.1,
+            retry_max_backoff_seconds=1.0,
+        )
+    )
+
+    @llamonitor.monitor_llm(operation_name="call")
+    def call(i: int) -> int:
+        return i
+
+    workers = [
+        (
+            _spawn(
+                _ingest_cmd(f"{redis_server.url}/{stream}", pg_db.dsn, pg_db.table, f"w{n}",
+                            "--claim-idle", "2", "--batch", "4"),
+                tmp_path / f"w{n}.log",
+            ),
+            tmp_path / f"w{n}.log",
+        )
+        for n in range(2)
+    ]
+    try:
+        for i in range(2000):
+            call(i)
+        assert llamonitor.flush(30)
+        wait_for("the first spans", lambda: _count_pg(pg_db, pg_db.table)[0] >= 1)
+        redis_server.kill()
+        for i in range(2000, 4000):
+            call(i)
+        wait_for("the spool", lambda: writer.health_check()["events_spooled"] > 0)
+        redis_server.start()  # reloads the AOF
+        for i in range(4000, 5000):
+            call(i)
+        assert llamonitor.flush(60)
+        wait_for("the replay", lambda: writer.health_check()["events_replayed"] > 0)
+        wait_for("every span", lambda: _count_pg(pg_db, pg_db.table)[0] >= 5000)
+        wait_for("every ack", lambda: _group(redis_server.url, stream)["pending"] == 0)
+    finally:
+        llamonitor.shutdown_monitoring(30)
+        outs = [_finish(p, log) for p, log in workers]
+    rows = pg_db.execute(f'SELECT event_id FROM "{pg_db.table}"')
+    assert len(rows) == 5000 == len({r[0] for r in rows}), outs
+    assert all("ingested" in o for o in outs), outs
+
+
+# -- the target down under ingest ----------------------------------------------
+
+
+class _Running:
+    """An in-process worker on a thread of its own (its stats readable live)."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_for("the worker's loop", lambda: self.loop is not None)
+
+    def _run(self) -> None:
+        async def go() -> None:
+            self.loop = asyncio.get_running_loop()
+            await self.worker.run()
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.worker.stop.set)
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def test_target_down_backlog_waits_in_the_stream_then_drains_once(
+    stream: str, pg_cluster: PgCluster
+) -> None:
+    """PostgreSQL killed for ~10 s under ingest: nothing is acknowledged
+    meanwhile (the backlog is in the stream), the worker retries, and after
+    the restart every span is in the table exactly once."""
+    pg_cluster.ensure_running()
+    table = f"t_{secrets.token_hex(5)}"
+    worker = build_worker(
+        f"{SHARED_REDIS}/{stream}", pg_cluster.dsn, table=table, consumer="w",
+        wait_seconds=0.2, batch_messages=8,
+    )
+    running = _Running(worker)
+    try:
+        _publish(SHARED_REDIS, stream, [_table(i * 100, 100) for i in range(10)])
+        wait_for("the first spans", lambda: worker.stats.spans == 1000)
+        pg_cluster.kill()
+        _publish(SHARED_REDIS, stream, [_table(1000 + i * 100, 100) for i in range(20)])
+        wait_for("a failed write", lambda: worker.stats.write_errors >= 1)
+        outage_end = time.monotonic() + 10
+        while time.monotonic() < outage_end:  # the outage lasts ~10 s; nothing is acked
+            g = _group(SHARED_REDIS, stream)
+            assert g["pending"] + g["lag"] == 20, g
+            time.sleep(0.5)
+        assert not worker.health()["healthy"]
+        pg_cluster.start()
+        wait_for("the backlog drained", lambda: _group(SHARED_REDIS, stream)["pending"] == 0
+                 and worker.stats.spans == 3000)
+    finally:
+        pg_cluster.ensure_running()
+        running.stop()
+    assert _count_pg(pg_cluster, table) == (3000, 3000)
+    assert worker.stats.write_errors >= 1 and worker.health()["healthy"]
+
+
+# -- a write that blocks does not stall the broker side -------------------------
+
+
+class _BlockingParquet(ParquetBackend):
+    """A Parquet store whose writes block (a slow disk) until ``release`` is set."""
+
+    release = threading.Event()
+
+    async def write_tables_once(self, keyed: list[tuple[str, pa.Table]]) -> int:
+        self.release.wait(DEADLINE)  # blocks its thread, as a slow synchronous write does
+        return await super().write_tables_once(keyed)
+
+
+def test_a_blocking_write_keeps_its_messages_from_other_workers(
+    stream: str, tmp_path: Path
+) -> None:
+    """While a synchronous write blocks for longer than the claim time, the
+    worker keeps renewing its claim (its loop is not blocked): a second worker
+    takes none of its messages; once the write returns, every span lands once."""
+    _publish(SHARED_REDIS, stream, [_table(i * 100, 100) for i in range(4)])
+    _BlockingParquet.release.clear()
+    slow = build_worker(f"{SHARED_REDIS}/{stream}", str(tmp_path / "store"), consumer="slow",
+                        wait_seconds=0.2, claim_idle_seconds=60)
+    slow.keep_every_seconds = 0.2
+    slow.target = _BlockingParquet(slow.target.config)
+    running = _Running(slow)
+    other = build_worker(f"{SHARED_REDIS}/{stream}", str(tmp_path / "store"), consumer="other",
+                         wait_seconds=0.2, claim_idle_seconds=3)
+    try:
+        wait_for("the slow batch", lambda: _consumers(SHARED_REDIS, stream).get("slow") == 4)
+        fetched_at = time.monotonic()
+        other_run = _Running(other)
+        while time.monotonic() < fetched_at + 8:  # well past the other's claim time
+            time.sleep(0.2)
+        assert _consumers(SHARED_REDIS, stream)["slow"] == 4
+        assert other.stats.redeliveries == 0
+        _BlockingParquet.release.set()
+        wait_for("the write", lambda: slow.stats.spans == 400)
+        other_run.stop()
+    finally:
+        _BlockingParquet.release.set()
+        running.stop()
+    ids = pq.read_table(data_files(tmp_path / "store")).column("event_id").to_pylist()
+    assert len(ids) == 400 == len(set(ids))
+
+
+# -- redeliveries into a Parquet target ---------------------------------------------
+
+
+def test_parquet_target_redelivered_messages_land_once(stream: str, tmp_path: Path) -> None:
+    """Every message delivered again (the group's position reset, as after
+    lost acks) and one chunk published twice: each span is in the Parquet
+    store once, spans of two days included."""
+    tables = [_table(i * 100, 100) for i in range(5)]
+    tables.append(_table(500, 100, timestamp=span_row(0)["timestamp"] + timedelta(days=1)))
+    _publish(SHARED_REDIS, stream, [*tables, tables[0]])
+    store = str(tmp_path / "store")
+
+    def run(name: str) -> Any:
+        worker = build_worker(f"{SHARED_REDIS}/{stream}", store, consumer=name,
+                              wait_seconds=0.2, idle_exit_seconds=1.0, batch_messages=3)
+        asyncio.run(worker.run())
+        return worker
+
+    first = run("first")
+    assert first.stats.duplicates == 100  # the chunk published twice
+    redis.Redis.from_url(SHARED_REDIS).xgroup_setid(stream, "llamonitor-ingest", "0")
+    again = run("again")
+    assert again.stats.messages == 7 and again.stats.duplicates == 700
+    ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
+    assert len(ids) == 600 == len(set(ids))
+    assert len({p.parent for p in data_files(store)}) == 2  # two days
