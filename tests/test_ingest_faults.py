@@ -424,3 +424,73 @@ def test_parquet_target_redelivered_messages_land_once(stream: str, tmp_path: Pa
     ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
     assert len(ids) == 600 == len(set(ids))
     assert len({p.parent for p in data_files(store)}) == 2  # two days
+
+
+# -- poison in a flow, and a stream deleted under a worker process ----------------
+
+
+def test_poison_messages_in_a_flow_are_dead_lettered_and_the_rest_flows(
+    stream: str, pg_db: Store
+) -> None:
+    """Garbage, a missing payload, a truncated payload, a schema version from
+    the future, spans whose columns do not fit the schema and a table without
+    event ids, among good messages read by two workers: each bad one is in
+    ``<stream>:dead`` with its error, every good span is written once."""
+    client = redis.Redis.from_url(SHARED_REDIS)
+    truncated = entry_fields(encode(_table(10_000, 10)))
+    truncated["payload"] = truncated["payload"][:-30]
+    future = entry_fields(encode(_table(10_100, 10)))
+    future["llamonitor-schema-version"] = "1000"
+    misfit = pa.table({"event_id": ["m1"], "timestamp": ["yesterday"]})
+    bad: list[dict[Any, Any]] = [
+        {"payload": b"\x00garbage"},
+        {k: v for k, v in entry_fields(encode(_table(10_200, 10))).items() if k != "payload"},
+        truncated,
+        future,
+        entry_fields(encode(misfit)),
+        entry_fields(encode(pa.table({"id": [1, 2]}))),
+    ]
+    pipe = client.pipeline(transaction=False)
+    for i in range(30):
+        pipe.xadd(stream, entry_fields(encode(_table(i * 100, 100))))
+        if i % 5 == 0:
+            pipe.xadd(stream, bad[i // 5])
+    pipe.execute()
+    workers = [
+        build_worker(f"{SHARED_REDIS}/{stream}", pg_db.dsn, table=pg_db.table, consumer=f"w{n}",
+                     wait_seconds=0.2, idle_exit_seconds=1.0, batch_messages=4)
+        for n in range(2)
+    ]
+
+    async def both() -> None:
+        await asyncio.gather(*(w.run() for w in workers))
+
+    asyncio.run(both())
+    ids = [r[0] for r in pg_db.execute(f'SELECT event_id FROM "{pg_db.table}"')]
+    assert sorted(ids) == [f"e{i:06d}" for i in range(3000)]
+    errors = sorted(f[b"llamonitor-error"].decode() for _, f in client.xrange(stream + ":dead"))
+    assert len(errors) == 6 == sum(w.stats.dead_letters for w in workers)
+    for expected in ("not a llamonitor message", "checksum", "newer", "do not fit the schema",
+                     "no event_id"):
+        assert any(expected in e for e in errors), (expected, errors)
+    assert _group(SHARED_REDIS, stream)["pending"] == 0
+
+
+def test_a_stream_deleted_under_a_worker_process_exits_3_naming_it(
+    stream: str, pg_db: Store, tmp_path: Path
+) -> None:
+    """``llamonitor ingest`` whose stream is deleted exits with code 3 and an
+    error naming the stream; what it had written stays."""
+    _publish(SHARED_REDIS, stream, [_table(0, 100)])
+    log = tmp_path / "w.log"
+    proc = _spawn(_ingest_cmd(f"{SHARED_REDIS}/{stream}", pg_db.dsn, pg_db.table, "w"), log)
+    try:
+        wait_for("the spans", lambda: _count_pg(pg_db, pg_db.table)[0] == 100)
+        wait_for("the ack", lambda: _group(SHARED_REDIS, stream)["pending"] == 0)
+        redis.Redis.from_url(SHARED_REDIS).delete(stream)
+        code = proc.wait(60)
+    finally:
+        out = _finish(proc, log)
+    assert code == 3, out
+    assert stream in out and "no longer exists" in out, out
+    assert _count_pg(pg_db, pg_db.table) == (100, 100)
