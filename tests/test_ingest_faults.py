@@ -418,9 +418,11 @@ def test_parquet_target_redelivered_messages_land_once(stream: str, tmp_path: Pa
 
     first = run("first")
     assert first.stats.duplicates == 100  # the chunk published twice
+    assert first.stats.spans == 600
     redis.Redis.from_url(SHARED_REDIS).xgroup_setid(stream, "llamonitor-ingest", "0")
     again = run("again")
     assert again.stats.messages == 7 and again.stats.duplicates == 700
+    assert again.stats.spans == 0
     ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
     assert len(ids) == 600 == len(set(ids))
     assert len({p.parent for p in data_files(store)}) == 2  # two days

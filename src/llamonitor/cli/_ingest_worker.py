@@ -324,22 +324,26 @@ class IngestWorker:
 
     async def _write_all(self, good: list[tuple[Delivery, pa.Table]]) -> bool:
         """Write the spans of ``good``; False if stopped before it could."""
-        try:
-            table = pa.concat_tables([t for _, t in good], promote_options="default")
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Messages of incompatible schemas: one write each.
-            for item in good:
-                if not await self._write_all([item]):
-                    return False
-            return True
-        table, dropped = _dedupe(table)
-        self.stats.duplicates += dropped
         if self._keyed:  # one file per message, named by its batch id
-            call: tuple[Any, ...] = ("write_tables_once", [_keyed(d, t) for d, t in good])
+            keyed = [_keyed(d, t) for d, t in good]
+            rows = sum(t.num_rows for _, t in keyed)
+            self.stats.duplicates += sum(t.num_rows for _, t in good) - rows
+            call: tuple[Any, ...] = ("write_tables_once", keyed)
         else:
+            try:
+                table = pa.concat_tables([t for _, t in good], promote_options="default")
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                # Messages of incompatible schemas: one write each.
+                for item in good:
+                    if not await self._write_all([item]):
+                        return False
+                return True
+            table, dropped = _dedupe(table)
+            self.stats.duplicates += dropped
+            rows = table.num_rows
             call = ("write_table", table)
         try:
-            done = await self._write(call, [d for d, _ in good])
+            done, result = await self._write(call, [d for d, _ in good])
         except RowsRejected as exc:
             if len(good) == 1:
                 await self._dead_letter(good[0][0], f"the target refused the rows: {exc}")
@@ -349,14 +353,17 @@ class IngestWorker:
                     return False
             return True
         if done:
+            # A keyed target answers how many rows were there already (a redelivery).
+            skipped = result if isinstance(result, int) and not isinstance(result, bool) else 0
+            self.stats.duplicates += skipped
             self.stats.messages += len(good)
-            self.stats.spans += table.num_rows
+            self.stats.spans += rows - skipped
             self.stats.batches += 1
         return done
 
-    async def _write(self, call: tuple[Any, ...], deliveries: list[Delivery]) -> bool:
+    async def _write(self, call: tuple[Any, ...], deliveries: list[Delivery]) -> tuple[bool, Any]:
         """``target.<call[0]>(*call[1:])`` on the writer thread, retried until it
-        works; False if stopped before it could."""
+        works: ``(True, its result)``, or ``(False, None)`` if stopped before it could."""
         assert self._writer is not None
         delay = BACKOFF_SECONDS
         deadline: float | None = None
@@ -373,12 +380,12 @@ class IngestWorker:
                     deadline = now + self.shutdown_grace_seconds
                 if deadline is not None and now >= deadline and not write.done():
                     write.cancel()
-                    return False
+                    return False, None
                 if now >= next_keep:
                     next_keep = now + self.keep_every_seconds
                     await self._settle(self.source.keep, deliveries)
             try:
-                skipped = write.result()
+                result = write.result()
             except RowsRejected:
                 raise
             except Exception as exc:
@@ -388,22 +395,20 @@ class IngestWorker:
                 self._warn("write", "llamonitor ingest: writing to %r failed (retrying; "
                            "the messages stay in the broker): %s", self.target, exc)
                 if self.stop.is_set():
-                    return False
+                    return False, None
                 try:
                     await asyncio.wait_for(self.stop.wait(), delay * (0.5 + random.random() / 2))
                 except asyncio.TimeoutError:
                     pass
                 if self.stop.is_set():
-                    return False
+                    return False, None
                 delay = min(MAX_BACKOFF_SECONDS, delay * 2)
                 if time.monotonic() >= next_keep:
                     next_keep = time.monotonic() + self.keep_every_seconds
                     await self._settle(self.source.keep, deliveries)
                 continue
-            if isinstance(skipped, int) and not isinstance(skipped, bool):
-                self.stats.duplicates += skipped  # already in the target (a redelivery)
             self.stats.healthy = True
-            return True
+            return True, result
 
 
 def _spans(d: Delivery) -> pa.Table:
