@@ -496,3 +496,34 @@ def test_a_stream_deleted_under_a_worker_process_exits_3_naming_it(
     assert code == 3, out
     assert stream in out and "no longer exists" in out, out
     assert _count_pg(pg_db, pg_db.table) == (100, 100)
+
+
+def test_a_write_stuck_past_the_grace_is_given_back_and_lands_once(
+    stream: str, tmp_path: Path
+) -> None:
+    """Stopping a worker whose synchronous write outlasts ``--grace``: it
+    returns promptly, gives its messages back (another worker takes them at
+    once, long before the claim time), and when the stuck write completes
+    after all, no span is there twice."""
+    _publish(SHARED_REDIS, stream, [_table(i * 100, 100) for i in range(3)])
+    _BlockingParquet.release.clear()
+    store = str(tmp_path / "store")
+    stuck = build_worker(f"{SHARED_REDIS}/{stream}", store, consumer="stuck", wait_seconds=0.2,
+                         claim_idle_seconds=60, shutdown_grace_seconds=0.5)
+    stuck.target = _BlockingParquet(stuck.target.config)
+    running = _Running(stuck)
+    try:
+        wait_for("the stuck batch", lambda: _consumers(SHARED_REDIS, stream).get("stuck") == 3)
+        running.stop()  # returns although the write is still blocked
+        heir = build_worker(f"{SHARED_REDIS}/{stream}", store, consumer="heir", wait_seconds=0.2,
+                            claim_idle_seconds=60, idle_exit_seconds=1.0)
+        asyncio.run(heir.run())
+        assert heir.stats.redeliveries == 3 and heir.stats.spans == 300
+    finally:
+        _BlockingParquet.release.set()  # the stuck write completes after all
+    abandoned = stuck._writer
+    assert abandoned is not None
+    wait_for("the stuck write to finish", lambda: not abandoned.thread.is_alive())
+    ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
+    assert len(ids) == 300 == len(set(ids))
+    assert _group(SHARED_REDIS, stream)["pending"] == 0

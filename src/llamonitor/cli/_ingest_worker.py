@@ -60,6 +60,8 @@ BACKLOG_EVERY_SECONDS = 2.0
 CLOSE_TIMEOUT_SECONDS = 30.0
 """How long the worker waits for the target to close (a write still stuck
 past the shutdown grace holds the writer thread; it is a daemon)."""
+ABANDONED_CLOSE_SECONDS = 1.0
+"""The same, after a write was abandoned at shutdown (it may hold the thread)."""
 
 
 @dataclass
@@ -166,6 +168,7 @@ class IngestWorker:
         self._logged: set[str] = set()
         self._next_backlog = 0.0
         self._writer: TargetThread | None = None
+        self._abandoned = False  # a write left running at shutdown
         self._keyed = callable(getattr(target, "write_tables_once", None))
 
     def health(self) -> dict[str, Any]:
@@ -233,10 +236,22 @@ class IngestWorker:
             try:
                 await self.source.close()
             finally:
-                try:
-                    await asyncio.wait_for(writer.run("close"), CLOSE_TIMEOUT_SECONDS)
-                finally:
-                    await asyncio.to_thread(writer.stop)
+                await self._close_target(writer)
+
+    async def _close_target(self, writer: TargetThread) -> None:
+        """Close the target on its thread. A write abandoned at shutdown (past
+        the grace) may still hold that thread: then the worker does not wait
+        for it (the thread is a daemon; its batch was given back, and the
+        write, if it completes, is absorbed by the target's idempotence)."""
+        timeout = ABANDONED_CLOSE_SECONDS if self._abandoned else CLOSE_TIMEOUT_SECONDS
+        try:
+            await asyncio.wait_for(writer.run("close"), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("llamonitor ingest: %r did not close within %.0f s (a write still "
+                           "running); exiting without it", self.target, timeout)
+            writer.stop(timeout=0)
+            return
+        await asyncio.to_thread(writer.stop)
 
     async def _with_source_retry(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``, retried while the broker is unreachable (None if
@@ -379,7 +394,8 @@ class IngestWorker:
                 if self.stop.is_set() and deadline is None:
                     deadline = now + self.shutdown_grace_seconds
                 if deadline is not None and now >= deadline and not write.done():
-                    write.cancel()
+                    write.cancel()  # interrupts an await; a blocking write runs on
+                    self._abandoned = True
                     return False, None
                 if now >= next_keep:
                     next_keep = now + self.keep_every_seconds
