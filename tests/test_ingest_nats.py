@@ -327,7 +327,8 @@ def test_the_broker_restarted_mid_run_loses_nothing(pg_db: Store, tmp_path: Path
         server.kill()
         for i in range(1000, 2000):  # published while the broker is down: spooled
             call(i)
-        llamonitor.flush(10)
+        during = llamonitor.flush(10)
+        assert during.spooled > 0, during  # the sink could not publish: on disk
         server.start()
         for i in range(2000, 3000):
             call(i)
