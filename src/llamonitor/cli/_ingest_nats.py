@@ -22,6 +22,7 @@ delivered again). A message delivered more than ``max_deliver`` times
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -173,10 +174,10 @@ class NatsSource:
         try:
             msgs = await self._conn.call(
                 sub.fetch(max_messages, timeout=max(0.05, wait_seconds)),
-                passthrough=(self.nats.errors.TimeoutError,),
+                passthrough=(asyncio.TimeoutError,),
             )
-        except self.nats.errors.TimeoutError:
-            return []
+        except asyncio.TimeoutError:
+            return []  # nothing came (a lost connection is told apart by call())
         except self.nats.js.errors.APIError as exc:
             await self.backlog()  # SourceGone if the stream or the consumer is gone
             raise ConnectionError(f"nats at {self.address.shown}: fetch: {exc}") from exc
