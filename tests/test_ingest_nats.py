@@ -343,3 +343,64 @@ def test_the_broker_restarted_mid_run_loses_nothing(pg_db: Store, tmp_path: Path
     ids = _ids(pg_db)
     assert len(ids) == 3000 == len(set(ids))
     assert worker.stats.source_errors > 0  # it did see the broker go away
+
+
+def test_a_message_every_worker_gave_up_on_is_dead_lettered(
+    names: Names, pg_db: Store
+) -> None:
+    """A message delivered more than max_deliver times without an ack (workers
+    that died on it) goes to the dead letters instead of around again."""
+    _publish(names, [_table(0, 10)])
+    worker = build_worker(
+        f"{names.source}&max_deliver=2", pg_db.dsn, table=pg_db.table, consumer="w",
+        idle_exit_seconds=1.5, wait_seconds=0.2,
+    )
+    source = worker.source
+
+    async def go() -> list[int]:
+        await source.open()
+        seen = []
+        try:
+            for _ in range(3):
+                got = await source.fetch(10, 2.0)
+                seen.append(len(got))
+                await source.give_back(got)  # as a shutdown that could not finish
+        finally:
+            await source.close()
+        return seen
+
+    assert asyncio.run(go()) == [1, 1, 0]
+    assert source.dead_at_fetch == 1
+
+    async def read_dead(js: Any) -> list[Any]:
+        sub = await js.pull_subscribe(names.dead_subject, stream=names.dead_stream)
+        return list(await sub.fetch(10, timeout=5))
+
+    dead = asyncio.run(_js_call(names.url, read_dead))
+    assert len(dead) == 1
+    assert "delivered 3 times" in dead[0].headers["llamonitor-error"]
+    assert dead[0].headers["llamonitor-rows"] == "10"  # the original message, kept whole
+    assert asyncio.run(source.backlog()) == {"pending": 0, "lag": 0}
+
+
+def test_a_stream_deleted_under_the_workers_is_a_clear_error(
+    names: Names, pg_db: Store
+) -> None:
+    """Deleting the stream stops the worker with an error naming the stream."""
+    from llamonitor.cli._ingest_source import SourceGone
+
+    _publish(names, [_table(0, 10)])
+    worker = _worker(names, pg_db, "w", idle_exit_seconds=None)
+
+    async def go() -> None:
+        task = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while worker.stats.spans < 10:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.05)
+        await _js_call(names.url, lambda js: js.delete_stream(names.stream))
+        await asyncio.wait_for(task, 60)
+
+    with pytest.raises(SourceGone, match=names.stream):
+        asyncio.run(go())
+    assert len(_ids(pg_db)) == 10
