@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 import llamonitor
+from llamonitor.schema._scores import make_score
 from llamonitor.schema.config import StorageConfig
 from llamonitor.storage._scores import read_scores
 from llamonitor.transport import _scores as score_transport
@@ -110,3 +111,21 @@ def test_scores_given_while_the_store_is_down_are_spooled_and_written_later(
     llamonitor.score("during_outage", 1.0, trace_id="t1")  # again: replaces
     assert llamonitor.flush(15.0)
     assert read_scores(storage).num_rows == 3
+
+
+def test_a_row_that_cannot_be_stored_is_dropped_alone(tmp_path: Path) -> None:
+    """A queued row the table cannot hold (score() validates, so only a bug gets one
+    there) is dropped and counted; the scores queued with it still land."""
+    store = StorageConfig(output_dir=tmp_path)
+    llamonitor.initialize_monitoring({"storage": {"output_dir": str(tmp_path)}})
+    assert llamonitor.score("before", 1.0, trace_id="t-1")
+    transport = score_transport._current
+    assert transport is not None
+    good = make_score("bad", 1.0, trace_id="t-1")
+    assert transport.submit({**good, "value": "not a number"})
+    assert llamonitor.score("after", 2.0, trace_id="t-1")
+    assert llamonitor.flush(10.0)
+    names = sorted(r["name"] for r in read_scores(store).to_pylist())
+    assert names == ["after", "before"]
+    assert score_transport.health()["dropped"] == 1
+    assert score_transport.health()["queued"] == 0

@@ -76,6 +76,23 @@ def test_a_token_in_the_url_becomes_a_cookie_and_leaves_the_url(demo_dir: Path) 
     assert c.get("/traces").status_code == 200
 
 
+def test_another_site_s_page_cannot_call_the_api(demo_dir: Path) -> None:
+    """A browser fetch from another site's page (Sec-Fetch-Site cross-site or
+    same-site) is refused at /api/; the UI's own calls, a link followed by the user,
+    the pages themselves and clients that send no such header pass."""
+    c = client(demo_dir)
+    for site in ("cross-site", "same-site"):
+        for mode, path in (("cors", "/api/traces"), ("no-cors", "/api/health")):
+            refused = c.get(path, headers={"sec-fetch-site": site, "sec-fetch-mode": mode})
+            assert refused.status_code == 403 and "cross-site" in refused.json()["error"]
+    own = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors"}
+    assert c.get("/api/traces", headers=own).status_code == 200
+    link = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}
+    assert c.get("/api/health", headers=link).status_code == 200
+    assert c.get("/", headers=link).status_code == 200
+    assert c.get("/api/health").status_code == 200
+
+
 def test_every_response_forbids_inline_script(demo_dir: Path) -> None:
     c = client(demo_dir)
     assert "script-src 'self'" in CONTENT_SECURITY_POLICY

@@ -69,7 +69,7 @@ def build_worker(
 
 @click.command("ingest")
 @click.option("--from", "source", required=True, metavar="URL",
-              help="redis://host:6379[/db]/STREAM or nats://host:4222/STREAM[/SUBJECT].")
+              help="redis://host:6379[/db]/STREAM or nats://host:4222/STREAM[?subject=SUBJECT].")
 @click.option("--to", "to", required=True, metavar="DSN|DIR",
               help="postgresql://..., mysql://..., sqlite:///file, or a directory (Parquet).")
 @click.option("--table", default=None, help="The target's table (default metric_events).")

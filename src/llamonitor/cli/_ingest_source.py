@@ -58,10 +58,10 @@ def open_source(url: str, group: str, consumer: str, claim_idle_seconds: float) 
     from llamonitor.export._broker_url import parse_broker_url
 
     address = parse_broker_url(url, "--from")
-    if address.kind != "redis":
-        from llamonitor.schema.config import ConfigurationError
+    if address.kind == "nats":
+        from llamonitor.cli._ingest_nats import NatsSource, nats_address
 
-        raise ConfigurationError("--from", "only redis:// sources are implemented so far")
+        return NatsSource(nats_address(url), group, consumer, claim_idle_seconds)
     from llamonitor.cli._ingest_redis import RedisSource
 
     return RedisSource(address, group, consumer, claim_idle_seconds)

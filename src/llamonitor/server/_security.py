@@ -6,7 +6,8 @@ so WebSockets pass it too):
 - with a token, every request carries it: ``Authorization: Bearer <token>``,
   the ``llamonitor_token`` cookie, or ``?token=`` once (the page then sets the
   cookie, HttpOnly and SameSite=Strict, and drops the token from the URL);
-- a WebSocket must come from the server's own origin;
+- a WebSocket must come from the server's own origin, and a browser's call to
+  ``/api/`` from another site's page (``Sec-Fetch-Site``) is refused;
 - query strings and bodies are bounded;
 - every response carries a Content-Security-Policy that forbids inline script,
   ``nosniff``, no framing and no referrer.
@@ -62,6 +63,19 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _cross_site_api_call(scope: Scope, kind: str) -> bool:
+    """A browser's request to ``/api/`` or a WebSocket made by another site's page
+    (``Sec-Fetch-Site: cross-site`` or ``same-site``), other than the user following
+    a link. Clients that are not browsers send no such header."""
+    if kind == "http" and not scope.get("path", "").startswith("/api/"):
+        return False
+    site = _header(scope, b"sec-fetch-site")
+    if site not in ("cross-site", "same-site"):
+        return False
+    navigates = _header(scope, b"sec-fetch-mode") == "navigate" and scope.get("method") == "GET"
+    return not navigates
+
+
 class Guard:
     """The checks above around ``app``."""
 
@@ -106,6 +120,9 @@ class Guard:
             if origin is not None and (host is None or urlsplit(origin).netloc != host):
                 await self._refuse(scope, receive, send, 403, "cross-origin WebSocket refused")
                 return
+        if _cross_site_api_call(scope, kind):
+            await self._refuse(scope, receive, send, 403, "a cross-site request to the API refused")
+            return
         if self.token is not None:
             given = self._given_token(scope)
             if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):

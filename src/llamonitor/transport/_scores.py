@@ -146,16 +146,41 @@ class ScoreTransport:
                     logger.debug("llamonitor: handing scores over failed: %r", exc)
 
     def _drain(self) -> int:
+        """Hand the queued rows to every sink; they leave the queue only once every
+        sink holds them (one drainer at a time: ``submit`` only appends)."""
         with self._drain_lock:
             with self._lock:
                 rows = list(self._q)
-                self._q.clear()
             if not rows:
                 return 0
-            table = scores_table(rows)
+            table = self._table(rows)
             for sink in self.sinks:
-                sink.put(table, table.num_rows)
+                if not sink.put(table, table.num_rows):  # abandoned at shutdown
+                    with self._lock:
+                        self.dropped += table.num_rows
+            with self._lock:
+                for _ in rows:
+                    self._q.popleft()
             return len(rows)
+
+    def _table(self, rows: list[dict[str, Any]]) -> Any:
+        """The rows as one table; a row that cannot be converted (validated at
+        ``score()``, so a bug) is dropped and counted, never the others with it."""
+        try:
+            return scores_table(rows)
+        except Exception as exc:
+            good = []
+            for row in rows:
+                try:
+                    scores_table([row])
+                except Exception:
+                    continue
+                good.append(row)
+            with self._lock:
+                self.dropped += len(rows) - len(good)
+            logger.warning("llamonitor: %d score(s) could not be stored and were dropped: %r",
+                           len(rows) - len(good), exc)
+            return scores_table(good)
 
     def flush(self, timeout: float) -> bool:
         """Everything submitted so far written or spooled, within ``timeout``."""
