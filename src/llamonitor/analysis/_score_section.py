@@ -162,11 +162,10 @@ def score_section(
         con.execute("SET TimeZone = 'UTC'")
         con.register("scores", scores)
         con.register("facts", facts)
-        con.execute(_JOINED)
-        counted = con.execute(
+        con.sql(_JOINED)
+        ((total, matched),) = con.sql(
             "SELECT count(*), count(*) FILTER (WHERE matched) FROM joined"
-        ).fetchone()
-        total, matched = counted if counted is not None else (0, 0)
+        ).fetchall()
         if not matched:
             return {}
 
