@@ -246,3 +246,35 @@ def test_the_logs_response_is_a_logs_response(receiver: ServerHandle) -> None:
     resp = httpx.post(receiver.url + "v1/logs", content=wire, headers=PROTOBUF)
     assert resp.status_code == 200
     assert not ExportLogsServiceResponse.FromString(resp.content).HasField("partial_success")
+
+
+def test_scores_go_over_grpc_to_a_logs_service() -> None:
+    """protocol="grpc": the score backend calls LogsService/Export with the records."""
+    from concurrent import futures
+
+    grpc = pytest.importorskip("grpc")
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
+
+    got: list[ExportLogsServiceRequest] = []
+
+    class Logs(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            got.append(request)
+            return ExportLogsServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        backend = OTLPExporterConfig(
+            endpoint=f"http://127.0.0.1:{port}", protocol="grpc"
+        ).create_score_backend()
+        row = make_score("relevance", 0.5, span_id=SPAN, span_trace_id=TRACE, timestamp=T0)
+        backend.write_table(scores_table([row]))
+        backend.close()
+    finally:
+        server.stop(0)
+    (request,) = got
+    (record,) = request.resource_logs[0].scope_logs[0].log_records
+    assert record.event_name == "gen_ai.evaluation.result" and record.span_id.hex() == SPAN
