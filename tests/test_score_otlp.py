@@ -278,3 +278,31 @@ def test_scores_go_over_grpc_to_a_logs_service() -> None:
     (request,) = got
     (record,) = request.resource_logs[0].scope_logs[0].log_records
     assert record.event_name == "gen_ai.evaluation.result" and record.span_id.hex() == SPAN
+
+
+def test_the_receivers_grpc_port_takes_scores_from_our_grpc_exporter(tmp_path: Path) -> None:
+    """OTLP/gRPC end to end: the exporter's LogsService call is stored as scores,
+    and a wrong token is refused."""
+    pytest.importorskip("grpc")
+    from llamonitor.export._otlp_send import ExportUnavailable
+
+    handle = start_server(ServerConfig(port=0, otlp_grpc_port=0, token="t0ken-0123456789abcd"),
+                          directory=tmp_path / "server")
+    try:
+        assert handle.receive is not None and handle.receive.grpc is not None
+        endpoint = f"http://127.0.0.1:{handle.receive.grpc.port}"
+        row = make_score("relevance", 0.5, span_id=SPAN, span_trace_id=TRACE, timestamp=T0)
+        wrong = OTLPExporterConfig(endpoint=endpoint, protocol="grpc",
+                                   headers={"authorization": "Bearer nope"})
+        backend = wrong.create_score_backend()
+        with pytest.raises(ExportUnavailable):
+            backend.write_table(scores_table([row]))
+        backend.close()
+        right = OTLPExporterConfig(endpoint=endpoint, protocol="grpc",
+                                   headers={"authorization": "Bearer t0ken-0123456789abcd"})
+        backend = right.create_score_backend()
+        backend.write_table(scores_table([row]))
+        backend.close()
+    finally:
+        handle.stop()
+    assert _server_scores(tmp_path) == [row]

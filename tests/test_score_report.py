@@ -263,3 +263,20 @@ def test_compare_scores_tolerance() -> None:
     assert suggest.compare_scores({"a": (10, 0.5)}, {"a": (10, 0.9)})[0] == "better"  # type: ignore[index]
     assert suggest.compare_scores({"a": (10, 0.8)}, {"b": (10, 0.1)}) is None
     assert suggest.compare_scores({"a": (10, 0.8)}, {"a": (9, 0.1)}) is None
+
+
+def test_html_report_has_the_scores_escaped(tmp_path: Path) -> None:
+    """``--html``: a Scores section, a score name holding markup shown as text."""
+    directory = tmp_path / "store"
+    (directory / "2024-05-01").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(spans(), schema=llamonitor.SCHEMA),
+                   directory / "2024-05-01" / "events_1.parquet")
+    hostile = make_score("<script>alert(1)</script>", 0.5, span_id="a1", span_trace_id="t1")
+    write_scores(StorageConfig(output_dir=directory), scores_table([*scores(), hostile]))
+    page = tmp_path / "r.html"
+    out = CliRunner().invoke(cli, ["report", "--dir", str(directory), "--html", str(page)])
+    assert out.exit_code == 0, out.output
+    html = page.read_text()
+    assert '<section id="scores">' in html and 'href="#scores"' in html
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "scores by prompt hash" in html

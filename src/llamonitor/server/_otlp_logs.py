@@ -198,3 +198,48 @@ async def logs(request: Request) -> Response:
     )
     return Response(reply.body, reply.status, media_type=reply.content_type,
                     headers=dict(reply.headers))
+
+
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+
+def grpc_logs_handler(grpc: Any, ingestor: Any, token: str | None) -> Any:
+    """The OTLP/gRPC ``LogsService`` of the receiver's gRPC port (same token)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+
+    from llamonitor.server._otlp_grpc import _authorized
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return ExportLogsServiceRequest.FromString(raw)
+        except Exception as exc:  # answered INVALID_ARGUMENT in export
+            return exc
+
+    def export(request: Any, context: Any) -> Any:
+        if token is not None and not _authorized(context, token):
+            ingestor.count("refused_unauthenticated")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "a token is required: authorization: Bearer <token> metadata")
+        if isinstance(request, Exception):
+            ingestor.count("refused_malformed")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"not a valid ExportLogsServiceRequest: {request}")
+        try:
+            _accepted, rejected, message = export_logs(ingestor, request)
+        except Refused as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        response = ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+            response.partial_success.error_message = message
+        return response
+
+    return grpc.method_handlers_generic_handler(LOGS_SERVICE, {
+        "Export": grpc.unary_unary_rpc_method_handler(
+            export, request_deserializer=parse,
+            response_serializer=ExportLogsServiceResponse.SerializeToString,
+        ),
+    })
