@@ -280,3 +280,29 @@ def test_html_report_has_the_scores_escaped(tmp_path: Path) -> None:
     assert '<section id="scores">' in html and 'href="#scores"' in html
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "scores by prompt hash" in html
+
+
+def test_many_scored_ids_give_the_same_section(
+    stored: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_ID_PARAMETERS the store aggregates every span of the scope instead
+    of the scored ones: the section is the same."""
+    from llamonitor.analysis import _score_section
+
+    store, storage = stored
+    few = analyze(store, scores=storage, bucket="hour", suggestions=False).scores
+    monkeypatch.setattr(_score_section, "MAX_ID_PARAMETERS", 1)
+    many = analyze(store, scores=storage, bucket="hour", suggestions=False).scores
+    assert many == few and few["scores"] == 5
+
+
+def test_a_span_stored_twice_counts_its_score_once(tmp_path: Path) -> None:
+    """The same span in two files (a replayed batch): its score is one score."""
+    directory = tmp_path / "store"
+    (directory / "2024-05-01").mkdir(parents=True)
+    table = pa.Table.from_pylist(spans(), schema=llamonitor.SCHEMA)
+    for name in ("events_1.parquet", "events_2.parquet"):
+        pq.write_table(table, directory / "2024-05-01" / name)
+    write_scores(StorageConfig(output_dir=directory), scores_table(scores()))
+    names = {g["name"]: g for g in analyze(directory, suggestions=False).scores["names"]}
+    assert names["helpful"]["count"] == 2 and names["feedback"]["count"] == 3

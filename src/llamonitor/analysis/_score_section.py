@@ -33,48 +33,50 @@ DIMENSIONS = {
 
 BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
-_FACTS = """
-SELECT span_id, trace_id, session_id, model, operation_name, agent_name, prompt_hash,
-       parent_span_id IS NULL AS is_root, "timestamp"
-FROM {rel} {where}
-  (span_id IN (SELECT unnest(?::VARCHAR[])) OR trace_id IN (SELECT unnest(?::VARCHAR[]))
-   OR session_id IN (SELECT unnest(?::VARCHAR[])))
-"""
+MAX_ID_PARAMETERS = 10_000
+"""Up to this many scored ids of a kind, the store reads only their spans (the ids
+are a parameter); past it, it aggregates every span of the scope (a column scan
+is cheaper than binding a longer list)."""
 
-_GROUP = """
-  SELECT {kind} AS gid,
-         arg_min(operation_name, rank) AS operation_name,
-         arg_min(agent_name, rank) AS agent_name,
-         arg_min(model, "timestamp") FILTER (WHERE model IS NOT NULL) AS model,
-         arg_min(prompt_hash, "timestamp") FILTER (WHERE prompt_hash IS NOT NULL) AS prompt_hash,
-         min("timestamp") AS "timestamp"
-  FROM ranked
-  WHERE {kind} IN (SELECT {kind} FROM scores WHERE target = '{target}')
-  GROUP BY {kind}
+_SPANS = """
+SELECT span_id AS gid, model, operation_name, agent_name, prompt_hash, "timestamp"
+FROM {rel} {where}
+"""
+"""What a span score is attributed to: its span."""
+
+_GROUPS = """
+SELECT {kind} AS gid,
+       arg_min(operation_name, rank) AS operation_name,
+       arg_min(agent_name, rank) AS agent_name,
+       arg_min(model, "timestamp") FILTER (WHERE model IS NOT NULL) AS model,
+       arg_min(prompt_hash, "timestamp") FILTER (WHERE prompt_hash IS NOT NULL) AS prompt_hash,
+       min("timestamp") AS "timestamp"
+FROM (
+  -- The root first, then the earliest: one BIGINT to compare (a struct is slower).
+  SELECT {kind}, operation_name, agent_name, model, prompt_hash, "timestamp",
+         CASE WHEN parent_span_id IS NULL THEN 0 ELSE 4611686018427387904 END
+           + epoch_us("timestamp") AS rank
+  FROM {rel} {where}
+) GROUP BY {kind}
 """
 """What a trace's (or a session's) scores are attributed to."""
 
-_JOINED = (
-    # The root first, then the earliest: one BIGINT to compare (a struct is slower).
-    "CREATE TEMP TABLE joined AS WITH ranked AS (SELECT *, CASE WHEN is_root THEN 0 "
-    "ELSE 4611686018427387904 END + epoch_us(\"timestamp\") AS rank FROM facts), "
-    "traces AS (" + _GROUP.replace("{kind}", "trace_id").replace("{target}", "trace")
-    + "), sessions AS ("
-    + _GROUP.replace("{kind}", "session_id").replace("{target}", "session") + "),"
-) + """
-spans AS (SELECT * FROM facts WHERE span_id IN (SELECT span_id FROM scores WHERE target = 'span')
-          QUALIFY row_number() OVER (PARTITION BY span_id) = 1)
+_JOINED = """
+CREATE TEMP TABLE joined AS
 SELECT s.name, s.value, s.label, f.model, f.operation_name, f.agent_name, f.prompt_hash,
-       f."timestamp", f.span_id IS NOT NULL AS matched
-FROM scores s LEFT JOIN spans f ON f.span_id = s.span_id WHERE s.target = 'span'
+       f."timestamp", f.gid IS NOT NULL AS matched
+FROM scores s LEFT JOIN span_facts f ON f.gid = s.span_id WHERE s.target = 'span'
+-- A span stored twice is one score: the first of its rows (cheaper here than a GROUP BY
+-- over every span of the store).
+QUALIFY row_number() OVER (PARTITION BY s.score_id ORDER BY f."timestamp") = 1
 UNION ALL
 SELECT s.name, s.value, s.label, t.model, t.operation_name, t.agent_name, t.prompt_hash,
        t."timestamp", t.gid IS NOT NULL
-FROM scores s LEFT JOIN traces t ON t.gid = s.trace_id WHERE s.target = 'trace'
+FROM scores s LEFT JOIN trace_facts t ON t.gid = s.trace_id WHERE s.target = 'trace'
 UNION ALL
 SELECT s.name, s.value, s.label, g.model, g.operation_name, g.agent_name, g.prompt_hash,
        g."timestamp", g.gid IS NOT NULL
-FROM scores s LEFT JOIN sessions g ON g.gid = s.session_id WHERE s.target = 'session'
+FROM scores s LEFT JOIN session_facts g ON g.gid = s.session_id WHERE s.target = 'session'
 """
 
 _STATS = """
@@ -100,19 +102,34 @@ FROM joined WHERE matched GROUP BY ALL ORDER BY name, start
 def _facts_empty() -> pa.Table:
     s = pa.string()
     return pa.table({
-        "span_id": pa.array([], s), "trace_id": pa.array([], s), "session_id": pa.array([], s),
-        "model": pa.array([], s), "operation_name": pa.array([], s),
+        "gid": pa.array([], s), "model": pa.array([], s), "operation_name": pa.array([], s),
         "agent_name": pa.array([], s), "prompt_hash": pa.array([], s),
-        "is_root": pa.array([], pa.bool_()),
         "timestamp": pa.array([], pa.timestamp("us", tz="UTC")),
     })
+
+
+def _facts(spans: Any, filters: Any, sql: str, column: str, ids: list[str]) -> pa.Table:
+    """``sql`` (``_SPANS`` or ``_GROUPS``) over the scope's spans, of ``ids`` only
+    when there are few of them."""
+    if not ids:
+        return _facts_empty()
+    where, params = spans.where(filters)
+    clauses = [where[len("WHERE "):]] if where else []
+    if len(ids) <= MAX_ID_PARAMETERS:
+        clauses.append(f"{column} IN (SELECT unnest(?::VARCHAR[]))")
+        params = [*params, ids]
+    text = sql.replace("{kind}", column).replace(
+        "{where}", ("WHERE " + " AND ".join(clauses)) if clauses else "")
+    got = spans.run(text, params, filters)
+    return got if isinstance(got, pa.Table) else _facts_empty()
 
 
 def _ids(scores: pa.Table, target: str) -> list[str]:
     import pyarrow.compute as pc
 
     mask = pc.equal(scores.column("target"), target)
-    return sorted({v for v in pc.filter(scores.column(f"{target}_id"), mask).to_pylist() if v})
+    ids = pc.unique(pc.filter(scores.column(f"{target}_id"), mask)).drop_null()
+    return [v for v in ids.to_pylist() if v]
 
 
 def _float(value: Any) -> float | None:
@@ -158,22 +175,16 @@ def score_section(
     scores = read_scores(storage, ScoreFilters(since=filters.since))
     if scores.num_rows == 0:
         return {}
-    where, params = spans.where(filters)
-    where = (where + " AND") if where else "WHERE"
-    ids = [_ids(scores, "span"), _ids(scores, "trace"), _ids(scores, "session")]
-    # A span score's trace is kept too (a span of the trace may be in scope).
-    facts = spans.run(_FACTS.replace("{where}", where), [*params, *ids], filters)
-    if not isinstance(facts, pa.Table):
-        facts = _facts_empty()
+    span_facts = _facts(spans, filters, _SPANS, "span_id", _ids(scores, "span"))
+    trace_facts = _facts(spans, filters, _GROUPS, "trace_id", _ids(scores, "trace"))
+    session_facts = _facts(spans, filters, _GROUPS, "session_id", _ids(scores, "session"))
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        # Native tables: the joins below read them several times, faster than Arrow scans.
-        con.register("scores_in", scores)
-        con.register("facts_in", facts)
-        con.sql("CREATE TEMP TABLE scores AS SELECT name, value, label, target, trace_id, "
-                "span_id, session_id, \"timestamp\" FROM scores_in")
-        con.sql("CREATE TEMP TABLE facts AS SELECT * FROM facts_in")
+        con.register("scores", scores)
+        con.register("span_facts", span_facts)
+        con.register("trace_facts", trace_facts)
+        con.register("session_facts", session_facts)
         con.sql(_JOINED)
         ((total, matched),) = con.sql(
             "SELECT count(*), count(*) FILTER (WHERE matched) FROM joined"
