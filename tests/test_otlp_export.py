@@ -348,7 +348,12 @@ def test_endpoints_follow_the_otel_rules(tmp_path: Path) -> None:
     assert got.endpoints == {
         "traces": "https://collector:4318/otlp/v1/traces",
         "metrics": "https://collector:4318/otlp/v1/metrics",
+        "logs": "https://collector:4318/otlp/v1/logs",  # scores (docs/scores.md)
     }
+    env["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] = "http://loki:3100/otlp/v1/logs"
+    assert OTLPExporterConfig().resolve(environ=env).endpoints["logs"] == (
+        "http://loki:3100/otlp/v1/logs"
+    )
     env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://tempo:9999/custom"
     env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "2500"
     got = OTLPExporterConfig().resolve(environ=env)

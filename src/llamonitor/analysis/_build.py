@@ -29,6 +29,7 @@ from llamonitor.analysis._models import (
     TraceSummary,
     TrendPoint,
 )
+from llamonitor.analysis._score_section import model_scores
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -374,7 +375,7 @@ def suggestions(
     }
     q = report.quality
     return suggest.ranked(
-        suggest.cheaper_models(dims["model"], prices)
+        suggest.cheaper_models(dims["model"], prices, model_scores(report.scores))
         + suggest.cache(repeated)
         + suggest.errors(q.by_operation, failed, q.patterns, {r.operation: r for r in q.retries})
         + suggest.bottlenecks(

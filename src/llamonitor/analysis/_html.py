@@ -9,6 +9,7 @@ from typing import Any
 
 from llamonitor.analysis import _svg as svg
 from llamonitor.analysis._format import count, label, ms, pct, usd
+from llamonitor.analysis._html_scores import scores_html
 from llamonitor.analysis._models import Report, SessionReport, Suggestion
 
 CHART_ROWS = 12
@@ -370,7 +371,8 @@ def render_html(report: Report, title: str = "llamonitor report") -> str:
     nav = "".join(
         f'<a href="#{a}">{escape(n)}</a>'
         for a, n in (("suggestions", "Suggestions"), ("cost", "Cost"), ("latency", "Latency"),
-                     ("tokens", "Tokens"), ("quality", "Quality"), ("trends", "Trends"))
+                     ("tokens", "Tokens"), ("quality", "Quality"), ("trends", "Trends"),
+                     *((("scores", "Scores"),) if report.scores else ()))
     )
     kpis = (
         '<div class="kpis">'
@@ -390,5 +392,6 @@ def render_html(report: Report, title: str = "llamonitor report") -> str:
     )
     return (
         head + f"<nav>{nav}</nav>" + kpis + suggestions + _cost(report) + _latency(report)
-        + _tokens(report) + _quality(report) + _trends(report) + "</main></body></html>"
+        + _tokens(report) + _quality(report) + _trends(report)
+        + scores_html(report.scores, _table, _card, _kpi) + "</main></body></html>"
     )

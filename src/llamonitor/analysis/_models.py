@@ -375,6 +375,9 @@ class Report(_Result):
     suggestions: list[Suggestion] = field(default_factory=list)
     generated_at: datetime | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+    """The scores on the scope's spans (``analysis._score_section``); ``{}``: none,
+    or no score store given."""
 
     @property
     def empty(self) -> bool:

@@ -243,6 +243,7 @@ def analyze(
     bucket: Bucket | None = None,
     top: int = DEFAULT_TOP,
     suggestions: bool = True,
+    scores: Any = None,
 ) -> Report:
     """Analyze the spans of a scope: cost, latency, tokens, quality, trends, suggestions.
 
@@ -261,6 +262,10 @@ def analyze(
         bucket: the trends' time bucket (default: from the data's time span).
         top: how many sessions and traces to list.
         suggestions: compute the suggestions.
+        scores: where the scores are: a ``StorageConfig`` (the store's own;
+            default for a directory ``store``: its Parquet scores). With
+            scores, the report has a ``scores`` section and the cheaper-model
+            suggestion compares the two models' scores.
 
     Returns:
         A :class:`Report` (``report.empty`` when no span is in the scope).
@@ -276,6 +281,8 @@ def analyze(
     )
     scope = Scope(since=since, until=until, project=project, session=session, trace=trace)
     report = Report(scope=scope, generated_at=datetime.now(timezone.utc))
+    if scores is None and not isinstance(store, DuckDBQuery):
+        scores = _parquet_scores(Path(store))
     with _opened(store) as q:
         run = _Runner(q, filters)
         started = time.perf_counter()
@@ -287,7 +294,7 @@ def analyze(
             report.timings_ms = run.timings
             return report
         _check_buckets(scope.bucket, head["first"], head["last"])
-        _fill(report, run, head, scope.bucket, top, suggestions)
+        _fill(report, run, head, scope.bucket, top, suggestions, scores)
         run.timings["total"] = (time.perf_counter() - started) * 1000
         report.timings_ms = run.timings
     return report
@@ -300,6 +307,7 @@ def _fill(
     bucket: Bucket,
     top: int,
     with_suggestions: bool,
+    scores: Any = None,
 ) -> None:
     first, last = head["first"], head["last"]
     # The structure pass runs in a thread. Its stream goes first, alone: DuckDB
@@ -342,6 +350,12 @@ def _fill(
     report.tokens = build.tokens(dims, top)
     report.quality = build.quality(dims, errors, walked)
     report.trends = Trends(bucket=bucket, points=build.trend(dims["bucket"], qs, bucket))
+    if scores is not None:
+        from llamonitor.analysis import _score_section
+
+        begun = time.perf_counter()
+        report.scores = _score_section.score_section(scores, run.q, run.filters, bucket)
+        run.timings["scores"] = (time.perf_counter() - begun) * 1000
     if with_suggestions:
         begun = time.perf_counter()
         report.suggestions = build.suggestions(report, dims, repeated, prices)
@@ -355,6 +369,15 @@ def _fill(
         run.timings["suggestions"] = (time.perf_counter() - begun) * 1000
 
 
+def _parquet_scores(directory: Path) -> Any:
+    """The ``StorageConfig`` of a Parquet directory's scores (``None``: not a directory)."""
+    if not directory.is_dir():
+        return None
+    from llamonitor.schema.config import StorageConfig
+
+    return StorageConfig(backend="parquet", output_dir=directory)
+
+
 def session_report(
     store: Store,
     session_id: str,
@@ -365,6 +388,7 @@ def session_report(
     trace: str | None = None,
     bucket: Bucket | None = None,
     top: int = DEFAULT_TOP,
+    scores: Any = None,
 ) -> SessionReport:
     """The :class:`SessionReport` of one session: every breakdown, and suggestions.
 
@@ -374,10 +398,11 @@ def session_report(
         since, until, project, trace: narrow the session further (as for :func:`analyze`).
         bucket: the trends' time bucket (default: from the session's length).
         top: how many traces to list.
+        scores: as for :func:`analyze`.
     """
     report = analyze(
         store, session=session_id, since=since, until=until, project=project, trace=trace,
-        bucket=bucket, top=top,
+        bucket=bucket, top=top, scores=scores,
     )
     fields = {f: getattr(report, f) for f in report.__dataclass_fields__}
     return SessionReport(**fields, session_id=session_id)

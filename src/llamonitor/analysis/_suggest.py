@@ -11,6 +11,11 @@ Four kinds, each computed from the recorded spans only:
     calls' recorded cost minus their cost on that model. Prices come from
     ``llamonitor.llm.pricing`` (``genai-prices`` data, offline, and your
     ``model_prices`` overrides); a candidate with tiered prices is skipped.
+    Where both models have scores of the same name (at least
+    :data:`MIN_SCORE_SAMPLES` numeric ones each, see docs/scores.md), they are
+    compared: a candidate whose mean is lower by more than
+    :data:`SCORE_TOLERANCE` is not suggested, and one within it is suggested
+    as "same score" (or "better score"), with the figures.
 ``cache``
     Successful calls whose prompt (``prompt_hash``) had already been sent to
     the same model within the scope. Saving: the cost and the time of those
@@ -64,6 +69,17 @@ MIN_SWAP_SAVING = 0.3
 MIN_CALLS = 2
 """Fewer short calls (or repeated prompts) than this make no suggestion."""
 
+MIN_SCORE_SAMPLES = 10
+"""Numeric scores of one name each model needs before their means are compared."""
+
+SCORE_TOLERANCE = 0.05
+"""Two means differ when they are further apart than this times the larger of 1
+and the current model's mean's size (0.05 on a 0-1 scale, 0.2 around 4 of 5)."""
+
+ModelScores = dict[str, dict[str, tuple[int, float]]]
+"""model -> score name -> (numeric scores, mean)."""
+
+
 ERROR_RATE_THRESHOLD = 0.1
 MIN_ERRORS = 2
 BOTTLENECK_SHARE = 0.2
@@ -106,13 +122,52 @@ def prepare_cheaper_models(model_rows: Sequence[dict[str, Any]]) -> Prices:
     return _prices.resolve([(c, row["provider"]) for row in model_rows for c in _candidates(row)])
 
 
+def compare_scores(
+    current: dict[str, tuple[int, float]], candidate: dict[str, tuple[int, float]]
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """How ``candidate``'s scores compare with ``current``'s (score name ->
+    (numeric scores, mean)): ``("worse" | "same" | "better", the figures of
+    each name both have enough of)``, or ``None`` when no name is comparable."""
+    compared = []
+    for name in sorted(set(current) & set(candidate)):
+        (n_cur, m_cur), (n_cand, m_cand) = current[name], candidate[name]
+        if n_cur < MIN_SCORE_SAMPLES or n_cand < MIN_SCORE_SAMPLES:
+            continue
+        tolerance = SCORE_TOLERANCE * max(1.0, abs(m_cur))
+        diff = m_cand - m_cur
+        verdict = "worse" if diff < -tolerance else ("better" if diff > tolerance else "same")
+        compared.append({
+            "name": name, "verdict": verdict, "current_mean": m_cur, "candidate_mean": m_cand,
+            "current_scores": n_cur, "candidate_scores": n_cand, "difference": diff,
+            "tolerance": tolerance,
+        })
+    if not compared:
+        return None
+    verdicts = {c["verdict"] for c in compared}
+    overall = "worse" if "worse" in verdicts else ("same" if "same" in verdicts else "better")
+    return overall, compared
+
+
+def _score_text(model: str, candidate: str, compared: list[dict[str, Any]]) -> str:
+    parts = [
+        f"{c['name']} {c['candidate_mean']:.3g} on {candidate} ({c['candidate_scores']:,} "
+        f"scores) vs {c['current_mean']:.3g} on {model} ({c['current_scores']:,})"
+        for c in compared
+    ]
+    return "Their scores agree within the tolerance: " + "; ".join(parts) + "."
+
+
 def cheaper_models(
-    model_rows: Sequence[dict[str, Any]], prices: Prices | None = None
+    model_rows: Sequence[dict[str, Any]],
+    prices: Prices | None = None,
+    scores: ModelScores | None = None,
 ) -> list[Suggestion]:
     """``cheaper_model`` suggestions from the profile's per-model rows
-    (``prices``: from :func:`prepare_cheaper_models`, made here if not given)."""
+    (``prices``: from :func:`prepare_cheaper_models`, made here if not given;
+    ``scores``: each model's scores, compared where both models have them)."""
     if prices is None:
         prices = prepare_cheaper_models(model_rows)
+    scores = scores or {}
     out: list[Suggestion] = []
     for row in model_rows:
         model, provider = row["model"], row["provider"]
@@ -122,20 +177,30 @@ def cheaper_models(
             cost = _candidate_cost(prices.get((candidate, provider)), row)
             if cost is None or current - cost < MIN_SWAP_SAVING * current:
                 continue
+            judged = compare_scores(scores.get(str(model), {}), scores.get(candidate, {}))
+            if judged is not None and judged[0] == "worse":
+                continue  # cheaper, but its answers score lower: not a swap to suggest
             all_calls = int(row["llm_calls"] or 0)
             out_tokens = int(row["short_output_tokens"] or 0)
             saving = current - cost
+            title = f"Use {candidate} instead of {model} for short answers"
+            check = "Check its answers are good enough first."
+            extra: dict[str, Any] = {}
+            if judged is not None:
+                title += f": {judged[0]} score, {_pct(saving / current)} cheaper"
+                check = _score_text(str(model), candidate, judged[1])
+                extra = {"score_verdict": judged[0], "scores": judged[1]}
             out.append(
                 Suggestion(
                     kind="cheaper_model",
-                    title=f"Use {candidate} instead of {model} for short answers",
+                    title=title,
                     detail=(
                         f"{calls:,} of {all_calls:,} {model} calls "
                         f"({_pct(calls / all_calls if all_calls else 1.0)}) produced at most "
                         f"{SHORT_OUTPUT_TOKENS} output tokens ({out_tokens / calls:,.0f} on "
                         f"average). The same tokens on {candidate} cost {_usd(cost)} "
                         f"instead of {_usd(current)}: {_usd(saving)} less "
-                        f"({_pct(saving / current)}). Check its answers are good enough first."
+                        f"({_pct(saving / current)}). {check}"
                     ),
                     saving_usd=saving,
                     figures={
@@ -149,6 +214,7 @@ def cheaper_models(
                         "output_tokens": out_tokens,
                         "current_cost_usd": current,
                         "candidate_cost_usd": cost,
+                        **extra,
                     },
                 )
             )

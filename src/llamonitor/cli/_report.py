@@ -84,6 +84,7 @@ def report(
     )
     # The command line's own process: the cheaper-model prices may be remembered
     # in the user's cache directory (a library call does so only when asked).
+    scope["scores"] = _score_storage(directory, dsn, table)
     with open_store(directory, dsn, table) as store, _prices.remembered():
         result = (
             session_report(store, session, **scope) if session else analyze(store, **scope)
@@ -116,3 +117,13 @@ def report(
         render.emit(view.overview(result))
         return
     render.emit(view.overview(result), *view.sections(result, top))
+
+
+def _score_storage(directory: Path, dsn: str | None, table: str | None) -> Any:
+    """Where the store's scores are (``None``: a store that holds none, a JSONL file)."""
+    from llamonitor.cli._metrics import storage_config
+
+    try:
+        return storage_config(directory, dsn, table)
+    except click.ClickException:
+        return None  # open_store says what is wrong with the store

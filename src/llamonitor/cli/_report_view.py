@@ -132,6 +132,53 @@ def sections(report: Report, top: int) -> list[Any]:
         ):
             trend.add_row(name, spark(values[-60:]), fmt(values[-1]))
         out.append(trend)
+    out += score_sections(report.scores, top)
+    return out
+
+
+def _labels(labels: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(f"{x['label']} {pct(x['share'])}" for x in labels[:4])
+
+
+def _mean(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def score_sections(scores: dict[str, Any], top: int) -> list[Any]:
+    """The scores section: one distribution a score name, the breakdowns, the trend."""
+    if not scores:
+        return []
+    from rich.markup import escape
+
+    out: list[Any] = [
+        f"[bold]Scores[/] {scores['scores']:,} on the spans of this scope"
+        + (f" · {scores['unmatched']:,} on spans outside it (or not stored)"
+           if scores["unmatched"] else "")
+    ]
+    out.append(_table("scores", ["score", "count", "numeric", "mean", "median", "min", "max",
+                                 "labels"],
+                      [(escape(g["name"]), f"{g['count']:,}", f"{g['numeric']:,}",
+                        _mean(g["mean"]), _mean(g["median"]), _mean(g["min"]),
+                        _mean(g["max"]), escape(_labels(g["labels"])))
+                       for g in scores["names"]]))
+    for dim, groups in scores["by"].items():
+        name = dim.replace("_", " ")
+        out.append(_table(f"scores by {name}", ["score", name, "count", "mean", "labels"],
+                          [(escape(g["name"]), escape(label(g["key"])), f"{g['count']:,}",
+                            _mean(g["mean"]), escape(_labels(g["labels"])))
+                           for g in groups[: top * max(1, len(scores["names"]))]]))
+    trend = scores["trend"]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for p in trend["points"]:
+        by_name.setdefault(p["name"], []).append(p)
+    if any(len(v) > 1 for v in by_name.values()):
+        t = _table(f"score trends per {trend['bucket']}", ["score", "count", "mean", "last mean"],
+                   [])
+        for name, pts in by_name.items():
+            means = [p["mean"] for p in pts if p["mean"] is not None]
+            t.add_row(escape(name), spark([float(p["count"]) for p in pts][-60:]),
+                      spark(means[-60:]), _mean(means[-1] if means else None))
+        out.append(t)
     return out
 
 

@@ -21,7 +21,7 @@ DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_SPANS_PER_REQUEST = 1000
-SIGNALS = ("traces", "metrics")
+SIGNALS = ("traces", "metrics", "logs")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,11 @@ class OTLPExporterConfig(ExporterConfig):
         metrics_endpoint: the metrics URL, used as it is
             (``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``), for OTLP metrics sent
             with the same settings.
+        logs_endpoint: the logs URL, used as it is
+            (``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT``): where scores go, as
+            ``gen_ai.evaluation.result`` events (docs/scores.md).
+        scores: send scores (``llamonitor.score()``, evaluators, feedback)
+            to the logs endpoint, as a sink of their own (default on).
         protocol: ``http/protobuf`` (default), ``http/json`` (OTLP/JSON:
             hex ids, integer enums, ``Content-Type: application/json``) or
             ``grpc`` (``OTEL_EXPORTER_OTLP_PROTOCOL``).
@@ -119,6 +124,8 @@ class OTLPExporterConfig(ExporterConfig):
     endpoint: str | None = None
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
+    logs_endpoint: str | None = None
+    scores: bool = True
     protocol: str | None = None
     headers: dict[str, str] | None = None
     compression: str | None = None
@@ -318,3 +325,30 @@ class OTLPExporterConfig(ExporterConfig):
                 f"OTLP export needs the otlp extra: pip install 'llamonitor[otlp]' ({exc})"
             ) from exc
         return OTLPSpanBackend(resolved, self.max_spans_per_request)
+
+    def create_score_backend(self) -> Any:
+        """The score sink's backend (``None`` when ``scores`` is off): scores
+        to ``gen_ai.evaluation.result`` log records (see ``_otlp_scores``).
+
+        Raises:
+            ConfigurationError: a setting is invalid.
+            ImportError: the ``otlp`` extra is not installed.
+        """
+        if not self.scores:
+            return None
+        resolved = self.resolve()
+        try:
+            from llamonitor.export._otlp_scores import OTLPScoreBackend
+        except ImportError as exc:
+            raise ImportError(
+                f"OTLP export needs the otlp extra: pip install 'llamonitor[otlp]' ({exc})"
+            ) from exc
+        return OTLPScoreBackend(resolved, self.max_spans_per_request)
+
+    def score_spool_identity(self) -> dict[str, Any]:
+        """The logs receiver (its URL without credentials) and the protocol."""
+        try:
+            got = self.resolve()
+        except ConfigurationError:
+            return {"endpoint": without_credentials(self.logs_endpoint or self.endpoint or "")}
+        return {"endpoint": without_credentials(got.endpoints["logs"]), "protocol": got.protocol}

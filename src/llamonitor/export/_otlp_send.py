@@ -55,6 +55,11 @@ _SIGNALS: dict[str, tuple[str, str, str]] = {
         "ExportMetricsService",
         "MetricsServiceStub",
     ),
+    "logs": (  # scores, as gen_ai.evaluation.result events (see _otlp_scores)
+        "opentelemetry.proto.collector.logs.v1.logs_service_pb2",
+        "ExportLogsService",
+        "LogsServiceStub",
+    ),
 }
 
 
@@ -161,7 +166,7 @@ class OTLPSender:
             ExportRejected: the receiver refused the data.
         """
         if signal not in _SIGNALS:
-            raise ValueError(f"signal must be traces or metrics, not {signal!r}")
+            raise ValueError(f"signal must be traces, metrics or logs, not {signal!r}")
         wait = self._not_before - time.monotonic()
         if wait > 0:
             raise ExportUnavailable(

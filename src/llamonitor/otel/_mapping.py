@@ -54,6 +54,7 @@ from llamonitor._records import safe_json
 from llamonitor.llm.pricing import fill_costs
 from llamonitor.otel import _attributes as fill
 from llamonitor.otel import _conventions as conv
+from llamonitor.otel import _scores as evaluations
 from llamonitor.otel import _span_facts as facts
 from llamonitor.otel._attributes import MAX_NAME_CHARS
 from llamonitor.otel._values import Budget, attributes
@@ -105,6 +106,8 @@ class MappedSpans:
     reasons: dict[str, int] = field(default_factory=dict)
     dropped_attributes: int = 0
     truncated_values: int = 0
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    """Score rows of the spans' ``gen_ai.evaluation.result`` events (``_scores``)."""
 
     def __len__(self) -> int:
         """The spans kept."""
@@ -320,6 +323,8 @@ def _row(
     operation_type = fill.operation_type(attrs, row)
     facts.error(span, attrs, row, budget)
     facts.extras(span, ctx, attrs, budget)
+    if len(span.events):  # evaluation results become scores (otel/_scores.py)
+        evaluations.collect_span_events(span, trace_hex, sid.hex(), ctx.scope, out.scores)
     if budget.dropped or span.dropped_attributes_count:
         attrs["otel.dropped_attributes_count"] = budget.dropped + span.dropped_attributes_count
     if budget.truncated:

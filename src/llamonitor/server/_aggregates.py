@@ -264,7 +264,7 @@ def report(
     if start is not None and end is not None and end < start:
         raise BadParameter("until", "is before since")
     scope: dict[str, Any] = {"since": start, "until": end, "project": project or None,
-                             "top": top}
+                             "top": top, "scores": _score_storage(request)}
     with state(request).store.query() as q:
         try:
             result = session_report(q, session, **scope) if session else analyze(q, **scope)
@@ -274,6 +274,19 @@ def report(
 
     # Exactly the command's JSON (its encoder), NaN and the infinities as null.
     return JSONResponse(_no_nan(json.loads(dumps(result.to_dict()))))
+
+
+def _score_storage(request: Request) -> Any:
+    """The store's scores (``None``: a store without them, such as a JSONL file)."""
+    from llamonitor.server._scores import score_storage
+    from llamonitor.storage._scores import store_kind
+
+    try:
+        storage = score_storage(request)
+        store_kind(storage)
+    except Exception:
+        return None
+    return storage
 
 
 def _no_nan(obj: Any) -> Any:

@@ -28,6 +28,7 @@ ROUTERS = (
     "_aggregates",
     "_live",
     "_otlp",
+    "_otlp_logs",
     "_metrics",
     "_metrics_api",
     "_retention",
@@ -38,7 +39,7 @@ ROUTERS = (
 )
 """Modules of this package whose ``router`` the app includes, in order."""
 
-COLLECT_ROUTERS = ("_health", "_otlp")
+COLLECT_ROUTERS = ("_health", "_otlp", "_otlp_logs")
 """The routers of ``llamonitor collect`` (a receiver with no UI)."""
 
 UI_ROUTES = (
@@ -112,7 +113,8 @@ def create_app(
         app,
         config.token_value,
         loopback_only=is_loopback(config.host),
-        body_limits={OTLP_PATH: config.otlp_max_body_bytes},
+        body_limits={OTLP_PATH: config.otlp_max_body_bytes,
+                     "/v1/logs": config.otlp_max_body_bytes},
         on_refuse=refused,
     )
 

@@ -100,6 +100,10 @@ class Ingestor:
             Refused: 503, the queue had no room for any of them (nothing queued).
         """
         mapped = rows_from_request(request, now_ns=now_ns, wire=wire)
+        if mapped.scores:  # gen_ai.evaluation.result span events: stored first (a 503 retries)
+            from llamonitor.server._otlp_logs import store_scores
+
+            store_scores(self.writer, mapped.scores)
         n = len(mapped)
         total = n + mapped.rejected
         table = _table_or_none(mapped) if n else None

@@ -110,7 +110,9 @@ def start_grpc(
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((handler,))
+    from llamonitor.server._otlp_logs import grpc_logs_handler  # scores (gen_ai.evaluation.result)
+
+    server.add_generic_rpc_handlers((handler, grpc_logs_handler(grpc, ingestor, token)))
     address = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

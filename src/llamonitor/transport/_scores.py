@@ -65,6 +65,14 @@ class ScoreBackend:
         return f"ScoreBackend({self.storage.backend!r})"
 
 
+class _ExporterScores:
+    """What names the spool of an exporter's scores (not its spans' spool)."""
+
+    def __init__(self, exporter: Any) -> None:
+        self.kind = f"{exporter.kind}-scores"
+        self.spool_identity = exporter.score_spool_identity
+
+
 def _holds_scores(storage: StorageConfig) -> bool:
     try:
         store_kind(storage)
@@ -113,6 +121,44 @@ class ScoreTransport:
                     name,
                     ScoreBackend(storage),
                     primary=False,  # the live tail shows spans, not scores
+                    max_retries=cfg.max_retries,
+                    backoff_seconds=cfg.retry_backoff_seconds,
+                    max_backoff_seconds=cfg.retry_max_backoff_seconds,
+                    spool=spool,
+                )
+            )
+        runners += self._exporter_sinks()
+        return runners
+
+    def _exporter_sinks(self) -> list[SinkRunner]:
+        """A sink per exporter that sends scores (``create_score_backend``: OTLP)."""
+        cfg = self.config
+        runners = []
+        for j, exporter in enumerate(cfg.exporter_configs()):
+            make = getattr(exporter, "create_score_backend", None)
+            if make is None:
+                continue
+            try:
+                backend = make()
+            except Exception as exc:  # the span sink of this exporter reports it too
+                logger.warning("llamonitor: exporters[%d] cannot send scores: %s", j, exc)
+                continue
+            if backend is None:
+                continue
+            spool = None
+            if cfg.spool_on(exporter):
+                ident = _ExporterScores(exporter)
+                spool = Spool(
+                    cfg.spool_root() / sink_dir_name(ident),
+                    cfg.spool_max_bytes,
+                    sink_identity(ident),
+                    cfg.spool_rejected_max_bytes,
+                )
+            runners.append(
+                SinkRunner(
+                    f"scores-{exporter.kind}" + (f"#{j}" if j else ""),
+                    backend,
+                    primary=False,
                     max_retries=cfg.max_retries,
                     backoff_seconds=cfg.retry_backoff_seconds,
                     max_backoff_seconds=cfg.retry_max_backoff_seconds,

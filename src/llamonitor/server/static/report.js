@@ -202,12 +202,59 @@ export function mount(root, ctx) {
         { label: "after an error", num: true, render: (g) => int(g.after_error) },
       ], q.retries)) : null));
 
+    const sc = r.scores || {};
+    if (sc.scores) {
+      const labels = (g) => (g.labels || []).slice(0, 4).map((x) => `${x.label} ${pct(x.share)}`).join(", ");
+      const mean = (v) => (v === null || v === undefined ? "—" : Number(v).toPrecision(3));
+      const scoreCols = (label, filter) => [
+        { label: "score", render: (g) => String(g.name) },
+        ...(label ? [{ label, render: filter ? keyLink(filter) : (g) => (g.key === null || g.key === undefined ? h("span", { class: "muted" }, "(none)") : String(g.key)) }] : []),
+        { label: "count", num: true, render: (g) => int(g.count) },
+        { label: "mean", num: true, render: (g) => mean(g.mean) },
+        { label: "median", num: true, render: (g) => mean(g.median) },
+        { label: "labels", render: labels },
+      ];
+      const by = sc.by || {};
+      const scoreSection = section("Scores",
+        h("div", { class: "stats" },
+          stat("scores", int(sc.scores)),
+          stat("score names", int((sc.names || []).length)),
+          stat("outside the scope", int(sc.unmatched), sc.unmatched ? "warn" : "")),
+        sub("Distribution", table([
+          { label: "score", render: (g) => String(g.name) },
+          { label: "count", num: true, render: (g) => int(g.count) },
+          { label: "numeric", num: true, render: (g) => int(g.numeric) },
+          { label: "mean", num: true, render: (g) => mean(g.mean) },
+          { label: "median", num: true, render: (g) => mean(g.median) },
+          { label: "min", num: true, render: (g) => mean(g.min) },
+          { label: "max", num: true, render: (g) => mean(g.max) },
+          { label: "labels", render: labels },
+        ], sc.names || [])),
+        h("div", { class: "two" },
+          sub("By model", table(scoreCols("model", "model"), by.model || [])),
+          sub("By operation", table(scoreCols("operation", "operation"), by.operation || [])),
+          sub("By agent", table(scoreCols("agent", "agent"), by.agent || [])),
+          sub("By prompt hash", table(scoreCols("prompt hash", null), by.prompt_hash || []))));
+      body.appendChild(scoreSection);
+      const spts = (sc.trend || {}).points || [];
+      const xs = [...new Set(spts.map((pt) => new Date(pt.start).getTime() / 1000))].sort((a, b) => a - b);
+      if (xs.length > 1) {
+        const names = [...new Set(spts.map((pt) => pt.name))];
+        const at = new Map(spts.map((pt) => [`${pt.name}\u0000${new Date(pt.start).getTime() / 1000}`, pt]));
+        const series = names.map((n) => ({ label: String(n), values: xs.map((x) => { const pt = at.get(`${n}\u0000${x}`); return pt && pt.mean !== null ? pt.mean : null; }) }));
+        const chart = timeChart({ title: `Mean score per ${(sc.trend || {}).bucket || "bucket"}`, x: xs, step: STEP[(sc.trend || {}).bucket], fmt: mean, series });
+        charts.push(chart);
+        scoreSection.appendChild(h("div", { class: "charts" }, chart.el));
+      }
+    }
+
     const tr = r.trends || {};
     const pts = tr.points || [];
     if (pts.length) {
       const x = pts.map((pt) => new Date(pt.start).getTime() / 1000);
       const step = STEP[tr.bucket];
       charts = [
+        ...charts,
         timeChart({ title: `Cost per ${tr.bucket || "bucket"}`, x, step, bars: true, fmt: money, series: [{ label: "cost", values: pts.map((pt) => pt.cost_usd) }] }),
         timeChart({ title: "Latency", x, step, fmt: ms, series: ["p50", "p95", "p99"].map((k) => ({ label: k, values: pts.map((pt) => pt[k + "_ms"]) })) }),
         timeChart({ title: "Error rate", x, step, fmt: pct, series: [{ label: "error rate", values: pts.map((pt) => pt.error_rate), color: "#dc2626" }] }),

@@ -1,0 +1,245 @@
+"""``POST /v1/logs``: OTLP logs whose records are ``gen_ai.evaluation.result``
+events, stored as scores; and the scores of span events in ``/v1/traces``.
+
+The body is read and answered as for ``/v1/traces`` (protobuf or OTLP/JSON,
+gzip; the same bounds, token and error statuses), with an
+``ExportLogsServiceResponse``. Evaluation results become score rows
+(:mod:`llamonitor.otel._scores`) and are written to the served store's score
+table (and every other store of its writer that holds scores) before the
+answer: a 200 means they are stored; a store that fails is a 503 the client
+retries (scores are upserts by ``score_id``, so a retry adds no row). Log
+records that are not evaluation results are counted and left alone: this
+server keeps spans and scores, not logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from llamonitor.server._deps import state
+from llamonitor.server._ingest import (
+    JSON,
+    PROTOBUF,
+    RETRY_AFTER_SECONDS,
+    Refused,
+    Reply,
+    error_body,
+)
+
+logger = logging.getLogger("llamonitor.server")
+
+OTLP_LOGS_PATH = "/v1/logs"
+
+router = APIRouter(tags=["otlp"])
+
+
+def store_scores(writer: Any, rows: list[dict[str, Any]]) -> int:
+    """Write ``rows`` (score rows) to every store of ``writer`` that holds scores.
+
+    Raises:
+        Refused: 503 when a store failed (the client sends them again).
+    """
+    if not rows:
+        return 0
+    from llamonitor.schema._scores import scores_table
+    from llamonitor.storage._scores import store_kind, write_scores
+
+    config = writer.config
+    table = scores_table(rows)
+    written = 0
+    for storage in [config.storage, *config.extra_backends]:
+        try:
+            store_kind(storage)
+        except Exception:
+            continue  # a memory store, a custom backend: no score table
+        try:
+            write_scores(storage, table)
+        except Exception as exc:
+            logger.warning("llamonitor: storing %d received scores failed: %r", len(rows), exc)
+            raise Refused(503, f"the store could not take the scores now: {exc}",
+                          "refused_busy") from None
+        written = len(rows)
+    return written
+
+
+def _count(ingestor: Any, **counts: int) -> None:
+    with ingestor._lock:
+        for key, n in counts.items():
+            ingestor._counts[key] = ingestor._counts.get(key, 0) + n
+
+
+def export_logs(ingestor: Any, request: Any) -> tuple[int, int, str]:
+    """Store the evaluation results of a decoded ``ExportLogsServiceRequest``:
+    (accepted, rejected, message)."""
+    from llamonitor.otel._scores import scores_from_logs
+
+    mapped = scores_from_logs(request)
+    store_scores(ingestor.writer, mapped.rows)
+    _count(ingestor, log_requests=1, scores_accepted=len(mapped.rows),
+           scores_rejected=mapped.rejected, log_records_ignored=mapped.other_records)
+    return len(mapped.rows), mapped.rejected, mapped.error_message()
+
+
+def parse_logs(raw: bytes, as_json: bool) -> Any:
+    """An ``ExportLogsServiceRequest`` from protobuf or OTLP/JSON (hex ids).
+
+    Raises:
+        Refused: 400, not such a message.
+    """
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    if not as_json:
+        try:
+            return ExportLogsServiceRequest.FromString(raw)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise Refused(400, f"the body is not a valid OTLP ExportLogsServiceRequest: {exc}",
+                          "refused_malformed") from None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise Refused(400, f"the body is not JSON: {exc}", "refused_malformed") from None
+    if not isinstance(doc, dict):
+        raise Refused(400, "the body is not a JSON object", "refused_malformed")
+    for rl in _items(doc, "resourceLogs", "resource_logs"):
+        for sl in _items(rl, "scopeLogs", "scope_logs"):
+            for record in _items(sl, "logRecords", "log_records"):
+                _fix_ids(record)
+    try:
+        return json_format.ParseDict(doc, ExportLogsServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise Refused(400, f"the JSON is not an OTLP ExportLogsServiceRequest: {exc}",
+                      "refused_malformed") from None
+
+
+def _items(obj: Any, *keys: str) -> list[Any]:
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), list):
+                return list(obj[key])
+    return []
+
+
+def _fix_ids(record: Any) -> None:
+    """OTLP/JSON ids are hex; protobuf's JSON mapping reads base64."""
+    if not isinstance(record, dict):
+        return
+    for key, size in (("traceId", 16), ("trace_id", 16), ("spanId", 8), ("span_id", 8)):
+        value = record.get(key)
+        if isinstance(value, str):
+            try:
+                raw = bytes.fromhex(value) if len(value) == 2 * size else b""
+            except ValueError:
+                raw = b""
+            record[key] = base64.b64encode(raw).decode("ascii")
+
+
+def handle_logs_http(ingestor: Any, body: bytes, content_type: str, encoding: str) -> Reply:
+    """Answer one ``POST /v1/logs`` whose body was read (within its cap)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceResponse,
+    )
+
+    as_json = content_type == JSON
+    try:
+        if content_type not in (PROTOBUF, JSON):
+            raise Refused(415, f"unsupported Content-Type {content_type or '(none)'!r}: send "
+                          f"{PROTOBUF} or {JSON}", "refused_unsupported")
+        request = parse_logs(ingestor.decompress(body, encoding), as_json)
+        _accepted, rejected, message = export_logs(ingestor, request)
+    except Refused as exc:
+        ingestor.count(exc.counter)
+        headers = (("retry-after", str(RETRY_AFTER_SECONDS)),) if exc.status == 503 else ()
+        return Reply(exc.status, *error_body(exc.status, str(exc), as_json), headers)
+    response = ExportLogsServiceResponse()
+    if rejected:
+        response.partial_success.rejected_log_records = rejected
+        response.partial_success.error_message = message
+    if as_json:
+        from google.protobuf import json_format
+
+        return Reply(200, JSON, json_format.MessageToJson(response, indent=None).encode())
+    return Reply(200, PROTOBUF, response.SerializeToString())
+
+
+@router.post(OTLP_LOGS_PATH, include_in_schema=False)
+async def logs(request: Request) -> Response:
+    s = state(request)
+    ingestor = s.extras.get("otlp")
+    if ingestor is None:
+        return JSONResponse(
+            {"error": "this server does not receive OTLP (server.otlp is off, or its store "
+             "has no writer: serve a Parquet directory or a database)"},
+            404,
+        )
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    limit = s.config.otlp_max_body_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            ingestor.count("refused_too_large")
+            kind, text = error_body(
+                413, f"the body is larger than {limit:,} bytes (server.otlp_max_body_bytes)",
+                content_type == JSON,
+            )
+            return Response(text, 413, media_type=kind, headers={"connection": "close"})
+    reply = await run_in_threadpool(
+        handle_logs_http, ingestor, bytes(body), content_type,
+        request.headers.get("content-encoding", ""),
+    )
+    return Response(reply.body, reply.status, media_type=reply.content_type,
+                    headers=dict(reply.headers))
+
+
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+
+def grpc_logs_handler(grpc: Any, ingestor: Any, token: str | None) -> Any:
+    """The OTLP/gRPC ``LogsService`` of the receiver's gRPC port (same token)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+
+    from llamonitor.server._otlp_grpc import _authorized
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return ExportLogsServiceRequest.FromString(raw)
+        except Exception as exc:  # answered INVALID_ARGUMENT in export
+            return exc
+
+    def export(request: Any, context: Any) -> Any:
+        if token is not None and not _authorized(context, token):
+            ingestor.count("refused_unauthenticated")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "a token is required: authorization: Bearer <token> metadata")
+        if isinstance(request, Exception):
+            ingestor.count("refused_malformed")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"not a valid ExportLogsServiceRequest: {request}")
+        try:
+            _accepted, rejected, message = export_logs(ingestor, request)
+        except Refused as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        response = ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+            response.partial_success.error_message = message
+        return response
+
+    return grpc.method_handlers_generic_handler(LOGS_SERVICE, {
+        "Export": grpc.unary_unary_rpc_method_handler(
+            export, request_deserializer=parse,
+            response_serializer=ExportLogsServiceResponse.SerializeToString,
+        ),
+    })
