@@ -80,6 +80,7 @@ _REGISTRY: dict[str, str | Callable[[StorageConfig], StorageBackend]] = {
     "mariadb": "llamonitor.storage.mysql:MySQLBackend",
     "sqlite": "llamonitor.storage.sqlite:SQLiteBackend",
     "redis-streams": "llamonitor.export._redis_streams:RedisStreamsBackend",
+    "clickhouse": "llamonitor.storage.clickhouse:ClickHouseBackend",
 }
 
 
