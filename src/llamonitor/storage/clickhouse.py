@@ -55,6 +55,7 @@ a server that stops answering fails the write (retried, then spooled)."""
 _MISSING_CODES = (60, 16, 81, 47)  # unknown table, column, database; unknown identifier
 _MAX_DATETIME = 2**32 - 1  # DateTime is unsigned 32-bit seconds: 1970 to 2106
 _TS = "timestamp"
+_TS_ALIAS = "llamonitor_timestamp_us"
 _BLOCK_ROWS = _sql_query.CHUNK_ROWS
 
 
@@ -267,7 +268,8 @@ _PUSHDOWN = _sql_query.Pushdown(quote=q, placeholder=lambda i: f"%(p{i})s", time
 def _where(f: Filters) -> tuple[str, dict[str, Any]]:
     """The filters as ClickHouse's ``WHERE``: the string filters exactly,
     the time range widened to whole seconds (DuckDB applies it exactly), an
-    operation glob left to DuckDB."""
+    operation glob left to DuckDB. The times are compared as numbers (Unix
+    seconds): 18.16 reads ``toDateTime(n, 'UTC')`` in the server's time zone."""
     operation = f.operation
     if operation is not None and any(c in operation for c in "*?["):
         operation = None
@@ -277,13 +279,13 @@ def _where(f: Filters) -> tuple[str, dict[str, Any]]:
     clauses = [where[len("WHERE ") :]] if where else []
     if f.since is not None:
         since = int(_sql_query.aware(f.since).timestamp() // 1)
-        clauses.append(f"{q(_TS)} >= toDateTime({max(0, min(since, _MAX_DATETIME))}, 'UTC')")
+        clauses.append(f"{q(_TS)} >= {max(0, min(since, _MAX_DATETIME))}")
     if f.until is not None:
         until = -int(-_sql_query.aware(f.until).timestamp() // 1)  # ceiling
         if until <= 0:
             clauses.append("0")
         elif until <= _MAX_DATETIME:
-            clauses.append(f"{q(_TS)} < toDateTime({until}, 'UTC')")
+            clauses.append(f"{q(_TS)} < {until}")
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -292,7 +294,8 @@ def _select(t: _Target, present: set[str], extra: list[pa.Field], f: Filters) ->
     for name in [*SCHEMA.names, *(x.name for x in extra)]:
         if name == _TS:
             micros = f" + {q(_TS + MICROS_SUFFIX)}" if _TS + MICROS_SUFFIX in present else ""
-            exprs.append(f"toInt64(toUInt32({q(_TS)})) * 1000000{micros} AS {q(_TS)}")
+            # Not aliased "timestamp": in ClickHouse an alias shadows the column in WHERE.
+            exprs.append(f"toInt64(toUInt32({q(_TS)})) * 1000000{micros} AS {q(_TS_ALIAS)}")
         elif name in present:
             exprs.append(q(name))
         else:
