@@ -541,3 +541,97 @@ def test_bad_configuration_names_the_setting(settings: dict[str, Any], setting: 
     with pytest.raises(ConfigurationError) as info:
         create_backend(StorageConfig(backend="clickhouse", **given))
     assert info.value.setting == setting
+
+
+# -- end to end ------------------------------------------------------------------
+
+
+def test_decorated_calls_land_in_clickhouse(ch: CHStore) -> None:
+    """initialize_monitoring(MonitorConfig.for_production("clickhouse://...")) and
+    decorated calls in a session: the spans, their hierarchy and error are read back."""
+    import llamonitor
+
+    writer = llamonitor.initialize_monitoring(
+        llamonitor.MonitorConfig.for_production(ch.dsn, table_name=ch.table)
+    )
+    try:
+
+        @llamonitor.monitor_llm(operation_name="inner", measure_text=True)
+        def inner(i: int) -> str:
+            if i == 2:
+                raise ValueError("boom")
+            return "word " * i
+
+        @llamonitor.monitor_llm(operation_name="outer")
+        def outer() -> None:
+            for i in range(4):
+                try:
+                    inner(i)
+                except ValueError:
+                    pass
+
+        with llamonitor.monitoring_session("ch-session"):
+            outer()
+        assert llamonitor.flush(30)
+        assert writer.health_check()["events_written"] == 5
+    finally:
+        llamonitor.shutdown_monitoring(30)
+    with ch.query() as q:
+        rows = q.events(session_id="ch-session", limit=None)
+    assert len(rows) == 5
+    (root,) = [r for r in rows if r["operation_name"] == "outer"]
+    children = [r for r in rows if r["operation_name"] == "inner"]
+    assert {r["parent_span_id"] for r in children} == {root["span_id"]}
+    assert [r["error"] for r in children].count(True) == 1
+    assert sorted(r["text_word_count"] for r in children if not r["error"]) == [0, 1, 3]
+
+
+def test_ingest_workers_write_redis_streams_to_clickhouse_once(ch: CHStore) -> None:
+    """`llamonitor ingest --from redis://... --to clickhouse://...`: two workers
+    share the stream; a message published twice (a redelivery) and a batch
+    written again are one span each in every query."""
+    import os
+
+    redis = pytest.importorskip("redis")
+    from llamonitor.cli._ingest import build_worker
+    from llamonitor.export._broker_codec import encode
+    from llamonitor.export._redis_streams import entry_fields
+
+    url = "redis://127.0.0.1:6379/0"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"redis is not reachable: {exc}")
+        pytest.skip(f"redis is not reachable: {exc}")
+    stream = f"test-ch-{secrets.token_hex(4)}"
+    rows = workload(30)
+    tables = [table_of(rows[i : i + 25]) for i in range(0, len(rows), 25)]
+    try:
+        for t in [*tables, tables[1]]:
+            client.xadd(stream, entry_fields(encode(t)))  # type: ignore[arg-type]
+        workers = [
+            build_worker(
+                f"{url}/{stream}",
+                ch.dsn,
+                table=ch.table,
+                consumer=name,
+                idle_exit_seconds=1.0,
+                wait_seconds=0.2,
+                batch_messages=2,
+            )
+            for name in ("w1", "w2")
+        ]
+
+        async def both() -> None:
+            await asyncio.gather(*(w.run() for w in workers))
+
+        asyncio.run(both())
+    finally:
+        client.delete(stream, stream + ":dead")
+    assert sum(w.stats.spans for w in workers) == len(rows) + tables[1].num_rows
+    assert ch.raw_count() > len(rows)
+    with ch.query() as q:
+        assert q.count() == len(rows)
+        assert sum(g["count"] for g in q.stats()) == len(rows)

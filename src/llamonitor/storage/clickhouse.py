@@ -269,7 +269,7 @@ def _where(f: Filters) -> tuple[str, dict[str, Any]]:
     """The filters as ClickHouse's ``WHERE``: the string filters exactly,
     the time range widened to whole seconds (DuckDB applies it exactly), an
     operation glob left to DuckDB. The times are compared as numbers (Unix
-    seconds): 18.16 reads ``toDateTime(n, 'UTC')`` in the server's time zone."""
+    seconds), which no time zone (the server's, the column's) can shift."""
     operation = f.operation
     if operation is not None and any(c in operation for c in "*?["):
         operation = None
