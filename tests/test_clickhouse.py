@@ -303,6 +303,10 @@ def test_version_1_table_is_migrated_in_place(ch: CHStore) -> None:
             for i in range(5)
         ],
     )
+    with ch.query() as q:  # readable before any writer migrated it
+        assert q.count() == 5
+        assert q.overview()["errors"] == 1
+        assert q.events(limit=1)[0]["model"] is None
     ch.write(table_of([span_row(100, model="gpt-4o", input_tokens=7)]))
     columns = dict(
         ch.execute("SELECT name, type FROM system.columns WHERE table = %(t)s", {"t": ch.table})
