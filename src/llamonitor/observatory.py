@@ -68,7 +68,7 @@ def _writer_store() -> Any:
 
         path = storage.output_dir / DEFAULT_FILE_NAME  # type: ignore[union-attr]
         return DuckDBQuery(lambda _filters: jsonl_relation(path))
-    if backend in ("postgres", "postgresql", "mysql", "mariadb", "sqlite"):
+    if backend in ("postgres", "postgresql", "mysql", "mariadb", "sqlite", "clickhouse"):
         name = {"postgresql": "postgres", "mariadb": "mysql"}.get(backend, backend)
         return importlib.import_module(f"llamonitor.storage.{name}").query(storage)
     raise ValueError(

@@ -54,6 +54,7 @@ DSN_SCHEMES: dict[str, str] = {
     "mysql": "mysql",
     "mariadb": "mysql",
     "sqlite": "sqlite",
+    "clickhouse": "clickhouse",
 }
 """Connection string scheme (before any ``+driver``) -> backend name."""
 

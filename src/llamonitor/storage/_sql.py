@@ -114,6 +114,7 @@ EXAMPLES = {
     "postgres": "postgresql://user:password@host:5432/database",
     "mysql": "mysql://user:password@host:3306/database",
     "sqlite": "sqlite:///path/to/monitoring.db",
+    "clickhouse": "clickhouse://user:password@host:9000/database",
 }
 
 

@@ -81,6 +81,7 @@ _REGISTRY: dict[str, str | Callable[[StorageConfig], StorageBackend]] = {
     "sqlite": "llamonitor.storage.sqlite:SQLiteBackend",
     "redis-streams": "llamonitor.export._redis_streams:RedisStreamsBackend",
     "nats": "llamonitor.export._nats:NatsBackend",
+    "clickhouse": "llamonitor.storage.clickhouse:ClickHouseBackend",
 }
 
 

@@ -1,0 +1,226 @@
+"""The ClickHouse span table: its definition derived from the one schema, its
+meta rows, and its migration (added columns).
+
+- Types: each Arrow field of :data:`~llamonitor.schema._columns.SCHEMA` maps
+  to a ClickHouse type (``Nullable(...)`` when the field is nullable). The
+  server of Debian bookworm (18.16) has no ``DateTime64``, so a timestamp is
+  two columns: ``timestamp DateTime('UTC')`` (seconds: what partitions, orders and
+  reads well in plain SQL) and ``timestamp_us UInt32`` (the microseconds
+  within that second). A boolean is ``UInt8`` (18.16 has no ``Bool``).
+- Engine: ``ReplacingMergeTree`` partitioned by ``toYYYYMM(timestamp)``,
+  ordered by :data:`ORDER_BY`. A redelivered span has the same ``event_id``
+  and so the same sorting key (trace, start time, event id) and partition: the
+  merges keep one copy, and every read says ``FINAL``, so a copy not merged
+  away yet is never counted twice.
+- Meta: :data:`~llamonitor.storage._sql_ddl.META_TABLE`, a
+  ``ReplacingMergeTree(updated_at)`` keyed by ``table_name`` (read with
+  ``FINAL``), holds the schema version and the extension columns (metric
+  groups) of each span table, as in the other SQL stores.
+- Migration: :func:`~llamonitor.storage._sql_ddl.plan_migration` decides; the
+  missing columns are added (``ALTER TABLE ... ADD COLUMN``, nullable), the
+  columns NOT NULL before schema version 3 become ``Nullable``
+  (``MODIFY COLUMN``), and before version 3 ``error`` 0 becomes NULL (a
+  mutation, ``ALTER TABLE ... UPDATE``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
+from llamonitor.schema.config import ConfigurationError
+from llamonitor.storage import _sql_ddl
+
+logger = logging.getLogger("llamonitor.storage.clickhouse")
+
+ORDER_BY = ("trace_id", "timestamp", "event_id")
+"""The sorting key: ``llamonitor trace`` and the API's trace view read one
+trace (a range of the primary index); reports read whole months (partitions).
+It holds ``event_id``, so it is the identity the merges deduplicate on."""
+
+MICROS_SUFFIX = "_us"
+"""``timestamp_us``: the microseconds of ``timestamp`` within its second."""
+
+_TYPES = {
+    "string": "String",
+    "int64": "Int64",
+    "int32": "Int32",
+    "float64": "Float64",
+    "boolean": "UInt8",
+    "timestamp": "DateTime('UTC')",
+    "binary": "String",
+}
+_ACCEPTS = {
+    "string": ("String", "FixedString"),
+    "int64": ("Int64",),
+    "int32": ("Int32", "Int64"),
+    "float64": ("Float64",),
+    "boolean": ("UInt8", "Int8"),
+    "timestamp": ("DateTime",),
+    "binary": ("String",),
+}
+
+
+def q(name: str) -> str:
+    """``name`` quoted as a ClickHouse identifier."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _kind(t: pa.DataType) -> str:
+    for kind, test in (
+        ("string", pa.types.is_string),
+        ("int64", pa.types.is_int64),
+        ("int32", pa.types.is_int32),
+        ("float64", pa.types.is_float64),
+        ("boolean", pa.types.is_boolean),
+        ("timestamp", pa.types.is_timestamp),
+        ("binary", pa.types.is_binary),
+    ):
+        if test(t):
+            return kind
+    raise TypeError(f"no ClickHouse type for {t}")  # pragma: no cover - the schema is fixed
+
+
+def clickhouse_type(f: pa.Field) -> str:
+    """The column type a field gets in a new table (``Nullable(...)`` if nullable)."""
+    base = _TYPES[_kind(f.type)]
+    return f"Nullable({base})" if f.nullable else base
+
+
+def base_type(declared: str) -> str:
+    """``Int64`` for ``Nullable(Int64)``, ``FixedString`` for ``FixedString(16)``."""
+    m = re.fullmatch(r"Nullable\((.*)\)", declared.strip())
+    inner = m.group(1) if m else declared.strip()
+    return inner.split("(", 1)[0]
+
+
+def accepts(declared: str, f: pa.Field) -> bool:
+    """Whether an existing column of type ``declared`` holds ``f``'s values."""
+    return base_type(declared) in _ACCEPTS[_kind(f.type)]
+
+
+def column_defs(fields: Iterable[pa.Field]) -> list[str]:
+    """Each field's column(s): a timestamp is followed by its microseconds."""
+    defs = []
+    for f in fields:
+        defs.append(f"{q(f.name)} {clickhouse_type(f)}")
+        if pa.types.is_timestamp(f.type):
+            defs.append(f"{q(f.name + MICROS_SUFFIX)} UInt32")
+    return defs
+
+
+def create_sql(qualified: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {qualified} ({', '.join(column_defs(SCHEMA))}) "
+        f"ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM({q('timestamp')}) "
+        f"ORDER BY ({', '.join(q(c) for c in ORDER_BY)})"
+    )
+
+
+Execute = Callable[..., Any]
+"""``execute(sql, params=None)`` -> rows: the driver client's ``execute``."""
+
+
+def columns(execute: Execute, database: str, table: str) -> dict[str, str]:
+    """The table's columns (name -> type), ``{}`` if there is no such table."""
+    rows = execute(
+        "SELECT name, type FROM system.columns WHERE database = %(d)s AND table = %(t)s",
+        {"d": database, "t": table},
+    )
+    return {str(n): str(t) for n, t in rows}
+
+
+def meta(execute: Execute, database: str) -> str:
+    qualified = f"{q(database)}.{q(_sql_ddl.META_TABLE)}"
+    execute(
+        f"CREATE TABLE IF NOT EXISTS {qualified} (table_name String, schema_version UInt32, "
+        "updated_at DateTime, extensions String) "
+        "ENGINE = ReplacingMergeTree(updated_at) ORDER BY table_name"
+    )
+    return qualified
+
+
+def read_meta(execute: Execute, database: str, table: str) -> tuple[int | None, dict[str, str]]:
+    """The span table's recorded schema version and extension columns (the
+    latest meta row; ``(None, {})`` when there is none, or no meta table)."""
+    qualified = f"{q(database)}.{q(_sql_ddl.META_TABLE)}"
+    rows = execute(
+        f"SELECT argMax(schema_version, updated_at), argMax(extensions, updated_at) "
+        f"FROM {qualified} WHERE table_name = %(t)s GROUP BY table_name",
+        {"t": table},
+    )
+    if not rows:
+        return None, {}
+    return int(rows[0][0]), _sql_ddl.recorded_extensions(rows[0][1])
+
+
+def _record(execute: Execute, qualified_meta: str, table: str, extensions: str) -> None:
+    # updated_at has a resolution of a second: a second record within the same
+    # second must still win, so it is never earlier than the latest one.
+    execute(
+        f"INSERT INTO {qualified_meta} (table_name, schema_version, updated_at, extensions) "
+        f"SELECT %(t)s, %(v)s, greatest(now(), (SELECT max(updated_at) FROM {qualified_meta} "
+        "WHERE table_name = %(t)s)), %(e)s",
+        {"t": table, "v": SCHEMA_VERSION, "e": extensions},
+    )
+
+
+def setup(execute: Execute, database: str, table: str, label: str) -> set[str]:
+    """Create or migrate the span table and its meta row.
+
+    Returns:
+        The table's columns.
+
+    Raises:
+        ConfigurationError: the table cannot be a span table (see
+            :func:`~llamonitor.storage._sql_ddl.plan_migration`).
+    """
+    qualified = f"{q(database)}.{q(table)}"
+    qualified_meta = meta(execute, database)
+    version, recorded = read_meta(execute, database, table)
+    existing = columns(execute, database, table)
+    if not existing:
+        execute(create_sql(qualified))
+        logger.info("llamonitor: created %s (schema version %d)", label, SCHEMA_VERSION)
+    else:
+        plan = _sql_ddl.plan_migration(label, existing, accepts, version)
+        if plan.original:
+            raise ConfigurationError(
+                "storage.table_name",
+                f"{label} looks like a llamonitor-async table (error holds the message), "
+                "which never was a ClickHouse table: choose another table_name",
+            )
+        _add(execute, qualified, existing, plan.add)
+        for name in plan.relax:
+            declared = existing.get(name, "")
+            if declared and not declared.startswith("Nullable("):
+                execute(f"ALTER TABLE {qualified} MODIFY COLUMN {q(name)} Nullable({declared})")
+        if plan.null_false_errors:
+            execute(f"ALTER TABLE {qualified} UPDATE {q('error')} = NULL WHERE {q('error')} = 0")
+        plan.log(logger, label)
+    have = set(columns(execute, database, table))
+    kept = {k: v for k, v in recorded.items() if k in have}
+    if version != SCHEMA_VERSION or kept != recorded:
+        _record(execute, qualified_meta, table, _sql_ddl.extensions_text(kept, ()))
+    return have
+
+
+def _add(execute: Execute, qualified: str, have: dict[str, str], fields: list[pa.Field]) -> None:
+    """``ADD COLUMN`` each field (nullable) the table lacks (18.16 has no ``IF NOT EXISTS``)."""
+    for f in fields:
+        if f.name not in have:
+            for d in column_defs([f.with_nullable(True)]):
+                execute(f"ALTER TABLE {qualified} ADD COLUMN {d}")
+
+
+def add_columns(execute: Execute, database: str, table: str, fields: list[pa.Field]) -> None:
+    """Add the extension columns (metric groups) a batch brings, and record them."""
+    _add(execute, f"{q(database)}.{q(table)}", columns(execute, database, table), fields)
+    _, recorded = read_meta(execute, database, table)
+    _record(execute, meta(execute, database), table, _sql_ddl.extensions_text(recorded, fields))
+    logger.info("llamonitor: %s: added the column(s) %s", table, ", ".join(f.name for f in fields))

@@ -1,0 +1,376 @@
+"""ClickHouse store (``clickhouse-driver``, the native protocol; the
+``[clickhouse]`` extra): writer and query side.
+
+``StorageConfig(backend="clickhouse",
+connection_string="clickhouse://user:password@host:9000/database")``
+(the database defaults to ``default``; the URL's query string takes the
+driver's settings: ``secure=True``, ``compression=lz4``,
+``connect_timeout=...``, ``send_receive_timeout=...``).
+
+The table (:mod:`._clickhouse_ddl`) is derived from the one schema: a
+``ReplacingMergeTree`` partitioned by month and ordered by (trace, start time,
+event id). A batch is one columnar ``INSERT`` (the native protocol sends each
+column as one block). ClickHouse has no unique key to refuse a second copy:
+a batch written twice (a retry whose first attempt did land, a spool replay,
+a broker's redelivery) leaves two copies of its rows until a merge keeps one,
+and every read says ``FINAL``, so no query ever counts a span twice.
+
+The query side streams the rows the filters select (pushed into ClickHouse's
+``WHERE``) to DuckDB as Arrow record batches (the driver decodes each native
+block into Arrow with numpy), like the other SQL stores; the report, ``stats``,
+``trace`` and the server run their one DuckDB SQL over them.
+
+Tested against ClickHouse 18.16 (Debian bookworm's package); see
+``docs/clickhouse.md`` for what that server version does and does not cover.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pyarrow as pa
+
+from llamonitor.schema._columns import SCHEMA
+from llamonitor.schema._extensions import failed_or_null, rows_table
+from llamonitor.schema.config import ConfigurationError, StorageConfig
+from llamonitor.schema.events import MetricEvent
+from llamonitor.storage import _clickhouse_ddl, _sql, _sql_ddl, _sql_query, _sql_write
+from llamonitor.storage._clickhouse_ddl import MICROS_SUFFIX, q
+from llamonitor.storage._duckdb import DuckDBQuery, Filters
+from llamonitor.storage._sql import Secrets, StoreError
+from llamonitor.storage.base import RowsRejected, StorageBackend
+
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "ClickHouseBackend", "RECEIVE_TIMEOUT_SECONDS", "query"]
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""The driver's ``connect_timeout`` unless the connection string sets it."""
+RECEIVE_TIMEOUT_SECONDS = 60.0
+"""The driver's ``send_receive_timeout`` unless the connection string sets it:
+a server that stops answering fails the write (retried, then spooled)."""
+
+_MISSING_CODES = (60, 16, 81, 47)  # unknown table, column, database; unknown identifier
+_MAX_DATETIME = 2**32 - 1  # DateTime is unsigned 32-bit seconds: 1970 to 2106
+_TS = "timestamp"
+_TS_ALIAS = "llamonitor_timestamp_us"
+_BLOCK_ROWS = _sql_query.CHUNK_ROWS
+
+
+class _Target:
+    """One span table: names, the driver, and how its errors are classified."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        dsn = _sql.connection_string(config, "clickhouse")
+        self.secrets = Secrets(dsn)
+        self.driver = _sql.require_driver("clickhouse_driver", "clickhouse", "clickhouse")
+        self.errors = _sql.require_driver("clickhouse_driver.errors", "clickhouse", "clickhouse")
+        parts = urlsplit(dsn)
+        self.database = unquote(parts.path.lstrip("/")) or "default"
+        _sql.check_identifier("storage.connection_string (database)", self.database)
+        if config.schema_name:
+            raise ConfigurationError(
+                "storage.schema_name",
+                "ClickHouse has databases, not schemas: name the database in the "
+                "connection string (clickhouse://host:9000/database) and leave schema_name unset",
+            )
+        if config.options:
+            raise ConfigurationError(
+                "storage.options",
+                f"unknown option(s) {', '.join(sorted(config.options))} for the clickhouse "
+                "backend; put the driver's settings in the connection string's query "
+                "(?secure=True&compression=lz4&connect_timeout=5)",
+            )
+        self.table = _sql.check_identifier("storage.table_name", config.table_name)
+        self.qualified = f"{q(self.database)}.{q(self.table)}"
+        self.label = f"table {self.database}.{self.table}"
+        query = f"{parts.query}&" if parts.query else ""
+        if "connect_timeout=" not in query:
+            query += f"connect_timeout={CONNECT_TIMEOUT_SECONDS:g}&"
+        if "send_receive_timeout=" not in query:
+            query += f"send_receive_timeout={RECEIVE_TIMEOUT_SECONDS:g}&"
+        self.url = parts._replace(scheme="clickhouse", query=query.rstrip("&")).geturl()
+
+    def client(self) -> Any:
+        return self.driver.Client.from_url(self.url)
+
+    def kind(self, exc: BaseException) -> str:
+        code = getattr(exc, "code", None)
+        if isinstance(exc, self.errors.ServerException) and code in _MISSING_CODES:
+            return "missing"
+        return "other"
+
+    def error(self, doing: str, exc: BaseException) -> StoreError:
+        e = self.errors
+        code = getattr(exc, "code", None)
+        transient = (
+            isinstance(exc, (e.NetworkError, e.SocketTimeoutError, EOFError))
+            or _sql.network_error(exc)
+            or self.kind(exc) == "missing"
+        )
+        return StoreError(
+            self.secrets.scrub(f"clickhouse {self.label}: {doing}: {_describe(exc)}"),
+            sqlstate=str(code) if code is not None else None,
+            transient=transient,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    """``TypeName: message`` without the server's stack trace."""
+    text = str(exc).split("Stack trace:", 1)[0].strip() or repr(exc)
+    return f"{type(exc).__name__}: {' '.join(text.split())}"
+
+
+class ClickHouseBackend(StorageBackend):
+    """Writes spans to a ClickHouse table (default ``metric_events``).
+
+    The methods are ``async def`` for the interface but do blocking work (the
+    driver is synchronous): the transport runs them on the sink's own thread.
+    """
+
+    def __init__(self, config: StorageConfig | None = None) -> None:
+        super().__init__(config)
+        self._t = _Target(self.config)
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._ready = False
+        self._columns: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ClickHouseBackend({self._t.secrets.masked}, {self._t.label})"
+
+    def _execute(self, sql: str, params: Any = None, columnar: bool = False) -> Any:
+        if self._client is None:
+            self._client = self._t.client()
+        return self._client.execute(sql, params, columnar=columnar)
+
+    def _guarded(self, doing: str, fn: Callable[[], None]) -> None:
+        error: StoreError | None = None
+        with self._lock:
+            try:
+                fn()
+                return
+            except (ConfigurationError, RowsRejected, StoreError):
+                raise
+            except Exception as exc:
+                if self._t.kind(exc) == "missing":
+                    self._ready = False
+                self._drop_client()
+                error = self._t.error(doing, exc)
+        raise error
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.disconnect()
+            except Exception:
+                pass  # the connection is gone already
+
+    # -- setup -------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Connect, create the meta and span tables, or migrate."""
+        self._guarded("initialize", self._setup)
+
+    def _setup(self) -> None:
+        t = self._t
+        self._columns = _clickhouse_ddl.setup(self._execute, t.database, t.table, t.label)
+        self._ready = True
+
+    # -- writing -----------------------------------------------------------
+
+    async def write_table(self, table: pa.Table) -> None:
+        """Write a batch as one columnar ``INSERT``; rows whose start time a
+        ``DateTime`` cannot hold (before 1970, after 2106) raise
+        :class:`RowsRejected` after the others are written."""
+        if table.num_rows == 0:
+            return
+        table = _sql_write.conform(table)
+        seconds, micros = _split_times(table.column(_TS))
+        bad = (seconds < 0) | (seconds > _MAX_DATETIME)
+        refused = [int(i) for i in np.flatnonzero(bad)]
+        if refused:
+            keep = pa.array(~bad)
+            good = table.filter(keep)
+            seconds, micros = seconds[~bad], micros[~bad]
+        else:
+            good = table
+
+        def work() -> None:
+            if not self._ready:
+                self._setup()
+            missing = _sql_ddl.missing_columns(good, self._columns)
+            if missing:
+                t = self._t
+                _clickhouse_ddl.add_columns(self._execute, t.database, t.table, missing)
+                self._columns.update(f.name for f in missing)
+            if good.num_rows:
+                names, columns = _columns(good, seconds, micros)
+                sql = f"INSERT INTO {self._t.qualified} ({names}) VALUES"
+                self._execute(sql, columns, columnar=True)
+
+        if good.num_rows or not refused:
+            self._guarded("write", work)
+        if refused:
+            message = "timestamp: outside ClickHouse's DateTime range (1970-01-01 to 2106-02-07)"
+            raise RowsRejected(table.take(refused), [message] * len(refused))
+
+    async def write_batch(self, events: list[MetricEvent]) -> None:
+        await self.write_table(rows_table([e.to_row() for e in events]))
+
+    async def health_check(self) -> bool:
+        try:
+            with self._lock:
+                self._execute("SELECT 1")
+            return True
+        except Exception:
+            with self._lock:
+                self._drop_client()
+            return False
+
+    async def close(self) -> None:
+        with self._lock:
+            self._drop_client()
+
+
+def _split_times(col: pa.ChunkedArray) -> tuple[Any, Any]:
+    """UTC seconds and the microseconds within each second, as numpy arrays."""
+    us = col.cast(pa.int64()).to_numpy()
+    return us // 1_000_000, us % 1_000_000
+
+
+def _columns(table: pa.Table, seconds: Any, micros: Any) -> tuple[str, Any]:
+    """The column list of the ``INSERT`` and its columns, for ``execute(...,
+    columnar=True)``: nullable columns null in every row are left out."""
+    names: list[str] = []
+    data: list[Any] = []
+    for f in _sql_write.present_fields(table):
+        col = table.column(f.name)
+        if f.name == _TS:
+            names += [f.name, f.name + MICROS_SUFFIX]
+            data += [seconds.tolist(), micros.tolist()]
+            continue
+        if pa.types.is_boolean(f.type):
+            col = col.cast(pa.uint8())
+        names.append(f.name)
+        data.append(col.to_pylist())
+    return ", ".join(q(n) for n in names), data
+
+
+# -- query side ----------------------------------------------------------------
+
+_PUSHDOWN = _sql_query.Pushdown(quote=q, placeholder=lambda i: f"%(p{i})s", timestamp=lambda t: t)
+
+
+def _where(f: Filters) -> tuple[str, dict[str, Any]]:
+    """The filters as ClickHouse's ``WHERE``: the string filters exactly,
+    the time range widened to whole seconds (DuckDB applies it exactly), an
+    operation glob left to DuckDB. The times are compared as numbers (Unix
+    seconds), which no time zone (the server's, the column's) can shift."""
+    operation = f.operation
+    if operation is not None and any(c in operation for c in "*?["):
+        operation = None
+    exact = Filters(f.session_id, f.trace_id, operation, None, None, f.project_name)
+    where, values = _PUSHDOWN.where(exact)
+    params = {f"p{i + 1}": v for i, v in enumerate(values)}
+    clauses = [where[len("WHERE ") :]] if where else []
+    if f.since is not None:
+        since = int(_sql_query.aware(f.since).timestamp() // 1)
+        clauses.append(f"{q(_TS)} >= {max(0, min(since, _MAX_DATETIME))}")
+    if f.until is not None:
+        until = -int(-_sql_query.aware(f.until).timestamp() // 1)  # ceiling
+        if until <= 0:
+            clauses.append("0")
+        elif until <= _MAX_DATETIME:
+            clauses.append(f"{q(_TS)} < {until}")
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _select(t: _Target, present: set[str], extra: list[pa.Field], f: Filters) -> tuple[str, Any]:
+    exprs = []
+    for name in [*SCHEMA.names, *(x.name for x in extra)]:
+        if name == _TS:
+            micros = f" + {q(_TS + MICROS_SUFFIX)}" if _TS + MICROS_SUFFIX in present else ""
+            # Not aliased "timestamp": in ClickHouse an alias shadows the column in WHERE.
+            exprs.append(f"toInt64(toUInt32({q(_TS)})) * 1000000{micros} AS {q(_TS_ALIAS)}")
+        elif name in present:
+            exprs.append(q(name))
+        else:
+            exprs.append(f"NULL AS {q(name)}")
+    where, params = _where(f)
+    return f"SELECT {', '.join(exprs)} FROM {t.qualified} FINAL {where}", params
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A driver batch with ``schema``'s types: the time as microseconds, the
+    booleans from ``UInt8``, an absent column's NULLs typed."""
+    arrays = []
+    for f, col in zip(schema, batch.columns, strict=True):
+        if col.type != f.type:
+            if pa.types.is_null(col.type):
+                col = pa.nulls(len(col), f.type)
+            elif pa.types.is_timestamp(f.type):
+                col = col.cast(pa.int64()).cast(f.type)
+            else:
+                col = col.cast(f.type)
+        if f.name == "error":
+            col = failed_or_null(col)
+        arrays.append(col)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _open_reader(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
+    client: Any = None
+    error: StoreError | None = None
+    try:
+        client = t.client()
+        found = _clickhouse_ddl.columns(client.execute, t.database, t.table)
+        if not found:
+            client.disconnect()
+            return None
+        try:
+            _, recorded = _clickhouse_ddl.read_meta(client.execute, t.database, t.table)
+        except t.errors.ServerException:  # no meta table
+            recorded = {}
+        extra = _sql_query.extension_fields(recorded, found)
+        sql, params = _select(t, set(found), extra, filters)
+        reader = client.query_arrow_stream(
+            sql, params, settings={"max_block_size": _BLOCK_ROWS}, field_metadata=False
+        )
+    except Exception as exc:
+        error = t.error("query", exc)
+    if error is not None:
+        if client is not None:
+            client.disconnect()
+        raise error
+    schema = _sql_query.read_schema(extra)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        failed: StoreError | None = None
+        try:
+            for batch in reader:
+                if batch.num_rows:
+                    yield _conform(batch, schema)
+        except Exception as exc:
+            failed = StoreError(t.secrets.scrub(f"reading the store failed: {_describe(exc)}"))
+        finally:
+            client.disconnect()
+        if failed is not None:
+            raise failed
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def query(config: StorageConfig) -> DuckDBQuery:
+    """The query side of a ClickHouse span table: each query reads the rows
+    its filters select, ``FINAL`` (each span once, however often it was
+    delivered), streamed to DuckDB in blocks; a missing table is an empty store.
+
+    Raises:
+        ConfigurationError: a missing driver or a bad connection string.
+    """
+    t = _Target(config)
+    return DuckDBQuery(lambda filters: _open_reader(t, filters))
