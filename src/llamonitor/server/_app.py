@@ -49,6 +49,7 @@ UI_ROUTES = (
     "/sessions/{rest:path}",
     "/report",
     "/agents",
+    "/alerts",
     "/live",
     "/spans/{rest:path}",
     "/series",
