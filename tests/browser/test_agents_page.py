@@ -80,22 +80,21 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     rows = []
     order = ("router", "researcher", "critic", "researcher", "critic", "writer", "critic",
              "writer", "coder", "router", "coder", "researcher")
+    def sp(trace: str, sid: str, parent: str | None, start: int, dur: int, agent: str) -> None:
+        rows.append(span_row(len(rows), span_id=f"{trace}-{sid}", trace_id=trace,
+                             parent_span_id=None if parent is None else f"{trace}-{parent}",
+                             session_id="busy", operation_name=agent, agent_name=agent,
+                             duration_ms=float(dur),
+                             timestamp=T0 + timedelta(seconds=10 * int(trace[1:]),
+                                                      milliseconds=start)))
+
     for t in range(4):
         trace = f"t{t}"
-        base = T0 + timedelta(seconds=10 * t)
-
-        def sp(sid: str, parent: str | None, start: int, dur: int, agent: str) -> None:
-            rows.append(span_row(len(rows), span_id=f"{trace}-{sid}", trace_id=trace,
-                                 parent_span_id=None if parent is None else f"{trace}-{parent}",
-                                 session_id="busy", operation_name=agent, agent_name=agent,
-                                 duration_ms=float(dur),
-                                 timestamp=base + timedelta(milliseconds=start)))
-
-        sp("root", None, 0, 5000, "planner")
+        sp(trace, "root", None, 0, 5000, "planner")
         for i, agent in enumerate(order):
-            sp(f"c{i}", "root", 10 + 400 * i, 300 + 20 * i, agent)
-        sp("r-critic", "c1", 20, 100, "critic")
-        sp("c-writer", "c8", 3300, 100, "writer")
+            sp(trace, f"c{i}", "root", 10 + 400 * i, 300 + 20 * i, agent)
+        sp(trace, "r-critic", "c1", 20, 100, "critic")
+        sp(trace, "c-writer", "c8", 3300, 100, "writer")
     d = tmp_path_factory.mktemp("busy-agents")
     write_rows(d, rows)
     handle = start_server(ServerConfig(port=0), directory=d)
