@@ -28,6 +28,7 @@ The constants are module attributes, so tests and users can tune them.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -105,6 +106,58 @@ def _median(values: Sequence[float]) -> float:
     return ordered[m] if n % 2 else (ordered[m - 1] + ordered[m]) / 2
 
 
+def _median_of(a: np.ndarray) -> float:
+    """``np.median`` of a short array without its per-call overhead (no NaN here)."""
+    n = a.size
+    if not n:
+        return math.nan
+    ordered = np.sort(a)
+    m = n // 2
+    return float(ordered[m]) if n % 2 else float((ordered[m - 1] + ordered[m]) / 2)
+
+
+class _SortedWindow:
+    """The latest ``maxlen`` ``(index, value)`` pairs, their values also kept sorted:
+    the median of the window costs no sort per bucket."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._items: deque[tuple[int, float]] = deque()
+        self._sorted: list[float] = []
+
+    def append(self, item: tuple[int, float]) -> None:
+        if len(self._items) >= self.maxlen:
+            self._drop(self._items.popleft()[1])
+        self._items.append(item)
+        bisect.insort(self._sorted, item[1])
+
+    def pop(self) -> tuple[int, float]:
+        item = self._items.pop()
+        self._drop(item[1])
+        return item
+
+    def _drop(self, value: float) -> None:
+        del self._sorted[bisect.bisect_left(self._sorted, value)]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._sorted.clear()
+
+    def median(self) -> float:
+        ordered = self._sorted
+        n = len(ordered)
+        if not n:
+            return math.nan
+        m = n // 2
+        return ordered[m] if n % 2 else (ordered[m - 1] + ordered[m]) / 2
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> tuple[int, float]:
+        return self._items[i]
+
+
 class SeriesDetector:
     """The detector of one series (see the module's docstring); feed it bucket by bucket.
 
@@ -123,7 +176,7 @@ class SeriesDetector:
         # The level: (index, value, phase) of the buckets that are no spike.
         self._level: deque[tuple[int, float, int]] = deque(maxlen=LEVEL_WINDOW)
         # Sigma: (index, |value - expected|) of the clean buckets.
-        self._errors: deque[tuple[int, float]] = deque(maxlen=SCALE_WINDOW)
+        self._errors = _SortedWindow(SCALE_WINDOW)
         # The profile: (index, phase, value - level) of the clean buckets.
         self._offsets: deque[tuple[int, int, float]] = deque(
             maxlen=max(1, self.period * PROFILE_CYCLES)
@@ -155,15 +208,17 @@ class SeriesDetector:
             return
         phase = np.fromiter((o[1] for o in self._offsets), int, len(self._offsets))
         dev = np.fromiter((o[2] for o in self._offsets), float, len(self._offsets))
-        if np.bincount(phase, minlength=self.period).min() < MIN_PROFILE_CYCLES:
+        counts = np.bincount(phase, minlength=self.period)
+        if counts.min() < MIN_PROFILE_CYCLES:
             return
-        order = np.argsort(phase, kind="stable")
-        groups = np.split(dev[order], np.cumsum(np.bincount(phase, minlength=self.period))[:-1])
-        profile = np.array([np.median(g) for g in groups])
-        profile -= np.median(profile)
-        noise = MAD_SCALE * float(np.median(np.abs(dev - profile[phase])))
+        # Each phase's median at once: sorted by phase, then value; the middle one(s).
+        ordered = dev[np.lexsort((dev, phase))]
+        starts = np.cumsum(counts) - counts
+        profile = (ordered[starts + (counts - 1) // 2] + ordered[starts + counts // 2]) / 2
+        profile -= _median_of(profile)
+        noise = MAD_SCALE * _median_of(np.abs(dev - profile[phase]))
         self._profile = [float(v) for v in profile]
-        self._profile_on = bool(np.median(np.abs(profile)) >= PROFILE_MIN_SIGMAS * noise)
+        self._profile_on = bool(_median_of(np.abs(profile)) >= PROFILE_MIN_SIGMAS * noise)
 
     def _baseline(self, phase: int) -> tuple[float, float, float]:
         """``(level, seasonal, sigma)`` from the buckets before this one."""
@@ -175,7 +230,7 @@ class SeriesDetector:
         else:
             level = _median([v for i, v, _ in self._level if i >= start])
             season = 0.0
-        sigma = MAD_SCALE * _median([e for _, e in self._errors])
+        sigma = MAD_SCALE * self._errors.median()
         return level, season, sigma
 
     def _sigma(self, sigma: float, expected: float, count: int) -> float:
