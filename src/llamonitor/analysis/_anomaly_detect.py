@@ -191,6 +191,9 @@ class SeriesDetector:
         self._up_from = self._down_from = 0  # where each CUSUM started to grow
         self._last_change: tuple[int, int] | None = None  # (index, sign) of the latest change
         self._history = 0  # clean buckets so far
+        # The latest level shift while its new level is learnt: (onset, sign, expected, sigma).
+        self._shift: tuple[int, int, float, float] | None = None
+        self._shift_profile: list[float] | None = None  # the day's profile before it
 
     # -- the baseline ----------------------------------------------------------
 
@@ -270,7 +273,7 @@ class SeriesDetector:
         expected = level + season
         if self._history < MIN_HISTORY:
             self._push(index, value, phase, level, expected, math.nan, True, True)
-            return []
+            return self._still_moving(index)
         sigma = self._sigma(raw_sigma, expected, count)
         z = (value - expected) / sigma
         found: list[Found] = []
@@ -284,6 +287,31 @@ class SeriesDetector:
         if change is not None:
             found.append(self._changed(index, change, expected, sigma))
         return found
+
+    def _still_moving(self, index: int) -> list[Found]:
+        """A level shift whose new level keeps moving the same way, while the
+        baseline learns it again: the change was a drift (reported as one)."""
+        shift = self._shift
+        if shift is None:
+            return []
+        if self._history >= MIN_HISTORY - 1:
+            self._shift = None  # learnt: judged as usual from the next bucket on
+        # Without the day's profile the baseline is learning again: take out the old one.
+        prof = self._shift_profile
+        seen = np.array([v - (prof[ph] if prof else 0.0)
+                         for i, v, ph in self._level if i >= self.segment_start])
+        if seen.size < MOVING_MIN_BUCKETS:
+            return []
+        t = _slope_t(seen)
+        if abs(t) <= MOVING_T or (t > 0) != (shift[1] > 0):
+            return []
+        onset, sign, expected, sigma = shift
+        observed = float(np.median(seen[-3:]))
+        if sign * (observed - float(np.median(seen[:3]))) < MOVING_SIGMAS * sigma:
+            return []  # not farther out than where the new level began
+        self._shift = None
+        self._last_change = (index, sign)
+        return [Found(index, expected, observed, (observed - expected) / sigma, "drift", onset)]
 
     def _push(
         self, index: int, value: float, phase: int, level: float, expected: float,
@@ -334,6 +362,7 @@ class SeriesDetector:
             while window and window[-1][0] >= onset:
                 window.pop()
                 self._history -= 1 if window is self._errors else 0
+        self._shift_profile = list(self._profile) if self._profile_on else None
         self.segment_start = index - RESTART_AFTER_DRIFT + 1 if drift else onset
         if not drift:
             # A new level may scale the noise and the day's profile too: learn
@@ -344,6 +373,7 @@ class SeriesDetector:
             self._history = 0
         self._up = self._down = 0.0
         self._last_change = (index, sign)
+        self._shift = None if drift else (onset, sign, expected, sigma)
         kind = "drift" if drift else "level_shift"
         return Found(index, expected, observed, deviation, kind, onset)
 
@@ -351,20 +381,31 @@ class SeriesDetector:
 DRIFT_T = 3.0
 """A change whose values still trend (slope t-statistic above this) is a drift."""
 DRIFT_MIN_BUCKETS = 8
+MOVING_T = 3.0
+"""After a level shift, a new level whose slope t-statistic passes this makes it a drift."""
+MOVING_MIN_BUCKETS = 8
+MOVING_SIGMAS = 2.0
+"""... and its latest buckets must be this many (old) sigmas farther out than its first."""
+"""Buckets of the new level before that slope is tested."""
 
 
 def _sloped(values: np.ndarray) -> bool:
     """Whether ``values`` (the buckets since a change began) still trend."""
+    return abs(_slope_t(values)) > DRIFT_T
+
+
+def _slope_t(values: np.ndarray) -> float:
+    """The t-statistic of the slope of ``values`` (signed; 0 when too few)."""
     y = values[~np.isnan(values)]
     n = y.size
     if n < DRIFT_MIN_BUCKETS:
-        return False
+        return 0.0
     t = np.arange(n, dtype=float)
     t -= t.mean()
     slope = float(t @ (y - y.mean()) / (t @ t))
     resid = y - y.mean() - slope * t
     se = math.sqrt(float(resid @ resid) / (n - 2) / float(t @ t)) if n > 2 else math.inf
-    return se > 0 and abs(slope) / se > DRIFT_T
+    return slope / se if se > 0 else 0.0
 
 
 def find(
