@@ -1,5 +1,6 @@
 """The agents' coordination graph: handoffs, loops, chains, suggestions, the CLI;
-checked against hand-stated figures and an independent pure-Python oracle."""
+checked against hand-stated figures and an independent pure-Python oracle, over a
+Parquet store, SQLite and PostgreSQL (the server of tests/_servers.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import itertools
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 import llamonitor
 from _helpers import T0, span_row
+from _servers import Store, server_dsn, unique_table
 from llamonitor.analysis import agent_graph, analyze, render_html
 from llamonitor.analysis._agents_walk import AGENT_OPERATION_TYPES
 from llamonitor.cli import cli
@@ -41,6 +45,64 @@ def write(store: Path, rows: list[dict[str, Any]]) -> Path:
     return store
 
 
+STORES = ("parquet", "sqlite", "postgres")
+
+
+class Spans:
+    """Where one test's spans go: a fresh Parquet directory, SQLite file or
+    PostgreSQL table per :meth:`write`; tables dropped afterwards."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tmp = tmp_path
+        self.dsn = ("" if kind == "parquet" else f"sqlite:///{tmp_path / 'spans.db'}"
+                    if kind == "sqlite" else server_dsn(kind))
+        self.tables: list[Store] = []
+        self.queries: list[Any] = []
+
+    def new(self) -> Store:
+        """A fresh table of this SQL store (dropped afterwards)."""
+        store = Store(self.kind, self.dsn, unique_table())
+        self.tables.append(store)
+        return store
+
+    def write(self, rows: list[dict[str, Any]]) -> Any:
+        """Store ``rows``; returns what ``agent_graph`` and ``analyze`` take."""
+        if self.kind == "parquet":
+            return write(self.tmp / f"store{next(_ids)}", rows)
+        store = self.new()
+        store.write(pa.Table.from_pylist(rows, schema=llamonitor.SCHEMA))
+        return self.open(store)
+
+    def open(self, store: Store) -> Any:
+        q = store.query()
+        self.queries.append(q)
+        return q
+
+    def cli(self, target: Any) -> list[str]:
+        """The store options of a command reading what :meth:`write` returned last."""
+        if self.kind == "parquet":
+            return ["--dir", str(target)]
+        return ["--dsn", self.dsn, "--table", self.tables[-1].table]
+
+    def close(self) -> None:
+        for q in self.queries:
+            q.close()
+        llamonitor.shutdown_monitoring(10.0)
+        for store in self.tables:
+            store.drop()
+
+
+@pytest.fixture(params=STORES)
+def spans(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Spans]:
+    """Each store in turn (PostgreSQL skips outside CI when its server is away)."""
+    s = Spans(request.param, tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def orchestrated() -> list[dict[str, Any]]:
     """An orchestrator (no agent) runs router, researcher, router (which calls
     writer), router: times in ms."""
@@ -63,10 +125,10 @@ def edges_of(graph: Any) -> dict[tuple[str, str, str], Any]:
     return {(e.source, e.target, e.kind): e for e in graph.edges}
 
 
-def test_handoffs_loops_chain_of_an_orchestrated_session(tmp_path: Path) -> None:
+def test_handoffs_loops_chain_of_an_orchestrated_session(spans: Spans) -> None:
     """Sequence and call handoffs with their latencies, the loops, the longest chain
     and each agent's critical-path share are the hand-computed ones."""
-    g = agent_graph(write(tmp_path, orchestrated()))
+    g = agent_graph(spans.write(orchestrated()))
     assert (g.spans, g.invocations, g.handoffs, g.unattributed_spans) == (8, 5, 4, 1)
     e = edges_of(g)
     assert set(e) == {("router", "researcher", "sequence"), ("researcher", "router", "sequence"),
@@ -91,12 +153,13 @@ def test_handoffs_loops_chain_of_an_orchestrated_session(tmp_path: Path) -> None
     assert chain.context_growth == 5.0  # 100 -> 500 tokens
 
 
-def test_no_agent_names_is_an_empty_graph(tmp_path: Path) -> None:
+def test_no_agent_names_is_an_empty_graph(spans: Spans) -> None:
     """Spans without agent names give an empty graph and no agent suggestion."""
     rows = [sp("a", None, 0, 1000), sp("b", "a", 10, 100)]
-    g = agent_graph(write(tmp_path, rows))
+    store = spans.write(rows)
+    g = agent_graph(store)
     assert g.empty and g.spans == 2 and g.unattributed_spans == 2 and g.edges == []
-    assert not [s for s in analyze(tmp_path).suggestions if s.kind.startswith("agent")]
+    assert not [s for s in analyze(store).suggestions if s.kind.startswith("agent")]
 
 
 def ping_pong(n: int) -> list[dict[str, Any]]:
@@ -114,18 +177,18 @@ def ping_pong(n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def test_suggestions_name_the_loop_and_the_bottleneck(tmp_path: Path) -> None:
+def test_suggestions_name_the_loop_and_the_bottleneck(spans: Spans) -> None:
     """A router/critic ping-pong and a researcher holding most of the path are suggested,
     in the graph and in the report (terminal JSON and HTML)."""
-    write(tmp_path, ping_pong(6))
-    g = agent_graph(tmp_path)
+    store = spans.write(ping_pong(6))
+    g = agent_graph(store)
     kinds = {s.kind: s for s in g.suggestions}
     assert "agent_loop" in kinds and "agent_bottleneck" in kinds
     loop = next(s for s in g.suggestions if s.figures["agent"] == "router")
     assert loop.title.startswith("Agent `router` hands") and "back to itself" in loop.title
     assert kinds["agent_bottleneck"].figures["agent"] == "researcher"
     assert "holds" in kinds["agent_bottleneck"].title
-    report = analyze(tmp_path)
+    report = analyze(store)
     titles = [s.title for s in report.suggestions]
     assert loop.title in titles and kinds["agent_bottleneck"].title in titles
     assert "holds" in render_html(report)
@@ -238,13 +301,12 @@ def random_session(seed: int) -> list[dict[str, Any]]:
     return kept
 
 
-def test_random_sessions_match_the_oracle(tmp_path: Path) -> None:
+def test_random_sessions_match_the_oracle(spans: Spans) -> None:
     """Over random sessions (shuffled, with spans missing), invocations and every
     handoff (count and latencies) are those of the direct definitions."""
     for seed in range(12):
         rows = random_session(seed)
-        store = write(tmp_path / str(seed), rows)
-        g = agent_graph(store)
+        g = agent_graph(spans.write(rows))
         want = oracle(rows)
         assert {n.agent: n.invocations for n in g.nodes} == want["nodes"], seed
         got = {k: e.count for k, e in edges_of(g).items()}
@@ -258,30 +320,31 @@ def test_random_sessions_match_the_oracle(tmp_path: Path) -> None:
 # -- the command line ---------------------------------------------------------------------
 
 
-def test_cli_agents_tables_and_json(tmp_path: Path) -> None:
+def test_cli_agents_tables_and_json(spans: Spans) -> None:
     """`llamonitor agents` prints the agents and handoffs (names as text, never
     markup), --json the graph, --session narrows it."""
     rows = orchestrated()
     rows[1]["agent_name"] = rows[2]["agent_name"] = "[bold red]router"
-    write(tmp_path, rows)
-    out = CliRunner().invoke(cli, ["agents", "--dir", str(tmp_path)])
+    where = spans.cli(spans.write(rows))
+    out = CliRunner().invoke(cli, ["agents", *where])
     assert out.exit_code == 0, out.output
     assert "[bold red]router" in out.output and "handoffs" in out.output
-    out = CliRunner().invoke(cli, ["agents", "--dir", str(tmp_path), "--json", "--since",
-                                   "2024-04-30"])
+    out = CliRunner().invoke(cli, ["agents", *where, "--json", "--since", "2024-04-30"])
     data = json.loads(out.output)
     assert {n["agent"] for n in data["nodes"]} == {"[bold red]router", "router", "researcher",
                                                    "writer"}
-    out = CliRunner().invoke(cli, ["agents", "--dir", str(tmp_path), "--session", "nobody"])
+    out = CliRunner().invoke(cli, ["agents", *where, "--session", "nobody"])
     assert out.exit_code == 0 and "No spans" in out.output
 
 
-def test_decorated_agents_make_call_handoffs(tmp_path: Path) -> None:
+def test_decorated_agents_make_call_handoffs(spans: Spans, tmp_path: Path) -> None:
     """Agents written with @monitor_llm(agent_name=...) calling each other show as calls."""
     from llamonitor import monitor_llm
 
-    llamonitor.initialize_monitoring(llamonitor.MonitorConfig(
-        storage=llamonitor.StorageConfig(output_dir=tmp_path / "store")))
+    table = None if spans.kind == "parquet" else spans.new()
+    storage = (llamonitor.StorageConfig(output_dir=tmp_path / "store") if table is None
+               else table.config())
+    llamonitor.initialize_monitoring(llamonitor.MonitorConfig(storage=storage))
     try:
         @monitor_llm("search", agent_name="search")
         def search(q: str) -> str:
@@ -296,20 +359,18 @@ def test_decorated_agents_make_call_handoffs(tmp_path: Path) -> None:
         assert llamonitor.flush(10)
     finally:
         llamonitor.shutdown_monitoring(10)
-    g = agent_graph(tmp_path / "store")
+    g = agent_graph(tmp_path / "store" if table is None else spans.open(table))
     e = edges_of(g)
     assert e[("planner", "search", "call")].count == 6
     assert e[("search", "search", "sequence")].count == 3
 
 
-def test_a_scope_too_large_is_refused_naming_since(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_scope_too_large_is_refused_naming_since(spans: Spans, monkeypatch: Any) -> None:
     """A time range over MAX_SPANS is a clear error; the report then leaves the agents out."""
-    import pytest
-
     from llamonitor.analysis import _agents
 
-    write(tmp_path, orchestrated())
+    store = spans.write(orchestrated())
     monkeypatch.setattr(_agents, "MAX_SPANS", 3)
     with pytest.raises(ValueError, match="since: 8 spans in this scope, at most 3"):
-        agent_graph(tmp_path)
-    assert not [s for s in analyze(tmp_path).suggestions if s.kind.startswith("agent")]
+        agent_graph(store)
+    assert not [s for s in analyze(store).suggestions if s.kind.startswith("agent")]

@@ -282,3 +282,22 @@ def test_the_anomalous_kind_fires_on_a_spike(store: Path, receiver: Receiver) ->
         receiver.wait(1)
     assert receiver.statuses() == ["firing"]
     assert "expected" in receiver.bodies[0]["summary"]
+
+
+@pytest.mark.parametrize("late", ["1s", "10m"])
+def test_an_anomalous_rule_sees_spans_arriving_within_late(store: Path, late: str) -> None:
+    """The last hour is judged normal, then spans written late make it ten times busier:
+    within ``late`` of the hour's end the next evaluation fires; with late = 1 s the
+    hour's first judgement stands."""
+    start = NOW - timedelta(days=7)
+    rows = [span(start + timedelta(hours=h, seconds=i)) for h in range(7 * 24) for i in range(10)]
+    write_spans(store, rows)
+    rules = parse_rules({"settings": {"late": late}, "rules": [
+        {"name": "busy", "kind": "anomalous", "signal": "volume", "bucket": "1h"}]})
+    with Watcher(rules, store) as w:
+        w.evaluate(NOW + timedelta(minutes=1))
+        assert w.snapshot()["alerts"] == []
+        write_spans(store, [span(NOW - timedelta(minutes=30, seconds=i)) for i in range(90)])
+        w.evaluate(NOW + timedelta(minutes=5))
+        firing = [a["rule"] for a in w.snapshot()["alerts"] if a["status"] == "firing"]
+    assert firing == (["busy"] if late == "10m" else [])

@@ -140,6 +140,37 @@ def test_the_watcher_reads_only_new_buckets(tmp_path) -> None:  # type: ignore[n
         assert w.poll(T0 + timedelta(hours=24 * 9 + 6, minutes=50)) == []  # same bucket
 
 
+def _late_spans(root, hour: int, n: int) -> None:  # type: ignore[no-untyped-def]
+    """``n`` more spans of gpt-4o in the bucket of ``hour``, written now (late)."""
+    rows = [span_row(10_000_000 + i, timestamp=T0 + timedelta(hours=hour, minutes=i % 60),
+                     model="gpt-4o", duration_ms=400.0, event_id=f"late{hour}-{i}")
+            for i in range(n)]
+    backend = ParquetBackend(StorageConfig(output_dir=root))
+    asyncio.run(backend.write_table(pa.Table.from_pylist(rows, schema=SCHEMA)))
+
+
+@pytest.mark.parametrize("late_seconds", [0.0, 3600.0])
+def test_the_watcher_judges_again_a_bucket_late_spans_reach(  # type: ignore[no-untyped-def]
+        tmp_path, late_seconds: float) -> None:
+    """Spans written into a bucket after it was judged: a watcher with late_seconds
+    covering them reports the volume spike they make, once; one without never does."""
+    hours = 24 * 9
+    root = _store(tmp_path, hours=hours + 2)
+    last = hours  # the bucket judged first, then reached by late spans
+    with _parquet_read.query(root) as q:
+        w = AnomalyWatcher(q, signals=["volume"], late_seconds=late_seconds)
+        assert w.poll(T0 + timedelta(hours=last + 1, minutes=5)) == []
+        _late_spans(root, last, 200)  # 10 -> 210 spans: far out
+        found = w.poll(T0 + timedelta(hours=last + 1, minutes=40))  # same bucket in progress
+        again = w.poll(T0 + timedelta(hours=last + 2, minutes=30))  # past late: final
+    spikes = [(a.bucket_start, a.kind) for a in found + again if a.group == (("model", "gpt-4o"),)]
+    if late_seconds:
+        assert spikes == [(T0 + timedelta(hours=last), "spike")]
+        assert found and not again  # reported once
+    else:
+        assert spikes == []
+
+
 def test_cli_lists_anomalies(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """``llamonitor anomalies`` prints one line per anomaly, and JSON with --json."""
     root = _store(tmp_path, slow_from=24 * 9 + 5)

@@ -28,6 +28,7 @@ The constants are module attributes, so tests and users can tune them.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -105,6 +106,58 @@ def _median(values: Sequence[float]) -> float:
     return ordered[m] if n % 2 else (ordered[m - 1] + ordered[m]) / 2
 
 
+def _median_of(a: np.ndarray) -> float:
+    """``np.median`` of a short array without its per-call overhead (no NaN here)."""
+    n = a.size
+    if not n:
+        return math.nan
+    ordered = np.sort(a)
+    m = n // 2
+    return float(ordered[m]) if n % 2 else float((ordered[m - 1] + ordered[m]) / 2)
+
+
+class _SortedWindow:
+    """The latest ``maxlen`` ``(index, value)`` pairs, their values also kept sorted:
+    the median of the window costs no sort per bucket."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._items: deque[tuple[int, float]] = deque()
+        self._sorted: list[float] = []
+
+    def append(self, item: tuple[int, float]) -> None:
+        if len(self._items) >= self.maxlen:
+            self._drop(self._items.popleft()[1])
+        self._items.append(item)
+        bisect.insort(self._sorted, item[1])
+
+    def pop(self) -> tuple[int, float]:
+        item = self._items.pop()
+        self._drop(item[1])
+        return item
+
+    def _drop(self, value: float) -> None:
+        del self._sorted[bisect.bisect_left(self._sorted, value)]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._sorted.clear()
+
+    def median(self) -> float:
+        ordered = self._sorted
+        n = len(ordered)
+        if not n:
+            return math.nan
+        m = n // 2
+        return ordered[m] if n % 2 else (ordered[m - 1] + ordered[m]) / 2
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> tuple[int, float]:
+        return self._items[i]
+
+
 class SeriesDetector:
     """The detector of one series (see the module's docstring); feed it bucket by bucket.
 
@@ -123,7 +176,7 @@ class SeriesDetector:
         # The level: (index, value, phase) of the buckets that are no spike.
         self._level: deque[tuple[int, float, int]] = deque(maxlen=LEVEL_WINDOW)
         # Sigma: (index, |value - expected|) of the clean buckets.
-        self._errors: deque[tuple[int, float]] = deque(maxlen=SCALE_WINDOW)
+        self._errors = _SortedWindow(SCALE_WINDOW)
         # The profile: (index, phase, value - level) of the clean buckets.
         self._offsets: deque[tuple[int, int, float]] = deque(
             maxlen=max(1, self.period * PROFILE_CYCLES)
@@ -138,6 +191,9 @@ class SeriesDetector:
         self._up_from = self._down_from = 0  # where each CUSUM started to grow
         self._last_change: tuple[int, int] | None = None  # (index, sign) of the latest change
         self._history = 0  # clean buckets so far
+        # The latest level shift while its new level is learnt: (onset, sign, expected, sigma).
+        self._shift: tuple[int, int, float, float] | None = None
+        self._shift_profile: list[float] | None = None  # the day's profile before it
 
     # -- the baseline ----------------------------------------------------------
 
@@ -155,15 +211,17 @@ class SeriesDetector:
             return
         phase = np.fromiter((o[1] for o in self._offsets), int, len(self._offsets))
         dev = np.fromiter((o[2] for o in self._offsets), float, len(self._offsets))
-        if np.bincount(phase, minlength=self.period).min() < MIN_PROFILE_CYCLES:
+        counts = np.bincount(phase, minlength=self.period)
+        if counts.min() < MIN_PROFILE_CYCLES:
             return
-        order = np.argsort(phase, kind="stable")
-        groups = np.split(dev[order], np.cumsum(np.bincount(phase, minlength=self.period))[:-1])
-        profile = np.array([np.median(g) for g in groups])
-        profile -= np.median(profile)
-        noise = MAD_SCALE * float(np.median(np.abs(dev - profile[phase])))
+        # Each phase's median at once: sorted by phase, then value; the middle one(s).
+        ordered = dev[np.lexsort((dev, phase))]
+        starts = np.cumsum(counts) - counts
+        profile = (ordered[starts + (counts - 1) // 2] + ordered[starts + counts // 2]) / 2
+        profile -= _median_of(profile)
+        noise = MAD_SCALE * _median_of(np.abs(dev - profile[phase]))
         self._profile = [float(v) for v in profile]
-        self._profile_on = bool(np.median(np.abs(profile)) >= PROFILE_MIN_SIGMAS * noise)
+        self._profile_on = bool(_median_of(np.abs(profile)) >= PROFILE_MIN_SIGMAS * noise)
 
     def _baseline(self, phase: int) -> tuple[float, float, float]:
         """``(level, seasonal, sigma)`` from the buckets before this one."""
@@ -175,7 +233,7 @@ class SeriesDetector:
         else:
             level = _median([v for i, v, _ in self._level if i >= start])
             season = 0.0
-        sigma = MAD_SCALE * _median([e for _, e in self._errors])
+        sigma = MAD_SCALE * self._errors.median()
         return level, season, sigma
 
     def _sigma(self, sigma: float, expected: float, count: int) -> float:
@@ -215,7 +273,7 @@ class SeriesDetector:
         expected = level + season
         if self._history < MIN_HISTORY:
             self._push(index, value, phase, level, expected, math.nan, True, True)
-            return []
+            return self._still_moving(index)
         sigma = self._sigma(raw_sigma, expected, count)
         z = (value - expected) / sigma
         found: list[Found] = []
@@ -229,6 +287,31 @@ class SeriesDetector:
         if change is not None:
             found.append(self._changed(index, change, expected, sigma))
         return found
+
+    def _still_moving(self, index: int) -> list[Found]:
+        """A level shift whose new level keeps moving the same way, while the
+        baseline learns it again: the change was a drift (reported as one)."""
+        shift = self._shift
+        if shift is None:
+            return []
+        if self._history >= MIN_HISTORY - 1:
+            self._shift = None  # learnt: judged as usual from the next bucket on
+        # Without the day's profile the baseline is learning again: take out the old one.
+        prof = self._shift_profile
+        seen = np.array([v - (prof[ph] if prof else 0.0)
+                         for i, v, ph in self._level if i >= self.segment_start])
+        if seen.size < MOVING_MIN_BUCKETS:
+            return []
+        t = _slope_t(seen)
+        if abs(t) <= MOVING_T or (t > 0) != (shift[1] > 0):
+            return []
+        onset, sign, expected, sigma = shift
+        observed = float(np.median(seen[-3:]))
+        if sign * (observed - float(np.median(seen[:3]))) < MOVING_SIGMAS * sigma:
+            return []  # not farther out than where the new level began
+        self._shift = None
+        self._last_change = (index, sign)
+        return [Found(index, expected, observed, (observed - expected) / sigma, "drift", onset)]
 
     def _push(
         self, index: int, value: float, phase: int, level: float, expected: float,
@@ -279,6 +362,7 @@ class SeriesDetector:
             while window and window[-1][0] >= onset:
                 window.pop()
                 self._history -= 1 if window is self._errors else 0
+        self._shift_profile = list(self._profile) if self._profile_on else None
         self.segment_start = index - RESTART_AFTER_DRIFT + 1 if drift else onset
         if not drift:
             # A new level may scale the noise and the day's profile too: learn
@@ -289,6 +373,7 @@ class SeriesDetector:
             self._history = 0
         self._up = self._down = 0.0
         self._last_change = (index, sign)
+        self._shift = None if drift else (onset, sign, expected, sigma)
         kind = "drift" if drift else "level_shift"
         return Found(index, expected, observed, deviation, kind, onset)
 
@@ -296,20 +381,31 @@ class SeriesDetector:
 DRIFT_T = 3.0
 """A change whose values still trend (slope t-statistic above this) is a drift."""
 DRIFT_MIN_BUCKETS = 8
+MOVING_T = 3.0
+"""After a level shift, a new level whose slope t-statistic passes this makes it a drift."""
+MOVING_MIN_BUCKETS = 8
+MOVING_SIGMAS = 2.0
+"""... and its latest buckets must be this many (old) sigmas farther out than its first."""
+"""Buckets of the new level before that slope is tested."""
 
 
 def _sloped(values: np.ndarray) -> bool:
     """Whether ``values`` (the buckets since a change began) still trend."""
+    return abs(_slope_t(values)) > DRIFT_T
+
+
+def _slope_t(values: np.ndarray) -> float:
+    """The t-statistic of the slope of ``values`` (signed; 0 when too few)."""
     y = values[~np.isnan(values)]
     n = y.size
     if n < DRIFT_MIN_BUCKETS:
-        return False
+        return 0.0
     t = np.arange(n, dtype=float)
     t -= t.mean()
     slope = float(t @ (y - y.mean()) / (t @ t))
     resid = y - y.mean() - slope * t
     se = math.sqrt(float(resid @ resid) / (n - 2) / float(t @ t)) if n > 2 else math.inf
-    return se > 0 and abs(slope) / se > DRIFT_T
+    return slope / se if se > 0 else 0.0
 
 
 def find(

@@ -10,11 +10,12 @@ its watermark.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from llamonitor.analysis._anomaly_detect import (
     PROFILE_CYCLES,
@@ -207,17 +208,28 @@ def detect(
 
 class AnomalyWatcher:
     """Incremental anomaly detection: each :meth:`poll` reads only the buckets
-    completed since the last one.
+    completed since the last one (and those still open to late spans).
 
     The first poll reads a baseline's worth of history
     (:func:`warmup_buckets`) and reports the anomalies of its last
     ``report_buckets`` buckets only; later polls report those of the new
-    buckets. Spans written late, into a bucket already judged, are not seen.
+    buckets.
+
+    Late spans: a bucket that ended less than ``late_seconds`` before a poll
+    is judged then, and judged again at each later poll until it has been
+    over for ``late_seconds`` (the detectors are put back to where they were
+    before it, and fed it again with what the store holds by then). An
+    anomaly that spans written late reveal is reported at the poll that
+    first sees it; one already reported is not reported again, nor taken
+    back if late spans make it go away. Spans later than ``late_seconds`` are
+    not seen by the watcher (the batch :func:`detect` always reads everything).
+    With ``late_seconds=0`` (the default) a bucket is judged once.
 
     Args:
         query: the store's query side (as for ``detect_anomalies``).
         bucket_seconds, signals, group_by: as for ``detect_anomalies``.
         report_buckets: how many buckets the first poll reports anomalies of.
+        late_seconds: how long after its end a bucket is judged again.
     """
 
     def __init__(
@@ -228,11 +240,19 @@ class AnomalyWatcher:
         signals: Sequence[str] = SIGNALS,
         group_by: Sequence[str] = ("model",),
         report_buckets: int = 1,
+        late_seconds: float = 0.0,
     ) -> None:
+        if not late_seconds >= 0:
+            raise ValueError(f"late_seconds: must be 0 or more, got {late_seconds!r}")
         self.query = query
         self.book = Book(bucket_seconds, signals, group_by)
         self.report_buckets = max(0, int(report_buckets))
+        self.late_seconds = float(late_seconds)
         self._next: int | None = None  # the first bucket not judged yet
+        # The book as it was before the first bucket still open to late spans.
+        self._settled: tuple[int, Book] | None = None
+        self._reported: set[tuple[str, Group, datetime, str]] = set()
+        self._report_floor = 0  # the first poll's first reported bucket
 
     @property
     def watermark(self) -> datetime | None:
@@ -240,20 +260,46 @@ class AnomalyWatcher:
         return None if self._next is None else start_of(self._next, self.book.bucket_seconds)
 
     def poll(self, now: datetime | None = None) -> list[Anomaly]:
-        """Judge the buckets completed since the last poll; their anomalies."""
+        """Judge the buckets completed since the last poll (and judge again those
+        still open to late spans); the anomalies not reported before."""
         width = self.book.bucket_seconds
-        end = bucket_of(_now(now), width)
+        current = _now(now)
+        end = bucket_of(current, width)
         if self._next is None:
             first = end - warmup_buckets(width)
-            report_from = end - self.report_buckets
+            report_from = self._report_floor = end - self.report_buckets
+            book = self.book
+        elif self._settled is not None:
+            first, saved = self._settled
+            report_from = max(first, self._report_floor)
+            book = copy.deepcopy(saved)
         else:
             first = report_from = self._next
+            book = self.book
         if end <= first:
             return []
+        # Buckets before ``settled`` have been over for late_seconds: final.
+        settled = min(end, max(first, bucket_of(current - timedelta(seconds=self.late_seconds),
+                                                width)))
         rows = bucket_rows(
             self.query, first_bucket=first, end_bucket=end, bucket_seconds=width,
-            group_by=self.book.group_by,
+            group_by=book.group_by,
         )
-        found = self.book.feed(rows, first, end, report_from)
+        found = book.feed(rows, first, settled, report_from)
+        if settled < end:
+            self._settled = (settled, copy.deepcopy(book))
+            found += book.feed(rows, settled, end, report_from)
+        else:
+            self._settled = None
+        self.book = book
         self._next = end
-        return sorted(found, key=lambda a: (a.bucket_start, -abs(a.deviation), a.signal, a.group))
+        keep_from = start_of(settled, width)
+        fresh = []
+        for a in found:
+            key = (a.signal, a.group, a.bucket_start, a.kind)
+            if key not in self._reported:
+                fresh.append(a)
+                if a.bucket_start >= keep_from:
+                    self._reported.add(key)  # may be judged again: remember it
+        self._reported = {k for k in self._reported if k[2] >= keep_from}
+        return sorted(fresh, key=lambda a: (a.bucket_start, -abs(a.deviation), a.signal, a.group))

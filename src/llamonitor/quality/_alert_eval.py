@@ -177,7 +177,8 @@ class Evaluator:
         self.query = query
         self.late_seconds = late_seconds
         self._data: dict[str, _RuleData] = {}
-        self._anomaly_cache: dict[str, tuple[int, list[Observation]]] = {}
+        # rule -> (the bucket in progress, the observations, whether they are final)
+        self._anomaly_cache: dict[str, tuple[int, list[Observation], bool]] = {}
         self.timings: dict[str, float] = {}
         self.rows_read: dict[str, int] = {}
 
@@ -267,8 +268,11 @@ class Evaluator:
         width = int(rule.bucket)
         current = math.floor(_epoch(now) / width)
         cached = self._anomaly_cache.get(rule.name)
-        if cached is not None and cached[0] == current:
+        if cached is not None and cached[0] == current and cached[2]:
             return cached[1]  # the latest complete bucket has not changed
+        # Until ``late`` has passed since the bucket ended, spans may still reach it:
+        # judge it again at each evaluation till then.
+        final = _epoch(now) - current * width >= self.late_seconds
         from llamonitor.analysis.anomalies import detect_anomalies
 
         group_by = list(rule.group_by)
@@ -297,7 +301,7 @@ class Evaluator:
             Observation(g, float(a.observed), 0, True, a.describe())
             for g, a in sorted(latest.items(), key=lambda kv: kv[0])
         ]
-        self._anomaly_cache[rule.name] = (current, out)
+        self._anomaly_cache[rule.name] = (current, out, final)
         return out
 
 

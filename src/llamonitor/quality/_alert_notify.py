@@ -113,6 +113,9 @@ class Deliverer:
         self.clock = clock
         self.sent = 0
         self.failures = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        """The last failure (shown in the UI's alerts page), kept after a later success."""
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"llamonitor-alerts-{notifier.name}", daemon=True
@@ -145,6 +148,7 @@ class Deliverer:
             now = self.clock()
             give_up = now - d.created >= GIVE_UP_SECONDS
             error = _describe(exc)
+            self.last_error, self.last_error_at = error, now
             if give_up:
                 logger.error("alerts: notifier %r gave up on %s after %d attempts: %s",
                              self.notifier.name, d.id, d.attempts + 1, error)

@@ -21,15 +21,17 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llamonitor.quality._alert_eval import Evaluator, Query
+from llamonitor.quality._alert_eval import Evaluator, Observation, Query
 from llamonitor.quality._alert_notify import Deliverer, post
 from llamonitor.quality._alert_rules import Notifier, RuleSet
-from llamonitor.quality._alert_state import StateStore
+from llamonitor.quality._alert_state import StateStore, group_label
 from llamonitor.storage._duckdb import DuckDBQuery, Filters, parquet_relation
 
 logger = logging.getLogger("llamonitor.alerts")
 
 STATE_FILE_NAME = ".alerts-state.json"
+FIGURES_PER_RULE = 50
+"""Groups per rule whose last figures ``snapshot`` lists (for the UI)."""
 
 
 def parquet_query(directory: str | os.PathLike[str]) -> DuckDBQuery:
@@ -113,6 +115,8 @@ class Watcher:
         self.clock = clock
         self.deliverers = [Deliverer(n, self.state, send, clock) for n in rules.notifiers]
         self.errors: dict[str, str] = {}
+        self.latest: dict[str, list[Observation]] = {}
+        """Each rule's figures at its last evaluation (every group, ok ones too)."""
         self.evaluations = 0
         self._started = False
 
@@ -158,6 +162,7 @@ class Watcher:
                 self.evaluator.forget(rule.name)
                 continue
             self.errors.pop(rule.name, None)
+            self.latest[rule.name] = observations
             targets = names if rule.notify is None else list(rule.notify)
             made += self.state.apply(rule, observations, t, targets)
         self.state.data.evaluated_at = t
@@ -173,11 +178,32 @@ class Watcher:
              **({"metric": r.metric, "comparison": r.comparison, "threshold": r.threshold,
                  "window_seconds": r.window, "for_seconds": r.for_seconds}
                 if r.kind == "threshold" else {"signal": r.signal, "bucket_seconds": r.bucket}),
-             "group_by": list(r.group_by), "error": self.errors.get(r.name)}
+             "group_by": list(r.group_by), "error": self.errors.get(r.name),
+             "description": r.description, "filters": r.filters(),
+             "groups": self._figures(r.name)}
             for r in self.rules.rules
         ]
-        out["notifiers"] = [{"name": n.name, "type": n.type} for n in self.rules.notifiers]
+        out["notifiers"] = [
+            {"name": d.notifier.name, "type": d.notifier.type, "sent": d.sent,
+             "failures": d.failures, "last_error": d.last_error,
+             "last_error_at": _iso(d.last_error_at)}
+            for d in self.deliverers
+        ]
         return out
+
+    def _figures(self, rule: str) -> list[dict[str, Any]]:
+        """The rule's last figures, the groups that hold first (at most
+        :data:`FIGURES_PER_RULE`)."""
+        obs = sorted(self.latest.get(rule, ()), key=lambda o: (not o.holds, o.group))
+        return [
+            {"group": dict(o.group), "group_label": group_label(o.group), "value": o.value,
+             "count": o.count, "holds": o.holds, "detail": o.detail}
+            for o in obs[:FIGURES_PER_RULE]
+        ]
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
 
 
 # -- periodic tasks ---------------------------------------------------------------------

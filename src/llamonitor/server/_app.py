@@ -50,6 +50,7 @@ UI_ROUTES = (
     "/sessions/{rest:path}",
     "/report",
     "/agents",
+    "/alerts",
     "/live",
     "/spans/{rest:path}",
     "/series",

@@ -10,8 +10,10 @@ import {
 } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 760;
-const HEIGHT = 460;
+const WIDTH = 860;
+const LABEL_FONT_PX = 11;
+const LABEL_CHAR_PX = 6.8; // a generous mean glyph width at 11px: boxes are not measured (the SVG is drawn detached)
+const LABEL_PAD_PX = 3;
 
 /** An SVG element; attrs are set with setAttribute, text with textContent. */
 function s(tag, attrs, text) {
@@ -21,15 +23,21 @@ function s(tag, attrs, text) {
   return el;
 }
 
-function layout(nodes) {
+function heightFor(n) {
+  return n <= 3 ? 400 : n <= 5 ? 520 : 600;
+}
+
+/** Agents on an ellipse (the first at the top): wide, so labels fit between them. */
+function layout(nodes, height) {
   const n = nodes.length;
   const cx = WIDTH / 2;
-  const cy = HEIGHT / 2;
-  const r = n > 1 ? Math.min(WIDTH, HEIGHT) / 2 - 70 : 0;
+  const cy = height / 2;
+  const rx = n > 1 ? WIDTH / 2 - 150 : 0;
+  const ry = n > 1 ? height / 2 - 105 : 0;
   const at = new Map();
   nodes.forEach((node, i) => {
     const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
-    at.set(node.agent, { x: cx + r * Math.cos(a), y: cy + r * Math.sin(a) });
+    at.set(node.agent, { x: cx + rx * Math.cos(a), y: cy + ry * Math.sin(a), angle: a });
   });
   return at;
 }
@@ -38,11 +46,74 @@ function radius(node, maxTime) {
   return 14 + 22 * Math.sqrt(maxTime > 0 ? node.time_ms / maxTime : 0);
 }
 
+function quad(p0, p1, p2, t) {
+  const u = 1 - t;
+  return { x: u * u * p0.x + 2 * u * t * p1.x + t * t * p2.x, y: u * u * p0.y + 2 * u * t * p1.y + t * t * p2.y };
+}
+
+function cubic(p0, p1, p2, p3, t) {
+  const u = 1 - t;
+  const a = u * u * u;
+  const b = 3 * u * u * t;
+  const c = 3 * u * t * t;
+  const d = t * t * t;
+  return { x: a * p0.x + b * p1.x + c * p2.x + d * p3.x, y: a * p0.y + b * p1.y + c * p2.y + d * p3.y };
+}
+
+function overlapArea(a, b) {
+  const w = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
+  const hh = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y);
+  return w > 0 && hh > 0 ? w * hh : 0;
+}
+
+/**
+ * Where each edge's label goes: the point along its curve (middle first, then
+ * further out both ways, then a little to either side of the curve) whose box
+ * covers no label placed before it, no agent's circle and no agent's name; else
+ * the one that covers least. Heavier edges are placed first (they keep the middle).
+ */
+function placeLabels(items, obstacles, height) {
+  const placed = [];
+  const order = [...items].sort((a, b) => b.weight - a.weight);
+  const ts = [0.5, 0.42, 0.58, 0.34, 0.66, 0.27, 0.73, 0.2, 0.8];
+  const sides = [0, 1, -1, 2, -2];
+  for (const it of order) {
+    const w = it.text.length * LABEL_CHAR_PX + 2 * LABEL_PAD_PX;
+    const hgt = LABEL_FONT_PX + 2 * LABEL_PAD_PX;
+    let best = null;
+    for (const side of sides) {
+      for (const t of ts) {
+        const p = it.at(t);
+        const q = it.at(Math.min(1, t + 0.01));
+        const len = Math.hypot(q.x - p.x, q.y - p.y) || 1;
+        const nx = -(q.y - p.y) / len;
+        const ny = (q.x - p.x) / len;
+        const x = p.x + nx * side * (hgt - 1);
+        const y = p.y + ny * side * (hgt - 1);
+        const box = { x: x - w / 2, y: y - hgt / 2, w, h: hgt };
+        let cost = 0;
+        for (const o of obstacles) cost += overlapArea(box, o) * 4;
+        for (const o of placed) cost += overlapArea(box, o);
+        if (box.x < 0 || box.y < 0 || box.x + w > WIDTH || box.y + hgt > height) cost += 1e6;
+        cost += Math.abs(side) * 0.5 + Math.abs(t - 0.5); // prefer the middle, on the curve
+        if (!best || cost < best.cost) best = { cost, x, y, box };
+        if (cost < 1) break;
+      }
+      if (best && best.cost < 2) break;
+    }
+    placed.push(best.box);
+    it.x = best.x;
+    it.y = best.y;
+    it.box = best.box;
+  }
+}
+
 /** The graph as an <svg>: circles sized by time (red ring: failures), arrows by count. */
 export function drawGraph(graph) {
   const nodes = graph.nodes || [];
   const edges = graph.edges || [];
-  const svg = s("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "agent-graph", role: "img",
+  const height = heightFor(nodes.length);
+  const svg = s("svg", { viewBox: `0 0 ${WIDTH} ${height}`, class: "agent-graph", role: "img",
     "aria-label": "coordination graph of the agents" });
   const defs = s("defs");
   for (const kind of ["call", "sequence"]) {
@@ -52,12 +123,25 @@ export function drawGraph(graph) {
     defs.appendChild(marker);
   }
   svg.appendChild(defs);
-  const at = layout(nodes);
+  const at = layout(nodes, height);
+  const cx = WIDTH / 2;
+  const cy = height / 2;
   const maxTime = Math.max(0, ...nodes.map((n) => n.time_ms));
   const maxCount = Math.max(1, ...edges.map((e) => e.count));
   const rOf = new Map(nodes.map((n) => [n.agent, radius(n, maxTime)]));
   const pairs = new Set(edges.map((e) => e.source + "\u0000" + e.target));
+  // What labels must not cover: each circle and each name under it.
+  const obstacles = [];
+  for (const n of nodes) {
+    const p = at.get(n.agent);
+    const r = rOf.get(n.agent) + 2;
+    obstacles.push({ x: p.x - r, y: p.y - r, w: 2 * r, h: 2 * r });
+    const w = n.agent.length * 7.8 + 4;
+    obstacles.push({ x: p.x - w / 2, y: p.y + r + 2, w, h: 18 });
+  }
   const edgeLayer = s("g", { class: "edges" });
+  const labelLayer = s("g", { class: "edge-labels" });
+  const labels = [];
   for (const e of edges) {
     const a = at.get(e.source);
     const b = at.get(e.target);
@@ -65,14 +149,21 @@ export function drawGraph(graph) {
     const g = s("g", { class: "edge " + e.kind, "data-source": e.source, "data-target": e.target, "data-kind": e.kind });
     const width = 1.5 + 4 * (e.count / maxCount);
     let d;
-    let lx;
-    let ly;
+    let along;
     if (e.source === e.target) {
+      // A loop on the outer side of its agent (beside it for one at the bottom, over its name).
       const r = rOf.get(e.source);
-      const off = e.kind === "call" ? 0 : 10;
-      d = `M${a.x - 8},${a.y - r} C${a.x - 40 - off},${a.y - r - 60 - off} ${a.x + 40 + off},${a.y - r - 60 - off} ${a.x + 8},${a.y - r}`;
-      lx = a.x;
-      ly = a.y - r - 50 - off;
+      let angle = Math.atan2(a.y - cy, a.x - cx);
+      if (nodes.length === 1) angle = -Math.PI / 2;
+      if (Math.sin(angle) > 0.5) angle = Math.cos(angle) >= 0 ? 0.15 : Math.PI - 0.15;
+      const reach = 58 + (e.kind === "call" ? 0 : 16);
+      const spread = 0.45;
+      const p0 = { x: a.x + r * Math.cos(angle - spread), y: a.y + r * Math.sin(angle - spread) };
+      const p3 = { x: a.x + r * Math.cos(angle + spread), y: a.y + r * Math.sin(angle + spread) };
+      const c1 = { x: a.x + (r + reach) * Math.cos(angle - 0.9), y: a.y + (r + reach) * Math.sin(angle - 0.9) };
+      const c2 = { x: a.x + (r + reach) * Math.cos(angle + 0.9), y: a.y + (r + reach) * Math.sin(angle + 0.9) };
+      d = `M${p0.x.toFixed(1)},${p0.y.toFixed(1)} C${c1.x.toFixed(1)},${c1.y.toFixed(1)} ${c2.x.toFixed(1)},${c2.y.toFixed(1)} ${p3.x.toFixed(1)},${p3.y.toFixed(1)}`;
+      along = (t) => cubic(p0, c1, c2, p3, t);
     } else {
       const dx = b.x - a.x;
       const dy = b.y - a.y;
@@ -81,24 +172,29 @@ export function drawGraph(graph) {
       const uy = dy / len;
       // Bend both ways of a pair apart, and the two kinds of one way apart.
       const both = pairs.has(e.target + "\u0000" + e.source);
-      const bend = (both ? 30 : 0) + (e.kind === "sequence" ? 22 : 0);
-      const sx = a.x + ux * rOf.get(e.source);
-      const sy = a.y + uy * rOf.get(e.source);
-      const tx = b.x - ux * (rOf.get(e.target) + 2);
-      const ty = b.y - uy * (rOf.get(e.target) + 2);
-      const mx = (sx + tx) / 2 - uy * bend;
-      const my = (sy + ty) / 2 + ux * bend;
-      d = `M${sx},${sy} Q${mx},${my} ${tx},${ty}`;
-      lx = (sx + tx) / 4 + mx / 2;
-      ly = (sy + ty) / 4 + my / 2;
+      const bend = (both ? 30 : 0) + (e.kind === "sequence" ? 26 : 0);
+      const p0 = { x: a.x + ux * rOf.get(e.source), y: a.y + uy * rOf.get(e.source) };
+      const p2 = { x: b.x - ux * (rOf.get(e.target) + 2), y: b.y - uy * (rOf.get(e.target) + 2) };
+      const m = { x: (p0.x + p2.x) / 2 - uy * bend * 2, y: (p0.y + p2.y) / 2 + ux * bend * 2 };
+      d = `M${p0.x.toFixed(1)},${p0.y.toFixed(1)} Q${m.x.toFixed(1)},${m.y.toFixed(1)} ${p2.x.toFixed(1)},${p2.y.toFixed(1)}`;
+      along = (t) => quad(p0, m, p2, t);
     }
     g.appendChild(s("path", { d, class: "edge-line", "stroke-width": width.toFixed(1), "marker-end": `url(#arrow-${e.kind})` }));
-    const label = s("text", { x: lx.toFixed(1), y: ly.toFixed(1), class: "edge-label", "text-anchor": "middle" }, `${int(e.count)}× ${ms(e.latency_ms)}`);
-    const title = s("title", {}, `${e.source} → ${e.target} (${e.kind}): ${e.count} handoffs, ` +
-      `latency ${ms(e.latency_ms)}, success ${pct(e.success_rate)}`);
-    g.appendChild(title);
-    g.appendChild(label);
+    const text = `${int(e.count)}× ${ms(e.latency_ms)}`;
+    const title = `${e.source} → ${e.target} (${e.kind}): ${e.count} handoffs, ` +
+      `latency ${ms(e.latency_ms)}, success ${pct(e.success_rate)}`;
+    g.appendChild(s("title", {}, title));
     edgeLayer.appendChild(g);
+    labels.push({ edge: e, text, title, at: along, weight: e.count + (e.source === e.target ? 1e6 : 0) });
+  }
+  placeLabels(labels, obstacles, height);
+  for (const l of labels) {
+    // Over the edges and the agents, on a white box: readable where lines cross.
+    const lg = s("g", { class: "edge-label-box " + l.edge.kind, "data-source": l.edge.source, "data-target": l.edge.target });
+    lg.appendChild(s("rect", { x: l.box.x.toFixed(1), y: l.box.y.toFixed(1), width: l.box.w.toFixed(1), height: l.box.h.toFixed(1), rx: 3 }));
+    lg.appendChild(s("text", { x: l.x.toFixed(1), y: (l.y + LABEL_FONT_PX / 2 - 1.5).toFixed(1), class: "edge-label", "text-anchor": "middle" }, l.text));
+    lg.appendChild(s("title", {}, l.title));
+    labelLayer.appendChild(lg);
   }
   svg.appendChild(edgeLayer);
   const nodeLayer = s("g", { class: "nodes" });
@@ -113,6 +209,7 @@ export function drawGraph(graph) {
     nodeLayer.appendChild(g);
   }
   svg.appendChild(nodeLayer);
+  svg.appendChild(labelLayer);
   return svg;
 }
 

@@ -34,7 +34,9 @@ export async function api(path, params, signal) {
   let body = null;
   try {
     body = await response.json();
-  } catch {
+  } catch (err) {
+    // A page left while its answer was being read: not an empty answer.
+    if ((err && err.name === "AbortError") || (signal && signal.aborted)) throw err;
     body = null;
   }
   if (!response.ok) {

@@ -6,6 +6,7 @@
 import { api, hideError, showError } from "./api.js";
 import { clear, h, int, setRouter } from "./dom.js";
 import * as agents from "./agents.js";
+import * as alerts from "./alerts.js";
 import * as dashboard from "./dashboard.js";
 import * as live from "./live.js";
 import * as metrics from "./metrics.js";
@@ -19,6 +20,7 @@ const NAV = [
   ["/traces", "Traces"],
   ["/sessions", "Sessions"],
   ["/agents", "Agents"],
+  ["/alerts", "Alerts"],
   ["/report", "Report"],
   ["/live", "Live"],
   ["/series", "Metrics"],
@@ -39,6 +41,7 @@ function route(pathname) {
   if (head === "sessions" && rest.length === 0) return { page: sessions.mountList, nav: "/sessions", title: "Sessions" };
   if (head === "sessions") return { page: sessions.mountOne, nav: "/sessions", title: "Session", args: [rest.join("/")] };
   if (head === "agents") return { page: agents.mount, nav: "/agents", title: "Agents" };
+  if (head === "alerts") return { page: alerts.mount, nav: "/alerts", title: "Alerts" };
   if (head === "report") return { page: report.mount, nav: "/report", title: "Report" };
   if (head === "live") return { page: live.mount, nav: "/live", title: "Live" };
   if (head === "series" && rest.length === 0) return { page: metrics.mountList, nav: "/series", title: "Metrics" };

@@ -5,7 +5,7 @@
 import { api, showError } from "./api.js";
 import { loadMore } from "./pager.js";
 import {
-  NO_SPANS, clear, debounce, empty, h, int, money, ms, rangePicker, sessionHref, sessionLink,
+  NO_SPANS, clear, debounce, empty, h, int, money, ms, path, rangePicker, sessionHref, sessionLink,
   stat, table, traceHref, traceLink, tracesHref, whenTitle,
 } from "./dom.js";
 
@@ -87,7 +87,9 @@ export function mountList(root, ctx) {
 }
 
 export function mountOne(root, ctx, sessionId) {
-  root.appendChild(h("h1", null, "Session ", h("code", { class: "id" }, sessionId)));
+  root.appendChild(h("div", { class: "toolbar" }, h("h1", null, "Session ", h("code", { class: "id" }, sessionId)),
+    h("a", { class: "btn agents-link", href: path(["agents"], { session_id: sessionId }),
+      title: "the coordination graph of this session's agents" }, "Agents view")));
   const body = h("div", null, h("p", { class: "loading" }, "Loading…"));
   root.appendChild(body);
   api("sessions/" + encodeURIComponent(sessionId), null, ctx.signal).then((data) => {
