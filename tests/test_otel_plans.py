@@ -78,7 +78,7 @@ def _requests(seed: int) -> list[bytes]:
                 else:
                     span.attributes.add(key=key, value=_value(rng))
             if rng.random() < 0.05:
-                span.status.code = 2
+                span.status.code = 2  # type: ignore[assignment]  # STATUS_CODE_ERROR
             if rng.random() < 0.03:
                 span.events.add(name="exception", time_unix_nano=5)
         out.append(req.SerializeToString())
