@@ -158,3 +158,29 @@ def test_simple_attributes_decode_as_the_official_classes_do() -> None:
         assert _same({entry[0]: entry[1]}, want)
         assert _same(dict([got]), want)
     assert _wire._simple(b"\x0a\x02\xff\xfe\x12\x02\x0a\x00") is None  # not UTF-8
+
+
+class _Broken(dict[int, str]):
+    def get(self, *_: Any) -> Any:
+        raise RuntimeError("a bug in the fast path")
+
+
+def test_a_bug_in_the_fast_path_loses_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A span the fast path fails on midway (some of its columns written) is
+    mapped by the general path: the same rows as without the fast path."""
+    bodies = _requests(4)
+
+    def general_only(spans: Any, *args: Any) -> None:
+        for i, span in enumerate(spans):
+            args[-1](i, span)
+
+    with monkeypatch.context() as m:
+        m.setattr(_mapping, "map_spans", general_only)
+        _clear()
+        want = _mapped(bodies)
+    monkeypatch.setattr(_plans, "_KIND_FRAGMENTS", _Broken())
+    _clear()
+    got = _mapped(bodies)
+    assert any(p is not _plans._SLOW_PLAN for p in _wire.PLANS.values())
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert _same(a, b), f"request {i} differs"

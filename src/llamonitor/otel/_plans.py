@@ -107,77 +107,88 @@ def map_spans(
         if status.code or status.message or (parent and (len(parent) != 8 or parent == _ZERO_SPAN)):
             general(i, span)
             continue
-        entries: list[Any] = [decoded(raw) or decode(raw) for raw in raws]
-        roles = tuple([e[5] for e in entries])
-        plan = plans.get(roles)
-        if plan is None:
-            plan = _make(entries)
-            if len(plans) >= MAX_PLANS:
-                plans.clear()
-            plans[roles] = plan
-        if plan is _SLOW_PLAN:
+        try:
+            entries: list[Any] = [decoded(raw) or decode(raw) for raw in raws]
+            roles = tuple([e[5] for e in entries])
+            plan = plans.get(roles)
+            if plan is None:
+                plan = _make(entries)
+                if len(plans) >= MAX_PLANS:
+                    plans.clear()
+                plans[roles] = plan
+            if plan is _SLOW_PLAN:
+                general(i, span)
+                continue
+            k = len(stamps)
+            here = resolved.get(id(plan))
+            if here is None:
+                here = resolved[id(plan)] = _resolve(plan, sparse, total)
+            _, sets, consts, total_col, cost_col = here
+            for col, p in sets:
+                col[k] = entries[p][4][2]
+            for col, value in consts:
+                col[k] = value
+            if total_col is not None:
+                a, b = plan.total  # type: ignore[misc]
+                total_col[k] = (0 if a < 0 else entries[a][4][2]) + (
+                    0 if b < 0 else entries[b][4][2]
+                )
+            if cost_col is not None:
+                a, b = plan.cost  # type: ignore[misc]
+                cost_col[k] = (0.0 if a < 0 else entries[a][4][2]) + (
+                    0.0 if b < 0 else entries[b][4][2]
+                )
+            last_tid, trace_hex = ctx.trace
+            if tid != last_tid:
+                trace_hex = tid.hex()
+                ctx.trace = (tid, trace_hex)
+            session = None
+            custom = plan.custom
+            if plan.session:
+                named = {entries[p][0]: entries[p][1] for p in plan.session}
+                session = fill.session(named)
+                if len(named) < len(plan.session):  # the ones naming it leave custom_attributes
+                    gone = {p for p in plan.session if entries[p][0] not in named}
+                    custom = tuple(p for p in custom if p not in gone)
+            parts = [entries[p][6] or _fragment(entries[p]) for p in custom]
+            kind = _KIND_FRAGMENTS.get(span.kind)
+            if kind is not None:
+                parts.append(kind)
+            if shared:
+                parts.append(shared)
+            if parts:
+                if custom_col is None:
+                    custom_col = _column(sparse, "custom_attributes", total)
+                custom_col[k] = "{" + ", ".join(parts) + "}"
+            end: int = span.end_time_unix_nano
+            if end >= start:
+                if duration_col is None:
+                    duration_col = _column(sparse, "duration_ms", total)
+                duration_col[k] = (end - start) / 1e6
+            if parent:
+                if parent_col is None:
+                    parent_col = _column(sparse, "parent_span_id", total)
+                parent_col[k] = parent.hex()
+            if project is not None:
+                if project_col is None:
+                    project_col = _column(sparse, "project_name", total)
+                project_col[k] = project
+            event_ids(blake2b(tid + sid, digest_size=16).hexdigest())
+            trace_ids(trace_hex)
+            span_ids(sid.hex())
+            names((span.name or "(unnamed)")[:MAX_NAME_CHARS])
+            pids(pid)
+            sessions(session or trace_hex)
+            op_types(plan.operation_type)
+            stamps.append(start // 1000)
+
+        except Exception:  # a bug here must not lose the span: the general path takes it
+            k = len(stamps)
+            for col in sparse.values():
+                col[k] = None
+            for col in fixed.values():
+                del col[k:]
             general(i, span)
-            continue
-        k = len(stamps)
-        here = resolved.get(id(plan))
-        if here is None:
-            here = resolved[id(plan)] = _resolve(plan, sparse, total)
-        _, sets, consts, total_col, cost_col = here
-        for col, p in sets:
-            col[k] = entries[p][4][2]
-        for col, value in consts:
-            col[k] = value
-        if total_col is not None:
-            a, b = plan.total  # type: ignore[misc]
-            total_col[k] = (0 if a < 0 else entries[a][4][2]) + (0 if b < 0 else entries[b][4][2])
-        if cost_col is not None:
-            a, b = plan.cost  # type: ignore[misc]
-            cost_col[k] = (0.0 if a < 0 else entries[a][4][2]) + (
-                0.0 if b < 0 else entries[b][4][2]
-            )
-        last_tid, trace_hex = ctx.trace
-        if tid != last_tid:
-            trace_hex = tid.hex()
-            ctx.trace = (tid, trace_hex)
-        session = None
-        custom = plan.custom
-        if plan.session:
-            named = {entries[p][0]: entries[p][1] for p in plan.session}
-            session = fill.session(named)
-            if len(named) < len(plan.session):  # the ones naming it leave custom_attributes
-                gone = {p for p in plan.session if entries[p][0] not in named}
-                custom = tuple(p for p in custom if p not in gone)
-        parts = [entries[p][6] or _fragment(entries[p]) for p in custom]
-        kind = _KIND_FRAGMENTS.get(span.kind)
-        if kind is not None:
-            parts.append(kind)
-        if shared:
-            parts.append(shared)
-        if parts:
-            if custom_col is None:
-                custom_col = _column(sparse, "custom_attributes", total)
-            custom_col[k] = "{" + ", ".join(parts) + "}"
-        end: int = span.end_time_unix_nano
-        if end >= start:
-            if duration_col is None:
-                duration_col = _column(sparse, "duration_ms", total)
-            duration_col[k] = (end - start) / 1e6
-        if parent:
-            if parent_col is None:
-                parent_col = _column(sparse, "parent_span_id", total)
-            parent_col[k] = parent.hex()
-        if project is not None:
-            if project_col is None:
-                project_col = _column(sparse, "project_name", total)
-            project_col[k] = project
-        event_ids(blake2b(tid + sid, digest_size=16).hexdigest())
-        trace_ids(trace_hex)
-        span_ids(sid.hex())
-        names((span.name or "(unnamed)")[:MAX_NAME_CHARS])
-        pids(pid)
-        sessions(session or trace_hex)
-        op_types(plan.operation_type)
-        stamps.append(start // 1000)
 
 
 def _column(sparse: dict[str, list[Any]], name: str, total: int) -> list[Any]:
