@@ -12,8 +12,11 @@ once, then found in :data:`_DECODED`. The rest of the span (events, links,
 status) keeps the official message types.
 
 What an attribute decodes to is exactly what :func:`llamonitor.otel._values.attributes`
-makes of it (the same caps, the same counts of cut values): a miss decodes the
-bytes with the official ``KeyValue`` class and that function.
+makes of it (the same caps, the same counts of cut values): a miss reads a short
+attribute of one string, int, double or bool by hand (:func:`_simple`, too short to
+need a cut), and any other with the official ``KeyValue`` class and that function.
+Each entry also carries its *role* (what the mapping's plans depend on:
+``llamonitor.otel._plans``) and, for an attribute that names no column, its JSON.
 
 The view reads bytes that the official class has parsed already (the
 receiver's request, or one serialized from such a message), so every check
