@@ -57,6 +57,7 @@ from llamonitor.otel import _conventions as conv
 from llamonitor.otel import _scores as evaluations
 from llamonitor.otel import _span_facts as facts
 from llamonitor.otel._attributes import MAX_NAME_CHARS
+from llamonitor.otel._plans import map_spans
 from llamonitor.otel._values import Budget, attributes
 from llamonitor.otel._wire import span_attributes, view
 from llamonitor.schema._columns import SCHEMA
@@ -187,19 +188,20 @@ def rows_from_request(
         base = _context(rs, now)
         for s, ss in enumerate(rs.scope_spans):
             _scope(ss, base)
-            for i, span in enumerate(ss.spans):
+
+            def general(i: int, span: Any, r: int = r, s: int = s, base: _Context = base) -> None:
                 try:
                     row = _row(span, base, out, fixed)
                 except Exception as exc:  # a bug here must not lose the other spans
                     where = f"resource_spans[{r}].scope_spans[{s}].spans[{i}]"
                     out.reject("internal_error", where, f"{type(exc).__name__}: {exc}")
                     _undo(fixed, len(out.timestamps_us))
-                    continue
+                    return
                 if row is None:
                     where = f"resource_spans[{r}].scope_spans[{s}].spans[{i}]"
                     reason, detail = base.rejection
                     out.reject(reason, where, detail)
-                    continue
+                    return
                 k = len(out.timestamps_us)
                 for name, value in row.items():
                     col = sparse.get(name)
@@ -209,6 +211,8 @@ def rows_from_request(
                             col = sparse[name] = [None] * total
                     col[k] = value
                 out.timestamps_us.append(span.start_time_unix_nano // 1000)
+
+            map_spans(ss.spans, base, out, fixed, sparse, total, now + MAX_CLOCK_SKEW_NS, general)
     n = len(out.timestamps_us)
     for col in sparse.values():
         del col[n:]
