@@ -276,3 +276,77 @@ def test_received_content_is_redacted_before_it_is_cut(serve: Any) -> None:
     assert event["attributes"]["gen_ai.prompt"] == "token=[SECRET]"
     assert custom["app.note"] == "kept as is: erin@example.com"  # not content: as sent
     assert SECRET[:8] not in json.dumps(row, default=str)
+
+
+def fill_queue(writer: Any) -> int:
+    """Queue other spans until the store's backlog and the queue are full (the
+    worker waits for the gated store, nothing drains); returns how many."""
+    fill = 0
+    while writer.record_table(_ingest.rows_from_request(
+            request(100_000 + fill, n=20, blob="z" * BLOB)).table(), 0.5):
+        fill += 20
+    return fill
+
+
+def test_requests_in_hand_are_bounded_by_the_queue_bytes_too(
+    flood: Flood, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one request waits for room (the store behind, the queue full), a
+    second one that would take the bytes in hand past ``max_queue_bytes`` is
+    refused at once with 503, before it is mapped; the first is accepted once
+    the store catches up, and both land once the second is sent again."""
+    monkeypatch.setattr(_ingest, "QUEUE_WAIT_SECONDS", 60.0)
+    backend, ingestor, writer = flood.backend, flood.ingestor, flood.ingestor.writer
+    fill = fill_queue(writer)
+    waiting = request(0, n=50, blob="w" * BLOB).SerializeToString()  # 400 KB
+    big = request(50, n=90, blob="v" * BLOB).SerializeToString()  # 730 KB
+    assert len(waiting) + len(big) > QUEUE_BYTES > len(big)
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.append(ingestor.handle_http(
+        waiting, "application/x-protobuf", "")))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while ingestor.health()["bytes_in_hand"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the first request waits for room
+    refused = ingestor.handle_http(big, "application/x-protobuf", "")
+    assert refused.status == 503 and ("retry-after", "1") in refused.headers
+    assert "holds" in Status.FromString(refused.body).message
+    backend.gate.set()
+    thread.join(120)
+    assert first[0].status == 200
+    assert ingestor.handle_http(big, "application/x-protobuf", "").status == 200
+    assert writer.flush(60)
+    ids = {r["span_id"] for r in flood.store.rows("SELECT span_id FROM {rel}")}
+    assert len(ids) == fill + 140
+
+
+def test_grpc_gets_unavailable_when_full_and_loses_nothing(flood: Flood) -> None:
+    """Over OTLP/gRPC (the official exporter's transport), a request that finds
+    the queue full is answered UNAVAILABLE (which OTLP clients retry); the
+    retry after the store caught up is accepted and lands once."""
+    grpc = pytest.importorskip("grpc")
+    from llamonitor.server._otlp_grpc import SERVICE, start_grpc
+
+    backend, ingestor, writer = flood.backend, flood.ingestor, flood.ingestor.writer
+    fill = fill_queue(writer)
+    server = start_grpc(ingestor, "127.0.0.1", 0, None, 16 * MIB)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        export = channel.unary_unary(
+            f"/{SERVICE}/Export",
+            request_serializer=ExportTraceServiceRequest.SerializeToString,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+        body = request(0, n=10, blob="g" * BLOB)
+        with pytest.raises(grpc.RpcError) as refused:
+            export(body, timeout=60)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        backend.gate.set()
+        assert writer.flush(60)
+        assert export(body, timeout=60).partial_success.rejected_spans == 0
+    finally:
+        channel.close()
+        server.stop()
+    assert writer.flush(60)
+    ids = [r["span_id"] for r in flood.store.rows("SELECT span_id FROM {rel}")]
+    assert len(ids) == len(set(ids)) == fill + 10

@@ -205,9 +205,11 @@ class Ingestor:
             self._counts["spans_received"] += spans
 
     def health(self) -> dict[str, Any]:
-        """The counters, for ``/api/health``'s ``otlp``."""
+        """The counters, for ``/api/health``'s ``otlp`` (and ``bytes_in_hand``:
+        of the requests being mapped and queued now)."""
         with self._lock:
-            return {**self._counts, "rejected_by_reason": dict(self._reasons)}
+            return {**self._counts, "rejected_by_reason": dict(self._reasons),
+                    "bytes_in_hand": self._inflight}
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop receiving; an owned writer is flushed and stopped."""
