@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import llamonitor
 from llamonitor import MonitorConfig, StorageConfig
+from llamonitor.llm import _settings as llm_settings
 from llamonitor.otel import SpanProcessor, _bridge
 
 SPANS = 400  # more than the queue, the worker and the store's backlog hold
@@ -145,6 +146,7 @@ def test_capture_on_redacts_the_whole_text_before_the_cut() -> None:
     ends in a cut replacement, never in the start of the address or the key
     (which a pattern can no longer recognize)."""
     _bridge.reset()
+    before = llm_settings.SETTINGS  # the content cut is process-wide: put it back after
     memory = llamonitor.InMemoryBackend()
     llamonitor.initialize_monitoring(MonitorConfig(
         storage=StorageConfig(backend=memory, flush_interval_seconds=0.05),
@@ -169,3 +171,5 @@ def test_capture_on_redacts_the_whole_text_before_the_cut() -> None:
     finally:
         provider.shutdown()
         _bridge.reset()
+        llamonitor.shutdown_monitoring(10)
+        llm_settings.SETTINGS = before

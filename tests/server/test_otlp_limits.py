@@ -278,6 +278,19 @@ def test_received_content_is_redacted_before_it_is_cut(serve: Any) -> None:
     assert SECRET[:8] not in json.dumps(row, default=str)
 
 
+def test_the_receivers_settings_are_the_processes_only_while_it_serves(serve: Any) -> None:
+    """A receiver with its own writer in a process without monitoring makes its
+    ``LLMOPS_*`` content cut the process's while it serves, and puts the
+    process's back when it stops."""
+    from llamonitor.llm import _settings as llm_settings
+
+    before = llm_settings.SETTINGS
+    handle = serve(content_max_chars="123")
+    assert llm_settings.SETTINGS.content_max_chars == 123
+    handle.stop()
+    assert llm_settings.SETTINGS is before
+
+
 def fill_queue(writer: Any) -> int:
     """Queue other spans until the store's backlog and the queue are full (the
     worker waits for the gated store, nothing drains); returns how many."""

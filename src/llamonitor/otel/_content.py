@@ -13,6 +13,7 @@ same ``MonitorConfig.capture_content`` and redaction rules as decorated code
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llamonitor.llm import _settings as llm_settings
@@ -84,9 +85,15 @@ def apply_content_policy(
         row["custom_attributes"] = custom_content_policy(custom, capture, redact)
 
 
+_MAY_HOLD_CONTENT = re.compile(
+    '"(?:' + "|".join(map(re.escape, CONTENT_PREFIXES)) + ')|"otel\\.events"'
+)
+
+
 def has_content(custom: str) -> bool:
-    """``custom_attributes`` JSON that may hold content (a cheap substring test)."""
-    return "otel.events" in custom or any(p in custom for p in CONTENT_PREFIXES)
+    """``custom_attributes`` JSON that may hold content (one regex search for
+    a content key or span events)."""
+    return _MAY_HOLD_CONTENT.search(custom) is not None
 
 
 def custom_content_policy(custom: str, capture: bool, redact: Any) -> str:
