@@ -32,6 +32,9 @@ KEEP_TEXT_CHARS = 16 * 1024
 RECORD_BASE_BYTES = 512
 """Estimated size of a record without its text, for the queue's byte bound."""
 
+ROW_RECORD_BYTES = 96
+"""A table row record's own tuple, beside its share of the table."""
+
 MAX_ERROR_MESSAGE_CHARS = 2000
 CHUNK_CHARS = 1 << 20
 
@@ -169,3 +172,15 @@ def error_facts(exc: BaseException) -> tuple[str, str]:
     except Exception:
         message = safe_repr(exc)
     return name, message[:MAX_ERROR_MESSAGE_CHARS]
+
+
+def row_bytes(row: dict[str, Any]) -> int:
+    """Estimated memory of a queued stored-form row dict: the base size plus its text."""
+    return RECORD_BASE_BYTES + sum(len(v) for v in row.values() if v.__class__ is str)
+
+
+def table_row_bytes(table: Any) -> int:
+    """Each row's share of an Arrow table's buffers (rounded up), plus its
+    record: what one table row record holds in the queue."""
+    n = table.num_rows
+    return ROW_RECORD_BYTES + (-(-table.nbytes // n) if n else 0)

@@ -13,6 +13,7 @@ same ``MonitorConfig.capture_content`` and redaction rules as decorated code
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llamonitor.llm import _settings as llm_settings
@@ -42,7 +43,7 @@ completion text."""
 _COLUMNS = ("prompt_content", "completion_content")
 
 
-def _is_content(key: str) -> bool:
+def is_content(key: str) -> bool:
     return key.startswith(CONTENT_PREFIXES)
 
 
@@ -54,10 +55,23 @@ def _redacted(value: Any, redact: Any) -> Any:
     return value
 
 
-def apply_content_policy(row: dict[str, Any]) -> None:
-    """Drop or redact the content of one stored-form row, in place."""
-    settings = llm_settings.SETTINGS
-    capture, redact = settings.capture_content, settings.redact
+def apply_content_policy(
+    row: dict[str, Any], *, capture: bool | None = None, redact: Any = None,
+    redacted: bool = False,
+) -> None:
+    """Drop or redact the content of one stored-form row, in place.
+
+    Args:
+        capture, redact: the policy (default: the active ``MonitorConfig``'s).
+        redacted: the text was redacted already, before the mapping cut it
+            (``llamonitor.otel._redact.redact_request``): only drop it when
+            capture is off.
+    """
+    if capture is None:
+        settings = llm_settings.SETTINGS
+        capture, redact = settings.capture_content, settings.redact
+    if redacted:
+        redact = None
     for column in _COLUMNS:
         text = row.get(column)
         if text is None:
@@ -67,17 +81,31 @@ def apply_content_policy(row: dict[str, Any]) -> None:
         elif redact is not None:
             row[column] = redact(text)
     custom = row.get("custom_attributes")
-    if not custom or not (
-        "otel.events" in custom or any(p in custom for p in CONTENT_PREFIXES)
-    ):
-        return
-    if capture and redact is None:
-        return
+    if custom:
+        row["custom_attributes"] = custom_content_policy(custom, capture, redact)
+
+
+_MAY_HOLD_CONTENT = re.compile(
+    '"(?:' + "|".join(map(re.escape, CONTENT_PREFIXES)) + ')|"otel\\.events"'
+)
+
+
+def has_content(custom: str) -> bool:
+    """``custom_attributes`` JSON that may hold content (one regex search for
+    a content key or span events)."""
+    return _MAY_HOLD_CONTENT.search(custom) is not None
+
+
+def custom_content_policy(custom: str, capture: bool, redact: Any) -> str:
+    """``custom_attributes`` JSON with its content attributes (and those of
+    its span events) dropped (capture off) or passed through ``redact``."""
+    if (capture and redact is None) or not has_content(custom):
+        return custom
     attrs = json.loads(custom)
     if not isinstance(attrs, dict):
-        return
+        return custom
     changed = False
-    for key in [k for k in attrs if _is_content(k)]:
+    for key in [k for k in attrs if is_content(k)]:
         changed = True
         if capture:
             attrs[key] = _redacted(attrs[key], redact)
@@ -88,11 +116,10 @@ def apply_content_policy(row: dict[str, Any]) -> None:
     if not capture and "content_truncated" in attrs:
         del attrs["content_truncated"]
         changed = True
-    if changed:
-        row["custom_attributes"] = json.dumps(attrs, ensure_ascii=False, default=repr)
+    return json.dumps(attrs, ensure_ascii=False, default=repr) if changed else custom
 
 
-def _is_content_event(name: Any) -> bool:
+def is_content_event(name: Any) -> bool:
     """Events that carry a prompt or a completion (``gen_ai.content.prompt``,
     ``gen_ai.user.message``, ``gen_ai.choice``...): every attribute is content."""
     return isinstance(name, str) and name.startswith("gen_ai.") and (
@@ -107,8 +134,8 @@ def _event_content(event: Any, capture: bool, redact: Any) -> bool:
     if not isinstance(event, dict) or not isinstance(event.get("attributes"), dict):
         return False
     attributes: dict[str, Any] = event["attributes"]
-    whole = _is_content_event(event.get("name"))
-    keys = [k for k in attributes if whole or _is_content(k)]
+    whole = is_content_event(event.get("name"))
+    keys = [k for k in attributes if whole or is_content(k)]
     for key in keys:
         if capture:
             attributes[key] = _redacted(attributes[key], redact)

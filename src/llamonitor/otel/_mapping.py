@@ -29,9 +29,10 @@ with the resource's attributes under ``otel.resource``, the instrumentation
 scope under ``otel.scope``, and the span's kind, status message, events and
 links under ``otel.*`` keys (:mod:`llamonitor.otel._span_facts`).
 
-Content (``gen_ai.input.messages``, ``input.value``...) is stored as sent --
-the instrumentation chose to capture it -- cut to ``content_max_chars`` like
-llamonitor's own capture, with ``prompt_hash`` computed from the prompt.
+Content (``gen_ai.input.messages``, ``input.value``...) is mapped as found,
+cut to ``content_max_chars`` like llamonitor's own capture, with
+``prompt_hash`` computed from the prompt; the capture setting and redaction
+are applied around the mapping by its callers (:mod:`llamonitor.otel._redact`).
 Counts and costs are taken as given (``token_source="otel"``,
 ``cost_source="user"``); a span with tokens and a model but no cost is priced
 (in :meth:`MappedSpans.table`, or by the writer for rows) like any other.

@@ -10,6 +10,14 @@ tree (see ``_bridge``).
 On the application's thread ``on_end`` only appends the span to a bounded
 queue; a thread of the processor encodes batches (the OTLP exporter's own
 encoder), maps them to rows and submits them.
+
+``force_flush(timeout_millis)`` and ``shutdown(timeout_millis)`` keep to their
+deadline whatever the pipeline's ``queue_full_policy``: under ``block`` the
+rows are submitted a chunk at a time, each waiting for room at most until the
+deadline (or ``block_timeout_seconds``, after which the chunk is dropped and
+counted, as the policy says). Rows converted but not submitted by the
+deadline stay with the processor for the next hand-over (a flush returns
+False); at shutdown they are counted as dropped (``shutdown``).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from llamonitor import _handoff
 from llamonitor._internal import CURRENT, SUPPRESSED, report_internal_error
+from llamonitor._records import row_bytes
 from llamonitor.otel import _bridge
 
 logger = logging.getLogger("llamonitor.otel")
@@ -53,6 +62,10 @@ INTERVAL_SECONDS = 0.5
 """How long a span waits, at most, before it is handed to the pipeline."""
 
 SHUTDOWN_TIMEOUT_SECONDS = 30.0
+
+WAIT_SLICE_SECONDS = 0.1
+"""Under the ``block`` policy, how long one wait for room lasts before the
+deadlines are looked at again."""
 
 DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "conversion", "refused")
 
@@ -136,6 +149,9 @@ class SpanProcessor(_SDKSpanProcessor):
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._queue: deque[tuple[ReadableSpan, _bridge.Fix | None]] = deque()
+        self._rows: deque[dict[str, Any]] = deque()  # converted, not handed over yet
+        self._stop_at: float | None = None  # shutdown's deadline
+        self._abandoned = False  # shutdown is over: what is left is dropped
         self._wake = threading.Event()
         self._export_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -205,34 +221,58 @@ class SpanProcessor(_SDKSpanProcessor):
             report_internal_error("otel_force_flush", exc)
             return False
 
-    def shutdown(self) -> None:
-        """Hand over what is queued, stop the thread; what cannot be handed
-        over (monitoring not running) and later spans are dropped, counted
-        (``shutdown``). Safe to call twice."""
+    def shutdown(self, timeout_millis: float = SHUTDOWN_TIMEOUT_SECONDS * 1000) -> None:
+        """Hand over what is queued, stop the thread, all within
+        ``timeout_millis``; what cannot be handed over by then (monitoring not
+        running, a full pipeline) and later spans are dropped, counted
+        (``shutdown``); :attr:`shutdown_ok` says whether all was handed over.
+        Safe to call twice."""
         try:
             if self._shutdown:
                 return
+            deadline = time.monotonic() + max(0.0, timeout_millis) / 1000
+            self._stop_at = deadline  # the thread's waits end by it too
             self._shutdown = True
             _uninstall(self)
-            deadline = time.monotonic() + SHUTDOWN_TIMEOUT_SECONDS
             thread = self._thread
             self._wake.set()
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-            self._export_all(deadline)
-            left = len(self._queue)
-            if left:  # monitoring not running, or the deadline passed
-                self._queue.clear()
-                self._count("shutdown", left)
+            ok = self._export_all(deadline)
+            # What is left now is dropped: by us, or by whoever holds the lock
+            # past the deadline (the thread ends its wait) as it lets it go.
+            self._abandoned = True
+            left = 0
+            if self._export_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                try:
+                    left = self._drop_left()
+                finally:
+                    self._export_lock.release()
+            else:
+                left = 1  # a hand-over was still under way: not all handed over in time
+            self.shutdown_ok = ok and not left
         except Exception as exc:
             report_internal_error("otel_shutdown", exc)
+
+    def _drop_left(self) -> int:
+        """After shutdown (export lock held): count what was not handed over."""
+        left = len(self._queue) + len(self._rows)
+        self._queue.clear()
+        self._rows.clear()
+        if left:  # monitoring not running, or the deadline passed
+            self._count("shutdown", left)
+        return left
+
+    shutdown_ok: bool | None = None
+    """After :meth:`shutdown`: True if every span was handed over in time."""
 
     # -- accounting -------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """``queued`` (not handed over yet), ``handed`` (rows given to the
-        pipeline) and ``dropped`` by reason."""
-        return {"queued": len(self._queue), "handed": self.handed, "dropped": dict(self.dropped)}
+        """``queued`` (spans and converted rows not handed over yet),
+        ``handed`` (rows given to the pipeline) and ``dropped`` by reason."""
+        return {"queued": len(self._queue) + len(self._rows), "handed": self.handed,
+                "dropped": dict(self.dropped)}
 
     def _count(self, reason: str, n: int = 1) -> None:
         with self._lock:
@@ -270,7 +310,8 @@ class SpanProcessor(_SDKSpanProcessor):
                 report_internal_error("otel_export", exc)
 
     def _export_all(self, deadline: float | None) -> bool:
-        """Convert and hand over what is queued now; True if all of it was."""
+        """Convert and hand over what is queued now; True if all of it was,
+        False if ``deadline`` (``time.monotonic()``) came first."""
         lock = self._export_lock
         if deadline is None:
             lock.acquire()
@@ -278,21 +319,30 @@ class SpanProcessor(_SDKSpanProcessor):
             return False
         try:
             q = self._queue
-            while q:
+            while q or self._rows:
+                until = self._until(deadline)
+                if until is not None and time.monotonic() > until:
+                    return False
                 pipeline = self._pipeline()
                 if pipeline is None:
                     return False  # kept until monitoring runs
-                batch = [q.popleft() for _ in range(min(self._batch, len(q)))]
-                self._hand_over(pipeline, batch)
-                if deadline is not None and q and time.monotonic() > deadline:
+                if not self._rows:
+                    batch = [q.popleft() for _ in range(min(self._batch, len(q)))]
+                    self._rows.extend(self._convert(batch))
+                if not self._hand_over(pipeline, deadline):
                     return False
             return True
         finally:
             lock.release()
+            # Released first, then looked at: shutdown sets the flag before it
+            # tries the lock, so one of us two drops what is left.
+            if self._abandoned and lock.acquire(blocking=False):
+                try:
+                    self._drop_left()
+                finally:
+                    lock.release()
 
-    def _hand_over(
-        self, pipeline: Any, batch: list[tuple[ReadableSpan, _bridge.Fix | None]]
-    ) -> None:
+    def _convert(self, batch: list[tuple[ReadableSpan, _bridge.Fix | None]]) -> list[Any]:
         try:
             rows, rejected = rows_of(batch)
         except Exception:
@@ -309,15 +359,69 @@ class SpanProcessor(_SDKSpanProcessor):
                 rejected += bad
         if rejected:
             self._count("invalid", rejected)
+        return rows
+
+    def _until(self, deadline: float | None) -> float | None:
+        """The deadline of a wait: the caller's, or shutdown's."""
+        stop = self._stop_at
+        if stop is None:
+            return deadline
+        return stop if deadline is None else min(deadline, stop)
+
+    def _hand_over(self, pipeline: Any, deadline: float | None) -> bool:
+        """Submit the converted rows; False if the deadline (or shutdown's)
+        came first, the rows not submitted kept."""
+        rows = self._rows
+        config = getattr(pipeline, "config", None)
+        if config is not None and config.queue_full_policy == "block":
+            return self._hand_over_blocking(pipeline, config.block_timeout_seconds, deadline)
         handed = refused = 0
-        for row in rows:
-            if pipeline.submit((None, row, 0, 0, None, None, None)):
-                handed += 1
-            else:
-                refused += 1  # the pipeline counted why (queue full, shutdown)
-        self.handed += handed
-        if refused:
-            self._count("refused", refused)
+        try:
+            while rows:
+                if pipeline.submit((None, rows[0], 0, 0, None, None, None)):
+                    handed += 1
+                else:
+                    refused += 1  # the pipeline counted why (queue full, shutdown)
+                rows.popleft()
+                until = self._until(deadline)
+                if until is not None and rows and time.monotonic() > until:
+                    return False
+            return True
+        finally:
+            self.handed += handed
+            if refused:
+                self._count("refused", refused)
+
+    def _hand_over_blocking(
+        self, pipeline: Any, block_seconds: float, deadline: float | None
+    ) -> bool:
+        """The ``block`` policy: a chunk at a time, each waiting for room at
+        most ``block_seconds`` (then dropped, counted ``queue_full``) and never
+        past the deadline (then kept)."""
+        rows = self._rows
+        chunk = max(1, min(self._batch, pipeline.capacity // 2))
+        while rows:
+            part = [rows[i] for i in range(min(chunk, len(rows)))]
+            records = [(None, row, 0, row_bytes(row), None, None, None) for row in part]
+            end = time.monotonic() + block_seconds
+            while True:
+                # In slices: a shutdown that starts meanwhile sets a deadline.
+                until = self._until(deadline)
+                limit = end if until is None else min(end, until)
+                wait = max(0.0, min(WAIT_SLICE_SECONDS, limit - time.monotonic()))
+                if pipeline.submit_all(records, wait):
+                    self.handed += len(part)
+                    break
+                now = time.monotonic()
+                until = self._until(deadline)
+                if until is not None and now >= until:
+                    return False  # the deadline came first: the rows stay for later
+                if now >= end:
+                    self._count("queue_full", len(part))  # blocked the policy's time: dropped
+                    break
+            for _ in part:
+                rows.popleft()
+        return True
 
 
 _provider_lock = threading.Lock()

@@ -1,16 +1,22 @@
 """The OTLP receiver's core, shared by OTLP/HTTP and OTLP/gRPC: decode a trace
-request, map its spans (:func:`llamonitor.otel.rows_from_request`), queue the
-rows in a writer, count everything.
+request, map its spans (:func:`llamonitor.otel.rows_from_request`), apply the
+content policy (``llamonitor.otel._redact``), queue the rows in a writer,
+count everything.
 
 What a success means: every span that was not rejected is in the writer's
 queue, the lossless part of the pipeline (from there on a failing store is
-retried and spooled to disk, never dropped silently). When the queue has no
-room for a request's spans within :data:`QUEUE_WAIT_SECONDS`, none is queued
-and the request is refused as retryable (HTTP 503 with ``Retry-After``, gRPC
-``UNAVAILABLE``): the client keeps the spans and sends them again. A request
-with more spans than half the queue is queued in parts; if a later part finds
-no room, the spans not queued are reported as rejected (``queue_full``) in the
-partial success -- the only case where accepted data is not all-or-nothing.
+retried and spooled to disk, never dropped silently). The queue's bounds are
+``max_queue_size`` rows and ``max_queue_bytes`` of their real size (each
+row's share of the request's Arrow table). When the queue has no room for a
+request's spans within :data:`QUEUE_WAIT_SECONDS`, none is queued and the
+request is refused as retryable (HTTP 503 with ``Retry-After``, gRPC
+``UNAVAILABLE``): the client keeps the spans and sends them again. So are
+requests that arrive while others being decoded and mapped already hold
+``max_queue_bytes`` of request bytes (one request is always let in). A
+request larger than half the queue (in rows or bytes) is queued in parts; if
+a later part finds no room, the spans not queued are reported as rejected
+(``queue_full``) in the partial success -- the only case where accepted data
+is not all-or-nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from llamonitor._records import row_bytes, table_row_bytes
 from llamonitor.otel import rows_from_request
+from llamonitor.otel._redact import ContentPolicy, apply_to_columns, redact_request
 
 logger = logging.getLogger("llamonitor.server")
 
@@ -73,12 +81,22 @@ class Ingestor:
         writer: a running ``MonitoringWriter`` (``record_rows``, ``queue_capacity``).
         owned: stop the writer (flushing it) in :meth:`close`.
         max_decompressed_bytes: the most a compressed body may expand to.
+        content: what is kept of prompts and completions; default: the
+            writer's ``MonitorConfig`` (``capture_content``, ``redact_*``).
     """
 
-    def __init__(self, writer: Any, owned: bool, max_decompressed_bytes: int) -> None:
+    def __init__(
+        self, writer: Any, owned: bool, max_decompressed_bytes: int,
+        content: ContentPolicy | None = None,
+    ) -> None:
         self.writer = writer
         self.owned = owned
         self.max_decompressed_bytes = max_decompressed_bytes
+        if content is None:
+            config = getattr(writer, "config", None)
+            content = ContentPolicy() if config is None else ContentPolicy.of(config)
+        self.content = content
+        self._inflight = 0  # bytes of the requests being mapped and queued
         self._lock = threading.Lock()
         self._counts: dict[str, int] = dict.fromkeys(
             ("requests", "spans_received", "spans_accepted", "spans_rejected",
@@ -97,18 +115,47 @@ class Ingestor:
         (``wire``: the protobuf bytes it was parsed from, when at hand).
 
         Raises:
-            Refused: 503, the queue had no room for any of them (nothing queued).
+            Refused: 503, the queue had no room for any of them, or the
+                requests in hand hold the queue's byte bound (nothing queued).
         """
+        size = len(wire) if wire is not None else request.ByteSize()
+        self._admit(size, request)
+        try:
+            return self._export(request, now_ns, wire)
+        finally:
+            with self._lock:
+                self._inflight -= size
+
+    def _admit(self, size: int, request: Any) -> None:
+        """Take ``size`` bytes of the in-hand bound, or refuse (503)."""
+        limit = self.writer.queue_byte_capacity
+        with self._lock:
+            if not self._inflight or self._inflight + size <= limit:
+                self._inflight += size
+                return
+        spans = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        self.count("refused_busy", spans=spans)
+        raise Refused(
+            503,
+            f"the receiver holds {limit:,} bytes of requests already (max_queue_bytes): "
+            "nothing was accepted; retry later",
+            "refused_busy",
+        )
+
+    def _export(self, request: Any, now_ns: int | None, wire: bytes | None) -> Outcome:
+        if redact_request(request, self.content):  # whole texts, before the mapping cuts
+            wire = None  # the bytes say what was sent, not what is kept
         mapped = rows_from_request(request, now_ns=now_ns, wire=wire)
         if mapped.scores:  # gen_ai.evaluation.result span events: stored first (a 503 retries)
             from llamonitor.server._otlp_logs import store_scores
 
             store_scores(self.writer, mapped.scores)
+        apply_to_columns(mapped.columns, self.content)
         n = len(mapped)
         total = n + mapped.rejected
         table = _table_or_none(mapped) if n else None
         rows = mapped.rows if n and table is None else []
-        step = max(1, self.writer.queue_capacity // 2)
+        step = self._step(n, table, rows)
         accepted = 0
         for start in range(0, n, step):
             if table is None:  # the row-dict path: the worker converts them one by one
@@ -144,6 +191,16 @@ class Ingestor:
                 self._reasons[reason] = self._reasons.get(reason, 0) + n
         return Outcome(accepted, mapped.rejected, mapped.error_message())
 
+    def _step(self, n: int, table: Any, rows: list[dict[str, Any]]) -> int:
+        """Rows queued at a time: at most half the queue, by count and by bytes."""
+        step: int = max(1, self.writer.queue_capacity // 2)
+        if not n:
+            return step
+        each = table_row_bytes(table) if table is not None else (
+            sum(map(row_bytes, rows)) // n + 1)
+        by_bytes: int = self.writer.queue_byte_capacity // 2 // each
+        return max(1, min(step, by_bytes))
+
     def count(self, counter: str, spans: int = 0) -> None:
         """Count a refused request (``refused_*``), and the spans it held if known."""
         with self._lock:
@@ -152,9 +209,11 @@ class Ingestor:
             self._counts["spans_received"] += spans
 
     def health(self) -> dict[str, Any]:
-        """The counters, for ``/api/health``'s ``otlp``."""
+        """The counters, for ``/api/health``'s ``otlp`` (and ``bytes_in_hand``:
+        of the requests being mapped and queued now)."""
         with self._lock:
-            return {**self._counts, "rejected_by_reason": dict(self._reasons)}
+            return {**self._counts, "rejected_by_reason": dict(self._reasons),
+                    "bytes_in_hand": self._inflight}
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop receiving; an owned writer is flushed and stopped."""

@@ -5,8 +5,10 @@ The writer: the process's running ``MonitoringWriter`` when the server serves
 that writer's store (``initialize_monitoring(serve=True)``,
 ``start_server()`` without a store); otherwise a writer of the receiver's own
 into the served store (``llamonitor serve --dir/--dsn``, ``llamonitor
-collect``), flushed and stopped with the server. A JSON Lines store is only
-read: no OTLP there.
+collect``), flushed and stopped with the server, configured from ``LLMOPS_*``
+variables (``capture_content``, ``redact_*``, ``content_max_chars``,
+``max_queue_bytes``...; the LLM ones are the process's while it serves, when
+the process runs no monitoring of its own). A JSON Lines store is only read: no OTLP there.
 """
 
 from __future__ import annotations
@@ -65,12 +67,40 @@ class Receivers:
 
     ingestor: Ingestor
     grpc: Any = None
+    settings: Any = None
+    """The process's LLM settings before the receiver's own writer's, restored at close."""
 
     def close(self) -> None:
         grpc, self.grpc = self.grpc, None
         if grpc is not None:
             grpc.stop()
         self.ingestor.close(WRITER_STOP_SECONDS)
+        settings, self.settings = self.settings, None
+        if settings is not None:
+            _restore_settings(settings)
+
+
+def _own_settings(writer: Any) -> Any:
+    """With no monitoring of the process's own, make the receiver's writer's
+    ``LLMOPS_*`` settings the process's (what the mapping reads: the content
+    cut, prices); returns the settings to restore, or ``None``."""
+    from llamonitor.llm import _settings as llm_settings
+    from llamonitor.transport.writer import MonitoringWriter
+
+    config = getattr(writer, "config", None)
+    if config is None or MonitoringWriter.get_instance_sync() is not None:
+        return None
+    before = llm_settings.SETTINGS
+    llm_settings.configure(config)
+    return before
+
+
+def _restore_settings(settings: Any) -> None:
+    from llamonitor.llm import _settings as llm_settings
+    from llamonitor.llm import pricing
+
+    llm_settings.SETTINGS = settings
+    pricing.reset()
 
 
 def receivers(
@@ -87,7 +117,7 @@ def receivers(
             writer.stop(WRITER_STOP_SECONDS)
         return None
     ingestor = Ingestor(writer, owned, config.otlp_max_decompressed_bytes)
-    out = Receivers(ingestor)
+    out = Receivers(ingestor, settings=_own_settings(writer) if owned else None)
     port = config.otlp_grpc_port if grpc_port is None else grpc_port
     if port is not None:
         from llamonitor.server._otlp_grpc import start_grpc
@@ -97,6 +127,6 @@ def receivers(
                 ingestor, config.host, port, config.token_value, config.otlp_max_body_bytes
             )
         except BaseException:
-            ingestor.close(WRITER_STOP_SECONDS)
+            out.close()
             raise
     return out

@@ -70,9 +70,14 @@ DROP_REASONS = ("queue_full", "sampled_out", "shutdown", "invalid", "worker_died
 
 
 def record_bytes(record: tuple[Any, ...]) -> int:
-    """Estimated memory a queued record holds (its text dominates)."""
+    """Estimated memory a queued record holds (its text dominates). A row
+    record (``record[0] is None``) may carry its measured size in ``record[3]``
+    (``MonitoringWriter.record_table`` / ``record_rows``)."""
     text = record[5]
-    return RECORD_BASE_BYTES + len(text) if text.__class__ is str else RECORD_BASE_BYTES
+    if text.__class__ is str:
+        return RECORD_BASE_BYTES + len(text)
+    size = record[3]
+    return size if record[0] is None and size > 0 else RECORD_BASE_BYTES
 
 
 class Pipeline:
@@ -212,21 +217,23 @@ class Pipeline:
     def submit_all(self, records: Sequence[tuple[Any, ...]], wait_seconds: float) -> bool:
         """Queue all of ``records`` or none of them (a receiver's request).
 
-        Waits up to ``wait_seconds`` for the worker to make room for them all.
-        False: none was queued (no room in time, or shutting down) and nothing
-        is counted as dropped -- the caller still holds them (an OTLP client
-        is told to retry). Not for the hot path: one lock for the whole batch.
+        Waits up to ``wait_seconds`` for the worker to make room for them all
+        (by count and by :func:`record_bytes`; a batch larger than the bounds
+        is queued once the queue is empty). False: none was queued (no room
+        in time, or shutting down) and nothing is counted as dropped -- the
+        caller still holds them (an OTLP client is told to retry). Not for
+        the hot path: one lock for the whole batch.
         """
         if self._pid != _getpid():
             self._restart_after_fork()
         k = len(records)
-        nbytes = k * RECORD_BASE_BYTES
+        nbytes = sum(map(record_bytes, records))
         with self._lock:
             deadline: float | None = None
             while (
                 len(self._q) + self._inflight + k > self._maxsize
                 or self._bytes + nbytes > self._maxbytes
-            ):
+            ) and (self._q or self._inflight or self._bytes):  # else too big: queued alone
                 if self._stopping:
                     return False
                 if deadline is None:
@@ -252,6 +259,11 @@ class Pipeline:
     def capacity(self) -> int:
         """Records the queue holds at most (``max_queue_size``)."""
         return self._maxsize
+
+    @property
+    def byte_capacity(self) -> int:
+        """Estimated bytes the queue holds at most (``max_queue_bytes``)."""
+        return self._maxbytes
 
     def _congested(self, nbytes: int) -> bool:
         """Past the soft mark (lock held): give the worker a moment if it is

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from llamonitor import _handoff, _internal
-from llamonitor._records import RECORD_BASE_BYTES
+from llamonitor._records import RECORD_BASE_BYTES, row_bytes, table_row_bytes
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.schema.config import (
     ConfigurationError,
@@ -367,7 +367,7 @@ class MonitoringWriter:
         pipeline = self._pipeline
         if pipeline is None:
             return False
-        records = [(None, row, 0, 0, None, None, None) for row in rows]
+        records = [(None, row, 0, row_bytes(row), None, None, None) for row in rows]
         return pipeline.submit_all(records, wait_seconds)
 
     def record_table(self, table: Any, wait_seconds: float = 0.0) -> bool:
@@ -378,13 +378,20 @@ class MonitoringWriter:
         pipeline = self._pipeline
         if pipeline is None:
             return False
-        records = [(None, table, i, 0, None, None, None) for i in range(table.num_rows)]
+        size = table_row_bytes(table)  # the queue's byte bound holds real sizes
+        records = [(None, table, i, size, None, None, None) for i in range(table.num_rows)]
         return pipeline.submit_all(records, wait_seconds)
 
     @property
     def queue_capacity(self) -> int:
         """Records the queue holds at most (0 when not running)."""
         return 0 if self._pipeline is None else self._pipeline.capacity
+
+    @property
+    def queue_byte_capacity(self) -> int:
+        """Estimated bytes the queue holds at most (``max_queue_bytes``; 0 when
+        not running)."""
+        return 0 if self._pipeline is None else self._pipeline.byte_capacity
 
     def write_event(self, event: MetricEvent) -> Completed[bool]:
         """Seed 000's name of :meth:`record`, awaitable (``await writer.write_event(e)``)."""
