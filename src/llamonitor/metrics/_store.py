@@ -96,6 +96,9 @@ def write_points(storage: StorageConfig, table: pa.Table) -> int:
     Raises:
         ValueError: the table is not points (see ``conform_points``).
         ConfigurationError: a backend that cannot hold points.
+        RowsRejected: a SQL store refused some points for their content
+            (``rejected``, with the database's error for each); every other
+            point was written.
         StoreError / OSError: the store failed (worth retrying when transient).
     """
     kind = store_kind(storage)
