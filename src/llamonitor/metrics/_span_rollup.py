@@ -95,8 +95,11 @@ def _jsonl_path(storage: StorageConfig) -> Any:
     return Path(storage.output_dir) / name
 
 
-def rollup_spans(storage: StorageConfig, since: datetime | None, limit: datetime) -> dict[int, int]:
-    """Write the span series of every whole window up to ``limit`` not yet written."""
+def rollup_spans(
+    storage: StorageConfig, since: datetime | None, limit: datetime, *, dry_run: bool = False
+) -> dict[int, int]:
+    """Write the span series of every whole window up to ``limit`` not yet
+    written (``dry_run``: count them, write nothing)."""
     from llamonitor.metrics._rollup import newest
 
     q = span_query(storage)
@@ -118,7 +121,7 @@ def rollup_spans(storage: StorageConfig, since: datetime | None, limit: datetime
                 stop = min(end, start + timedelta(seconds=res * MAX_WINDOWS_PER_CHUNK))
                 table = span_points(q, res, start, stop)
                 if table.num_rows:
-                    n += write_points(storage, table)
+                    n += table.num_rows if dry_run else write_points(storage, table)
                 start = stop
             written[res] = n
     finally:
