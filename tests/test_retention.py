@@ -326,3 +326,13 @@ def test_span_retention_on_a_jsonl_store_is_refused_naming_the_setting(tmp_path:
     assert len(span_ids(storage)) == len(times)
     report = apply_retention(storage, RetentionConfig(), now=NOW)
     assert report.tallies["metric_points@0"].rows == 2 * 10
+
+
+def test_retention_days_is_the_spans_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 003's ``retention_days`` sets spans_days (in code and from
+    LLMOPS_RETENTION__RETENTION_DAYS); both at once is an error naming them."""
+    assert RetentionConfig.model_validate({"retention_days": 30}).spans_days == 30
+    monkeypatch.setenv("LLMOPS_RETENTION__RETENTION_DAYS", "7")
+    assert MonitorConfig().retention.spans_days == 7
+    with pytest.raises(ValidationError, match="retention_days"):
+        RetentionConfig.model_validate({"retention_days": 3, "spans_days": 4})
