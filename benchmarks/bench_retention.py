@@ -10,7 +10,15 @@ the files of the cutoff's day are rewritten. The apply runs in a subprocess
 (``ru_maxrss`` of that process is its peak memory); best of ``--repeat``
 fresh copies is reported.
 
+``--postgres N`` / ``--mysql N``: the same N spans loaded through the
+store's own writer into a table of a private schema (PostgreSQL) or database
+(MySQL/MariaDB) of the local server, then one apply in a subprocess (batched
+deletes: the table is not partitioned): time, peak memory, rows deleted, and
+the rows counted before and after against the expected count. The schema is
+dropped afterwards. ``--sql-only`` skips the Parquet run.
+
     python benchmarks/bench_retention.py --spans 10000000
+    python benchmarks/bench_retention.py --sql-only --postgres 1000000 --mysql 1000000
 """
 
 from __future__ import annotations
@@ -156,6 +164,108 @@ def bench_sqlite(work: Path, spans: int) -> dict[str, object]:
     }
 
 
+SQL_CHILD = """
+import json, resource, sys, time
+from pydantic import SecretStr
+from llamonitor.metrics import RetentionConfig, apply_retention
+from llamonitor.schema.config import StorageConfig
+kind, dsn, schema, keep, now = sys.argv[1:6]
+storage = StorageConfig(backend=kind, connection_string=SecretStr(dsn), schema_name=schema)
+t = time.perf_counter()
+r = apply_retention(storage, RetentionConfig(spans_days=float(keep), keep_span_rollups=False,
+    points=[]), now=float(now))
+print(json.dumps({"seconds": time.perf_counter() - t, "rows_removed": r.tallies["spans"].rows,
+    "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+SQL_DSNS = {
+    "postgres": os.environ.get("BENCH_POSTGRES_DSN", "postgresql://root@127.0.0.1:5432/test"),
+    "mysql": os.environ.get("BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test"),
+}
+
+
+def _sql(kind: str, dsn: str, statement: str) -> list[tuple[object, ...]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from _servers import _execute  # the tests' one-statement helper
+
+    return _execute(kind, dsn, statement)
+
+
+def bench_sql(kind: str, work: Path, spans: int) -> dict[str, object]:
+    """``spans`` spans in a private schema of the ``kind`` server, then one apply."""
+    import asyncio
+    import secrets
+
+    from pydantic import SecretStr
+
+    from llamonitor.schema.config import StorageConfig
+    from llamonitor.storage import create_backend
+    from llamonitor.storage.parquet import data_files
+
+    dsn = SQL_DSNS[kind]
+    schema = "bench_rt_" + secrets.token_hex(4)
+    table = f"{schema}.metric_events" if kind == "postgres" else f"`{schema}`.`metric_events`"
+    source = work / f"{kind}-source"
+    starts = generate(source, spans)
+    if kind == "mysql":
+        _sql(kind, dsn, f"CREATE DATABASE {schema}")
+    storage = StorageConfig(backend=kind, connection_string=SecretStr(dsn), schema_name=schema)
+    try:
+
+        async def load() -> None:
+            backend = create_backend(storage)
+            await backend.initialize()
+            try:
+                for f in data_files(source):
+                    await backend.write_table(pq.read_table(f))
+            finally:
+                await backend.close()
+
+        t = time.perf_counter()
+        asyncio.run(load())
+        load_s = time.perf_counter() - t
+        before = int(_sql(kind, dsn, f"SELECT count(*) FROM {table}")[0][0])  # type: ignore[call-overload]
+        now = T0 + timedelta(days=DAYS, hours=-12)
+        cutoff_us = int((now - timedelta(days=KEEP_DAYS)).timestamp() * 1_000_000)
+        expected = int(sum(int((np.asarray(s) >= cutoff_us).sum()) for s in starts))
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                SQL_CHILD,
+                kind,
+                dsn,
+                schema,
+                str(KEEP_DAYS),
+                str(now.timestamp()),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        after = int(_sql(kind, dsn, f"SELECT count(*) FROM {table}")[0][0])  # type: ignore[call-overload]
+    finally:
+        drop = (
+            f"DROP SCHEMA IF EXISTS {schema} CASCADE"
+            if kind == "postgres"
+            else f"DROP DATABASE IF EXISTS {schema}"
+        )
+        _sql(kind, dsn, drop)
+        shutil.rmtree(source, ignore_errors=True)
+    return {
+        f"{kind}_spans_before": before,
+        f"{kind}_spans_after": after,
+        f"{kind}_spans_expected_after": expected,
+        f"{kind}_exact": after == expected and before == len(np.concatenate(starts)),
+        f"{kind}_load_seconds": round(load_s, 1),
+        f"{kind}_apply_seconds": round(result["seconds"], 2),
+        f"{kind}_rows_removed": result["rows_removed"],
+        f"{kind}_rows_removed_per_second": round(result["rows_removed"] / result["seconds"]),
+        f"{kind}_peak_rss_mib": round(result["maxrss_kib"] / 1024, 1),
+    }
+
+
 def count_rows(root: Path) -> int:
     from llamonitor.storage.parquet import data_files
 
@@ -172,11 +282,22 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--sqlite", type=int, default=0, help="Also SQLite with this many spans.")
+    ap.add_argument("--postgres", type=int, default=0, help="Also PostgreSQL, this many spans.")
+    ap.add_argument("--mysql", type=int, default=0, help="Also MySQL/MariaDB, this many spans.")
+    ap.add_argument("--sql-only", action="store_true", help="Skip the Parquet run.")
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench-retention-"))
     if args.sqlite:
         (work / "sqlite").mkdir(parents=True, exist_ok=True)
         print(json.dumps(bench_sqlite(work / "sqlite", args.sqlite), indent=2))
+    for kind in ("postgres", "mysql"):
+        n = getattr(args, kind)
+        if n:
+            print(json.dumps(bench_sql(kind, work, n), indent=2), flush=True)
+    if args.sql_only:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     source = work / "source"
     t = time.perf_counter()
     starts = generate(source, args.spans)

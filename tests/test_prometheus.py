@@ -908,3 +908,79 @@ def test_metric_instruments_show_on_both_metrics_endpoints(tmp_path: Path) -> No
     finally:
         store.close()
     assert 'prom_wired_total{model="gpt-4o"} 3.0' in served
+
+
+def test_collector_points_show_on_both_metrics_endpoints(tmp_path: Path) -> None:
+    """The running collectors' last points (system, container, application and a
+    user's own, GPU-like, with labels) are scraped from start_metrics_server's
+    /metrics and from serve's /metrics, in text a Prometheus parser reads, each
+    family once (the pipeline's own metrics are not served twice)."""
+    from fastapi.testclient import TestClient
+
+    from llamonitor import metrics
+    from llamonitor.metrics import (
+        ApplicationCollector,
+        ContainerCollector,
+        Metric,
+        MetricCollector,
+        PointBuffer,
+        SystemCollector,
+    )
+    from llamonitor.server import create_app, open_server_store
+
+    class Gpu(MetricCollector):
+        name = "gpu_test"
+
+        def collect(self) -> list[Metric]:
+            return [Metric.gauge("gpu_usage_percent", 37.5, {"gpu": "0"})]
+
+        def get_metadata(self) -> dict[str, Any]:
+            return {"name": self.name}
+
+    clock = [0.0]
+    buffer = PointBuffer()
+    scheduler = metrics.configure_collectors(
+        collectors=[
+            SystemCollector(),
+            ContainerCollector(),
+            ApplicationCollector(clock=lambda: clock[0]),
+            Gpu(),
+        ],
+        sink=buffer,
+        start=False,
+    )
+    try:
+        start = time.monotonic() + 1.0  # every collector is due (they were added before)
+        scheduler.run_due(start)
+        clock[0] = 60.0
+        scheduler.run_due(start + 60.0)  # all due again: the second collection
+        rss = next(
+            r["value"]
+            for r in buffer.table().to_pylist()[::-1]
+            if r["name"] == "process_memory_rss_bytes"
+        )
+        server = start_metrics_server(0)
+        try:
+            text = httpx.get(server.url, timeout=5).text
+        finally:
+            server.stop()
+        store = open_server_store(tmp_path)
+        try:
+            with TestClient(create_app(store), base_url="http://127.0.0.1:8585") as client:
+                served = client.get("/metrics").text
+        finally:
+            store.close()
+    finally:
+        metrics.stop_collectors()
+    for body in (text, served):
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+        types = [line.split()[2] for line in body.splitlines() if line.startswith("# TYPE ")]
+        assert len(types) == len(set(types)), "a family served twice"
+        (gpu,) = families["gpu_usage_percent"].samples
+        assert gpu.labels == {"gpu": "0"} and gpu.value == 37.5
+        (sample,) = families["process_memory_rss_bytes"].samples
+        assert sample.value == rss
+        assert families["process_cpu_seconds"].type == "counter"
+        assert "llamonitor_spans_per_second" in families
+        if Path("/sys/fs/cgroup").is_dir():
+            assert any(n.startswith("container_") for n in families)

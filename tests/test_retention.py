@@ -286,3 +286,53 @@ def test_point_keys_are_unique_after_apply(tmp_path: Path) -> None:
     apply_retention(storage, POLICY, now=NOW)
     keys = point_keys(storage)
     assert len(keys) == len(set(keys))
+
+
+def test_a_dry_run_counts_the_rollups_apply_then_writes(tmp_path: Path) -> None:
+    """``apply --dry-run`` says how many 1 min, 5 min and 1 h points (and span
+    series points) the real run will write first: the same numbers, level by
+    level, and nothing written by the dry run."""
+    storage = StorageConfig(output_dir=tmp_path / "store")
+    build(storage)
+    policy = RetentionConfig(spans_days=4.5, keep_span_rollups=True)
+    before = snapshot(tmp_path / "store")
+    dry = apply_retention(storage, policy, now=NOW, dry_run=True)
+    assert snapshot(tmp_path / "store") == before
+    args = ["--dir", str(tmp_path / "store"), "--spans-days", "4.5", "--now", NOW.isoformat()]
+    out = CliRunner().invoke(cli, ["retention", "apply", "--dry-run", *args])
+    assert out.exit_code == 0, out.output
+    assert "rollups it would build first" in out.output and "points@60" in out.output
+    real = apply_retention(storage, policy, now=NOW)
+    assert dry.rollups_written == real.rollups_written
+    assert all(dry.rollups_written[f"points@{r}"] > 0 for r in (60, 300, 3600))
+    assert dry.rollups_written["spans@60"] > 0
+
+
+def test_span_retention_on_a_jsonl_store_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """The JSONL store's spans have no retention: a spans_days policy fails
+    before anything changes, naming retention.spans_days (API and CLI); a
+    points-only policy still applies to its metric points."""
+    storage = StorageConfig(backend="jsonl", output_dir=tmp_path / "store")
+    times = span_times(days=2, per_day=4)
+    write_spans(storage, times)
+    write_raw_points(storage, NOW - timedelta(days=3), count=10, step_seconds=60)
+    with pytest.raises(ConfigurationError, match=r"retention\.spans_days"):
+        apply_retention(storage, POLICY, now=NOW, dry_run=True)
+    jsonl = tmp_path / "store" / "events.jsonl"
+    out = CliRunner().invoke(
+        cli, ["retention", "apply", "--dir", str(jsonl), "--spans-days", "4.5"]
+    )
+    assert out.exit_code != 0 and "retention.spans_days" in out.output
+    assert len(span_ids(storage)) == len(times)
+    report = apply_retention(storage, RetentionConfig(), now=NOW)
+    assert report.tallies["metric_points@0"].rows == 2 * 10
+
+
+def test_retention_days_is_the_spans_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 003's ``retention_days`` sets spans_days (in code and from
+    LLMOPS_RETENTION__RETENTION_DAYS); both at once is an error naming them."""
+    assert RetentionConfig.model_validate({"retention_days": 30}).spans_days == 30
+    monkeypatch.setenv("LLMOPS_RETENTION__RETENTION_DAYS", "7")
+    assert MonitorConfig().retention.spans_days == 7
+    with pytest.raises(ValidationError, match="retention_days"):
+        RetentionConfig.model_validate({"retention_days": 3, "spans_days": 4})

@@ -1,10 +1,13 @@
 """Retention killed mid-apply (SIGKILL at a random point, several seeds):
 every row is either kept or, if past the policy, gone; never duplicated, and
 no visible file is half written; the next run then ends where an
-uninterrupted one does, row for row (rollups included)."""
+uninterrupted one does, row for row (rollups included). On Parquet, SQLite,
+and the PostgreSQL and MySQL/MariaDB test servers (a schema or database of
+each run's own: the client is killed, never the server)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -12,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,11 +48,12 @@ import sys
 from pydantic import SecretStr
 from llamonitor.metrics import RetentionConfig, apply_retention
 from llamonitor.schema.config import StorageConfig
-kind, where, table, now, phase = sys.argv[1:6]
+kind, where, table, now, phase, schema = sys.argv[1:7]
 if kind == "parquet":
     storage = StorageConfig(output_dir=where, partition_by="session_id")
 else:
-    storage = StorageConfig(backend="sqlite", connection_string=SecretStr(where), table_name=table)
+    storage = StorageConfig(backend=kind, connection_string=SecretStr(where), table_name=table,
+                            schema_name=schema or None)
 policy = RetentionConfig(spans_days=4.5, batch_rows=40)
 if phase == "delete":  # say when the deletes start: the kill then falls among them
     from llamonitor.metrics import _retention_parquet, _retention_sql
@@ -63,30 +68,83 @@ print("done", flush=True)
 """
 
 
+SERVERS = ("postgres", "mysql")
+
+
+def _schema(where: Path) -> str:
+    """The schema (database) of a run on a server: one per directory of the test."""
+    return "rc_" + hashlib.sha256(str(where).encode()).hexdigest()[:12]
+
+
 def config(kind: str, where: Path) -> StorageConfig:
     if kind == "parquet":
         return StorageConfig(output_dir=where, partition_by="session_id")
-    dsn = SecretStr(f"sqlite:///{where}/store.db")
-    return StorageConfig(backend="sqlite", connection_string=dsn, table_name="spans")
+    if kind == "sqlite":
+        dsn = SecretStr(f"sqlite:///{where}/store.db")
+        return StorageConfig(backend="sqlite", connection_string=dsn, table_name="spans")
+    from _servers import server_dsn
+
+    return StorageConfig(
+        backend=kind,
+        connection_string=SecretStr(server_dsn(kind)),
+        table_name="spans",
+        schema_name=_schema(where),
+    )
 
 
 def child_args(kind: str, where: Path, phase: str) -> list[str]:
-    target = str(where) if kind == "parquet" else f"sqlite:///{where}/store.db"
-    return [kind, target, "spans", str(NOW.timestamp()), phase]
+    storage = config(kind, where)
+    target = str(where) if kind == "parquet" else storage.connection_string.get_secret_value()  # type: ignore[union-attr]
+    return [kind, target, "spans", str(NOW.timestamp()), phase, storage.schema_name or ""]
 
 
 def state(storage: StorageConfig) -> tuple[list[str], list[dict[str, Any]]]:
     return sorted(span_ids(storage)), point_rows(storage)
 
 
-@pytest.mark.parametrize("kind", ["parquet", "sqlite"])
-def test_sigkill_mid_apply_loses_nothing_inside_the_policy(tmp_path: Path, kind: str) -> None:
+@pytest.fixture
+def made() -> Iterator[list[StorageConfig]]:
+    """The server schemas (databases) a test made, dropped afterwards."""
+    stores: list[StorageConfig] = []
+    yield stores
+    from _servers import _execute
+
+    for st in stores:
+        assert st.connection_string is not None
+        drop = (
+            "SCHEMA IF EXISTS {} CASCADE" if st.backend == "postgres" else "DATABASE IF EXISTS {}"
+        )
+        _execute(
+            str(st.backend),
+            st.connection_string.get_secret_value(),
+            "DROP " + drop.format(st.schema_name),
+        )
+
+
+@pytest.mark.timeout(900)  # seven runs; on a server each fills its own schema first
+@pytest.mark.parametrize("kind", ["parquet", "sqlite", *SERVERS])
+def test_sigkill_mid_apply_loses_nothing_inside_the_policy(
+    tmp_path: Path, kind: str, made: list[StorageConfig]
+) -> None:
     original = tmp_path / "original"
     original.mkdir()
     times = span_times(days=10, per_day=96)
     ids = {f"ev{i:07d}" for i in range(len(times))}
-    write_spans(config(kind, original), times, sessions=12)
-    write_raw_points(config(kind, original), T0 + timedelta(days=7), 3 * 1440, 60, chunks=30)
+
+    def fill(where: Path) -> None:
+        """The spans and raw points of the test, written by the stores' writers."""
+        storage = config(kind, where)
+        if kind in SERVERS:
+            made.append(storage)
+            if kind == "mysql":
+                from _servers import _execute
+
+                dsn = storage.connection_string.get_secret_value()  # type: ignore[union-attr]
+                _execute(kind, dsn, f"CREATE DATABASE {storage.schema_name}")
+        write_spans(storage, times, sessions=12)
+        write_raw_points(storage, T0 + timedelta(days=7), 3 * 1440, 60, chunks=30)
+
+    fill(original)
     cutoff = NOW - timedelta(days=4.5)
     must_keep = {f"ev{i:07d}" for i, t in enumerate(times) if t >= cutoff}
     raw_cut = NOW - timedelta(days=1)
@@ -96,7 +154,11 @@ def test_sigkill_mid_apply_loses_nothing_inside_the_policy(tmp_path: Path, kind:
 
     def start(phase: str, work: Path) -> subprocess.Popen[str]:
         """A child applying the policy to ``work``, returned once it says the phase began."""
-        shutil.copytree(original, work)
+        if kind in SERVERS:
+            work.mkdir()
+            fill(work)
+        else:
+            shutil.copytree(original, work)
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, *child_args(kind, work, phase)],
             stdout=subprocess.PIPE,

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from _retention_data import T0, span_ids, span_times, write_spans
 from llamonitor.metrics import RetentionConfig, RetentionTask, apply_retention
@@ -129,3 +130,57 @@ def test_a_bad_setting_leaves_the_task_off_and_the_server_serving(
         assert "spans_days" in body["error"]
     finally:
         store.close()
+
+
+def test_serve_applies_retention_to_the_table_of_its_table_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --dsn ... --table spans_x`` with no LLMOPS_STORAGE__TABLE_NAME:
+    the background task's store is that table (a run over it removes its old spans)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from llamonitor.server._app import create_app
+    from llamonitor.server._store import open_server_store
+
+    dsn = f"sqlite:///{tmp_path}/served.db"
+    storage = StorageConfig(
+        backend="sqlite", connection_string=SecretStr(dsn), table_name="spans_x"
+    )
+    times = span_times(days=4, per_day=4)
+    write_spans(storage, times)
+    monkeypatch.delenv("LLMOPS_STORAGE__TABLE_NAME", raising=False)
+    monkeypatch.setenv("LLMOPS_RETENTION__BACKGROUND", "true")
+    monkeypatch.setenv("LLMOPS_RETENTION__INTERVAL_SECONDS", "1h")
+    store = open_server_store(tmp_path, dsn, "spans_x", 1, 10.0)
+    try:
+        app = create_app(store)
+        with TestClient(app, base_url="http://127.0.0.1:8585"):
+            task = app.app.state.llamonitor.extras["retention"]  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    assert task.storage.table_name == "spans_x"
+    report = apply_retention(task.storage, RetentionConfig(spans_days=1), now=times[-1])
+    assert report.tallies["spans"].rows == len(times) - len(span_ids(storage))
+    assert 0 < len(span_ids(storage)) < len(times)
+
+
+def test_watch_runs_retention_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``llamonitor watch`` gets a retention task over the store it watches when
+    LLMOPS_RETENTION__BACKGROUND is on (none when off); a run removes what is past."""
+    from llamonitor.cli._retention import watch_task
+    from llamonitor.cli._watch import WATCH_TASKS, WatchContext
+
+    assert watch_task in WATCH_TASKS
+    storage = StorageConfig(output_dir=tmp_path / "store")
+    times = span_times(days=3, per_day=4, start=datetime.now(timezone.utc) - timedelta(days=3))
+    write_spans(storage, times)
+    context = WatchContext(tmp_path / "store", None, None, None)
+    assert watch_task(context) is None
+    monkeypatch.setenv("LLMOPS_RETENTION__BACKGROUND", "true")
+    monkeypatch.setenv("LLMOPS_RETENTION__SPANS_DAYS", "1")
+    task = watch_task(context)
+    assert task is not None and task.name == "retention"
+    task.run()
+    left = span_ids(storage)
+    assert 0 < len(left) < len(times)

@@ -19,6 +19,7 @@ from llamonitor.cli._options import (
     parse_time,
     store_errors,
 )
+from llamonitor.cli._watch import WATCH_TASKS
 
 
 def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -63,7 +64,14 @@ def _policy(spans_days: str | None, points: str | None) -> Any:
 
 def _storage(directory: Path, dsn: str | None, table: str | None) -> Any:
     from llamonitor.cli._metrics import storage_config
+    from llamonitor.cli._options import _use_dsn
 
+    if not (dsn and _use_dsn(dsn)) and directory.is_file():  # a JSONL store
+        from llamonitor.schema.config import StorageConfig
+
+        return StorageConfig(
+            backend="jsonl", output_dir=directory.parent, options={"file_name": directory.name}
+        )
     storage = storage_config(directory, dsn, table)
     name = (table or "").rpartition(".")[2]
     if name and storage.backend != "parquet":
@@ -116,7 +124,7 @@ def _render(report: Any, title: str) -> None:
     if report.rollups_written:
         built = {k: v for k, v in report.rollups_written.items() if v}
         out.append(
-            "rollups built first: "
+            ("rollups it would build first: " if report.dry_run else "rollups built first: ")
             + (", ".join(f"{k} {v:,}" for k, v in built.items()) if built else "none needed")
         )
     for tally in report.tallies.values():
@@ -201,3 +209,33 @@ def apply(
     else:
         verb = "would remove" if dry_run else f"removed in {report.seconds:.1f} s"
         _render(report, f"retention of {report.store} ({verb})")
+
+
+def watch_task(context: Any) -> Any:
+    """``llamonitor watch``'s retention (a ``PeriodicTask``) when
+    ``LLMOPS_RETENTION__BACKGROUND`` is on, over the store it watches; ``None``
+    when off.
+
+    Raises:
+        ConfigurationError: a bad retention setting, or one the store cannot
+            apply, naming it (``watch`` stops before it starts).
+    """
+    from llamonitor.metrics._retention import apply_retention, check_store, retention_from_env
+
+    config = retention_from_env()
+    if not config.background:
+        return None
+    storage = _storage(context.directory, context.dsn, context.table)
+    check_store(storage, config)
+    from llamonitor.quality._alert_watch import PeriodicTask
+
+    def run() -> None:
+        report = apply_retention(storage, config)
+        if report.rows:
+            click.echo(f"retention removed {report.rows:,} row(s) in {report.seconds:.1f} s",
+                       err=True)
+
+    return PeriodicTask("retention", config.interval_seconds, run)
+
+
+WATCH_TASKS.append(watch_task)

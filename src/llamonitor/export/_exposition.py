@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from llamonitor.export._collectors import SpanMetricsCollector, floatToGoString
+from llamonitor.export._metric_names import FAMILIES
 from llamonitor.export._metric_state import Snapshot
 
 __all__ = ["CONTENT_TYPE", "MetricsRegistry", "render_snapshot"]
@@ -119,15 +120,33 @@ def render_snapshot(snap: Snapshot, cache: dict[Any, str] | None = None) -> str:
     return "".join(out)
 
 
-class _Others:
-    """The collectors of a registry but the span ones, for ``generate_latest``."""
+SPAN_FAMILY_NAMES = frozenset(
+    {f.prom_name for f in FAMILIES}
+    | {
+        "llamonitor_metrics_label_values_folded",
+        "llamonitor_metrics_series_folded",
+        "llamonitor_metrics_label_values",
+        "llamonitor_metrics_spans",
+    }
+)
+"""The families :func:`render_snapshot` writes (without ``_total``)."""
 
-    def __init__(self, collectors: list[Collector]) -> None:
+
+class _Others:
+    """The collectors of a registry but the span ones, for ``generate_latest``;
+    a family named like one in ``skip`` (the span collectors' text, say the
+    collector points' ``llamonitor_cost_usd_total``) is left out, so no family
+    is written twice."""
+
+    def __init__(self, collectors: list[Collector], skip: frozenset[str] = frozenset()) -> None:
         self.collectors = collectors
+        self.skip = skip
 
     def collect(self) -> Iterator[Any]:
         for collector in self.collectors:
-            yield from collector.collect()
+            for family in collector.collect():
+                if family.name not in self.skip:
+                    yield family
 
 
 class MetricsRegistry(CollectorRegistry):
@@ -153,7 +172,10 @@ class MetricsRegistry(CollectorRegistry):
         """Every collector's metrics in the text format (``CONTENT_TYPE``)."""
         collectors = list(self.collectors)
         spans = [c for c in collectors if isinstance(c, SpanMetricsCollector)]
-        others = _Others([c for c in collectors if not isinstance(c, SpanMetricsCollector)])
+        others = _Others(
+            [c for c in collectors if not isinstance(c, SpanMetricsCollector)],
+            SPAN_FAMILY_NAMES if spans else frozenset(),
+        )
         body = generate_latest(others)  # duck-typed: it only calls collect()
         texts = [
             render_snapshot(c.state.snapshot(), self._caches.setdefault(id(c), {}))

@@ -198,7 +198,8 @@ def flush(timeout: float = _worker.EXIT_FLUSH_SECONDS) -> int:
 
 def health() -> dict[str, Any]:
     """The worker's counters: snapshots, written, failed_writes, retried,
-    dropped, pending points, last_error, and the instruments' series and
+    dropped (``rejected``: of those, the points a SQL store refused for their
+    content), pending points, last_error, and the instruments' series and
     overflows."""
     w = _worker.worker()
     st = w.stats
@@ -209,6 +210,7 @@ def health() -> dict[str, Any]:
         "failed_writes": st.failed_writes,
         "retried": st.retried,
         "dropped": st.dropped,
+        "rejected": st.rejected,
         "pending": sum(t.num_rows for t in w._pending),
         "last_error": st.last_error,
         "metrics": len(metrics),

@@ -41,6 +41,23 @@ _SINK_GAUGES = (("llamonitor_spooled_events", "spooled"),
                 ("llamonitor_sink_healthy", "healthy"),
                 ("llamonitor_sink_outage", "outage"))
 
+PIPELINE_NAMES = frozenset(
+    {
+        "llamonitor_running",
+        "llamonitor_events_received_total",
+        "llamonitor_queue_size",
+        "llamonitor_buffer_size",
+        "llamonitor_events_dropped_total",
+        "llamonitor_worker_restarts_total",
+        "llamonitor_internal_errors_total",
+        "llamonitor_events_failed_total",
+    }
+    | {n for n, _ in _SINK_COUNTERS + _SINK_GAUGES}
+)
+"""The pipeline group's names: the ones the Prometheus exposition's own
+pipeline collector (``export._collectors.PipelineCollector``) serves live, so
+the collector points of that name are not exposed again."""
+
 
 class SpanRates:
     """Running totals of the spans written (a tap: ``rates(table)``).

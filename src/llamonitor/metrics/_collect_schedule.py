@@ -81,6 +81,7 @@ class CollectorScheduler:
         self._pid = os.getpid()
         self._wanted = False
         self.sink_errors = 0
+        self._latest: dict[int, Any] = {}  # entry id -> its last collection's points
         ref = weakref.ref(self)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=lambda: _after_fork(ref))
@@ -106,6 +107,11 @@ class CollectorScheduler:
         """The collectors, in the order added."""
         with self._lock:
             return [e.collector for e in self._entries]
+
+    def latest(self) -> list[Any]:
+        """The point table of each collector's last collection (for Prometheus)."""
+        with self._lock:
+            return [self._latest[id(e)] for e in self._entries if id(e) in self._latest]
 
     def stats(self) -> dict[str, CollectorStats]:
         """Counters per collector (by name; a repeated name gets ``#2``...)."""
@@ -159,6 +165,8 @@ class CollectorScheduler:
                 st.overruns += 1
         if table is None or table.num_rows == 0:
             return
+        with self._lock:
+            self._latest[id(e)] = table
         st.points += table.num_rows
         try:
             self._sink(table)

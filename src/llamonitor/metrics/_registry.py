@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from llamonitor.metrics._children import CounterChild, DistributionChild, GaugeChild
 from llamonitor.metrics._instruments import Metric
-from llamonitor.metrics._schema import METRIC_SCHEMA, append_point, labels_text
+from llamonitor.metrics._schema import PointColumns, labels_text
 
 OVERFLOW_METRIC = "llamonitor_metric_series_overflow_total"
 """Calls routed to a metric's ``other`` series (label ``metric``)."""
@@ -92,24 +92,10 @@ class Registry:
             now = self._last_now + 1e-6
         self._last_now = now
         src = source or instrument_source()
-        cols: dict[str, list[Any]] = {n: [] for n in METRIC_SCHEMA.names}
+        points = PointColumns(0, src)
 
-        def add(
-            ts: float,
-            name: str,
-            kind: str,
-            labels: str,
-            value: float | None = None,
-            count: int | None = None,
-            total: float | None = None,
-            lo: float | None = None,
-            hi: float | None = None,
-            sketch: bytes | None = None,
-        ) -> None:
-            append_point(
-                cols, int(ts * 1_000_000), name, kind, labels, 0, src,
-                value, count, total, lo, hi, sketch,
-            )
+        def add(ts: float, *point: Any) -> None:
+            points.add(int(ts * 1_000_000), *point)
 
         for metric in self.metrics():
             kind = metric.kind
@@ -162,13 +148,7 @@ class Registry:
                     labels_text({"metric": metric.name}),
                     float(nan_total),
                 )
-        arrays = [
-            pa.array(cols[f.name], type=f.type)
-            if f.name != "timestamp"
-            else pa.array(cols[f.name], pa.int64()).cast(f.type)
-            for f in METRIC_SCHEMA
-        ]
-        return pa.Table.from_arrays(arrays, schema=METRIC_SCHEMA)
+        return points.table()
 
     def _reinit_after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -11,7 +11,9 @@ exist; then the store's executor removes what is past the cutoffs (Parquet:
 Idempotent: rollups are built once (their watermark is the store), and a
 second run at the same time finds nothing more to delete. A run that dies
 half way leaves every row kept or, if past the policy, gone; the next one
-goes on. A dry run builds nothing and deletes nothing; it counts.
+goes on. A dry run writes nothing and deletes nothing; it counts (the rows
+that would go, and the rollup points it would write first: built in memory,
+each level from the one below as the real run would).
 """
 
 from __future__ import annotations
@@ -126,9 +128,14 @@ def _newest_span(storage: StorageConfig) -> datetime | None:
 
 
 def _rollups(
-    storage: StorageConfig, config: RetentionConfig, cutoffs: list[Cutoff], now: datetime
+    storage: StorageConfig,
+    config: RetentionConfig,
+    cutoffs: list[Cutoff],
+    now: datetime,
+    dry_run: bool = False,
 ) -> dict[str, int]:
-    """Build the rollups the rows about to go feed; points written per series kind."""
+    """Build the rollups the rows about to go feed; points written per series
+    kind (``dry_run``: built in memory and counted, not written)."""
     from llamonitor.metrics._rollup import LEVELS, rollup
     from llamonitor.metrics._span_rollup import rollup_spans
 
@@ -139,14 +146,16 @@ def _rollups(
         newest = _newest_point(storage)
         if newest is not None:
             until = min(limit, newest + timedelta(seconds=ROLLUP_MARGIN_SECONDS))
-            result = rollup(storage, until=until, spans=False, now=now.timestamp())
+            result = rollup(
+                storage, until=until, spans=False, now=now.timestamp(), dry_run=dry_run
+            )
             for dst, n in result.written.items():
                 written[f"points@{dst}"] = n
     if config.keep_span_rollups and any(c.table == SPANS for c in cutoffs):
         newest = _newest_span(storage)
         if newest is not None:
             until = min(limit, newest + timedelta(seconds=ROLLUP_MARGIN_SECONDS))
-            for res, n in rollup_spans(storage, None, until).items():
+            for res, n in rollup_spans(storage, None, until, dry_run=dry_run).items():
                 written[f"spans@{res}"] = n
     return written
 
@@ -169,14 +178,16 @@ def apply_retention(
             epoch seconds; default: the clock). A time before the data
             deletes nothing; a time far ahead deletes everything the policy
             says is past, after building the rollups that summarise it.
-        dry_run: count what would go; build and change nothing.
+        dry_run: count what would go and the rollup points that would be
+            written first (``rollups_written``); change nothing.
 
     Returns:
         A :class:`RetentionReport`.
 
     Raises:
         ConfigurationError: a store that holds no metric points (``memory``,
-            a custom backend), naming ``storage.backend``.
+            a custom backend), naming ``storage.backend``; a span retention
+            on the ``jsonl`` store (naming ``retention.spans_days``).
         CompactionError: a compaction or another retention holds the Parquet store.
         RetentionError / StoreError / OSError: the store failed; what was
             done before stays done, the next run goes on.
@@ -185,6 +196,7 @@ def apply_retention(
     kind = store_kind(storage)
     when = _now(now)
     started = time.perf_counter()
+    check_store(storage, config)
     cutoffs = plan(config, when)
     report = RetentionReport(
         store=_label(storage, kind),
@@ -204,8 +216,7 @@ def apply_retention(
         else:
             lock = _retention_sql.exclusive(storage, kind)
         with lock:
-            if not dry_run:
-                report.rollups_written = _rollups(storage, config, cutoffs, when)
+            report.rollups_written = _rollups(storage, config, cutoffs, when, dry_run)
             if kind == "parquet":
                 report.tallies = _retention_parquet.apply(storage, cutoffs, dry_run)
             else:
@@ -221,6 +232,24 @@ def apply_retention(
             report.seconds,
         )
     return report
+
+
+def check_store(storage: StorageConfig, config: RetentionConfig) -> None:
+    """Raise if ``config`` cannot be applied to ``storage`` (before any run).
+
+    Raises:
+        ConfigurationError: a store that holds no metric points, naming
+            ``storage.backend``; a span retention on the ``jsonl`` store,
+            naming ``retention.spans_days``.
+    """
+    store_kind(storage)
+    if storage.backend == "jsonl" and config.spans_seconds is not None:
+        raise ConfigurationError(
+            "retention.spans_days",
+            "the jsonl store's spans (one append-only file) have no retention: keep them "
+            "forever (LLMOPS_RETENTION__SPANS_DAYS=forever, or --spans-days forever) or "
+            "store spans in parquet or a database; its metric points have retention",
+        )
 
 
 def show_retention(

@@ -31,6 +31,7 @@ from typing import Any
 
 from llamonitor.metrics._retention_plan import POINTS, SPANS, Cutoff, RetentionError, Tally
 from llamonitor.schema.config import StorageConfig
+from llamonitor.storage import _sql_side as side
 from llamonitor.storage._sql import StoreError
 
 LOCK_TIMEOUT_MS = 5000
@@ -151,15 +152,13 @@ class _MySQL:
 
         self.q = q
         self.t = Target(storage, connect_timeout=10.0, command_timeout=None)
-        self.pt = _sql_points._mysql_target(storage)
+        self.pt = side.mysql_target(_sql_points.POINTS, storage)
         self.tables = {SPANS: self.t.table, POINTS: _sql_points.POINTS_TABLE}
         self.db = self.t.schema or self.t.connect_kwargs["db"]
         self.conn: Any = None
 
     def open(self) -> None:
-        from llamonitor.metrics import _sql_points
-
-        self.conn = _sql_points._mysql_connect(self.pt, autocommit=True)
+        self.conn = side.mysql_connect(self.pt, autocommit=True)
 
     def close(self) -> None:
         if self.conn is not None:

@@ -80,6 +80,23 @@ def newest(
     exclude_source: str | None = None,
 ) -> datetime | None:
     """The newest point of ``resolution`` (of ``source``), or ``None``."""
+    return _edge(storage, "max", resolution, source, exclude_source)
+
+
+def oldest(
+    storage: StorageConfig, resolution: int, exclude_source: str | None = None
+) -> datetime | None:
+    """The oldest point of ``resolution`` (not of ``exclude_source``), or ``None``."""
+    return _edge(storage, "min", resolution, None, exclude_source)
+
+
+def _edge(
+    storage: StorageConfig,
+    fn: str,
+    resolution: int,
+    source: str | None,
+    exclude_source: str | None,
+) -> datetime | None:
     where = "WHERE resolution_seconds = ?"
     params: list[Any] = [resolution]
     if source is not None:
@@ -90,27 +107,7 @@ def newest(
         params.append(exclude_source)
     t = query_points(
         storage,
-        f'SELECT max("timestamp") AS t FROM {{rel}} {where}',
-        params,
-        sql_filters=(None, None, None, resolution),
-    )
-    if t.num_rows == 0 or "t" not in t.column_names:
-        return None
-    value = t.column("t")[0].as_py()
-    return None if value is None else aware(value)
-
-
-def oldest(
-    storage: StorageConfig, resolution: int, exclude_source: str | None = None
-) -> datetime | None:
-    where = "WHERE resolution_seconds = ?"
-    params: list[Any] = [resolution]
-    if exclude_source is not None:
-        where += " AND source IS DISTINCT FROM ?"
-        params.append(exclude_source)
-    t = query_points(
-        storage,
-        f'SELECT min("timestamp") AS t FROM {{rel}} {where}',
+        f'SELECT {fn}("timestamp") AS t FROM {{rel}} {where}',
         params,
         sql_filters=(None, None, None, resolution),
     )
@@ -128,6 +125,7 @@ def rollup(
     spans: bool = True,
     settle_seconds: float = SETTLE_SECONDS,
     now: float | None = None,
+    dry_run: bool = False,
 ) -> RollupResult:
     """Build every rollup level the store lacks, from ``since`` (or where the
     last run stopped, or the oldest point) to ``until`` (default: now less
@@ -141,56 +139,86 @@ def rollup(
         settle_seconds: windows ending later than now less this are left
             for the next run.
         now: the current time (epoch seconds; tests).
+        dry_run: build the windows in memory and count them; write nothing
+            (each level counts the windows of the level below it would build).
 
     Returns:
-        Points written per resolution (:class:`RollupResult`).
+        Points written (would be written) per resolution (:class:`RollupResult`).
     """
     current = time.time() if now is None else now
     limit = datetime.fromtimestamp(current - settle_seconds, timezone.utc)
     if until is not None:
         limit = min(limit, aware(until))
     result = RollupResult(until=limit)
+    built: pa.Table | None = None
     for src, dst in LEVELS:
-        result.written[dst] = _level(storage, src, dst, since, limit)
+        result.written[dst], built = _level(storage, src, dst, since, limit, built, dry_run)
     if spans:
         from llamonitor.metrics._span_rollup import rollup_spans
 
-        result.spans = rollup_spans(storage, since, limit)
+        result.spans = rollup_spans(storage, since, limit, dry_run=dry_run)
     return result
 
 
 def _level(
-    storage: StorageConfig, src: int, dst: int, since: datetime | None, limit: datetime
-) -> int:
+    storage: StorageConfig,
+    src: int,
+    dst: int,
+    since: datetime | None,
+    limit: datetime,
+    unwritten: pa.Table | None = None,
+    dry_run: bool = False,
+) -> tuple[int, pa.Table | None]:
+    """Build (and, unless ``dry_run``, write) the ``dst`` windows the store
+    lacks; ``unwritten``: ``src`` points a dry run built but did not write.
+    Returns the number of points built, and with ``dry_run`` the points (what
+    the next level reads beside the store's)."""
     done = newest(storage, dst, exclude_source="spans")
     start: datetime | None
     if done is not None:
         start = done + timedelta(seconds=dst)
     else:
         start = oldest(storage, src, exclude_source="spans")
+        if unwritten is not None and unwritten.num_rows:
+            first = aware(pc.min(unwritten.column("timestamp")).as_py())
+            start = first if start is None else min(start, first)
     if start is None:
-        return 0
+        return 0, None
     if since is not None:
         start = max(start, aware(since))
     start = _floor(start, dst)
     end = _floor(limit, dst)  # only whole windows
+    built: list[pa.Table] = []
     written = 0
     chunk = timedelta(seconds=dst * MAX_WINDOWS_PER_CHUNK)
     while start < end:
         stop = min(end, start + chunk)
         lookback = timedelta(seconds=COUNTER_LOOKBACK_SECONDS if src == 0 else 0)
         points = read_points(storage, start=start - lookback, end=stop, resolution=src)
+        if unwritten is not None and unwritten.num_rows:
+            ts = unwritten.column("timestamp")
+            inside = pc.and_(
+                pc.greater_equal(ts, pa.scalar(start - lookback, ts.type)),
+                pc.less(ts, pa.scalar(stop, ts.type)),
+            )
+            points = pa.concat_tables([points, unwritten.filter(inside)])
         points = points.filter(
             pc.invert(pc.fill_null(pc.equal(points.column("source"), "spans"), False))
         )
         if points.num_rows:
             windows = window_aggregates(points, dst, start=start)
             if windows.num_rows:
-                written += write_points(storage, windows)
+                if dry_run:
+                    built.append(windows)
+                else:
+                    written += write_points(storage, windows)
         start = stop
     if written:
         logger.info("llamonitor: rolled up %d points at %d s", written, dst)
-    return written
+    if dry_run:
+        table = pa.concat_tables(built) if built else None
+        return (0 if table is None else table.num_rows), table
+    return written, None
 
 
 def rollup_table(points: pa.Table, resolution: int) -> pa.Table:

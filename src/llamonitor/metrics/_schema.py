@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from llamonitor.schema._side_tables import check_values, conform_columns, described_schema
+
 METRIC_SCHEMA_VERSION = 1
 """Bumped whenever a column is added, removed or changes type or meaning."""
 
@@ -49,12 +51,8 @@ _COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("source", pa.string(), True, "Origin: an instrument, a collector, spans, a rule."),
 )
 
-METRIC_SCHEMA = pa.schema(
-    [
-        pa.field(name, t, nullable=nullable, metadata={b"description": doc.encode()})
-        for name, t, nullable, doc in _COLUMNS
-    ],
-    metadata={SCHEMA_VERSION_KEY: str(METRIC_SCHEMA_VERSION).encode()},
+METRIC_SCHEMA = described_schema(
+    _COLUMNS, {SCHEMA_VERSION_KEY: str(METRIC_SCHEMA_VERSION).encode()}
 )
 """The Arrow schema of a table of metric points."""
 
@@ -63,35 +61,44 @@ METRIC_COLUMNS = tuple(METRIC_SCHEMA.names)
 FLOAT_COLUMNS = tuple(f.name for f in METRIC_SCHEMA if pa.types.is_float64(f.type))
 
 
-def append_point(
-    cols: dict[str, list[Any]],
-    timestamp: Any,
-    name: str,
-    kind: str,
-    labels: str,
-    resolution: int,
-    source: str,
-    value: float | None = None,
-    count: int | None = None,
-    total: float | None = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    sketch: bytes | None = None,
-) -> None:
-    """Append one point to ``cols`` (a list per :data:`METRIC_SCHEMA` column):
-    the one row builder of the registry's flushes and the span rollups."""
-    cols["timestamp"].append(timestamp)
-    cols["name"].append(name)
-    cols["kind"].append(kind)
-    cols["labels"].append(labels)
-    cols["resolution_seconds"].append(resolution)
-    cols["value"].append(value)
-    cols["count"].append(count)
-    cols["sum"].append(total)
-    cols["min"].append(lo)
-    cols["max"].append(hi)
-    cols["sketch"].append(sketch)
-    cols["source"].append(source)
+class PointColumns:
+    """Points added one at a time (a list per :data:`METRIC_SCHEMA` column),
+    then a table: the one row builder of the registry's flushes and the span
+    rollups. Timestamps: all ints (microseconds since the epoch) or all
+    aware datetimes."""
+
+    def __init__(self, resolution: int, source: str) -> None:
+        self.resolution = resolution
+        self.source = source
+        self.cols: dict[str, list[Any]] = {n: [] for n in METRIC_COLUMNS}
+
+    def add(
+        self,
+        timestamp: Any,
+        name: str,
+        kind: str,
+        labels: str,
+        value: float | None = None,
+        count: int | None = None,
+        total: float | None = None,
+        lo: float | None = None,
+        hi: float | None = None,
+        sketch: bytes | None = None,
+    ) -> None:
+        row = (timestamp, name, kind, labels, self.resolution, value, count, total, lo, hi,
+               sketch, self.source)  # fmt: skip
+        for column, v in zip(METRIC_COLUMNS, row, strict=True):  # the schema's order
+            self.cols[column].append(v)
+
+    def table(self) -> pa.Table:
+        ts = self.cols["timestamp"]
+        arrays = [
+            pa.array(ts, pa.int64()).cast(f.type)
+            if f.name == "timestamp" and ts and isinstance(ts[0], int)
+            else pa.array(self.cols[f.name], type=f.type)
+            for f in METRIC_SCHEMA
+        ]
+        return pa.Table.from_arrays(arrays, schema=METRIC_SCHEMA)
 
 
 def labels_text(labels: Mapping[str, object] | None) -> str:
@@ -124,31 +131,8 @@ def conform_points(table: pa.Table) -> pa.Table:
         ValueError: a required column is missing or holds nulls, a ``kind``
             is not one of :data:`KINDS`, or a value cannot be cast.
     """
-    n = table.num_rows
-    columns = []
-    for f in METRIC_SCHEMA:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            if col.type != f.type:
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise ValueError(f"metric points: column {f.name}: {exc}") from None
-            if not f.nullable and col.null_count:
-                raise ValueError(f"metric points: column {f.name} has nulls")
-        elif f.nullable:
-            col = pa.nulls(n, f.type)
-        else:
-            raise ValueError(f"metric points: column {f.name} is missing")
-        columns.append(col)
-    out = pa.Table.from_arrays(columns, schema=METRIC_SCHEMA)
-    if n:
-        import pyarrow.compute as pc
-
-        bad = pc.invert(pc.is_in(out.column("kind"), value_set=pa.array(KINDS)))
-        if pc.any(bad).as_py():
-            found = pc.unique(pc.filter(out.column("kind"), bad)).to_pylist()
-            raise ValueError(f"metric points: kind {found[0]!r} is not one of {list(KINDS)}")
+    out = conform_columns(table, METRIC_SCHEMA, "metric points")
+    check_values(out, "kind", KINDS, "metric points")
     return out
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from llamonitor.metrics import _sketch
-from llamonitor.metrics._schema import METRIC_SCHEMA, append_point, labels_text
+from llamonitor.metrics._schema import METRIC_SCHEMA, PointColumns, labels_text
 from llamonitor.metrics._store import aware, store_kind, write_points
 from llamonitor.schema.config import StorageConfig
 
@@ -95,8 +95,11 @@ def _jsonl_path(storage: StorageConfig) -> Any:
     return Path(storage.output_dir) / name
 
 
-def rollup_spans(storage: StorageConfig, since: datetime | None, limit: datetime) -> dict[int, int]:
-    """Write the span series of every whole window up to ``limit`` not yet written."""
+def rollup_spans(
+    storage: StorageConfig, since: datetime | None, limit: datetime, *, dry_run: bool = False
+) -> dict[int, int]:
+    """Write the span series of every whole window up to ``limit`` not yet
+    written (``dry_run``: count them, write nothing)."""
     from llamonitor.metrics._rollup import newest
 
     q = span_query(storage)
@@ -118,7 +121,7 @@ def rollup_spans(storage: StorageConfig, since: datetime | None, limit: datetime
                 stop = min(end, start + timedelta(seconds=res * MAX_WINDOWS_PER_CHUNK))
                 table = span_points(q, res, start, stop)
                 if table.num_rows:
-                    n += write_points(storage, table)
+                    n += table.num_rows if dry_run else write_points(storage, table)
                 start = stop
             written[res] = n
     finally:
@@ -147,7 +150,7 @@ def span_points(q: Any, resolution: int, start: datetime, end: datetime) -> pa.T
     step = int(resolution) * 1_000_000  # an int of ours: inlined, as {rel}'s parameters go first
     sql = _SQL.replace("$step", str(step))
     t = q.run(sql, [start, end], Filters(since=start, until=end))
-    cols: dict[str, list[Any]] = {n: [] for n in METRIC_SCHEMA.names}
+    points = PointColumns(resolution, SOURCE)
     if t is None:
         return METRIC_SCHEMA.empty_table()
     for row in t.to_pylist():
@@ -159,13 +162,11 @@ def span_points(q: Any, resolution: int, start: datetime, end: datetime) -> pa.T
             v = row[key]
             if v is None:
                 continue
-            _append(
-                cols,
-                row["w"],
+            points.add(
+                aware(row["w"]),
                 name,
                 "counter",
                 lt,
-                resolution,
                 value=float(v),
                 count=row["n"],
                 total=float(v),
@@ -175,37 +176,15 @@ def span_points(q: Any, resolution: int, start: datetime, end: datetime) -> pa.T
             arr = np.asarray(d, np.float64)
             s = _sketch.new_sketch()
             _sketch.add_values(s, arr)
-            _append(
-                cols,
-                row["w"],
+            points.add(
+                aware(row["w"]),
                 DURATION_METRIC,
                 "histogram",
                 lt,
-                resolution,
                 count=int(arr.size),
                 total=float(arr.sum()),
                 lo=float(arr.min()),
                 hi=float(arr.max()),
                 sketch=_sketch.to_bytes(s),
             )
-    return pa.table(cols, schema=METRIC_SCHEMA)
-
-
-def _append(
-    cols: dict[str, list[Any]],
-    ts: datetime,
-    name: str,
-    kind: str,
-    labels: str,
-    resolution: int,
-    value: float | None = None,
-    count: int | None = None,
-    total: float | None = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    sketch: bytes | None = None,
-) -> None:
-    append_point(
-        cols, aware(ts), name, kind, labels, resolution, SOURCE,
-        value, count, total, lo, hi, sketch,
-    )
+    return points.table()

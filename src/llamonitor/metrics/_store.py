@@ -5,8 +5,8 @@ One pair of calls for every store: :func:`write_points` and
 
 - Parquet (``parquet``, and the file stores ``jsonl``): files under
   ``<output_dir>/metrics/YYYY-MM-DD/points_*.parquet`` (the UTC day of the
-  points), written atomically like the span files (hidden temporary name,
-  fsync, rename; see ``storage._files``), sorted by series then time, with
+  points), written atomically like the span files and the scores' files
+  (``storage._side_files``), sorted by series then time, with
   the encodings a time series wants: ``DELTA_BINARY_PACKED`` timestamps and
   counts, ``BYTE_STREAM_SPLIT`` floats (``PLAIN`` for a float column that
   zstd compresses smaller that way: see :func:`float_encoding`),
@@ -23,11 +23,7 @@ the filters pushed into the database's ``WHERE``).
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
-import secrets
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,8 +31,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from llamonitor.metrics._schema import conform_points, empty_points
-from llamonitor.schema.config import ConfigurationError, StorageConfig
-from llamonitor.storage._files import sweep_in_background, write_atomic
+from llamonitor.schema.config import StorageConfig
+from llamonitor.storage import _side_files
+from llamonitor.storage._files import write_atomic
 
 METRICS_DIR = "metrics"
 """The Parquet store's points live in ``<output_dir>/metrics/``."""
@@ -44,17 +41,14 @@ METRICS_DIR = "metrics"
 POINTS_TABLE = "metric_points"
 """The SQL stores' table of points."""
 
-FILE_STORES = frozenset({"parquet", "jsonl"})
-SQL_STORES = frozenset({"sqlite", "postgres", "mysql"})
+FILE_STORES = _side_files.FILE_STORES
+SQL_STORES = _side_files.SQL_STORES
 
 ZSTD_LEVEL = 9
 """zstd level of the point files (points are written every few seconds, in
 small batches: the cost is small and the files are read many times)."""
 
 _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_seq = itertools.count()
-_swept: set[Path] = set()
-_swept_lock = threading.Lock()
 
 
 def store_kind(storage: StorageConfig) -> str:
@@ -64,17 +58,7 @@ def store_kind(storage: StorageConfig) -> str:
         ConfigurationError: a backend that cannot hold metric points
             (``memory``, a custom class), naming ``storage.backend``.
     """
-    backend = storage.backend
-    if isinstance(backend, str):
-        if backend in FILE_STORES:
-            return "parquet"
-        if backend in SQL_STORES:
-            return backend
-    raise ConfigurationError(
-        "storage.backend",
-        f"metric points are stored by the parquet, jsonl, sqlite, postgres and mysql "
-        f"backends, not {backend!r}",
-    )
+    return _side_files.store_kind(storage, "metric points")
 
 
 def metrics_root(storage: StorageConfig) -> Path:
@@ -96,6 +80,9 @@ def write_points(storage: StorageConfig, table: pa.Table) -> int:
     Raises:
         ValueError: the table is not points (see ``conform_points``).
         ConfigurationError: a backend that cannot hold points.
+        RowsRejected: a SQL store refused some points for their content
+            (``rejected``, with the database's error for each); every other
+            point was written.
         StoreError / OSError: the store failed (worth retrying when transient).
     """
     kind = store_kind(storage)
@@ -233,23 +220,7 @@ def point_files(
     root: Path, start: datetime | None = None, end: datetime | None = None
 ) -> list[Path]:
     """The complete point files under ``root``, of the days ``[start, end)`` touches."""
-    if not root.is_dir():
-        return []
-    lo = aware(start).strftime("%Y-%m-%d") if start is not None else None
-    hi = aware(end).strftime("%Y-%m-%d") if end is not None else None
-    found: list[Path] = []
-    for day in sorted(os.listdir(root)):
-        if day.startswith(".") or (lo is not None and day < lo) or (hi is not None and day > hi):
-            continue
-        directory = root / day
-        if not directory.is_dir():
-            continue
-        found.extend(
-            directory / n
-            for n in sorted(os.listdir(directory))
-            if n.endswith(".parquet") and not n.startswith(".")
-        )
-    return found
+    return _side_files.day_files(root, start, end)
 
 
 def aware(value: datetime) -> datetime:
@@ -335,24 +306,5 @@ def write_points_file(table: pa.Table, path: Path) -> None:
     write_atomic(path, write)
 
 
-def _file_name() -> str:
-    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    return f"points_{now}_{os.getpid()}_{next(_seq):06d}_{secrets.token_hex(3)}.parquet"
-
-
 def _write_parquet(root: Path, points: pa.Table) -> None:
-    import pyarrow.compute as pc
-
-    points = sort_points(points)
-    days = pc.strftime(points.column("timestamp"), format="%Y-%m-%d", locale="C")
-    unique = pc.unique(days).to_pylist()
-    for day in unique:
-        part = points.filter(pc.equal(days, day)) if len(unique) > 1 else points
-        directory = root / str(day)
-        directory.mkdir(parents=True, exist_ok=True)
-        with _swept_lock:
-            first = root not in _swept
-            _swept.add(root)
-        if first:
-            sweep_in_background(root)  # temporary files of a writer that died
-        write_points_file(part, directory / _file_name())
+    _side_files.write_by_day(root, sort_points(points), "points", write_points_file)

@@ -15,7 +15,9 @@ unreachable, busy, a login refused) is retried with exponential backoff
 written stay in memory and go with the next interval's (bounded by
 :data:`MAX_PENDING_POINTS`: past it the oldest are dropped and counted).
 Points the store refuses (a bad setting, their content) are dropped and
-counted at once: retrying cannot help them. There is no disk spool for
+counted at once: retrying cannot help them. A SQL store refusing some points
+of a batch for their content writes the others (``RowsRejected``): only the
+refused are dropped, counted in ``rejected`` (and ``dropped``). There is no disk spool for
 points (a process that dies while the store is down loses at most those
 pending points). Nothing raises into the application; failures are logged
 once per outage and counted in :func:`health`. At interpreter exit a last
@@ -39,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.metrics._registry import REGISTRY, Registry
+from llamonitor.schema._rejected import RowsRejected
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 
 logger = logging.getLogger("llamonitor.metrics")
@@ -67,6 +70,7 @@ class Stats:
     failed_writes: int = 0
     retried: int = 0
     dropped: int = 0
+    rejected: int = 0
     last_error: str | None = None
 
 
@@ -194,6 +198,8 @@ class MetricsWorker:
         for attempt in range(attempts):
             try:
                 n = write_points(storage, batch)
+            except RowsRejected as exc:
+                n = self._rejected(batch, exc)
             except Exception as exc:
                 self.stats.last_error = repr(exc)
                 if not transient(exc):
@@ -227,6 +233,28 @@ class MetricsWorker:
             batch = batch.slice(drop)
         self._pending = [batch]
         return 0
+
+    def _rejected(self, batch: pa.Table, exc: RowsRejected) -> int:
+        """The store wrote every point but ``exc.rejected`` (refused for their
+        content: a NUL byte, a name too long for the column): those are
+        dropped and counted (``rejected``), the first error logged once."""
+        bad = int(exc.rejected.num_rows)
+        self.stats.rejected += bad
+        self.stats.dropped += bad
+        self.stats.last_error = repr(exc)
+        if not self._refused_logged:
+            self._refused_logged = True
+            names = sorted(set(exc.rejected.column("name").to_pylist()))[:5]
+            logger.warning(
+                "llamonitor: the store refused %d of %d metric points (%s; dropped, the "
+                "others written; further refusals are counted in "
+                "llamonitor.metrics.health()): %s",
+                bad,
+                batch.num_rows,
+                ", ".join(map(str, names)),
+                exc.errors[0] if exc.errors else exc,
+            )
+        return int(batch.num_rows) - bad
 
     def _refused(self, batch: pa.Table, exc: BaseException) -> int:
         """The store refused the points (a bad setting, or their content):

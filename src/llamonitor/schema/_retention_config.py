@@ -75,7 +75,8 @@ class RetentionConfig(BaseModel):
 
     Args:
         spans_days: days a span is kept (by its start ``timestamp``);
-            ``None`` (default): spans are kept forever.
+            ``None`` (default): spans are kept forever. Also accepted as
+            ``retention_days`` (``LLMOPS_RETENTION__RETENTION_DAYS``).
         keep_span_rollups: before spans go, build their per-minute and
             per-hour series (``source="spans"`` metric points: counts,
             errors, tokens, cost, latency sketches per model and
@@ -102,6 +103,19 @@ class RetentionConfig(BaseModel):
     background: bool = False
     interval_seconds: float = Field(default=DEFAULT_INTERVAL_SECONDS, gt=0)
     batch_rows: int = Field(default=10_000, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retention_days(cls, data: Any) -> Any:
+        """``retention_days`` (seed 003's and the issue's name) is ``spans_days``."""
+        if isinstance(data, dict) and "retention_days" in data:
+            data = dict(data)
+            value = data.pop("retention_days")
+            if data.get("spans_days") is not None and value is not None:
+                raise ValueError("give spans_days or retention_days (the same setting), not both")
+            if data.get("spans_days") is None:
+                data["spans_days"] = value
+        return data
 
     @field_validator("spans_days", mode="before")
     @classmethod

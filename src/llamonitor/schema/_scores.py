@@ -21,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from llamonitor.schema._side_tables import check_values, conform_columns, described_schema
+
 SCORE_SCHEMA_VERSION = 1
 """Bumped whenever a column is added, removed or changes type or meaning."""
 
@@ -56,12 +58,8 @@ _COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("schema_version", pa.int32(), False, "SCORE_SCHEMA_VERSION of the writer."),
 )
 
-SCORE_SCHEMA = pa.schema(
-    [
-        pa.field(name, t, nullable=nullable, metadata={b"description": doc.encode()})
-        for name, t, nullable, doc in _COLUMNS
-    ],
-    metadata={SCHEMA_VERSION_KEY: str(SCORE_SCHEMA_VERSION).encode(), TABLE_KEY: b"scores"},
+SCORE_SCHEMA = described_schema(
+    _COLUMNS, {SCHEMA_VERSION_KEY: str(SCORE_SCHEMA_VERSION).encode(), TABLE_KEY: b"scores"}
 )
 """The Arrow schema of a table of scores."""
 
@@ -212,34 +210,12 @@ def conform_scores(table: pa.Table) -> pa.Table:
     """
     import pyarrow.compute as pc
 
-    n = table.num_rows
-    columns = []
-    for f in SCORE_SCHEMA:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            if col.type != f.type:
-                try:
-                    col = col.cast(f.type)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise ValueError(f"scores: column {f.name}: {exc}") from None
-            if f.name == "schema_version" and col.null_count:
-                col = pc.fill_null(col, SCORE_SCHEMA_VERSION)
-            if not f.nullable and col.null_count:
-                raise ValueError(f"scores: column {f.name} has nulls")
-        elif f.name == "schema_version":
-            col = pa.array([SCORE_SCHEMA_VERSION] * n, pa.int32())
-        elif f.nullable:
-            col = pa.nulls(n, f.type)
-        else:
-            raise ValueError(f"scores: column {f.name} is missing")
-        columns.append(col)
-    out = pa.Table.from_arrays(columns, schema=SCORE_SCHEMA)
-    if n:
-        for column, allowed in (("source", SOURCES), ("target", TARGETS)):
-            bad = pc.invert(pc.is_in(out.column(column), value_set=pa.array(allowed)))
-            if pc.any(bad).as_py():
-                found = pc.unique(pc.filter(out.column(column), bad)).to_pylist()
-                raise ValueError(f"scores: {column} {found[0]!r} is not one of {list(allowed)}")
+    out = conform_columns(
+        table, SCORE_SCHEMA, "scores", defaults={"schema_version": SCORE_SCHEMA_VERSION}
+    )
+    if out.num_rows:
+        check_values(out, "source", SOURCES, "scores")
+        check_values(out, "target", TARGETS, "scores")
         values = out.column("value")
         finite = pc.or_kleene(pc.is_finite(values), pc.is_null(values))
         if not pc.all(finite).as_py():

@@ -3,8 +3,10 @@ the app's lifespan, and ``GET /api/retention`` (its policy and counters).
 
 Off unless ``LLMOPS_RETENTION__BACKGROUND=true`` (serving never deletes data
 unless asked to). The store is the server's: its Parquet directory, or its
-database (the span table of ``LLMOPS_STORAGE__TABLE_NAME``, default
-``metric_events``). A bad retention setting is logged (naming it) and leaves
+database (the span table of ``serve --table``, else
+``LLMOPS_STORAGE__TABLE_NAME``, default ``metric_events``), or its JSONL file
+(whose spans have no retention: a ``spans_days`` there is a bad setting).
+A bad retention setting is logged (naming it) and leaves
 the task off; the server still serves. Nothing here changes data on request:
 the endpoint only reads.
 """
@@ -34,14 +36,21 @@ def _storage(s: ServerState) -> Any:
     info = s.store.info
     if info.dsn:
         env = StorageConfig()
+        schema, _, name = (info.table or "").rpartition(".")
         return StorageConfig(
             backend=info.kind,
             connection_string=SecretStr(info.dsn),
-            table_name=env.table_name,
-            schema_name=env.schema_name,
+            table_name=name or env.table_name,
+            schema_name=schema or env.schema_name,
         )
     if info.directory is not None and info.directory.is_dir():
         return StorageConfig(backend="parquet", output_dir=info.directory)
+    if info.kind == "jsonl" and info.directory is not None:
+        return StorageConfig(
+            backend="jsonl",
+            output_dir=info.directory.parent,
+            options={"file_name": info.directory.name},
+        )
     return None
 
 
@@ -56,8 +65,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s.extras["retention_config"] = config
         storage = _storage(s) if config.background else None
         if storage is not None:
+            from llamonitor.metrics._retention import check_store
             from llamonitor.metrics._retention_task import start_retention_task
 
+            check_store(storage, config)
             task = start_retention_task(storage, config)
             s.extras[KEY] = task
     except Exception as exc:  # a bad setting: say so, serve anyway

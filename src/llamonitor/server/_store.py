@@ -41,6 +41,8 @@ class StoreInfo:
     dsn: str | None = None
     """The database's connection string, when the store is one (never shown:
     ``label`` is the masked form); the metrics endpoints read its ``metric_points``."""
+    table: str | None = None
+    """The span table (``serve --table``: ``[schema.]name``), when the store is a database."""
 
 
 class ServerStore:
@@ -129,7 +131,7 @@ def open_server_store(
         kind = DSN_SCHEMES.get(scheme, scheme)
         return ServerStore(
             lambda: open_store(directory, dsn, table),
-            StoreInfo(label, kind, None, dsn),
+            StoreInfo(label, kind, None, dsn, table),
             workers,
             timeout_seconds,
         )

@@ -5,7 +5,8 @@ One pair of calls for every store: :func:`write_scores` and
 
 - Parquet (``parquet``, and the file store ``jsonl``): files under
   ``<output_dir>/scores/YYYY-MM-DD/scores_*.parquet`` (the UTC day the score
-  was given), written atomically like the span files; the span reader never
+  was given), written atomically like the span files (``_side_files``, as the
+  metric points' files); the span reader never
   lists the ``scores`` directory. Files are only ever added: a score written
   again is a new row with the same ``score_id``, and reads keep the latest.
 - SQLite, PostgreSQL, MySQL/MariaDB: the table ``llamonitor_scores``, upserted
@@ -18,9 +19,6 @@ ever: a typo, spans sampled out): it is kept as given, and
 
 from __future__ import annotations
 
-import itertools
-import os
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,16 +27,15 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from llamonitor.schema._scores import SCORE_SCHEMA, conform_scores, empty_scores
-from llamonitor.schema.config import ConfigurationError, StorageConfig
+from llamonitor.schema.config import StorageConfig
+from llamonitor.storage import _side_files
 from llamonitor.storage._files import write_atomic
 
 SCORES_DIR = "scores"
 """The Parquet store's scores live in ``<output_dir>/scores/``."""
 
-FILE_STORES = frozenset({"parquet", "jsonl"})
-SQL_STORES = frozenset({"sqlite", "postgres", "mysql"})
-_ALIASES = {"postgresql": "postgres", "mariadb": "mysql"}
-_seq = itertools.count()
+FILE_STORES = _side_files.FILE_STORES
+SQL_STORES = _side_files.SQL_STORES
 
 
 def store_kind(storage: StorageConfig) -> str:
@@ -48,18 +45,7 @@ def store_kind(storage: StorageConfig) -> str:
         ConfigurationError: a backend that cannot hold scores (``memory``, a
             custom class), naming ``storage.backend``.
     """
-    backend = storage.backend
-    if isinstance(backend, str):
-        backend = _ALIASES.get(backend, backend)
-        if backend in FILE_STORES:
-            return "parquet"
-        if backend in SQL_STORES:
-            return backend
-    raise ConfigurationError(
-        "storage.backend",
-        f"scores are stored by the parquet, jsonl, sqlite, postgres and mysql backends, "
-        f"not {backend!r}",
-    )
+    return _side_files.store_kind(storage, "scores")
 
 
 def scores_root(storage: StorageConfig) -> Path:
@@ -172,40 +158,19 @@ def score_files(
     root: Path, since: datetime | None = None, until: datetime | None = None
 ) -> list[Path]:
     """The complete score files under ``root``, of the days ``[since, until)`` touches."""
-    if not root.is_dir():
-        return []
-    lo = _aware(since).astimezone(timezone.utc).strftime("%Y-%m-%d") if since else None
-    hi = _aware(until).astimezone(timezone.utc).strftime("%Y-%m-%d") if until else None
-    found: list[Path] = []
-    for day in sorted(os.listdir(root)):
-        if day.startswith(".") or (lo is not None and day < lo) or (hi is not None and day > hi):
-            continue
-        directory = root / day
-        if directory.is_dir():
-            found.extend(
-                directory / n
-                for n in sorted(os.listdir(directory))
-                if n.endswith(".parquet") and not n.startswith(".")
-            )
-    return found
+    return _side_files.day_files(root, since, until)
 
 
 def _write_parquet(root: Path, scores: pa.Table) -> None:
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    days = pc.strftime(scores.column("timestamp"), format="%Y-%m-%d", locale="C")
-    for day in pc.unique(days).to_pylist():
-        part = scores.filter(pc.equal(days, day))
-        directory = root / str(day)
-        directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        name = f"scores_{now}_{os.getpid()}_{next(_seq):06d}_{secrets.token_hex(3)}.parquet"
+    def write_file(part: pa.Table, path: Path) -> None:
+        def write(out: BinaryIO) -> None:
+            pq.write_table(part, out, compression="zstd")
 
-        def write(out: BinaryIO, table: pa.Table = part) -> None:
-            pq.write_table(table, out, compression="zstd")
+        write_atomic(path, write)
 
-        write_atomic(directory / name, write)
+    _side_files.write_by_day(root, scores, "scores", write_file)
 
 
 def mark_targets(scores: pa.Table, spans: Any) -> pa.Table:
