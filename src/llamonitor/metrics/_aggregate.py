@@ -41,9 +41,14 @@ _US = 1_000_000
 
 _RAW = """
 WITH pts AS (
-    SELECT *,
+    -- only a counter needs its previous point (the window is the costly part)
+    SELECT "timestamp", name, kind, labels, source, value, "count", "sum", "min", "max", sketch,
         lag(value) OVER (PARTITION BY name, labels, source ORDER BY "timestamp") AS prev
-    FROM pts_in
+    FROM pts_in WHERE kind = 'counter'
+    UNION ALL
+    SELECT "timestamp", name, kind, labels, source, value, "count", "sum", "min", "max", sketch,
+        NULL AS prev
+    FROM pts_in WHERE kind IS DISTINCT FROM 'counter'
 )
 SELECT
     make_timestamptz((epoch_us("timestamp") // $step) * $step) AS "timestamp",
