@@ -122,8 +122,15 @@ def report(
 def _score_storage(directory: Path, dsn: str | None, table: str | None) -> Any:
     """Where the store's scores are (``None``: a store that holds none, a JSONL file)."""
     from llamonitor.cli._metrics import storage_config
+    from llamonitor.schema.config import ConfigurationError
+    from llamonitor.storage._scores import store_kind
 
     try:
-        return storage_config(directory, dsn, table)
+        storage = storage_config(directory, dsn, table)
     except click.ClickException:
         return None  # open_store says what is wrong with the store
+    try:
+        store_kind(storage)
+    except ConfigurationError:
+        return None  # a store that holds no scores (ClickHouse): a report without them
+    return storage
