@@ -184,3 +184,56 @@ def test_a_bug_in_the_fast_path_loses_no_span(monkeypatch: pytest.MonkeyPatch) -
     assert any(p is not _plans._SLOW_PLAN for p in _wire.PLANS.values())
     for i, (a, b) in enumerate(zip(got, want, strict=True)):
         assert _same(a, b), f"request {i} differs"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tiny_caches_emptied_mid_span_map_as_the_general_path(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caches so small they are emptied in the middle of spans (as a long-running
+    receiver fed ever new keys empties them): every span still maps as the general
+    path maps it."""
+    bodies = _requests(seed)
+    general_bodies = list(bodies)
+
+    def general_only(spans: Any, *args: Any) -> None:
+        for i, span in enumerate(spans):
+            args[-1](i, span)
+
+    with monkeypatch.context() as m:
+        m.setattr(_mapping, "map_spans", general_only)
+        _clear()
+        general = _mapped(general_bodies) + _mapped(general_bodies)
+    monkeypatch.setattr(_wire, "MAX_CACHED", 4)
+    _clear()
+    fast = _mapped(bodies) + _mapped(bodies)
+    for i, (a, b) in enumerate(zip(fast, general, strict=True)):
+        assert _same(a, b), f"request {i % len(bodies)} differs"
+
+
+def test_a_reset_between_spans_never_gives_a_span_another_s_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reviewer's case: roles handed out again after an emptying used to let a
+    span take the plan of a span whose roles straddled it (output tokens stored as
+    input tokens)."""
+    monkeypatch.setattr(_wire, "MAX_CACHED", 4)
+    _clear()
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    layouts: list[list[tuple[str, Any]]] = [
+        [("k1", "a"), ("k2", "b"), ("gen_ai.usage.input_tokens", 5)],
+        [("gen_ai.usage.input_tokens", 5), ("x", "c")],
+        [("z", "d")],
+        [("gen_ai.usage.output_tokens", 9), ("x", "c")],
+    ]
+    for n, layout in enumerate(layouts):
+        s = spans.add(trace_id=bytes([1] * 16), span_id=bytes([n + 1] * 8), name="chat m",
+                      start_time_unix_nano=NOW - 10**9, end_time_unix_nano=NOW)
+        for key, value in layout:
+            v = AnyValue(int_value=value) if isinstance(value, int) else None
+            s.attributes.add(key=key, value=v or AnyValue(string_value=value))
+    body = req.SerializeToString()
+    last = rows_from_request(ExportTraceServiceRequest.FromString(body), now_ns=NOW, wire=body)
+    row = last.table().to_pylist()[3]
+    assert (row["input_tokens"], row["output_tokens"]) == (None, 9)

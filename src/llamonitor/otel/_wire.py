@@ -25,6 +25,7 @@ the official parser makes (UTF-8 strings, well-formed fields) was made.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -52,6 +53,10 @@ SLOW = -1
 """The role of an attribute that sends its span down the general path."""
 
 _ROLES: dict[tuple[Any, ...], int] = {}
+_NEXT_ROLE = itertools.count()
+"""Role ids never start again (not even when the caches are emptied): an id means
+one role for the process's life, so a plan keyed by ids that straddle an emptying
+(a span decoded across it, another thread) is never taken for another span's."""
 _KEYS: dict[str, tuple[Any, ...]] = {}  # key -> _key_info(key)
 _GENERAL: tuple[Any, ...] = ()
 PLANS: dict[tuple[int, ...], Any] = {}
@@ -326,5 +331,5 @@ def _role(key: str, value: Any, cut: int, fill: Fill | None) -> int:
             _DECODED.clear()
             _KEYS.clear()
             PLANS.clear()
-        role = _ROLES[what] = len(_ROLES)
+        role = _ROLES[what] = next(_NEXT_ROLE)
     return role
