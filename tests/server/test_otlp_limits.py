@@ -291,6 +291,26 @@ def test_the_receivers_settings_are_the_processes_only_while_it_serves(serve: An
     assert llm_settings.SETTINGS is before
 
 
+def test_stopping_the_server_keeps_the_settings_of_monitoring_started_since(
+    serve: Any, tmp_path: Path
+) -> None:
+    """``initialize_monitoring`` after the server started: its settings (capture,
+    project) stay when the server stops."""
+    import llamonitor
+    from llamonitor.llm import _settings as llm_settings
+
+    handle = serve()
+    llamonitor.initialize_monitoring(MonitorConfig(
+        storage=StorageConfig(output_dir=tmp_path / "app"), capture_content=True,
+        project_name="myproj"))
+    try:
+        mine = llm_settings.SETTINGS
+        handle.stop()
+        assert llm_settings.SETTINGS is mine
+    finally:
+        llamonitor.shutdown_monitoring(10)
+
+
 def fill_queue(writer: Any) -> int:
     """Queue other spans until the store's backlog and the queue are full (the
     worker waits for the gated store, nothing drains); returns how many."""

@@ -92,14 +92,20 @@ def _own_settings(writer: Any) -> Any:
         return None
     before = llm_settings.SETTINGS
     llm_settings.configure(config)
-    return before
+    return before, llm_settings.SETTINGS
 
 
 def _restore_settings(settings: Any) -> None:
+    """Put the settings from before back -- unless monitoring started since made
+    its own (``initialize_monitoring`` after the server): those stay."""
     from llamonitor.llm import _settings as llm_settings
     from llamonitor.llm import pricing
+    from llamonitor.transport.writer import MonitoringWriter
 
-    llm_settings.SETTINGS = settings
+    before, installed = settings
+    if llm_settings.SETTINGS is not installed or MonitoringWriter.get_instance_sync() is not None:
+        return
+    llm_settings.SETTINGS = before
     pricing.reset()
 
 
