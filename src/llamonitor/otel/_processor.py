@@ -412,6 +412,8 @@ class SpanProcessor(_SDKSpanProcessor):
                 if pipeline.submit_all(records, wait):
                     self.handed += len(part)
                     break
+                if getattr(pipeline, "_stopping", False):  # refused at once: no room will come
+                    return False  # the rows stay (shutdown counts them), no busy loop
                 now = time.monotonic()
                 until = self._until(deadline)
                 if until is not None and now >= until:
