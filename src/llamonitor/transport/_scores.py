@@ -192,21 +192,29 @@ class ScoreTransport:
                     logger.debug("llamonitor: handing scores over failed: %r", exc)
 
     def _drain(self) -> int:
-        """Hand the queued rows to every sink; they leave the queue only once every
-        sink holds them (one drainer at a time: ``submit`` only appends)."""
+        """Hand the queued rows to every sink, once: they leave the queue once they
+        are one table (a row that cannot be is dropped alone and counted), then each
+        sink takes that table (one drainer at a time: ``submit`` only appends)."""
         with self._drain_lock:
             with self._lock:
                 rows = list(self._q)
             if not rows:
                 return 0
             table = self._table(rows)
-            for sink in self.sinks:
-                if not sink.put(table, table.num_rows):  # abandoned at shutdown
-                    with self._lock:
-                        self.dropped += table.num_rows
             with self._lock:
                 for _ in rows:
                     self._q.popleft()
+            refused = False
+            for sink in self.sinks:
+                try:
+                    refused = not sink.put(table, table.num_rows) or refused  # abandoned
+                except Exception as exc:  # one sink's fault: the others still take them
+                    refused = True
+                    logger.warning("llamonitor: %s could not take %d score(s): %r",
+                                   sink.name, table.num_rows, exc)
+            if refused:
+                with self._lock:
+                    self.dropped += table.num_rows
             return len(rows)
 
     def _table(self, rows: list[dict[str, Any]]) -> Any:
