@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
-from llamonitor._records import safe_json
+from llamonitor._records import row_bytes, safe_json
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm._responses import facts_and_text
 from llamonitor.observability import _facts as f
@@ -438,7 +438,7 @@ class SpanHandler(ObservabilityHandler):
                 from llamonitor.observability._manager import exit_before_monitoring
 
                 exit_before_monitoring()  # what is queued at exit reaches the store
-        if queue is not None and queue.submit((None, row, 0, 0, None, None, None)):
+        if queue is not None and queue.submit((None, row, 0, row_bytes(row), None, None, None)):
             self.submitted += 1
         else:
             self.dropped += 1

@@ -378,7 +378,7 @@ class SpanProcessor(_SDKSpanProcessor):
         handed = refused = 0
         try:
             while rows:
-                if pipeline.submit((None, rows[0], 0, 0, None, None, None)):
+                if pipeline.submit((None, rows[0], 0, row_bytes(rows[0]), None, None, None)):
                     handed += 1
                 else:
                     refused += 1  # the pipeline counted why (queue full, shutdown)

@@ -186,7 +186,11 @@ class Pipeline:
         if self._pid != _getpid():
             self._restart_after_fork()
         text = record[5]
-        nbytes = RECORD_BASE_BYTES + len(text) if text.__class__ is str else RECORD_BASE_BYTES
+        if text.__class__ is str:
+            nbytes = RECORD_BASE_BYTES + len(text)
+        else:  # as record_bytes: a row record may carry its measured size
+            size = record[3]
+            nbytes = size if record[0] is None and size > 0 else RECORD_BASE_BYTES
         lock = self._lock
         lock.acquire()
         try:
