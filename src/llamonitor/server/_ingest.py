@@ -223,13 +223,17 @@ class Ingestor:
             if result.lost:
                 c[result.counter] = c.get(result.counter, 0) + result.lost
         if result.message:
-            if self._warned_scores:
-                logger.debug("llamonitor: %s", result.message)
-            else:
-                self._warned_scores = True
-                logger.warning("llamonitor: %s (the spans were accepted; said once, then "
-                               "counted in /api/health's otlp)", result.message)
+            self.warn_scores(result.message + " (the spans were accepted)")
         return result.message
+
+    def warn_scores(self, message: str) -> None:
+        """Log why received scores were not all stored: a warning the first
+        time, then at debug level (``/api/health``'s ``otlp`` counts them)."""
+        if self._warned_scores:
+            logger.debug("llamonitor: %s", message)
+            return
+        self._warned_scores = True
+        logger.warning("llamonitor: %s; said once, counted in /api/health's otlp", message)
 
     def _step(self, n: int, table: Any, rows: list[dict[str, Any]]) -> int:
         """Rows queued at a time: at most half the queue, by count and by bytes."""

@@ -131,12 +131,11 @@ def export_logs(ingestor: Any, request: Any) -> tuple[int, int, str]:
     mapped = scores_from_logs(request, ingestor.content)
     result = store_scores(ingestor.writer, mapped.rows)
     if result.transient and result.lost:
-        logger.warning("llamonitor: storing %d received scores failed: %s",
-                       result.lost, result.message)
+        ingestor.warn_scores(f"{result.message} (answered 503: the client sends them again)")
         raise Refused(503, f"the store could not take the scores now: {result.message}",
                       "refused_busy")
     if result.message:
-        logger.warning("llamonitor: %s", result.message)
+        ingestor.warn_scores(result.message)
     counts = {"log_requests": 1, "scores_accepted": result.stored,
               "scores_rejected": mapped.rejected, "log_records_ignored": mapped.other_records}
     if result.lost:
