@@ -306,3 +306,24 @@ def test_a_span_stored_twice_counts_its_score_once(tmp_path: Path) -> None:
     write_scores(StorageConfig(output_dir=directory), scores_table(scores()))
     names = {g["name"]: g for g in analyze(directory, suggestions=False).scores["names"]}
     assert names["helpful"]["count"] == 2 and names["feedback"]["count"] == 3
+
+
+def test_a_past_window_sees_the_scores_given_after_it(tmp_path: Path) -> None:
+    """A report scoped to a past window counts the scores given up to a day after
+    its end (evaluated later), and reads no score given much later (the read is
+    bounded)."""
+    directory = tmp_path / "store"
+    (directory / "2024-05-01").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(spans(), schema=llamonitor.SCHEMA),
+                   directory / "2024-05-01" / "events_1.parquet")
+    late = T0 + timedelta(days=30)
+    write_scores(StorageConfig(output_dir=directory), scores_table([
+        *scores(),  # given a day after the spans
+        make_score("helpful", 0.0, span_id="a0", span_trace_id="t1", timestamp=late),
+    ]))
+    window = analyze(directory, since=T0, until=T0 + timedelta(hours=2), suggestions=False)
+    names = {g["name"]: g for g in window.scores["names"]}
+    assert names["helpful"]["count"] == 2 and names["feedback"]["count"] == 3
+    assert names["helpful"]["mean"] == pytest.approx(0.7)  # not the score of 30 days later
+    unbounded = analyze(directory, suggestions=False).scores
+    assert {g["name"]: g["count"] for g in unbounded["names"]}["helpful"] == 3

@@ -16,7 +16,7 @@ typo) are left out and counted in ``unmatched``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +32,10 @@ DIMENSIONS = {
 """The report's score breakdowns: name -> span column."""
 
 BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+SCORES_AFTER_SCOPE = timedelta(days=1)
+"""How long after a scope's ``until`` a score of its spans is still read (a
+score is given after the work it judges: an evaluation run, a user's feedback)."""
 
 MAX_ID_PARAMETERS = 10_000
 """Up to this many scored ids of a kind, the store reads only their spans (the ids
@@ -171,8 +175,10 @@ def score_section(
     """
     import duckdb
 
-    # A score is given after the work it judges: the scope's start bounds both.
-    scores = read_scores(storage, ScoreFilters(since=filters.since))
+    # A score is given after the work it judges: the scope's start bounds both,
+    # and its end plus a margin bounds the scores (not the read of every later one).
+    until = None if filters.until is None else filters.until + SCORES_AFTER_SCOPE
+    scores = read_scores(storage, ScoreFilters(since=filters.since, until=until))
     if scores.num_rows == 0:
         return {}
     span_facts = _facts(spans, filters, _SPANS, "span_id", _ids(scores, "span"))

@@ -68,6 +68,8 @@ if TYPE_CHECKING:
         ExportTraceServiceRequest,
     )
 
+    from llamonitor.otel._redact import ContentPolicy
+
 MAX_CLOCK_SKEW_NS = 24 * 3600 * 10**9
 """A span may start at most this far after the receiver's clock (else ``clock_future``)."""
 
@@ -110,6 +112,10 @@ class MappedSpans:
     truncated_values: int = 0
     scores: list[dict[str, Any]] = field(default_factory=list)
     """Score rows of the spans' ``gen_ai.evaluation.result`` events (``_scores``)."""
+    scores_rejected: int = 0
+    """Evaluation events that are not scores (no name, a value that is no number...)."""
+    score_errors: list[str] = field(default_factory=list)
+    """Why, one line per event (at most :data:`MAX_ERRORS`)."""
 
     def __len__(self) -> int:
         """The spans kept."""
@@ -162,9 +168,17 @@ class MappedSpans:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items()))
         return f"rejected {self.rejected} span(s) ({counts}): " + "; ".join(self.errors)
 
+    def score_message(self) -> str:
+        """What became of the spans' evaluation events that are not scores."""
+        if not self.scores_rejected:
+            return ""
+        return (f"rejected {self.scores_rejected} gen_ai.evaluation.result event(s) "
+                "(the spans are kept): " + "; ".join(self.score_errors))
+
 
 def rows_from_request(
-    request: ExportTraceServiceRequest, *, now_ns: int | None = None, wire: bytes | None = None
+    request: ExportTraceServiceRequest, *, now_ns: int | None = None, wire: bytes | None = None,
+    content: ContentPolicy | None = None,
 ) -> MappedSpans:
     """Map every span of an OTLP trace request to stored-form columns.
 
@@ -174,6 +188,8 @@ def rows_from_request(
             ``clock_future`` check; ``time.time_ns()`` when omitted.
         wire: ``request``'s protobuf bytes when at hand (what it was parsed
             from): saves serializing it again.
+        content: the policy of the attributes the scores of evaluation events
+            keep (``None``: as sent; the spans' columns are left to the caller).
 
     Returns:
         The columns, and what was rejected and why. Never raises for bad span
@@ -187,6 +203,7 @@ def rows_from_request(
     sparse: dict[str, list[Any]] = {}
     for r, rs in enumerate(seen.resource_spans):
         base = _context(rs, now)
+        base.content = content
         for s, ss in enumerate(rs.scope_spans):
             _scope(ss, base)
 
@@ -252,6 +269,8 @@ class _Context:
     """Why the last span was rejected: (reason, detail)."""
     trace: tuple[bytes, str] = (b"", "")
     """The last trace id and its hex (the spans of a trace come together)."""
+    content: ContentPolicy | None = None
+    """The policy of the evaluation events' kept attributes."""
 
 
 def _context(rs: Any, now: int) -> _Context:
@@ -329,7 +348,11 @@ def _row(
     facts.error(span, attrs, row, budget)
     facts.extras(span, ctx, attrs, budget)
     if len(span.events):  # evaluation results become scores (otel/_scores.py)
-        evaluations.collect_span_events(span, trace_hex, sid.hex(), ctx.scope, out.scores)
+        bad = evaluations.collect_span_events(span, trace_hex, sid.hex(), ctx.scope,
+                                              out.scores, ctx.content)
+        if bad:
+            out.scores_rejected += len(bad)
+            out.score_errors.extend(bad[: max(0, MAX_ERRORS - len(out.score_errors))])
     if budget.dropped or span.dropped_attributes_count:
         attrs["otel.dropped_attributes_count"] = budget.dropped + span.dropped_attributes_count
     if budget.truncated:

@@ -20,20 +20,28 @@ source, evaluator, metadata, ids not in OTLP form) is read back, so a score
 exported and received again is the same row. A foreign event's score has
 source ``code`` and evaluator the instrumentation scope's name (else
 ``otel``); its other attributes (``gen_ai.response.id``, ``error.type``...)
-are kept in ``metadata["otel.attributes"]``.
+are kept in ``metadata["otel.attributes"]``, under the receiver's content
+policy (``ContentPolicy``, as the spans' attributes): with capture off the
+content attributes (``gen_ai.input.messages``..., ``is_content``) are dropped,
+with capture on their text passes through the redaction rules. The
+explanation is the score's comment, kept as sent (docs/scores.md).
 
 An event without a name, without a value or label, or without anything to
 name its target is not stored: it is counted and explained (the logs answer's
-``partial_success``).
+``partial_success``; for span events ``MappedSpans.scores_rejected`` and the
+traces answer's ``partial_success`` message).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from llamonitor.otel._content import is_content
+from llamonitor.otel._redact import ContentPolicy, redact_text
 from llamonitor.otel._values import Budget, attributes
 from llamonitor.schema._scores import make_score
 
@@ -45,6 +53,8 @@ EXPLANATION = "gen_ai.evaluation.explanation"
 NS = "llamonitor.score."
 SESSION_ID = "session.id"
 EVENT_NAME_ATTRIBUTE = "event.name"
+
+logger = logging.getLogger("llamonitor.otel")
 
 MAX_ERRORS = 20
 _KNOWN = frozenset((NAME, VALUE, LABEL, EXPLANATION, EVENT_NAME_ATTRIBUTE))
@@ -93,8 +103,11 @@ def score_of(
     span_id: str | None,
     time_ns: int,
     evaluator: str,
+    content: ContentPolicy | None = None,
 ) -> dict[str, Any]:
-    """The score row of one evaluation result's attributes.
+    """The score row of one evaluation result's attributes (``content``: the
+    policy of the attributes kept in ``metadata["otel.attributes"]``; ``None``:
+    kept as sent).
 
     Raises:
         ValueError: not a score (no name, value or label; no target...).
@@ -127,6 +140,8 @@ def score_of(
         metadata = loaded if isinstance(loaded, dict) else {"value": loaded}
     foreign = {k: v for k, v in attrs.items()
                if k not in _KNOWN and not k.startswith(NS) and k != SESSION_ID}
+    if content is not None:
+        foreign = _under_policy(foreign, content)
     if foreign:
         metadata = {**(metadata or {}), "otel.attributes": foreign}
     value = attrs.get(VALUE)
@@ -155,22 +170,55 @@ def score_of(
     )
 
 
+def _under_policy(attrs: dict[str, Any], content: ContentPolicy) -> dict[str, Any]:
+    """``attrs`` without their content attributes (capture off), or with
+    their text redacted (capture on, with rules)."""
+    if not content.capture:
+        return {k: v for k, v in attrs.items() if not is_content(k)}
+    redact = content.redact
+    if redact is None:
+        return attrs
+    return {k: _redacted(v, redact) if is_content(k) else v for k, v in attrs.items()}
+
+
+def _redacted(value: Any, redact: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value, redact)
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    return value
+
+
 def collect_span_events(
     span: Any, trace_hex: str, span_hex: str, scope: dict[str, str] | None,
-    out: list[dict[str, Any]],
-) -> None:
+    out: list[dict[str, Any]], content: ContentPolicy | None = None,
+) -> list[str]:
     """Append the scores of ``span``'s ``gen_ai.evaluation.result`` events to
-    ``out`` (an event that is not a score is skipped: the span keeps it in
-    ``otel.events``)."""
-    for ev in span.events:
+    ``out`` (``content``: as in :func:`score_of`).
+
+    Returns:
+        Why each evaluation event that is not a score was not (the span keeps
+        it in ``otel.events``; a bad event never costs the span).
+    """
+    rejected: list[str] = []
+    for k, ev in enumerate(span.events):
         if ev.name != EVENT_NAME:
             continue
         try:
             attrs = attributes(ev.attributes, Budget())
             evaluator = (scope or {}).get("name") or "otel"
-            out.append(score_of(attrs, trace_hex, span_hex, ev.time_unix_nano, evaluator))
-        except Exception:  # a bad event never costs the span
-            continue
+            out.append(score_of(attrs, trace_hex, span_hex, ev.time_unix_nano, evaluator,
+                                content))
+        except ValueError as exc:
+            rejected.append(f"span {span_hex} events[{k}]: {exc}")
+        except Exception as exc:  # a bug here must not lose the span
+            rejected.append(f"span {span_hex} events[{k}]: {type(exc).__name__}: {exc}")
+    if rejected:
+        logger.debug("llamonitor: %d evaluation event(s) not scores: %s",
+                     len(rejected), "; ".join(rejected))
+    return rejected
 
 
 def _is_evaluation(record: Any, attrs: dict[str, Any]) -> bool:
@@ -178,9 +226,10 @@ def _is_evaluation(record: Any, attrs: dict[str, Any]) -> bool:
     return bool(name == EVENT_NAME)
 
 
-def scores_from_logs(request: Any) -> MappedScores:
+def scores_from_logs(request: Any, content: ContentPolicy | None = None) -> MappedScores:
     """The scores of an ``ExportLogsServiceRequest``'s evaluation results
-    (other log records are counted in ``other_records``, not stored)."""
+    (other log records are counted in ``other_records``, not stored;
+    ``content``: as in :func:`score_of`)."""
     out = MappedScores()
     for r, rl in enumerate(request.resource_logs):
         for s, sl in enumerate(rl.scope_logs):
@@ -198,6 +247,7 @@ def scores_from_logs(request: Any) -> MappedScores:
                         _hex(record.span_id, 8),
                         record.time_unix_nano or record.observed_time_unix_nano,
                         evaluator,
+                        content,
                     )
                 except ValueError as exc:
                     out.reject(where, str(exc))

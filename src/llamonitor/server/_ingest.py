@@ -17,6 +17,12 @@ request larger than half the queue (in rows or bytes) is queued in parts; if
 a later part finds no room, the spans not queued are reported as rejected
 (``queue_full``) in the partial success -- the only case where accepted data
 is not all-or-nothing.
+
+The scores of a request's ``gen_ai.evaluation.result`` span events are
+stored after its spans are queued, best-effort: a score that is not stored
+(a store that failed, none that holds scores, an event that is not a score)
+never costs the spans; it is counted (``scores_failed``, ``scores_dropped``,
+``scores_rejected``) and said in the partial success's message.
 """
 
 from __future__ import annotations
@@ -102,11 +108,13 @@ class Ingestor:
             ("requests", "spans_received", "spans_accepted", "spans_rejected",
              "refused_busy", "refused_malformed", "refused_too_large",
              "refused_unsupported", "refused_unauthenticated", "dropped_attributes",
-             "truncated_values"),
+             "truncated_values", "scores_accepted", "scores_rejected", "scores_failed",
+             "scores_dropped"),
             0,
         )
         self._reasons: dict[str, int] = {}
         self._closed = False
+        self._warned_scores = False
 
     # -- the core ------------------------------------------------------------
 
@@ -145,11 +153,10 @@ class Ingestor:
     def _export(self, request: Any, now_ns: int | None, wire: bytes | None) -> Outcome:
         if redact_request(request, self.content):  # whole texts, before the mapping cuts
             wire = None  # the bytes say what was sent, not what is kept
-        mapped = rows_from_request(request, now_ns=now_ns, wire=wire)
-        if mapped.scores:  # gen_ai.evaluation.result span events: stored first (a 503 retries)
-            from llamonitor.server._otlp_logs import store_scores
-
-            store_scores(self.writer, mapped.scores)
+        # The evaluation events' kept attributes: dropped with capture off; their
+        # text was redacted above (in the request) with capture on.
+        mapped = rows_from_request(request, now_ns=now_ns, wire=wire,
+                                   content=ContentPolicy(self.content.capture))
         apply_to_columns(mapped.columns, self.content)
         n = len(mapped)
         total = n + mapped.rejected
@@ -189,7 +196,44 @@ class Ingestor:
             c["truncated_values"] += mapped.truncated_values
             for reason, n in mapped.reasons.items():
                 self._reasons[reason] = self._reasons.get(reason, 0) + n
-        return Outcome(accepted, mapped.rejected, mapped.error_message())
+        message = "; ".join(m for m in (mapped.error_message(), mapped.score_message(),
+                                        self._store_scores(mapped)) if m)
+        return Outcome(accepted, mapped.rejected, message)
+
+    def _store_scores(self, mapped: Any) -> str:
+        """Store the scores of the request's evaluation events, once its spans
+        are queued: what was not stored is counted and said, never raised."""
+        if mapped.scores_rejected:
+            with self._lock:
+                self._counts["scores_rejected"] = (
+                    self._counts.get("scores_rejected", 0) + mapped.scores_rejected)
+        if not mapped.scores:
+            return ""
+        from llamonitor.server._otlp_logs import ScoresStored, store_scores
+
+        try:
+            result = store_scores(self.writer, mapped.scores)
+        except Exception as exc:  # a bug there must not cost the spans
+            n = len(mapped.scores)
+            result = ScoresStored(0, n, "scores_failed", False,
+                                  f"{n} score(s) not stored: {type(exc).__name__}: {exc}")
+        with self._lock:
+            c = self._counts
+            c["scores_accepted"] = c.get("scores_accepted", 0) + result.stored
+            if result.lost:
+                c[result.counter] = c.get(result.counter, 0) + result.lost
+        if result.message:
+            self.warn_scores(result.message + " (the spans were accepted)")
+        return result.message
+
+    def warn_scores(self, message: str) -> None:
+        """Log why received scores were not all stored: a warning the first
+        time, then at debug level (``/api/health``'s ``otlp`` counts them)."""
+        if self._warned_scores:
+            logger.debug("llamonitor: %s", message)
+            return
+        self._warned_scores = True
+        logger.warning("llamonitor: %s; said once, counted in /api/health's otlp", message)
 
     def _step(self, n: int, table: Any, rows: list[dict[str, Any]]) -> int:
         """Rows queued at a time: at most half the queue, by count and by bytes."""
@@ -387,7 +431,7 @@ def export_response(outcome: Outcome) -> Any:
     )
 
     response = ExportTraceServiceResponse()
-    if outcome.rejected:
+    if outcome.rejected or outcome.message:
         response.partial_success.rejected_spans = outcome.rejected
         response.partial_success.error_message = outcome.message
     return response

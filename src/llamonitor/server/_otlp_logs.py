@@ -6,10 +6,14 @@ gzip; the same bounds, token and error statuses), with an
 ``ExportLogsServiceResponse``. Evaluation results become score rows
 (:mod:`llamonitor.otel._scores`) and are written to the served store's score
 table (and every other store of its writer that holds scores) before the
-answer: a 200 means they are stored; a store that fails is a 503 the client
-retries (scores are upserts by ``score_id``, so a retry adds no row). Log
-records that are not evaluation results are counted and left alone: this
-server keeps spans and scores, not logs.
+answer: a 200 means they are stored, or are counted in ``partial_success``
+with the reason they are not (no store of this server holds scores, such as
+ClickHouse or ``memory``: ``scores_dropped``; a store refused them for good:
+``scores_failed``). A store that fails for now (``StoreError``, a connection
+or I/O error) is a 503 the client retries (scores are upserts by
+``score_id``, so a retry adds no row). Log records that are not evaluation
+results are counted and left alone: this server keeps spans and scores, not
+logs. The attributes a score keeps pass the receiver's content policy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -40,33 +45,71 @@ OTLP_LOGS_PATH = "/v1/logs"
 router = APIRouter(tags=["otlp"])
 
 
-def store_scores(writer: Any, rows: list[dict[str, Any]]) -> int:
-    """Write ``rows`` (score rows) to every store of ``writer`` that holds scores.
+@dataclass(frozen=True)
+class ScoresStored:
+    """What :func:`store_scores` did with a request's scores.
 
-    Raises:
-        Refused: 503 when a store failed (the client sends them again).
+    Attributes:
+        stored: scores held by at least one store.
+        lost: scores no store holds (``stored + lost`` is every score).
+        counter: ``scores_dropped`` (no store holds scores) or
+            ``scores_failed`` (the stores that do failed), when ``lost``.
+        transient: a store failed for now (worth sending them again).
+        message: why, for ``partial_success`` (empty when all are stored).
     """
+
+    stored: int = 0
+    lost: int = 0
+    counter: str = ""
+    transient: bool = False
+    message: str = ""
+
+
+def _transient(exc: BaseException) -> bool:
+    from llamonitor.storage._sql import StoreError
+
+    return isinstance(exc, (StoreError, OSError))  # ConnectionError, TimeoutError: OSErrors
+
+
+def store_scores(writer: Any, rows: list[dict[str, Any]]) -> ScoresStored:
+    """Write ``rows`` (score rows) to every store of ``writer`` that holds
+    scores; every one is tried, whatever the others did. Never raises."""
     if not rows:
-        return 0
+        return ScoresStored()
     from llamonitor.schema._scores import scores_table
     from llamonitor.storage._scores import store_kind, write_scores
 
     config = writer.config
     table = scores_table(rows)
-    written = 0
+    held: list[str] = []
+    failures: list[tuple[str, BaseException]] = []
     for storage in [config.storage, *config.extra_backends]:
         try:
-            store_kind(storage)
+            kind = store_kind(storage)
         except Exception:
-            continue  # a memory store, a custom backend: no score table
+            continue  # ClickHouse, a memory store, a custom backend: no score table
+        name = f"{kind} {storage.output_dir}" if kind == "parquet" else kind  # no DSN
         try:
             write_scores(storage, table)
         except Exception as exc:
-            logger.warning("llamonitor: storing %d received scores failed: %r", len(rows), exc)
-            raise Refused(503, f"the store could not take the scores now: {exc}",
-                          "refused_busy") from None
-        written = len(rows)
-    return written
+            failures.append((name, exc))
+            continue
+        held.append(name)
+    n = len(rows)
+    if not held and not failures:
+        backends = ", ".join(repr(str(s.backend)) for s in
+                             [config.storage, *config.extra_backends])
+        return ScoresStored(0, n, "scores_dropped", False,
+                            f"{n} score(s) not stored: no store of this server holds scores "
+                            f"(backend {backends})")
+    if not failures:
+        return ScoresStored(n, 0)
+    transient = any(_transient(exc) for _, exc in failures)
+    why = "; ".join(f"{backend}: {type(exc).__name__}: {exc}" for backend, exc in failures)
+    if held:  # stored somewhere: not lost, but said
+        return ScoresStored(n, 0, "", transient,
+                            f"{n} score(s) stored in {', '.join(held)} only, not in {why}")
+    return ScoresStored(0, n, "scores_failed", transient, f"{n} score(s) not stored: {why}")
 
 
 def _count(ingestor: Any, **counts: int) -> None:
@@ -77,14 +120,29 @@ def _count(ingestor: Any, **counts: int) -> None:
 
 def export_logs(ingestor: Any, request: Any) -> tuple[int, int, str]:
     """Store the evaluation results of a decoded ``ExportLogsServiceRequest``:
-    (accepted, rejected, message)."""
+    (accepted, rejected, message).
+
+    Raises:
+        Refused: 503, a store failed for now and none took the scores
+            (counted in ``refused_busy`` by the caller).
+    """
     from llamonitor.otel._scores import scores_from_logs
 
-    mapped = scores_from_logs(request)
-    store_scores(ingestor.writer, mapped.rows)
-    _count(ingestor, log_requests=1, scores_accepted=len(mapped.rows),
-           scores_rejected=mapped.rejected, log_records_ignored=mapped.other_records)
-    return len(mapped.rows), mapped.rejected, mapped.error_message()
+    mapped = scores_from_logs(request, ingestor.content)
+    result = store_scores(ingestor.writer, mapped.rows)
+    if result.transient and result.lost:
+        ingestor.warn_scores(f"{result.message} (answered 503: the client sends them again)")
+        raise Refused(503, f"the store could not take the scores now: {result.message}",
+                      "refused_busy")
+    if result.message:
+        ingestor.warn_scores(result.message)
+    counts = {"log_requests": 1, "scores_accepted": result.stored,
+              "scores_rejected": mapped.rejected, "log_records_ignored": mapped.other_records}
+    if result.lost:
+        counts[result.counter] = result.lost
+    _count(ingestor, **counts)
+    message = "; ".join(m for m in (result.message, mapped.error_message()) if m)
+    return result.stored, mapped.rejected + result.lost, message
 
 
 def parse_logs(raw: bytes, as_json: bool) -> Any:
@@ -160,7 +218,7 @@ def handle_logs_http(ingestor: Any, body: bytes, content_type: str, encoding: st
         headers = (("retry-after", str(RETRY_AFTER_SECONDS)),) if exc.status == 503 else ()
         return Reply(exc.status, *error_body(exc.status, str(exc), as_json), headers)
     response = ExportLogsServiceResponse()
-    if rejected:
+    if rejected or message:
         response.partial_success.rejected_log_records = rejected
         response.partial_success.error_message = message
     if as_json:
@@ -230,9 +288,10 @@ def grpc_logs_handler(grpc: Any, ingestor: Any, token: str | None) -> Any:
         try:
             _accepted, rejected, message = export_logs(ingestor, request)
         except Refused as exc:
+            ingestor.count(exc.counter)
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         response = ExportLogsServiceResponse()
-        if rejected:
+        if rejected or message:
             response.partial_success.rejected_log_records = rejected
             response.partial_success.error_message = message
         return response
