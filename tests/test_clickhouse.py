@@ -6,6 +6,8 @@ report, stats, trace, the CLI and the server."""
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -287,3 +289,198 @@ def test_bad_configuration_names_the_setting(settings: dict[str, Any], setting: 
     with pytest.raises(ConfigurationError) as info:
         create_backend(StorageConfig(backend="clickhouse", **given))
     assert info.value.setting == setting
+
+
+# -- extension columns (metric groups) -------------------------------------------
+
+
+def _write_each(ch: CHStore, *tables: pa.Table) -> None:
+    """Each table through a backend of its own (as separate workers would)."""
+    for table in tables:
+        ch.write(table)
+
+
+def test_extension_columns_of_two_batches_are_both_read(clickhouse_server: Any) -> None:
+    """Two batches, each bringing a column of its own within the same second
+    (one meta record each), read back with both columns' values, every time:
+    the columns read are the table's, not only the latest meta record's."""
+    from _clickhouse import CHStore
+
+    for _ in range(10):
+        ch = CHStore(clickhouse_server, f"t_{secrets.token_hex(5)}")
+        try:
+            x = pa.Table.from_pylist([{**span_row(0), "grp_x": 1.5}])
+            y = pa.Table.from_pylist([{**span_row(1), "grp_y": "why"}])
+            ch.write(x, y)
+            with ch.query() as q:
+                got = {r["event_id"]: r for r in q.events(limit=None)}
+            assert got["e000000"]["grp_x"] == 1.5
+            assert got["e000001"]["grp_y"] == "why"
+            assert got["e000000"]["grp_y"] is None
+        finally:
+            ch.drop()
+
+
+def test_meta_records_are_strictly_ordered(ch: CHStore) -> None:
+    """Records written in the same second: the latest one is the one read."""
+    from clickhouse_driver import Client
+
+    from llamonitor.storage import _clickhouse_ddl
+
+    ch.write(table_of([span_row(0)]))
+    client = Client.from_url(ch.dsn)
+    try:
+        meta = _clickhouse_ddl.meta(client.execute, "default")
+        for i in range(5):
+            _clickhouse_ddl._record(client.execute, meta, ch.table, f'{{"c{i}": "string"}}')
+            _, recorded = _clickhouse_ddl.read_meta(client.execute, "default", ch.table)
+            assert recorded == {f"c{i}": "string"}
+    finally:
+        client.disconnect()
+
+
+def test_an_extension_column_whose_name_is_not_an_identifier_is_rejected(ch: CHStore) -> None:
+    """A column named with ``%`` (or a space) is not added: the rows with a
+    value in it are rejected, with the reason; the others are written, and
+    reads keep working."""
+    rows = [
+        {**span_row(0), "grp%s": 1.0, "grp ok": None, "timestamp_us": None},  # row 0's keys
+        {**span_row(1), "grp%s": None, "grp ok": None},
+        {**span_row(2), "grp ok": "x"},
+        {**span_row(3), "timestamp_us": 5},  # the start time's own microseconds column
+    ]
+    with pytest.raises(RowsRejected) as info:
+        ch.write(pa.Table.from_pylist(rows))
+    rejected = sorted(info.value.rejected.column("event_id").to_pylist())
+    assert rejected == ["e000000", "e000002", "e000003"]
+    assert all("not a usable column name" in e for e in info.value.errors)
+    names = {
+        n for (n,) in ch.execute(f"SELECT name FROM system.columns WHERE table = '{ch.table}'")
+    }
+    assert "grp%s" not in names and "grp ok" not in names
+    with ch.query() as q:
+        assert [r["event_id"] for r in q.events(limit=None)] == ["e000001"]
+
+
+def test_a_column_with_percent_in_its_name_does_not_break_reads(ch: CHStore) -> None:
+    """A column with ``%`` in its name (added, and recorded, by an earlier
+    llamonitor or by hand) is not read, and does not break the query's
+    parameters."""
+    ch.write(table_of([span_row(0, session_id="s")]))
+    ch.execute(f"ALTER TABLE `{ch.table}` ADD COLUMN `odd%s` Nullable(String)")
+    ch.execute(
+        "INSERT INTO llamonitor_schema_version (table_name, schema_version, updated_at, "
+        "extensions) VALUES",
+        [(ch.table, SCHEMA_VERSION, datetime(2100, 1, 1), '{"odd%s": "string"}')],
+    )
+    with ch.query() as q:
+        got = q.events(session_id="s", limit=None)
+    assert [r["event_id"] for r in got] == ["e000000"]
+    assert "odd%s" not in got[0]
+
+
+def test_extension_columns_of_any_arrow_type_are_written(ch: CHStore) -> None:
+    """Integers and floats of every width, a list, a struct: integers become
+    Int64, floats Float64, anything else JSON text; all read back."""
+    table = pa.table(
+        {
+            "event_id": ["e0", "e1"],
+            "session_id": ["s", "s"],
+            "trace_id": ["t" * 32, "t" * 32],
+            "span_id": ["a" * 16, "b" * 16],
+            "operation_name": ["op", "op"],
+            "operation_type": ["tool", "tool"],
+            "timestamp": pa.array([T0, T0], pa.timestamp("us", tz="UTC")),
+            "process_id": [1, 1],
+            "grp_i8": pa.array([-3, None], pa.int8()),
+            "grp_u64": pa.array([2**63 - 1, 7], pa.uint64()),
+            "grp_f32": pa.array([0.5, None], pa.float32()),
+            "grp_list": pa.array([[1, 2], None], pa.list_(pa.int64())),
+            "grp_struct": pa.array([{"a": 1}, {"a": None}], pa.struct([("a", pa.int64())])),
+        }
+    )
+    ch.write(table)
+    columns = dict(
+        ch.execute("SELECT name, type FROM system.columns WHERE table = %(t)s", {"t": ch.table})
+    )
+    assert columns["grp_i8"] == "Nullable(Int64)"
+    assert columns["grp_u64"] == "Nullable(Int64)"
+    assert columns["grp_f32"] == "Nullable(Float64)"
+    assert columns["grp_list"] == "Nullable(String)"
+    with ch.query() as q:
+        got = {r["event_id"]: r for r in q.events(limit=None)}
+    assert got["e0"]["grp_i8"] == -3 and got["e1"]["grp_i8"] is None
+    assert got["e0"]["grp_u64"] == 2**63 - 1
+    assert got["e0"]["grp_f32"] == 0.5
+    assert json.loads(got["e0"]["grp_list"]) == [1, 2] and got["e1"]["grp_list"] is None
+    assert json.loads(got["e1"]["grp_struct"]) == {"a": None}
+
+
+def test_an_unsigned_value_beyond_int64_is_rejected(ch: CHStore) -> None:
+    """A uint64 above Int64's range cannot be stored as Int64: its row is
+    rejected with the reason, the others are written."""
+    rows = pa.Table.from_pylist([span_row(0), span_row(1)]).append_column(
+        "grp_big", pa.array([2**64 - 1, 5], pa.uint64())
+    )
+    with pytest.raises(RowsRejected) as info:
+        ch.write(rows)
+    assert info.value.rejected.column("event_id").to_pylist() == ["e000000"]
+    assert "grp_big" in info.value.errors[0]
+    with ch.query() as q:
+        assert [(r["event_id"], r["grp_big"]) for r in q.events(limit=None)] == [("e000001", 5)]
+
+
+def test_a_column_another_writer_added_first_is_no_failure(ch: CHStore) -> None:
+    """A worker whose view of the columns is stale (another one added the
+    column between its look and its ALTER): the ADD COLUMN finds the column
+    there, which is no failure."""
+    from clickhouse_driver import Client
+
+    from llamonitor.storage import _clickhouse_ddl
+
+    ch.write(table_of([span_row(0)]))
+    client = Client.from_url(ch.dsn)
+    try:
+        for _ in range(2):  # the second time as the worker that lost the race
+            stale: dict[str, str] = {}
+            _clickhouse_ddl._add(
+                client.execute, "default", ch.table, stale, [pa.field("grp_z", pa.int64())]
+            )
+    finally:
+        client.disconnect()
+    ch.write(pa.Table.from_pylist([{**span_row(1), "grp_z": 2}]))
+    with ch.query() as q:
+        assert sorted(r["grp_z"] or 0 for r in q.events(limit=None)) == [0, 2]
+
+
+def test_a_meta_table_without_version_gets_it(ch: CHStore) -> None:
+    """A meta table of an earlier llamonitor (no version column) gets one,
+    and its record (the schema version) is still read."""
+    database = f"d_{secrets.token_hex(4)}"
+    ch.execute(f"CREATE DATABASE `{database}`")
+    try:
+        ch.execute(
+            f"CREATE TABLE `{database}`.llamonitor_schema_version (table_name String, "
+            "schema_version UInt32, updated_at DateTime, extensions String) "
+            "ENGINE = ReplacingMergeTree(updated_at) ORDER BY table_name"
+        )
+        dsn = ch.dsn.rsplit("/", 1)[0] + f"/{database}"
+        config = StorageConfig(
+            backend="clickhouse", connection_string=SecretStr(dsn), table_name=ch.table
+        )
+        asyncio.run(create_backend(config).initialize())
+        columns = ch.execute(
+            "SELECT name FROM system.columns WHERE database = %(d)s AND table = "
+            "'llamonitor_schema_version'",
+            {"d": database},
+        )
+        assert ("version",) in columns
+        ch.execute(  # an earlier llamonitor's record, without a version: still the latest
+            f"INSERT INTO `{database}`.llamonitor_schema_version (table_name, schema_version, "
+            "updated_at, extensions) VALUES",
+            [(ch.table, SCHEMA_VERSION + 1, datetime(2100, 1, 1), "{}")],
+        )
+        with pytest.raises(ConfigurationError, match="newer than this llamonitor"):
+            asyncio.run(create_backend(config).initialize())
+    finally:
+        ch.execute(f"DROP DATABASE IF EXISTS `{database}`")

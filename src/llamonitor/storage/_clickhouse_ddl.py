@@ -13,9 +13,13 @@ meta rows, and its migration (added columns).
   merges keep one copy, and every read says ``FINAL``, so a copy not merged
   away yet is never counted twice.
 - Meta: :data:`~llamonitor.storage._sql_ddl.META_TABLE`, a
-  ``ReplacingMergeTree(updated_at)`` keyed by ``table_name`` (read with
-  ``FINAL``), holds the schema version and the extension columns (metric
-  groups) of each span table, as in the other SQL stores.
+  ``ReplacingMergeTree(updated_at)`` keyed by ``table_name``, holds the schema
+  version and the extension columns (metric groups) of each span table, as in
+  the other SQL stores; the latest record is the greatest
+  ``(updated_at, version)``: ``updated_at`` is a second, ``version`` strictly
+  increasing. The extension columns recorded are a hint: the query side reads
+  the table's own columns (``system.columns``), so two writers adding columns
+  at once lose none.
 - Migration: :func:`~llamonitor.storage._sql_ddl.plan_migration` decides; the
   missing columns are added (``ALTER TABLE ... ADD COLUMN``, nullable), the
   columns NOT NULL before schema version 3 become ``Nullable``
@@ -27,14 +31,16 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
 
+from llamonitor.schema import _extensions
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
 from llamonitor.schema.config import ConfigurationError
-from llamonitor.storage import _sql_ddl
+from llamonitor.storage import _sql, _sql_ddl
 
 logger = logging.getLogger("llamonitor.storage.clickhouse")
 
@@ -64,6 +70,17 @@ _ACCEPTS = {
     "timestamp": ("DateTime",),
     "binary": ("String",),
 }
+
+
+_MICROS_COLUMNS = frozenset(f.name + MICROS_SUFFIX for f in SCHEMA if pa.types.is_timestamp(f.type))
+
+
+def usable_column(name: str) -> bool:
+    """Whether an extension column may be added and read: an identifier (as
+    in the other SQL stores), so no ``%`` reaches the driver's parameter
+    substitution, which every query with parameters goes through; and not
+    the microseconds column of a schema timestamp (``timestamp_us``)."""
+    return _sql._IDENTIFIER.match(name) is not None and name not in _MICROS_COLUMNS
 
 
 def q(name: str) -> str:
@@ -136,21 +153,36 @@ def columns(execute: Execute, database: str, table: str) -> dict[str, str]:
 
 
 def meta(execute: Execute, database: str) -> str:
+    """The meta table (created if missing, ``version`` added to one without it)."""
     qualified = f"{q(database)}.{q(_sql_ddl.META_TABLE)}"
     execute(
         f"CREATE TABLE IF NOT EXISTS {qualified} (table_name String, schema_version UInt32, "
-        "updated_at DateTime, extensions String) "
+        "updated_at DateTime, extensions String, version UInt64) "
         "ENGINE = ReplacingMergeTree(updated_at) ORDER BY table_name"
     )
+    if "version" not in columns(execute, database, _sql_ddl.META_TABLE):
+        _add_column(
+            execute,
+            database,
+            _sql_ddl.META_TABLE,
+            "version",
+            f"ALTER TABLE {qualified} ADD COLUMN version UInt64",
+        )
     return qualified
+
+
+# The latest record: updated_at (a second) first, so a record of an earlier
+# llamonitor (version 0) written later still wins; then the version, strictly
+# increasing, for the records within one second.
+_LATEST = "(updated_at, version)"
 
 
 def read_meta(execute: Execute, database: str, table: str) -> tuple[int | None, dict[str, str]]:
     """The span table's recorded schema version and extension columns (the
-    latest meta row; ``(None, {})`` when there is none, or no meta table)."""
+    latest meta row; ``(None, {})`` when there is none). Call :func:`meta` first."""
     qualified = f"{q(database)}.{q(_sql_ddl.META_TABLE)}"
     rows = execute(
-        f"SELECT argMax(schema_version, updated_at), argMax(extensions, updated_at) "
+        f"SELECT argMax(schema_version, {_LATEST}), argMax(extensions, {_LATEST}) "
         f"FROM {qualified} WHERE table_name = %(t)s GROUP BY table_name",
         {"t": table},
     )
@@ -160,13 +192,15 @@ def read_meta(execute: Execute, database: str, table: str) -> tuple[int | None, 
 
 
 def _record(execute: Execute, qualified_meta: str, table: str, extensions: str) -> None:
-    # updated_at has a resolution of a second: a second record within the same
-    # second must still win, so it is never earlier than the latest one.
+    # updated_at has a resolution of a second: it is never earlier than the
+    # latest record's, and the version is above every earlier record's (and
+    # the clock's microseconds, so two writers racing rarely tie).
     execute(
-        f"INSERT INTO {qualified_meta} (table_name, schema_version, updated_at, extensions) "
-        f"SELECT %(t)s, %(v)s, greatest(now(), (SELECT max(updated_at) FROM {qualified_meta} "
-        "WHERE table_name = %(t)s)), %(e)s",
-        {"t": table, "v": SCHEMA_VERSION, "e": extensions},
+        f"INSERT INTO {qualified_meta} (table_name, schema_version, updated_at, extensions, "
+        f"version) SELECT %(t)s, %(v)s, greatest(now(), (SELECT max(updated_at) FROM "
+        f"{qualified_meta} WHERE table_name = %(t)s)), %(e)s, greatest(toUInt64(%(now)s), "
+        f"(SELECT max(version) + 1 FROM {qualified_meta} WHERE table_name = %(t)s))",
+        {"t": table, "v": SCHEMA_VERSION, "e": extensions, "now": time.time_ns() // 1000},
     )
 
 
@@ -195,7 +229,7 @@ def setup(execute: Execute, database: str, table: str, label: str) -> set[str]:
                 f"{label} looks like a llamonitor-async table (error holds the message), "
                 "which never was a ClickHouse table: choose another table_name",
             )
-        _add(execute, qualified, existing, plan.add)
+        _add(execute, database, table, existing, plan.add)
         for name in plan.relax:
             declared = existing.get(name, "")
             if declared and not declared.startswith("Nullable("):
@@ -210,17 +244,70 @@ def setup(execute: Execute, database: str, table: str, label: str) -> set[str]:
     return have
 
 
-def _add(execute: Execute, qualified: str, have: dict[str, str], fields: list[pa.Field]) -> None:
-    """``ADD COLUMN`` each field (nullable) the table lacks (18.16 has no ``IF NOT EXISTS``)."""
+def _add_column(execute: Execute, database: str, table: str, name: str, sql: str) -> None:
+    """Run ``sql`` (an ``ADD COLUMN``; 18.16 has no ``IF NOT EXISTS``): a
+    concurrent writer that added the column first is no failure."""
+    try:
+        execute(sql)
+    except Exception:
+        if name not in columns(execute, database, table):
+            raise
+
+
+def _add(
+    execute: Execute, database: str, table: str, have: dict[str, str], fields: list[pa.Field]
+) -> None:
+    """``ADD COLUMN`` each field (nullable) the table lacks."""
+    qualified = f"{q(database)}.{q(table)}"
     for f in fields:
         if f.name not in have:
-            for d in column_defs([f.with_nullable(True)]):
-                execute(f"ALTER TABLE {qualified} ADD COLUMN {d}")
+            for d, name in zip(column_defs([f.with_nullable(True)]), _names(f), strict=True):
+                _add_column(
+                    execute, database, table, name, f"ALTER TABLE {qualified} ADD COLUMN {d}"
+                )
 
 
-def add_columns(execute: Execute, database: str, table: str, fields: list[pa.Field]) -> None:
-    """Add the extension columns (metric groups) a batch brings, and record them."""
-    _add(execute, f"{q(database)}.{q(table)}", columns(execute, database, table), fields)
+def _names(f: pa.Field) -> list[str]:
+    return [f.name, f.name + MICROS_SUFFIX] if pa.types.is_timestamp(f.type) else [f.name]
+
+
+def add_columns(execute: Execute, database: str, table: str, fields: list[pa.Field]) -> set[str]:
+    """Add the extension columns (metric groups) a batch brings, and record
+    them (a hint: the reads take the table's columns).
+
+    Returns:
+        The table's columns.
+    """
+    _add(execute, database, table, columns(execute, database, table), fields)
+    qualified_meta = meta(execute, database)
     _, recorded = read_meta(execute, database, table)
-    _record(execute, meta(execute, database), table, _sql_ddl.extensions_text(recorded, fields))
+    _record(execute, qualified_meta, table, _sql_ddl.extensions_text(recorded, fields))
     logger.info("llamonitor: %s: added the column(s) %s", table, ", ".join(f.name for f in fields))
+    return set(columns(execute, database, table))
+
+
+_READ_KINDS = (
+    (("Int8", "Int16", "Int32", "Int64", "UInt16", "UInt32", "UInt64"), "int64"),
+    (("Float32", "Float64"), "float64"),
+    (("UInt8",), "bool"),
+    (("String", "FixedString"), "string"),
+)
+
+
+def extension_fields(found: dict[str, str]) -> list[pa.Field]:
+    """The extension columns (metric groups) of a table (``found``: name ->
+    type, its real columns), as they are read: the kind from the ClickHouse
+    type (a boolean is ``UInt8``), ``json`` from the registry. A column whose
+    name is not an identifier, or of a type no kind reads, is left out."""
+    base = {*SCHEMA.names, *(n + MICROS_SUFFIX for n in SCHEMA.names)}
+    out = []
+    for name, declared in sorted(found.items()):
+        if name in base or not usable_column(name):
+            continue
+        kind = next((k for types, k in _READ_KINDS if base_type(declared) in types), None)
+        if kind is None:
+            continue
+        if kind == "string" and _extensions.is_json(name):
+            kind = "json"
+        out.append(_sql_ddl.extension_field(name, kind))
+    return out

@@ -26,6 +26,7 @@ Tested against ClickHouse 18.16 (Debian bookworm's package); see
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from llamonitor.schema._columns import SCHEMA
 from llamonitor.schema._extensions import failed_or_null, rows_table
@@ -57,6 +59,7 @@ _MAX_DATETIME = 2**32 - 1  # DateTime is unsigned 32-bit seconds: 1970 to 2106
 _TS = "timestamp"
 _TS_ALIAS = "llamonitor_timestamp_us"
 _BLOCK_ROWS = _sql_query.CHUNK_ROWS
+_BASE = frozenset(SCHEMA.names)
 
 
 class _Target:
@@ -189,15 +192,19 @@ class ClickHouseBackend(StorageBackend):
         if table.num_rows == 0:
             return
         table = _sql_write.conform(table)
+        written, reasons = _extension_columns(table)
         seconds, micros = _split_times(table.column(_TS))
         bad = (seconds < 0) | (seconds > _MAX_DATETIME)
-        refused = [int(i) for i in np.flatnonzero(bad)]
+        for i in np.flatnonzero(bad):
+            reasons.setdefault(int(i), []).insert(0, _OUT_OF_RANGE)
+        refused = sorted(reasons)
         if refused:
-            keep = pa.array(~bad)
-            good = table.filter(keep)
-            seconds, micros = seconds[~bad], micros[~bad]
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[refused] = False
+            good = written.filter(pa.array(keep))
+            seconds, micros = seconds[keep], micros[keep]
         else:
-            good = table
+            good = written
 
         def work() -> None:
             if not self._ready:
@@ -205,8 +212,9 @@ class ClickHouseBackend(StorageBackend):
             missing = _sql_ddl.missing_columns(good, self._columns)
             if missing:
                 t = self._t
-                _clickhouse_ddl.add_columns(self._execute, t.database, t.table, missing)
-                self._columns.update(f.name for f in missing)
+                self._columns = _clickhouse_ddl.add_columns(
+                    self._execute, t.database, t.table, missing
+                )
             if good.num_rows:
                 names, columns = _columns(good, seconds, micros)
                 sql = f"INSERT INTO {self._t.qualified} ({names}) VALUES"
@@ -215,8 +223,7 @@ class ClickHouseBackend(StorageBackend):
         if good.num_rows or not refused:
             self._guarded("write", work)
         if refused:
-            message = "timestamp: outside ClickHouse's DateTime range (1970-01-01 to 2106-02-07)"
-            raise RowsRejected(table.take(refused), [message] * len(refused))
+            raise RowsRejected(table.take(refused), ["; ".join(reasons[i]) for i in refused])
 
     async def write_batch(self, events: list[MetricEvent]) -> None:
         await self.write_table(rows_table([e.to_row() for e in events]))
@@ -234,6 +241,69 @@ class ClickHouseBackend(StorageBackend):
     async def close(self) -> None:
         with self._lock:
             self._drop_client()
+
+
+_OUT_OF_RANGE = "timestamp: outside ClickHouse's DateTime range (1970-01-01 to 2106-02-07)"
+_INT64_MAX = 2**63 - 1
+
+
+def _extension_columns(table: pa.Table) -> tuple[pa.Table, dict[int, list[str]]]:
+    """``table`` with its extension columns as the store keeps them, and the
+    rows refused (index -> reasons).
+
+    Integers of any width become ``int64``, floats ``float64``, strings and
+    booleans stay, anything else (a list, a struct, a date...) becomes JSON
+    text, as a metric group's JSON field is stored. Refused (and the column
+    left out): a column whose name is not an identifier, for the rows with a
+    value in it; an unsigned value beyond ``Int64``, for its row.
+    """
+    reasons: dict[int, list[str]] = {}
+
+    def refuse(mask: Any, reason: str) -> None:
+        for i in np.flatnonzero(np.asarray(mask)):
+            reasons.setdefault(int(i), []).append(reason)
+
+    for f in list(table.schema):
+        if f.name in _BASE:
+            continue
+        col = table.column(f.name)
+        t = f.type
+        i = table.schema.get_field_index(f.name)
+        if not _clickhouse_ddl.usable_column(f.name):
+            refuse(
+                col.is_valid(),
+                f"{f.name}: not a usable column name (use letters, digits and '_', not first)",
+            )
+            table = table.remove_column(i)
+            continue
+        if pa.types.is_integer(t) and not pa.types.is_int64(t):
+            if pa.types.is_uint64(t):
+                over = pc.fill_null(pc.greater(col, pa.scalar(_INT64_MAX, t)), False)
+                if pc.any(over).as_py():
+                    refuse(over, f"{f.name}: {t} value beyond ClickHouse's Int64")
+                    col = pc.if_else(over, pa.scalar(None, t), col)
+            col = col.cast(pa.int64())
+        elif pa.types.is_floating(t) and not pa.types.is_float64(t):
+            col = col.cast(pa.float64())
+        elif pa.types.is_large_string(t):
+            col = col.cast(pa.string())
+        elif not (
+            pa.types.is_string(t)
+            or pa.types.is_boolean(t)
+            or pa.types.is_int64(t)
+            or pa.types.is_float64(t)
+        ):
+            col = pa.array([_json_text(v) for v in col.to_pylist()], pa.string())
+        else:
+            continue
+        table = table.set_column(i, pa.field(f.name, col.type, nullable=True), col)
+    return table, reasons
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _split_times(col: pa.ChunkedArray) -> tuple[Any, Any]:
@@ -331,11 +401,7 @@ def _open_reader(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
         if not found:
             client.disconnect()
             return None
-        try:
-            _, recorded = _clickhouse_ddl.read_meta(client.execute, t.database, t.table)
-        except t.errors.ServerException:  # no meta table
-            recorded = {}
-        extra = _sql_query.extension_fields(recorded, found)
+        extra = _clickhouse_ddl.extension_fields(found)
         sql, params = _select(t, set(found), extra, filters)
         reader = client.query_arrow_stream(
             sql, params, settings={"max_block_size": _BLOCK_ROWS}, field_metadata=False
