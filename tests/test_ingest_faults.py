@@ -723,3 +723,34 @@ def test_a_new_partition_directory_is_fsynced_in_its_parent(
     asyncio.run(backend.write_table(_table(10, 10, timestamp=day2)))
     assert root in synced
     assert len({p.parent for p in data_files(root)}) == 2
+
+
+def test_which_write_errors_are_blamed_on_the_messages() -> None:
+    """Only errors about the rows dead-letter a message; the target being
+    down, full, misconfigured or refusing the login or a privilege is retried."""
+    from llamonitor.cli._ingest_worker import _about_content
+    from llamonitor.schema.config import ConfigurationError
+    from llamonitor.storage._sql import StoreError
+
+    about_rows = [
+        OSError(errno.ENAMETOOLONG, "File name too long"),
+        ValueError("a file key must be letters and digits"),
+        TypeError("unhashable"),
+        StoreError("invalid input syntax", sqlstate="22P02"),
+        StoreError("duplicate key", sqlstate="23505"),
+    ]
+    about_target = [
+        ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
+        TimeoutError("timed out"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EACCES, "Permission denied"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed"),
+        StoreError("server closed the connection", transient=True),
+        StoreError("permission denied for table t", sqlstate="42501"),
+        StoreError("password authentication failed", sqlstate="28P01"),
+        StoreError("could not extend file: disk full", sqlstate="53100"),
+        ConfigurationError("storage.table", "bad"),
+        RuntimeError("a driver bug"),
+    ]
+    assert [e for e in about_rows if not _about_content(e)] == []
+    assert [e for e in about_target if _about_content(e)] == []

@@ -60,6 +60,7 @@ from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
 from llamonitor.export._broker_codec import BATCH_ID, PoisonMessage, decode, ids_digest
 from llamonitor.schema._extensions import conform
 from llamonitor.schema._rejected import RowsRejected
+from llamonitor.schema.config import ConfigurationError
 
 __all__ = ["IngestStats", "IngestWorker", "TargetThread"]
 
@@ -79,6 +80,11 @@ _CONTENT_ERRNOS = frozenset({
     errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EFBIG, errno.EOVERFLOW, errno.E2BIG,
 })
 
+_TARGET_SQLSTATE_CLASSES = frozenset({"08", "0A", "28", "3D", "3F", "42", "53", "55", "57", "58"})
+"""SQLSTATE classes about the database (its connection, a feature, a login, a
+missing database or schema, a privilege or a missing table, resources,
+operator intervention): retried, never blamed on the messages."""
+
 
 class _Refused(Exception):
     """A write failed for the content of its messages (retrying cannot help)."""
@@ -88,7 +94,13 @@ def _about_content(exc: BaseException) -> bool:
     """Whether a write's error is about what was written rather than the
     target being unreachable or busy: a ``StoreError`` not marked transient,
     ``ValueError``/``TypeError``, an ``OSError`` such as ENAMETOOLONG (not a
-    connection error, a full disk or a permission)."""
+    connection error, a full disk or a permission; not a PostgreSQL SQLSTATE
+    about the database itself, such as 42501 permission denied)."""
+    if isinstance(exc, ConfigurationError):
+        return False  # the target's setting, not these rows
+    state = str(getattr(exc, "sqlstate", "") or "")
+    if len(state) == 5 and state[:2] in _TARGET_SQLSTATE_CLASSES:
+        return False  # SQLSTATE: a login, a privilege, resources: not the rows
     flag = getattr(exc, "llamonitor_transient", None)
     if isinstance(flag, bool):
         return not flag
