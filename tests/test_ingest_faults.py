@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import select
@@ -527,3 +528,229 @@ def test_a_write_stuck_past_the_grace_is_given_back_and_lands_once(
     ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
     assert len(ids) == 300 == len(set(ids))
     assert _group(SHARED_REDIS, stream)["pending"] == 0
+
+
+# -- writes that can never succeed, dead letters that could not be sent -----------
+
+
+def _dead_errors(stream: str) -> list[str]:
+    found = redis.Redis.from_url(SHARED_REDIS).xrange(stream + ":dead")
+    return [f[b"llamonitor-error"].decode() for _, f in found]
+
+
+def test_a_batch_id_too_long_for_a_file_name_does_not_stall_the_stream(
+    stream: str, tmp_path: Path
+) -> None:
+    """A message whose ``llamonitor-batch-id`` header is 300 letters (a file
+    name too long, were it used): the key is recomputed from the event ids,
+    and every span of the batch lands, once."""
+    entries = [entry_fields(encode(_table(i * 100, 100))) for i in range(3)]
+    entries[1]["llamonitor-batch-id"] = "a" * 300
+    client = redis.Redis.from_url(SHARED_REDIS)
+    for fields in entries:
+        client.xadd(stream, fields)
+    store = tmp_path / "store"
+    worker = build_worker(f"{SHARED_REDIS}/{stream}", str(store), consumer="w", wait_seconds=0.2)
+    running = _Running(worker)
+    try:
+        wait_for("the spans", lambda: worker.stats.spans == 300, timeout=60)
+        wait_for("the acks", lambda: _group(SHARED_REDIS, stream)["pending"] == 0)
+    finally:
+        running.stop()
+    ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
+    assert len(ids) == 300 == len(set(ids))
+    assert _dead_errors(stream) == []
+
+
+class _ContentRefusingParquet(ParquetBackend):
+    """A Parquet store that can never write the spans of one message (as a
+    file system refusing its name): ENAMETOOLONG, every time."""
+
+    bad_id = "e000150"
+
+    async def write_tables_once(self, keyed: list[tuple[str, pa.Table]]) -> int:
+        for _, table in keyed:
+            if self.bad_id in table.column("event_id").to_pylist():
+                raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), "events_k")
+        return await super().write_tables_once(keyed)
+
+
+def test_a_write_failing_for_one_messages_content_dead_letters_it_and_writes_the_rest(
+    stream: str, tmp_path: Path
+) -> None:
+    """A batch whose write fails with an error no retry can cure (an OSError
+    about the file name, not the store being down): the worker splits it,
+    dead-letters the one message that fails alone, with the error, writes the
+    others, and the stream flows on (nothing left pending)."""
+    _publish(SHARED_REDIS, stream, [_table(i * 100, 100) for i in range(4)])
+    store = tmp_path / "store"
+    worker = build_worker(f"{SHARED_REDIS}/{stream}", str(store), consumer="w",
+                          wait_seconds=0.2, batch_messages=8)
+    worker.target = _ContentRefusingParquet(worker.target.config)
+    running = _Running(worker)
+    try:
+        wait_for("the dead letter", lambda: worker.stats.dead_letters == 1, timeout=60)
+        wait_for("the acks", lambda: _group(SHARED_REDIS, stream)["pending"] == 0)
+        _publish(SHARED_REDIS, stream, [_table(1000, 100)])  # the stream flows on
+        wait_for("the next message", lambda: worker.stats.spans == 400)
+    finally:
+        running.stop()
+    ids = sorted(pq.read_table(data_files(store)).column("event_id").to_pylist())
+    assert ids == [f"e{i:06d}" for i in (*range(100), *range(200, 400), *range(1000, 1100))]
+    errors = _dead_errors(stream)
+    assert len(errors) == 1 and "File name too long" in errors[0], errors
+
+
+def test_a_poison_message_that_could_not_be_dead_lettered_is_not_acknowledged(
+    stream: str, pg_db: Store
+) -> None:
+    """The broker fails the dead-letter publish while the worker is stopping
+    (fault injected in the source's ``dead_letter``): the poison message is
+    not acknowledged (still pending, given back), not counted; the good one
+    beside it is written and acknowledged. The next worker dead-letters it."""
+    client = redis.Redis.from_url(SHARED_REDIS)
+    client.xadd(stream, entry_fields(encode(_table(0, 100))))
+    poison_id = client.xadd(stream, {"payload": b"\x00garbage"}).decode()
+    worker = build_worker(f"{SHARED_REDIS}/{stream}", pg_db.dsn, table=pg_db.table,
+                          consumer="w", wait_seconds=0.2, batch_messages=8)
+
+    async def unreachable(delivery: Any, error: str) -> None:
+        worker.stop.set()  # a SIGTERM arrives while the broker is unreachable
+        raise ConnectionError("redis went away")
+
+    worker.source.dead_letter = unreachable  # type: ignore[method-assign]
+    asyncio.run(asyncio.wait_for(worker.run(), DEADLINE))
+    assert worker.stats.dead_letters == 0
+    assert _count_pg(pg_db, pg_db.table) == (100, 100)
+    pending = client.xpending_range(stream, "llamonitor-ingest", "-", "+", 10)
+    assert [p["message_id"].decode() for p in pending] == [poison_id]
+    assert _dead_errors(stream) == []
+    heir = build_worker(f"{SHARED_REDIS}/{stream}", pg_db.dsn, table=pg_db.table,
+                        consumer="heir", wait_seconds=0.2, idle_exit_seconds=1.0)
+    asyncio.run(asyncio.wait_for(heir.run(), DEADLINE))
+    assert heir.stats.dead_letters == 1 and len(_dead_errors(stream)) == 1
+    assert _group(SHARED_REDIS, stream)["pending"] == 0
+
+
+# -- the writer thread's edges ------------------------------------------------------
+
+
+class _FailingCloseParquet(ParquetBackend):
+    async def close(self) -> None:
+        raise RuntimeError("close failed")
+
+
+def test_a_target_failing_to_close_does_not_hide_why_the_worker_stopped(
+    stream: str, tmp_path: Path
+) -> None:
+    """The stream deleted under a worker whose target then fails to close:
+    the worker still raises SourceGone (exit 3), and its writer thread ends."""
+    _publish(SHARED_REDIS, stream, [_table(0, 100)])
+    worker = build_worker(f"{SHARED_REDIS}/{stream}", str(tmp_path / "store"), consumer="w",
+                          wait_seconds=0.2)
+    worker.target = _FailingCloseParquet(worker.target.config)
+    running = _Running(worker)
+    wait_for("the spans", lambda: worker.stats.spans == 100)
+    wait_for("the ack", lambda: _group(SHARED_REDIS, stream)["pending"] == 0)
+    redis.Redis.from_url(SHARED_REDIS).delete(stream)
+    running.thread.join(60)
+    assert not running.thread.is_alive()
+    from llamonitor.cli._ingest_source import SourceGone
+
+    assert isinstance(running.error, SourceGone), repr(running.error)
+    assert worker._writer is not None and not worker._writer.thread.is_alive()
+
+
+def test_a_short_claim_idle_keeps_a_blocking_writes_messages(
+    stream: str, tmp_path: Path
+) -> None:
+    """A claim renewed more often than once a second (``keep_every`` 0.2 s):
+    while a write blocks, another worker claiming entries idle for 0.8 s
+    takes none of them (the write loop wakes in time for each renewal)."""
+    _publish(SHARED_REDIS, stream, [_table(i * 100, 100) for i in range(4)])
+    _BlockingParquet.release.clear()
+    store = str(tmp_path / "store")
+    slow = build_worker(f"{SHARED_REDIS}/{stream}", store, consumer="slow", wait_seconds=0.2,
+                        claim_idle_seconds=1.2)
+    slow.keep_every_seconds = 0.2
+    slow.target = _BlockingParquet(slow.target.config)
+    running = _Running(slow)
+    other = build_worker(f"{SHARED_REDIS}/{stream}", store, consumer="other", wait_seconds=0.2,
+                         claim_idle_seconds=0.8)
+    try:
+        wait_for("the slow batch", lambda: _consumers(SHARED_REDIS, stream).get("slow") == 4)
+        other_run = _Running(other)
+        watch_end = time.monotonic() + 8
+        while time.monotonic() < watch_end:  # ten times the other's claim time
+            time.sleep(0.2)
+        assert other.stats.redeliveries == 0
+        assert _consumers(SHARED_REDIS, stream)["slow"] == 4
+        _BlockingParquet.release.set()
+        wait_for("the write", lambda: slow.stats.spans == 400)
+        other_run.stop()
+    finally:
+        _BlockingParquet.release.set()
+        running.stop()
+    ids = pq.read_table(data_files(store)).column("event_id").to_pylist()
+    assert len(ids) == 400 == len(set(ids))
+
+
+# -- Parquet: a new partition directory is durable --------------------------------
+
+
+def test_a_new_partition_directory_is_fsynced_in_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing into a day that has no directory yet fsyncs the store's root
+    (the new directory's entry), for keyed (ingest) and plain writes."""
+    from llamonitor.storage import parquet
+
+    synced: list[Path] = []
+    real = parquet.fsync_dir
+
+    def recording(directory: Path) -> None:
+        synced.append(Path(directory))
+        real(directory)
+
+    monkeypatch.setattr(parquet, "fsync_dir", recording)
+    root = tmp_path / "store"
+    backend = ParquetBackend(llamonitor.StorageConfig(output_dir=str(root)))
+    asyncio.run(backend.initialize())
+    day2 = span_row(0)["timestamp"] + timedelta(days=1)
+    asyncio.run(backend.write_tables_once([("0" * 32, _table(0, 10))]))
+    assert root in synced
+    synced.clear()
+    asyncio.run(backend.write_table(_table(10, 10, timestamp=day2)))
+    assert root in synced
+    assert len({p.parent for p in data_files(root)}) == 2
+
+
+def test_which_write_errors_are_blamed_on_the_messages() -> None:
+    """Only errors about the rows dead-letter a message; the target being
+    down, full, misconfigured or refusing the login or a privilege is retried."""
+    from llamonitor.cli._ingest_worker import _about_content
+    from llamonitor.schema.config import ConfigurationError
+    from llamonitor.storage._sql import StoreError
+
+    about_rows = [
+        OSError(errno.ENAMETOOLONG, "File name too long"),
+        ValueError("a file key must be letters and digits"),
+        TypeError("unhashable"),
+        StoreError("invalid input syntax", sqlstate="22P02"),
+        StoreError("duplicate key", sqlstate="23505"),
+    ]
+    about_target = [
+        ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
+        TimeoutError("timed out"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EACCES, "Permission denied"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed"),
+        StoreError("server closed the connection", transient=True),
+        StoreError("permission denied for table t", sqlstate="42501"),
+        StoreError("password authentication failed", sqlstate="28P01"),
+        StoreError("could not extend file: disk full", sqlstate="53100"),
+        ConfigurationError("storage.table", "bad"),
+        RuntimeError("a driver bug"),
+    ]
+    assert [e for e in about_rows if not _about_content(e)] == []
+    assert [e for e in about_target if _about_content(e)] == []

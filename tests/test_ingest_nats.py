@@ -404,3 +404,33 @@ def test_a_stream_deleted_under_the_workers_is_a_clear_error(
     with pytest.raises(SourceGone, match=names.stream):
         asyncio.run(go())
     assert len(_ids(pg_db)) == 10
+
+
+def test_a_full_stream_refuses_new_messages_rather_than_dropping_unconsumed_ones(
+    names: Names,
+) -> None:
+    """A stream created with ``max_bytes``, filled while no worker consumes it:
+    the publish that does not fit fails with a transient error (the sink
+    retries and spools it), and the messages already there stay (discard=new,
+    not the default discard=old that would silently drop the oldest)."""
+    from llamonitor.export._transport import BrokerUnavailable
+    from llamonitor.storage import create_backend
+    from llamonitor.transport.spool import is_transient
+
+    async def fill() -> tuple[int, BaseException | None]:
+        backend = create_backend(names.storage(max_bytes=30_000))
+        await backend.initialize()
+        try:
+            for i in range(10):  # ~9 KB each: the fourth does not fit
+                try:
+                    await backend.write_table(_table(i * 50, 50))
+                except Exception as exc:
+                    return i, exc
+            return 10, None
+        finally:
+            await backend.close()
+
+    stored, error = asyncio.run(fill())
+    assert isinstance(error, BrokerUnavailable) and is_transient(error), repr(error)
+    info = asyncio.run(_js_call(names.url, lambda js: js.stream_info(names.stream)))
+    assert info.state.first_seq == 1 and info.state.messages == stored > 0

@@ -7,7 +7,13 @@ stream with the error and is acknowledged), write their spans to the target
 in one write, and acknowledge them only once that write returned (the rows
 are committed). A failed write is retried with backoff for as long as it
 takes, keeping the messages (so no other worker takes them meanwhile): the
-backlog waits in the broker while the target is down. Redelivery never
+backlog waits in the broker while the target is down. A failure about the
+content instead (the target refuses the rows; a ``ValueError``/``TypeError``;
+a ``StoreError`` not marked transient; an ``OSError`` such as a file name too
+long), which no retry can cure, splits the batch to find the message(s) that
+fail alone: those are dead-lettered with the error, the rest are written. A
+message that could not be dead-lettered (the broker went away at shutdown) is
+given back, never acknowledged. Redelivery never
 duplicates a row: spans are deduplicated by ``event_id`` within a write, and
 the SQL stores skip rows whose ``event_id`` is already there (primary key).
 
@@ -18,10 +24,14 @@ PostgreSQL's COPY encoding) never stalls the worker's loop, and the broker
 calls (fetch, ``keep`` heartbeats, acks, give-backs) go on meanwhile.
 
 A Parquet target is written one file per message, named by the message's
-batch id (a digest of its event ids), and a file that is already there is
-not written again: a redelivered message (and the same chunk published twice)
-lands once. That holds until the files are compacted into others; a
-redelivery comes within ``--claim-idle`` seconds, long before.
+batch id (a digest of its event ids: 32 hex digits; any other header value is
+ignored and the digest recomputed), and a file that is already there is not
+written again: a redelivered message (and the same chunk published twice)
+lands once. That holds only while that per-message file exists: once
+``llamonitor compact`` has merged it into another file, the same message
+arriving again (a producer's spool replayed hours later, a stream position
+reset) writes its rows a second time. A broker redelivery comes within
+``--claim-idle`` seconds, normally long before a compaction.
 
 Shutdown (``stop``, SIGTERM in the command): the batch in hand is finished
 if it can be within ``shutdown_grace_seconds``, else given back to the
@@ -32,9 +42,11 @@ not written.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +60,7 @@ from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
 from llamonitor.export._broker_codec import BATCH_ID, PoisonMessage, decode, ids_digest
 from llamonitor.schema._extensions import conform
 from llamonitor.schema._rejected import RowsRejected
+from llamonitor.schema.config import ConfigurationError
 
 __all__ = ["IngestStats", "IngestWorker", "TargetThread"]
 
@@ -62,6 +75,40 @@ CLOSE_TIMEOUT_SECONDS = 30.0
 past the shutdown grace holds the writer thread; it is a daemon)."""
 ABANDONED_CLOSE_SECONDS = 1.0
 """The same, after a write was abandoned at shutdown (it may hold the thread)."""
+_BATCH_KEY = re.compile(r"[0-9a-f]{32}")
+_CONTENT_ERRNOS = frozenset({
+    errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EFBIG, errno.EOVERFLOW, errno.E2BIG,
+})
+
+_TARGET_SQLSTATE_CLASSES = frozenset({"08", "0A", "28", "3D", "3F", "42", "53", "55", "57", "58"})
+"""SQLSTATE classes about the database (its connection, a feature, a login, a
+missing database or schema, a privilege or a missing table, resources,
+operator intervention): retried, never blamed on the messages."""
+
+
+class _Refused(Exception):
+    """A write failed for the content of its messages (retrying cannot help)."""
+
+
+def _about_content(exc: BaseException) -> bool:
+    """Whether a write's error is about what was written rather than the
+    target being unreachable or busy: a ``StoreError`` not marked transient,
+    ``ValueError``/``TypeError``, an ``OSError`` such as ENAMETOOLONG (not a
+    connection error, a full disk or a permission; not a PostgreSQL SQLSTATE
+    about the database itself, such as 42501 permission denied)."""
+    if isinstance(exc, ConfigurationError):
+        return False  # the target's setting, not these rows
+    state = str(getattr(exc, "sqlstate", "") or "")
+    if len(state) == 5 and state[:2] in _TARGET_SQLSTATE_CLASSES:
+        return False  # SQLSTATE: a login, a privilege, resources: not the rows
+    flag = getattr(exc, "llamonitor_transient", None)
+    if isinstance(flag, bool):
+        return not flag
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return False
+    if isinstance(exc, OSError):
+        return exc.errno in _CONTENT_ERRNOS
+    return isinstance(exc, (ValueError, TypeError))
 
 
 @dataclass
@@ -235,6 +282,8 @@ class IngestWorker:
         finally:
             try:
                 await self.source.close()
+            except Exception as exc:
+                logger.warning("llamonitor ingest: closing %s failed: %s", self.source.label, exc)
             finally:
                 await self._close_target(writer)
 
@@ -251,6 +300,8 @@ class IngestWorker:
                            "running); exiting without it", self.target, timeout)
             writer.stop(timeout=0)
             return
+        except Exception as exc:  # never hides why the worker stopped (SourceGone: exit 3)
+            logger.warning("llamonitor ingest: closing %r failed: %s", self.target, exc)
         await asyncio.to_thread(writer.stop)
 
     async def _with_source_retry(self, fn: Any, *args: Any) -> Any:
@@ -306,22 +357,37 @@ class IngestWorker:
                 poison.append((d, str(exc)))
         self.stats.in_flight = len(deliveries)
         try:
-            for d, error in poison:
-                await self._dead_letter(d, error)
+            # A poison message not dead-lettered (the broker went away while
+            # stopping) is given back, never acknowledged.
+            kept = [d for d, error in poison if not await self._dead_letter(d, error)]
+            kept_ids = {id(d) for d in kept}
+            dead = [d for d, _ in poison if id(d) not in kept_ids]
             if good and not await self._write_all(good):
                 # Shutting down and the write could not finish: the broker
                 # gives these to another worker (nothing acknowledged).
-                await self._settle(self.source.give_back, [d for d, _ in good])
-                await self._settle(self.source.ack, [d for d, _ in poison])
+                await self._settle(self.source.give_back, [d for d, _ in good] + kept)
+                await self._settle(self.source.ack, dead)
                 return
-            await self._settle(self.source.ack, deliveries)
+            await self._settle(self.source.give_back, kept)
+            await self._settle(self.source.ack, [d for d in deliveries if id(d) not in kept_ids])
         finally:
             self.stats.in_flight = 0
 
-    async def _dead_letter(self, d: Delivery, error: str) -> None:
+    async def _dead_letter(self, d: Delivery, error: str) -> bool:
+        """Publish ``d`` to the dead letters with ``error``; False if it was not
+        (stopped while the broker was unreachable): then it must not be acked."""
+        published = await self._with_source_retry(self._publish_dead, d, error)
+        if not published:
+            logger.warning("llamonitor ingest: could not dead-letter message %s (giving it "
+                           "back): %s", d.ref, error)
+            return False
         logger.warning("llamonitor ingest: dead-lettered message %s: %s", d.ref, error)
-        await self._with_source_retry(self.source.dead_letter, d, error)
         self.stats.dead_letters += 1
+        return True
+
+    async def _publish_dead(self, d: Delivery, error: str) -> bool:
+        await self.source.dead_letter(d, error)
+        return True
 
     async def _settle(self, fn: Any, deliveries: list[Delivery]) -> None:
         """Ack (or give back) ``deliveries``; a broker that went away meanwhile
@@ -359,11 +425,13 @@ class IngestWorker:
             call = ("write_table", table)
         try:
             done, result = await self._write(call, [d for d, _ in good])
-        except RowsRejected as exc:
+        except (RowsRejected, _Refused) as exc:
             if len(good) == 1:
-                await self._dead_letter(good[0][0], f"the target refused the rows: {exc}")
-                return True
-            for item in good:  # find the message the target refuses
+                why = exc.__cause__ if isinstance(exc, _Refused) else exc
+                return await self._dead_letter(
+                    good[0][0], f"the target refused the rows: {type(why).__name__}: {why}"
+                )
+            for item in good:  # find the message(s) the target refuses
                 if not await self._write_all([item]):
                     return False
             return True
@@ -387,8 +455,11 @@ class IngestWorker:
             write = self._writer.run(*call)
             while not write.done():
                 stop_wait = asyncio.ensure_future(self.stop.wait())
-                await asyncio.wait({write, stop_wait}, timeout=1.0,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {write, stop_wait},
+                    timeout=max(0.01, min(1.0, next_keep - time.monotonic())),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 stop_wait.cancel()
                 now = time.monotonic()
                 if self.stop.is_set() and deadline is None:
@@ -405,6 +476,10 @@ class IngestWorker:
             except RowsRejected:
                 raise
             except Exception as exc:
+                if _about_content(exc):
+                    self.stats.write_errors += 1
+                    self.stats.last_error = f"target: {exc}"
+                    raise _Refused(str(exc)) from exc
                 self.stats.write_errors += 1
                 self.stats.healthy = False
                 self.stats.last_error = f"target: {exc}"
@@ -443,8 +518,9 @@ def _spans(d: Delivery) -> pa.Table:
 
 def _keyed(d: Delivery, table: pa.Table) -> tuple[str, pa.Table]:
     """``(key, rows)`` of one message for a keyed target: its batch id (a
-    digest of its event ids; computed when the producer did not send one)."""
+    digest of its event ids: 32 hex digits; computed when the producer did
+    not send one, or sent anything else)."""
     key = d.headers.get(BATCH_ID, "")
-    if not key.isalnum():
+    if not _BATCH_KEY.fullmatch(key):
         key = ids_digest(table.column("event_id"))
     return key, _dedupe(table)[0]

@@ -81,6 +81,9 @@ def stream_config(
         duplicate_window=duplicate_window,
         max_age=max_age,
         max_bytes=max_bytes,
+        # A full stream refuses new messages (the producer spools them)
+        # rather than dropping old ones no worker has consumed yet.
+        discard=api.DiscardPolicy.NEW if max_bytes else api.DiscardPolicy.OLD,
     )
 
 
@@ -312,6 +315,13 @@ class NatsBackend(Transport):
             self._stream_checked = False
             raise self._conn.unavailable(
                 f"no JetStream stream answered on {self.address.subject!r} ({exc})"
+            ) from exc
+        except errors.ServiceUnavailableError as exc:
+            # 503: the stream is full (max_bytes, discard=new) or JetStream is
+            # unavailable for now: retried, then spooled, like a broker down.
+            raise self._conn.unavailable(
+                f"JetStream refused the messages for now (the stream {self.address.stream!r} "
+                f"full at its max_bytes?): {_why(exc)} {getattr(exc, 'description', '') or ''}"
             ) from exc
         self.messages_sent += len(messages)
         self.duplicates += sum(1 for a in acks if getattr(a, "duplicate", False))

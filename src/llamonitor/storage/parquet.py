@@ -115,7 +115,7 @@ class ParquetBackend(StorageBackend):
         if len(parts) == 1:
             key, part = parts[0]
             directory = self.root / partition_dir_name(self.config.partition_by, key)
-            directory.mkdir(parents=True, exist_ok=True)
+            _mkdir(directory)
             write_table_atomic(part, directory / self._name(), self.config.compression)
             return
         # Several files for one batch: write them all under (locked) temporary
@@ -125,7 +125,7 @@ class ParquetBackend(StorageBackend):
             staged = []
             for key, part in parts:
                 directory = self.root / partition_dir_name(self.config.partition_by, key)
-                directory.mkdir(parents=True, exist_ok=True)
+                _mkdir(directory)
                 final = directory / self._name()
                 staged.append((_stage(part, final, self.config.compression, held), final))
             for tmp, final in staged:
@@ -152,7 +152,7 @@ class ParquetBackend(StorageBackend):
                 if final.exists():
                     skipped += part.num_rows
                     continue
-                directory.mkdir(parents=True, exist_ok=True)
+                _mkdir(directory)
                 write_table_atomic(part, final, self.config.compression)
         return skipped
 
@@ -180,6 +180,21 @@ def _days(table: pa.Table) -> list[tuple[str, pa.Table]]:
         ((_EPOCH + timedelta(days=int(d))).isoformat(), table.filter(pa.array(days == d)))
         for d in np.unique(days)
     ]
+
+
+def _mkdir(directory: Path) -> None:
+    """``mkdir -p directory``, each directory it created made durable in its
+    parent (fsync), as the renames of the files in it are."""
+    missing = []
+    d = directory
+    while not d.is_dir():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        fsync_dir(created.parent)
 
 
 def _keyed_name(part: pa.Table, key: str) -> str:
