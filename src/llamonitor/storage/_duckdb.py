@@ -16,6 +16,7 @@ result.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -76,9 +77,22 @@ STREAM_BATCH_ROWS = 122_880
 """Rows per record batch of :meth:`DuckDBQuery.stream` (DuckDB's row group size)."""
 
 # A file listed, then removed by a concurrent compaction before DuckDB opens
-# it, is an IOException: if the store's file list changed, read it again.
-_RETRIES = 8
+# it, is an IOException: if the store's file list changed, read it again --
+# for as long as it keeps changing, up to a deadline (a store compacted in a
+# tight loop on a loaded machine can change many times in a row; a count of
+# retries ran out there). A file list that did not change is a real error.
+_RETRY_SECONDS = 10.0
 _RETRY_SLEEP_SECONDS = 0.005
+_RETRY_SLEEP_MAX_SECONDS = 0.1
+
+
+def _again(attempt: int, deadline: float) -> bool:
+    """Sleep a growing pause and say whether to read again (before ``deadline``)."""
+    if time.monotonic() >= deadline:
+        return False
+    time.sleep(min(_RETRY_SLEEP_SECONDS * attempt, _RETRY_SLEEP_MAX_SECONDS))
+    return True
+
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
@@ -148,7 +162,8 @@ class DuckDBQuery:
         rows); ``sql`` must apply them too (see :meth:`where`). Returns
         ``None`` if the store is empty.
         """
-        for attempt in range(_RETRIES + 1):
+        deadline = time.monotonic() + _RETRY_SECONDS
+        for attempt in itertools.count():
             relation = self._source(filters)
             if relation is None:
                 return None
@@ -169,8 +184,7 @@ class DuckDBQuery:
                     finally:
                         self._con.unregister("__llamonitor_rows")
             except duckdb.IOException as exc:
-                if attempt < _RETRIES and self._source(filters) != relation:
-                    time.sleep(_RETRY_SLEEP_SECONDS * attempt)
+                if self._source(filters) != relation and _again(attempt, deadline):
                     continue  # the files changed under us: read the new set
                 if "No files found" in str(exc) or "needs at least one file" in str(exc):
                     return None
@@ -195,7 +209,8 @@ class DuckDBQuery:
         overlaps them. Close the iterator when done early (use
         ``contextlib.closing``). Yields nothing if the store is empty.
         """
-        for attempt in range(_RETRIES + 1):
+        deadline = time.monotonic() + _RETRY_SECONDS
+        for attempt in itertools.count():
             relation = self._source(filters)
             if relation is None:
                 return
@@ -219,8 +234,7 @@ class DuckDBQuery:
             except duckdb.IOException as exc:
                 if started:
                     raise
-                if attempt < _RETRIES and self._source(filters) != relation:
-                    time.sleep(_RETRY_SLEEP_SECONDS * attempt)
+                if self._source(filters) != relation and _again(attempt, deadline):
                     continue  # the files changed under us: read the new set
                 if "No files found" in str(exc) or "needs at least one file" in str(exc):
                     return
