@@ -58,5 +58,10 @@ def test_feedback_on_a_trace_shows_in_the_report(page: Any, scored_server: Any) 
     assert HOSTILE in text and "<b>polite</b> 100.0%" in text  # markup shown as text
     assert section.query_selector("img") is None and section.query_selector("b") is None
     assert page.evaluate("window.__xss") is None
+    # every score table fits its box: nothing cut off at the right edge
+    clipped = section.evaluate(
+        "s => [...s.querySelectorAll('.sub')].filter(b => b.scrollWidth > b.clientWidth + 1)"
+        ".map(b => b.querySelector('h3').textContent)")
+    assert clipped == []
     shot(page, "report-scores")
     assert page.problems == []

@@ -206,13 +206,14 @@ export function mount(root, ctx) {
     if (sc.scores) {
       const labels = (g) => (g.labels || []).slice(0, 4).map((x) => `${x.label} ${pct(x.share)}`).join(", ");
       const mean = (v) => (v === null || v === undefined ? "—" : Number(v).toPrecision(3));
+      // score names and labels are free text: they wrap, so a table fits its half of the page
       const scoreCols = (label, filter) => [
-        { label: "score", render: (g) => String(g.name) },
-        ...(label ? [{ label, render: filter ? keyLink(filter) : (g) => (g.key === null || g.key === undefined ? h("span", { class: "muted" }, "(none)") : String(g.key)) }] : []),
+        { label: "score", cls: "wrap", render: (g) => String(g.name) },
+        ...(label ? [{ label, cls: "nowrap", render: filter ? keyLink(filter) : (g) => (g.key === null || g.key === undefined ? h("span", { class: "muted" }, "(none)") : String(g.key)) }] : []),
         { label: "count", num: true, render: (g) => int(g.count) },
         { label: "mean", num: true, render: (g) => mean(g.mean) },
         { label: "median", num: true, render: (g) => mean(g.median) },
-        { label: "labels", render: labels },
+        { label: "labels", cls: "wrap", render: labels },
       ];
       const by = sc.by || {};
       const scoreSection = section("Scores",
@@ -221,14 +222,14 @@ export function mount(root, ctx) {
           stat("score names", int((sc.names || []).length)),
           stat("outside the scope", int(sc.unmatched), sc.unmatched ? "warn" : "")),
         sub("Distribution", table([
-          { label: "score", render: (g) => String(g.name) },
+          { label: "score", cls: "wrap", render: (g) => String(g.name) },
           { label: "count", num: true, render: (g) => int(g.count) },
           { label: "numeric", num: true, render: (g) => int(g.numeric) },
           { label: "mean", num: true, render: (g) => mean(g.mean) },
           { label: "median", num: true, render: (g) => mean(g.median) },
           { label: "min", num: true, render: (g) => mean(g.min) },
           { label: "max", num: true, render: (g) => mean(g.max) },
-          { label: "labels", render: labels },
+          { label: "labels", cls: "wrap", render: labels },
         ], sc.names || [])),
         h("div", { class: "two" },
           sub("By model", table(scoreCols("model", "model"), by.model || [])),
