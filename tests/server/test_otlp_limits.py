@@ -374,6 +374,16 @@ def test_grpc_gets_unavailable_when_full_and_loses_nothing(flood: Flood) -> None
         with pytest.raises(grpc.RpcError) as refused:
             export(body, timeout=60)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # when to come back, where the OpenTelemetry exporter and gRPC's rich errors look
+        from google.rpc.error_details_pb2 import RetryInfo
+        from google.rpc.status_pb2 import Status as RpcStatus
+
+        trailers = dict(refused.value.trailing_metadata())
+        info = RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+        assert info.retry_delay.seconds == _ingest.RETRY_AFTER_SECONDS
+        rich = RpcStatus.FromString(trailers["grpc-status-details-bin"])
+        assert rich.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert rich.details[0].Is(RetryInfo.DESCRIPTOR)
         backend.gate.set()
         assert writer.flush(60)
         assert export(body, timeout=60).partial_success.rejected_spans == 0

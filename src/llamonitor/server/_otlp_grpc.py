@@ -8,7 +8,11 @@ off loopback without a token is refused by ``ServerConfig.check``. Messages
 past ``otlp_max_body_bytes`` are refused by gRPC itself
 (``RESOURCE_EXHAUSTED``), bytes that are not a request are ``INVALID_ARGUMENT``
 (counted); gzip-compressed calls are decompressed by gRPC. A full queue
-answers ``UNAVAILABLE``, which OTLP clients retry.
+answers ``UNAVAILABLE``, which OTLP clients retry, with a ``RetryInfo`` of
+``RETRY_AFTER_SECONDS`` (as the 503's ``Retry-After``): in the trailing
+metadata key ``google.rpc.retryinfo-bin`` that the OpenTelemetry Python
+exporter reads, and as the details of a ``google.rpc.Status`` in
+``grpc-status-details-bin`` (the gRPC rich-error form other clients read).
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llamonitor.schema.config import ConfigurationError
-from llamonitor.server._ingest import Ingestor, Refused, export_response, parse_protobuf
+from llamonitor.server._ingest import (
+    RETRY_AFTER_SECONDS,
+    Ingestor,
+    Refused,
+    export_response,
+    parse_protobuf,
+)
 
 logger = logging.getLogger("llamonitor.server")
 
@@ -40,6 +50,25 @@ def _grpc() -> Any:
             "OTLP/gRPC needs the otlp extra: pip install 'llamonitor[otlp]'"
         ) from exc
     return grpc
+
+
+def abort_unavailable(grpc: Any, context: Any, message: str) -> None:
+    """End the call with ``UNAVAILABLE`` and a ``RetryInfo`` saying when to
+    come back (the OTLP spec's throttling answer)."""
+    from google.protobuf.any_pb2 import Any as AnyMessage
+    from google.protobuf.duration_pb2 import Duration
+    from google.rpc.error_details_pb2 import RetryInfo
+    from google.rpc.status_pb2 import Status
+
+    info = RetryInfo(retry_delay=Duration(seconds=RETRY_AFTER_SECONDS))
+    detail = AnyMessage()
+    detail.Pack(info)
+    status = Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=message, details=[detail])
+    context.set_trailing_metadata((
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+        ("grpc-status-details-bin", status.SerializeToString()),
+    ))
+    context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
 
 class _Malformed:
@@ -93,7 +122,7 @@ def start_grpc(
         try:
             outcome = ingestor.export(request)
         except Refused as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            abort_unavailable(grpc, context, str(exc))
         return export_response(outcome)
 
     handler = grpc.method_handlers_generic_handler(SERVICE, {

@@ -268,7 +268,7 @@ def grpc_logs_handler(grpc: Any, ingestor: Any, token: str | None) -> Any:
         ExportLogsServiceResponse,
     )
 
-    from llamonitor.server._otlp_grpc import _authorized
+    from llamonitor.server._otlp_grpc import _authorized, abort_unavailable
 
     def parse(raw: bytes) -> Any:
         try:
@@ -289,7 +289,7 @@ def grpc_logs_handler(grpc: Any, ingestor: Any, token: str | None) -> Any:
             _accepted, rejected, message = export_logs(ingestor, request)
         except Refused as exc:
             ingestor.count(exc.counter)
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            abort_unavailable(grpc, context, str(exc))
         response = ExportLogsServiceResponse()
         if rejected or message:
             response.partial_success.rejected_log_records = rejected
