@@ -1,6 +1,6 @@
 """Scores in every store: Parquet, SQLite, PostgreSQL, MySQL/MariaDB (the real
-servers of tests/_servers.py), idempotent by score_id, migrated, flagged when
-their target is unknown."""
+servers of tests/_servers.py), ClickHouse (a private server, tests/_clickhouse.py),
+idempotent by score_id, migrated, flagged when their target is unknown."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -24,7 +25,9 @@ from llamonitor.storage._scores import ScoreFilters, mark_targets, read_scores, 
 sys.path.insert(0, str(Path(__file__).parent))
 from _servers import _execute, server_dsn
 
-STORES = ("parquet", "sqlite", "postgres", "mysql")
+pytest_plugins = ["_clickhouse"]  # the clickhouse_server fixture
+
+STORES = ("parquet", "sqlite", "postgres", "mysql", "clickhouse")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -48,8 +51,39 @@ def store_of(kind: str, tmp_path: Path) -> Iterator[StorageConfig]:
         _execute(kind, dsn, "DROP " + drop.format(schema))
 
 
+def ch_execute(server: Any, sql: str) -> list[tuple[Any, ...]]:
+    from clickhouse_driver import Client
+
+    client = Client.from_url(server.dsn)
+    try:
+        rows: list[tuple[Any, ...]] = client.execute(sql)
+        return rows
+    finally:
+        client.disconnect()
+
+
+def database_of(store: StorageConfig) -> str:
+    assert store.connection_string is not None
+    return store.connection_string.get_secret_value().rsplit("/", 1)[1]
+
+
+def clickhouse_store(server: Any) -> Iterator[StorageConfig]:
+    """A database of its own in the private ClickHouse server (its scores table
+    is always ``llamonitor_scores``), dropped afterwards."""
+    database = "sc_" + secrets.token_hex(5)
+    ch_execute(server, f"CREATE DATABASE {database}")
+    try:
+        dsn = server.dsn.rsplit("/", 1)[0] + "/" + database
+        yield StorageConfig(backend="clickhouse", connection_string=SecretStr(dsn))
+    finally:
+        ch_execute(server, f"DROP DATABASE IF EXISTS {database}")
+
+
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageConfig]:
+    if request.param == "clickhouse":
+        yield from clickhouse_store(request.getfixturevalue("clickhouse_server"))
+        return
     yield from store_of(str(request.param), tmp_path)
 
 
@@ -128,6 +162,38 @@ def test_a_table_of_an_older_version_gains_the_new_columns(kind: str, tmp_path: 
         write_scores(store, scores_table([_score("new", metadata={"k": 1})]))
         out = {r["name"]: r["metadata"] for r in read_scores(store).to_pylist()}
         assert out == {"helpful": None, "new": '{"k": 1}'}
+
+
+def test_a_clickhouse_table_of_an_older_version_gains_the_new_columns(
+    clickhouse_server: Any,
+) -> None:
+    """The same migration on ClickHouse: a column dropped (an older table) is
+    added back by the next process's first write; the old row reads back."""
+    from llamonitor.storage import _clickhouse_scores
+
+    for store in clickhouse_store(clickhouse_server):
+        write_scores(store, scores_table([_score()]))
+        table = f"{database_of(store)}.{_clickhouse_scores.SCORES_TABLE}"
+        ch_execute(clickhouse_server, f"ALTER TABLE {table} DROP COLUMN metadata")
+        _clickhouse_scores._created.clear()  # a new process
+        write_scores(store, scores_table([_score("new", metadata={"k": 1})]))
+        out = {r["name"]: r["metadata"] for r in read_scores(store).to_pylist()}
+        assert out == {"helpful": None, "new": '{"k": 1}'}
+
+
+def test_clickhouse_keeps_one_row_per_score_once_merged(clickhouse_server: Any) -> None:
+    """Written three times, a score is three rows until a merge; reads count it
+    once before the merge (FINAL), and the merge keeps the latest."""
+    from llamonitor.storage import _clickhouse_scores
+
+    for store in clickhouse_store(clickhouse_server):
+        table = f"{database_of(store)}.{_clickhouse_scores.SCORES_TABLE}"
+        for i, value in enumerate((0.1, 0.9, 0.5)):
+            write_scores(store, scores_table([_score(value=value, timestamp=T0 + timedelta(i))]))
+        assert ch_execute(clickhouse_server, f"SELECT count() FROM {table}") == [(3,)]
+        assert [r["value"] for r in read_scores(store).to_pylist()] == [0.5]
+        ch_execute(clickhouse_server, f"OPTIMIZE TABLE {table} FINAL")
+        assert ch_execute(clickhouse_server, f"SELECT value FROM {table}") == [(0.5,)]
 
 
 def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:

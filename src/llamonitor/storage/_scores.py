@@ -11,6 +11,8 @@ One pair of calls for every store: :func:`write_scores` and
   again is a new row with the same ``score_id``, and reads keep the latest.
 - SQLite, PostgreSQL, MySQL/MariaDB: the table ``llamonitor_scores``, upserted
   by ``score_id`` (see ``_sql_scores``).
+- ClickHouse: the table ``llamonitor_scores``, a ``ReplacingMergeTree`` by
+  ``score_id`` read ``FINAL`` (see ``_clickhouse_scores``).
 
 A score may name a trace, span or session the store does not hold (yet, or
 ever: a typo, spans sampled out): it is kept as given, and
@@ -45,6 +47,9 @@ def store_kind(storage: StorageConfig) -> str:
         ConfigurationError: a backend that cannot hold scores (``memory``, a
             custom class), naming ``storage.backend``.
     """
+    backend = storage.backend
+    if isinstance(backend, str) and backend == "clickhouse":
+        return "clickhouse"  # the ClickHouse store holds scores (not metric points yet)
     return _side_files.store_kind(storage, "scores")
 
 
@@ -69,6 +74,10 @@ def write_scores(storage: StorageConfig, table: pa.Table) -> int:
         return 0
     if kind == "parquet":
         _write_parquet(scores_root(storage), scores)
+    elif kind == "clickhouse":
+        from llamonitor.storage import _clickhouse_scores
+
+        _clickhouse_scores.write(storage, scores)
     else:
         from llamonitor.storage import _sql_scores
 
@@ -135,6 +144,11 @@ def read_scores(storage: StorageConfig, filters: ScoreFilters | None = None) -> 
             # Rows written again carry a later timestamp: a later day's file.
             rel = "read_parquet(?, union_by_name = true)"
             head: list[Any] = [[str(p) for p in files]]
+        elif kind == "clickhouse":
+            from llamonitor.storage import _clickhouse_scores
+
+            con.register("__scores", _clickhouse_scores.fetch(storage, f.since))
+            rel, head = "__scores", []
         else:
             from llamonitor.storage import _sql_scores
 

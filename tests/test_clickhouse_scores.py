@@ -1,0 +1,71 @@
+"""Scores on the ClickHouse store end to end: ``llamonitor.score()`` in the
+application travels through the writer into ClickHouse's ``llamonitor_scores``
+table, and ``llamonitor report --dsn clickhouse://...`` shows them beside the
+spans (a private server, tests/_clickhouse.py)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+import llamonitor
+from llamonitor.cli import cli
+from llamonitor.schema.config import StorageConfig
+from llamonitor.storage._scores import read_scores
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_score_store import ch_execute
+
+pytest_plugins = ["_clickhouse"]  # the clickhouse_server fixture
+
+
+@pytest.fixture
+def database(clickhouse_server: Any) -> Iterator[str]:
+    name = "cs_" + secrets.token_hex(5)
+    ch_execute(clickhouse_server, f"CREATE DATABASE {name}")
+    try:
+        yield clickhouse_server.dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        ch_execute(clickhouse_server, f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_scores_from_the_application_land_in_clickhouse_and_in_the_report(
+    database: str,
+) -> None:
+    store = StorageConfig(backend="clickhouse", connection_string=SecretStr(database))
+    llamonitor.initialize_monitoring({"storage": store})
+    try:
+
+        @llamonitor.monitor_llm(operation_name="answer", custom_attributes={"model": "gpt-4o-mini"})
+        def answer(i: int) -> str:
+            span = llamonitor.current_span()
+            assert span is not None
+            assert span.score("helpful", 0.25 * (i % 4), source="llm", evaluator="judge")
+            return "ok"
+
+        for i in range(8):
+            answer(i)
+        assert llamonitor.score("feedback", label="good", trace_id="t-1", source="human")
+        assert llamonitor.flush(30.0)
+    finally:
+        llamonitor.shutdown_monitoring(10)
+    rows = read_scores(store).to_pylist()
+    assert sorted(r["name"] for r in rows) == ["feedback"] + ["helpful"] * 8
+    assert all(r["span_id"] and r["trace_id"] for r in rows if r["name"] == "helpful")
+
+    out = CliRunner().invoke(cli, ["report", "--dsn", database, "--json"])
+    assert out.exit_code == 0, out.output
+    section = json.loads(out.output)["scores"]
+    assert section["scores"] == 8 and section["unmatched"] == 1  # trace t-1 has no spans
+    helpful = {g["name"]: g for g in section["names"]}["helpful"]
+    assert helpful["count"] == 8 and helpful["mean"] == pytest.approx(0.375)
+    (by_model,) = [g for g in section["by"]["model"] if g["name"] == "helpful"]
+    assert by_model["key"] == "gpt-4o-mini" and by_model["count"] == 8
