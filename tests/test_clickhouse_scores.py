@@ -69,3 +69,43 @@ def test_scores_from_the_application_land_in_clickhouse_and_in_the_report(
     assert helpful["count"] == 8 and helpful["mean"] == pytest.approx(0.375)
     (by_model,) = [g for g in section["by"]["model"] if g["name"] == "helpful"]
     assert by_model["key"] == "gpt-4o-mini" and by_model["count"] == 8
+
+
+def test_the_server_over_clickhouse_takes_and_shows_scores(database: str, tmp_path: Path) -> None:
+    """``llamonitor serve --dsn clickhouse://...``: a score POSTed on the API (the
+    UI's thumbs) is stored in ClickHouse and listed back, its target found."""
+    from fastapi.testclient import TestClient
+
+    from llamonitor.server._app import create_app
+    from llamonitor.server._settings import ServerConfig
+    from llamonitor.server._store import open_server_store
+
+    store = StorageConfig(backend="clickhouse", connection_string=SecretStr(database))
+    llamonitor.initialize_monitoring({"storage": store})
+    try:
+
+        @llamonitor.monitor_llm(operation_name="answer", trace_id_from="trace")
+        def answer(trace: str) -> str:
+            return "ok"
+
+        answer(trace="ab" * 16)
+        assert llamonitor.flush(30.0)
+    finally:
+        llamonitor.shutdown_monitoring(10)
+    server_store = open_server_store(tmp_path / "none", dsn=database)
+    try:
+        client = TestClient(create_app(server_store, ServerConfig()), base_url="http://127.0.0.1:8585")
+        posted = client.post(
+            "/api/scores",
+            json={"name": "user_feedback", "value": 1, "trace_id": "ab" * 16, "comment": "yes"},
+            headers={"x-llamonitor-write": "1"},
+        )
+        assert posted.status_code == 201, posted.text
+        listed = client.get("/api/scores").json()["scores"]
+        assert [(s["name"], s["value"], s["comment"], s["target_found"]) for s in listed] == [
+            ("user_feedback", 1.0, "yes", True)
+        ]
+        report = client.get("/api/report").json()
+        assert report["scores"]["scores"] == 1
+    finally:
+        server_store.close()

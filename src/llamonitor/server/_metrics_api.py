@@ -35,7 +35,7 @@ def metrics_storage(request: Request) -> Any:
 
     info = state(request).store.info
     if info.dsn and info.kind == "clickhouse":
-        return None  # a ClickHouse store holds spans only: no metric points, no scores
+        return None  # a ClickHouse store holds no metric points (its scores: _scores)
     if info.dsn:
         return StorageConfig(backend=info.kind, connection_string=SecretStr(info.dsn))
     if info.directory is not None and info.directory.is_dir():
