@@ -193,10 +193,10 @@ def apply_retention(
             done before stays done, the next run goes on.
     """
     config = config or RetentionConfig()
+    check_store(storage, config)
     kind = store_kind(storage)
     when = _now(now)
     started = time.perf_counter()
-    check_store(storage, config)
     cutoffs = plan(config, when)
     report = RetentionReport(
         store=_label(storage, kind),
@@ -242,6 +242,13 @@ def check_store(storage: StorageConfig, config: RetentionConfig) -> None:
             ``storage.backend``; a span retention on the ``jsonl`` store,
             naming ``retention.spans_days``.
     """
+    if storage.backend == "clickhouse":
+        raise ConfigurationError(
+            "storage.backend",
+            "retention is not applied to the clickhouse store (it holds no metric points, "
+            "and its spans are partitioned by month): drop a month of spans with "
+            "ALTER TABLE <database>.<table> DROP PARTITION 202601 (docs/clickhouse.md)",
+        )
     store_kind(storage)
     if storage.backend == "jsonl" and config.spans_seconds is not None:
         raise ConfigurationError(
