@@ -107,5 +107,7 @@ def test_the_server_over_clickhouse_takes_and_shows_scores(database: str, tmp_pa
         ]
         report = client.get("/api/report").json()
         assert report["scores"]["scores"] == 1
+        # and its metric points (none written here: an empty list, not an error)
+        assert client.get("/api/metrics").json() is not None
     finally:
         server_store.close()

@@ -169,13 +169,13 @@ def test_a_clickhouse_table_of_an_older_version_gains_the_new_columns(
 ) -> None:
     """The same migration on ClickHouse: a column dropped (an older table) is
     added back by the next process's first write; the old row reads back."""
-    from llamonitor.storage import _clickhouse_scores
+    from llamonitor.storage import _clickhouse_scores, _clickhouse_side
 
     for store in clickhouse_store(clickhouse_server):
         write_scores(store, scores_table([_score()]))
         table = f"{database_of(store)}.{_clickhouse_scores.SCORES_TABLE}"
         ch_execute(clickhouse_server, f"ALTER TABLE {table} DROP COLUMN metadata")
-        _clickhouse_scores._created.clear()  # a new process
+        _clickhouse_side._created.clear()  # a new process
         write_scores(store, scores_table([_score("new", metadata={"k": 1})]))
         out = {r["name"]: r["metadata"] for r in read_scores(store).to_pylist()}
         assert out == {"helpful": None, "new": '{"k": 1}'}

@@ -1,21 +1,24 @@
 """Fixtures of the metrics tests: a private registry, and the point stores
 (Parquet in a temporary directory, SQLite in a temporary file, the real
-PostgreSQL and MySQL/MariaDB test servers of ``tests/_servers.py``)."""
+PostgreSQL and MySQL/MariaDB test servers of ``tests/_servers.py``, a private
+ClickHouse server of ``tests/_clickhouse.py``)."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from _clickhouse import clickhouse_server  # noqa: F401  (a fixture, for the ClickHouse store)
 from llamonitor.metrics import _api, _rules, _worker
 from llamonitor.metrics._registry import Registry
 from llamonitor.schema.config import StorageConfig
 
-STORES = ("parquet", "sqlite", "postgres", "mysql")
+STORES = ("parquet", "sqlite", "postgres", "mysql", "clickhouse")
 
 
 @pytest.fixture
@@ -61,7 +64,28 @@ def storage_of(kind: str, tmp_path: Path) -> Iterator[StorageConfig]:
 @pytest.fixture(params=STORES)
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageConfig]:
     """Each point store in turn (a server that does not answer skips, or fails in CI)."""
+    if request.param == "clickhouse":
+        yield from clickhouse_of(request.getfixturevalue("clickhouse_server"))
+        return
     yield from storage_of(str(request.param), tmp_path)
+
+
+def clickhouse_of(server: Any) -> Iterator[StorageConfig]:
+    """A database of the test's own in the private ClickHouse server, dropped afterwards."""
+    from clickhouse_driver import Client
+
+    dsn = str(server.dsn)
+    database = "mt_" + secrets.token_hex(5)
+    client = Client.from_url(dsn)
+    try:
+        client.execute(f"CREATE DATABASE {database}")
+        yield StorageConfig(
+            backend="clickhouse",
+            connection_string=SecretStr(dsn.rsplit("/", 1)[0] + "/" + database),
+        )
+    finally:
+        client.execute(f"DROP DATABASE IF EXISTS {database}")
+        client.disconnect()
 
 
 @pytest.fixture

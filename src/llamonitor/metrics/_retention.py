@@ -245,8 +245,8 @@ def check_store(storage: StorageConfig, config: RetentionConfig) -> None:
     if storage.backend == "clickhouse":
         raise ConfigurationError(
             "storage.backend",
-            "retention is not applied to the clickhouse store (it holds no metric points, "
-            "and its spans are partitioned by month): drop a month of spans with "
+            "retention is not applied to the clickhouse store: its spans and metric points "
+            "are partitioned by month, drop a month with "
             "ALTER TABLE <database>.<table> DROP PARTITION 202601 (docs/clickhouse.md)",
         )
     store_kind(storage)

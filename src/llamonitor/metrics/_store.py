@@ -16,6 +16,8 @@ One pair of calls for every store: :func:`write_points` and
   ``storage.schema_name`` if set) derived from
   :data:`~llamonitor.metrics._schema.METRIC_SCHEMA` with the dialect type
   maps of the span table (``storage._sql_types``); see ``_sql_points``.
+- ClickHouse: a ``MergeTree`` table ``metric_points`` in the database of the
+  connection string; see ``_clickhouse_points``.
 
 Reads go through DuckDB (Parquet: ``read_parquet`` with the filters; SQL:
 the filters pushed into the database's ``WHERE``).
@@ -58,6 +60,8 @@ def store_kind(storage: StorageConfig) -> str:
         ConfigurationError: a backend that cannot hold metric points
             (``memory``, a custom class), naming ``storage.backend``.
     """
+    if storage.backend == "clickhouse":
+        return "clickhouse"
     return _side_files.store_kind(storage, "metric points")
 
 
@@ -91,6 +95,10 @@ def write_points(storage: StorageConfig, table: pa.Table) -> int:
         return 0
     if kind == "parquet":
         _write_parquet(metrics_root(storage), points)
+    elif kind == "clickhouse":
+        from llamonitor.metrics import _clickhouse_points
+
+        _clickhouse_points.write(storage, points)
     else:
         from llamonitor.metrics import _sql_points
 
@@ -201,10 +209,13 @@ def query_points(
                 sql.replace("{rel}", rel), params=[[str(f) for f in files], *(params or [])]
             )
         else:
-            from llamonitor.metrics import _sql_points
+            from llamonitor.metrics import _clickhouse_points, _sql_points
 
             pushed = sql_filters or (None, start, end, None)
-            fetched = _sql_points.fetch(storage, kind, *pushed)
+            if kind == "clickhouse":
+                fetched = _clickhouse_points.fetch(storage, *pushed)
+            else:
+                fetched = _sql_points.fetch(storage, kind, *pushed)
             con.register("__llamonitor_points", fetched)
             result = con.sql(sql.replace("{rel}", "__llamonitor_points"), params=params or [])
         fetch = getattr(result, "to_arrow_table", None) or result.arrow

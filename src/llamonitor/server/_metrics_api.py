@@ -34,8 +34,6 @@ def metrics_storage(request: Request) -> Any:
     from llamonitor.schema.config import StorageConfig
 
     info = state(request).store.info
-    if info.dsn and info.kind == "clickhouse":
-        return None  # a ClickHouse store holds no metric points (its scores: _scores)
     if info.dsn:
         return StorageConfig(backend=info.kind, connection_string=SecretStr(info.dsn))
     if info.directory is not None and info.directory.is_dir():

@@ -44,16 +44,9 @@ _FIELDS = frozenset(
 
 
 def score_storage(request: Request) -> Any:
-    """The ``StorageConfig`` of the server's store, for its scores (a ClickHouse
-    store holds scores but no metric points)."""
-    from pydantic import SecretStr
-
-    from llamonitor.schema.config import StorageConfig
+    """The ``StorageConfig`` of the server's store, for its scores."""
     from llamonitor.server._metrics_api import metrics_storage
 
-    info = state(request).store.info
-    if info.dsn and info.kind == "clickhouse":
-        return StorageConfig(backend="clickhouse", connection_string=SecretStr(info.dsn))
     return metrics_storage(request)
 
 

@@ -49,7 +49,7 @@ def store_kind(storage: StorageConfig) -> str:
     """
     backend = storage.backend
     if isinstance(backend, str) and backend == "clickhouse":
-        return "clickhouse"  # the ClickHouse store holds scores (not metric points yet)
+        return "clickhouse"
     return _side_files.store_kind(storage, "scores")
 
 
