@@ -42,25 +42,20 @@ not written.
 from __future__ import annotations
 
 import asyncio
-import errno
-import inspect
 import logging
 import random
-import re
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from llamonitor.cli._ingest_errors import Refused, about_content
+from llamonitor.cli._ingest_rows import dedupe, keyed, spans
 from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
-from llamonitor.export._broker_codec import BATCH_ID, PoisonMessage, decode, ids_digest
-from llamonitor.schema._extensions import conform
+from llamonitor.cli._ingest_target import CLOSE_TIMEOUT_SECONDS, TargetThread
+from llamonitor.export._broker_codec import PoisonMessage
 from llamonitor.schema._rejected import RowsRejected
-from llamonitor.schema.config import ConfigurationError
 
 __all__ = ["IngestStats", "IngestWorker", "TargetThread"]
 
@@ -70,45 +65,10 @@ BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 BACKLOG_EVERY_SECONDS = 2.0
 """How often the worker asks the broker for its backlog (lag, pending)."""
-CLOSE_TIMEOUT_SECONDS = 30.0
-"""How long the worker waits for the target to close (a write still stuck
-past the shutdown grace holds the writer thread; it is a daemon)."""
 ABANDONED_CLOSE_SECONDS = 1.0
-"""The same, after a write was abandoned at shutdown (it may hold the thread)."""
-_BATCH_KEY = re.compile(r"[0-9a-f]{32}")
-_CONTENT_ERRNOS = frozenset({
-    errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EFBIG, errno.EOVERFLOW, errno.E2BIG,
-})
-
-_TARGET_SQLSTATE_CLASSES = frozenset({"08", "0A", "28", "3D", "3F", "42", "53", "55", "57", "58"})
-"""SQLSTATE classes about the database (its connection, a feature, a login, a
-missing database or schema, a privilege or a missing table, resources,
-operator intervention): retried, never blamed on the messages."""
-
-
-class _Refused(Exception):
-    """A write failed for the content of its messages (retrying cannot help)."""
-
-
-def _about_content(exc: BaseException) -> bool:
-    """Whether a write's error is about what was written rather than the
-    target being unreachable or busy: a ``StoreError`` not marked transient,
-    ``ValueError``/``TypeError``, an ``OSError`` such as ENAMETOOLONG (not a
-    connection error, a full disk or a permission; not a PostgreSQL SQLSTATE
-    about the database itself, such as 42501 permission denied)."""
-    if isinstance(exc, ConfigurationError):
-        return False  # the target's setting, not these rows
-    state = str(getattr(exc, "sqlstate", "") or "")
-    if len(state) == 5 and state[:2] in _TARGET_SQLSTATE_CLASSES:
-        return False  # SQLSTATE: a login, a privilege, resources: not the rows
-    flag = getattr(exc, "llamonitor_transient", None)
-    if isinstance(flag, bool):
-        return not flag
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return False
-    if isinstance(exc, OSError):
-        return exc.errno in _CONTENT_ERRNOS
-    return isinstance(exc, (ValueError, TypeError))
+"""How long the worker waits for the target to close after a write was
+abandoned at shutdown (it may hold the writer thread); else
+:data:`~llamonitor.cli._ingest_target.CLOSE_TIMEOUT_SECONDS`."""
 
 
 @dataclass
@@ -129,64 +89,6 @@ class IngestStats:
     healthy: bool = True
     last_error: str | None = None
     started: float = field(default_factory=time.time)
-
-
-async def _call(fn: Any, *args: Any) -> Any:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class TargetThread:
-    """A storage backend driven from a thread of its own, with its own event
-    loop: :meth:`run` schedules one of the backend's methods there and
-    returns an awaitable for the caller's loop. Cancelling that awaitable
-    cancels the call on the writer's loop (an ``await`` in it is interrupted;
-    a blocking write finishes first).
-    """
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self._serve, name="llamonitor-ingest-writer", daemon=True
-        )
-        self.thread.start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def run(self, name: str, *args: Any) -> asyncio.Future[Any]:
-        """``target.<name>(*args)`` on the writer's loop, awaitable from the caller's."""
-        method: Callable[..., Any] = getattr(self.target, name)
-        done = asyncio.run_coroutine_threadsafe(_call(method, *args), self.loop)
-        return asyncio.wrap_future(done)
-
-    def stop(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
-        """End the writer's loop (after the call in hand) and its thread."""
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-def _dedupe(table: pa.Table) -> tuple[pa.Table, int]:
-    """``table`` with each ``event_id`` once (the first), and how many were dropped."""
-    ids = table.column("event_id")
-    distinct = pc.count_distinct(ids).as_py()
-    if distinct == table.num_rows:
-        return table, 0
-    seen: set[Any] = set()
-    keep = []
-    for i, value in enumerate(ids.to_pylist()):
-        if value not in seen:
-            seen.add(value)
-            keep.append(i)
-    return table.take(keep), table.num_rows - len(keep)
 
 
 class IngestWorker:
@@ -352,7 +254,7 @@ class IngestWorker:
             if d.redelivered:
                 self.stats.redeliveries += 1
             try:
-                good.append((d, _spans(d)))
+                good.append((d, spans(d)))
             except PoisonMessage as exc:
                 poison.append((d, str(exc)))
         self.stats.in_flight = len(deliveries)
@@ -406,10 +308,10 @@ class IngestWorker:
     async def _write_all(self, good: list[tuple[Delivery, pa.Table]]) -> bool:
         """Write the spans of ``good``; False if stopped before it could."""
         if self._keyed:  # one file per message, named by its batch id
-            keyed = [_keyed(d, t) for d, t in good]
-            rows = sum(t.num_rows for _, t in keyed)
+            named = [keyed(d, t) for d, t in good]
+            rows = sum(t.num_rows for _, t in named)
             self.stats.duplicates += sum(t.num_rows for _, t in good) - rows
-            call: tuple[Any, ...] = ("write_tables_once", keyed)
+            call: tuple[Any, ...] = ("write_tables_once", named)
         else:
             try:
                 table = pa.concat_tables([t for _, t in good], promote_options="default")
@@ -419,15 +321,15 @@ class IngestWorker:
                     if not await self._write_all([item]):
                         return False
                 return True
-            table, dropped = _dedupe(table)
+            table, dropped = dedupe(table)
             self.stats.duplicates += dropped
             rows = table.num_rows
             call = ("write_table", table)
         try:
             done, result = await self._write(call, [d for d, _ in good])
-        except (RowsRejected, _Refused) as exc:
+        except (RowsRejected, Refused) as exc:
             if len(good) == 1:
-                why = exc.__cause__ if isinstance(exc, _Refused) else exc
+                why = exc.__cause__ if isinstance(exc, Refused) else exc
                 return await self._dead_letter(
                     good[0][0], f"the target refused the rows: {type(why).__name__}: {why}"
                 )
@@ -476,10 +378,10 @@ class IngestWorker:
             except RowsRejected:
                 raise
             except Exception as exc:
-                if _about_content(exc):
+                if about_content(exc):
                     self.stats.write_errors += 1
                     self.stats.last_error = f"target: {exc}"
-                    raise _Refused(str(exc)) from exc
+                    raise Refused(str(exc)) from exc
                 self.stats.write_errors += 1
                 self.stats.healthy = False
                 self.stats.last_error = f"target: {exc}"
@@ -500,27 +402,3 @@ class IngestWorker:
                 continue
             self.stats.healthy = True
             return True, result
-
-
-def _spans(d: Delivery) -> pa.Table:
-    """The spans of a message, in the schema's types.
-
-    Raises:
-        PoisonMessage: it cannot be decoded, or its columns cannot be
-            converted to the schema's (a write of it would fail forever).
-    """
-    table = decode(d.payload, d.headers)
-    try:
-        return conform(table)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
-        raise PoisonMessage(f"the spans do not fit the schema: {exc}") from exc
-
-
-def _keyed(d: Delivery, table: pa.Table) -> tuple[str, pa.Table]:
-    """``(key, rows)`` of one message for a keyed target: its batch id (a
-    digest of its event ids: 32 hex digits; computed when the producer did
-    not send one, or sent anything else)."""
-    key = d.headers.get(BATCH_ID, "")
-    if not _BATCH_KEY.fullmatch(key):
-        key = ids_digest(table.column("event_id"))
-    return key, _dedupe(table)[0]
