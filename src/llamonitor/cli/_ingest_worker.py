@@ -17,6 +17,13 @@ given back, never acknowledged. Redelivery never
 duplicates a row: spans are deduplicated by ``event_id`` within a write, and
 the SQL stores skip rows whose ``event_id`` is already there (primary key).
 
+The next batch is read and decoded while the one in hand is written
+(``pipeline``, on by default; not after a batch of redeliveries, since a
+source replaying its own pending messages would hand the same ones out
+again): the broker round trip and the decoding overlap the database's work
+instead of adding to it. The batch read ahead is kept with the one in hand
+(``keep``), and given back at shutdown, never acknowledged unwritten.
+
 The target lives on a writer thread of its own, with its own event loop
 (:class:`TargetThread`): its ``initialize``, ``write_table`` and ``close``
 run there, so a store whose writes block (Parquet, SQLite; the CPU of
@@ -104,6 +111,7 @@ class IngestWorker:
         keep_every_seconds: float = 10.0,
         shutdown_grace_seconds: float = 10.0,
         idle_exit_seconds: float | None = None,
+        pipeline: bool = True,
     ) -> None:
         self.source = source
         self.target = target
@@ -112,6 +120,7 @@ class IngestWorker:
         self.keep_every_seconds = keep_every_seconds
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.idle_exit_seconds = idle_exit_seconds
+        self.pipeline = pipeline
         self.stats = IngestStats()
         self.stop = asyncio.Event()
         self._logged: set[str] = set()
@@ -119,6 +128,7 @@ class IngestWorker:
         self._writer: TargetThread | None = None
         self._abandoned = False  # a write left running at shutdown
         self._keyed = callable(getattr(target, "write_tables_once", None))
+        self._held: list[Delivery] = []  # fetched ahead, waiting for the write in hand
 
     def health(self) -> dict[str, Any]:
         s = self.stats
@@ -161,15 +171,19 @@ class IngestWorker:
         except BaseException:
             await asyncio.to_thread(writer.stop)
             raise
+        ahead: asyncio.Future[Any] | None = None
         try:
             await self._with_source_retry(self.source.open)
             idle_since = time.monotonic()
             while not self.stop.is_set():
-                deliveries = await self._with_source_retry(
-                    self.source.fetch, self.batch_messages, self.wait_seconds
-                )
-                if deliveries is None:
+                if ahead is not None:
+                    fetched, ahead = await ahead, None
+                    self._held = []
+                else:
+                    fetched = await self._fetch()
+                if fetched is None:
                     break
+                deliveries, decoded = fetched
                 await self._refresh_backlog()
                 if not deliveries:
                     if (
@@ -180,8 +194,17 @@ class IngestWorker:
                         break
                     continue
                 idle_since = time.monotonic()
-                await self._handle(deliveries)
+                if self.pipeline and not any(d.redelivered for d in deliveries):
+                    # The next batch is read and decoded while this one is
+                    # written. Not after redeliveries: a source replaying its
+                    # own pending messages would hand out this batch again.
+                    ahead = asyncio.ensure_future(self._fetch_ahead())
+                await self._handle(deliveries, decoded)
         finally:
+            try:
+                await self._give_back_ahead(ahead)
+            except SourceGone:
+                pass  # the stream is gone: nothing to give back to
             try:
                 await self.source.close()
             except Exception as exc:
@@ -205,6 +228,39 @@ class IngestWorker:
         except Exception as exc:  # never hides why the worker stopped (SourceGone: exit 3)
             logger.warning("llamonitor ingest: closing %r failed: %s", self.target, exc)
         await asyncio.to_thread(writer.stop)
+
+    async def _fetch(self) -> tuple[list[Delivery], Any] | None:
+        """The next deliveries and their decoded spans (None if stopped meanwhile)."""
+        deliveries = await self._with_source_retry(
+            self.source.fetch, self.batch_messages, self.wait_seconds
+        )
+        if deliveries is None:
+            return None
+        return deliveries, self._decode(deliveries)
+
+    async def _fetch_ahead(self) -> tuple[list[Delivery], Any] | None:
+        """:meth:`_fetch` while the write in hand goes on: what it got is
+        :attr:`_held` (kept from other workers with the batch in hand)."""
+        fetched = await self._fetch()
+        if fetched is not None:
+            self._held = fetched[0]
+        return fetched
+
+    async def _give_back_ahead(self, ahead: asyncio.Future[Any] | None) -> None:
+        """At the end of :meth:`run`: let a read ahead finish (a broker call is
+        never cut in the middle: what it took would stay pending until
+        ``--claim-idle``) and give back what it got."""
+        self._held = []
+        if ahead is None:
+            return
+        try:
+            fetched = await ahead
+        except SourceGone:
+            raise
+        except Exception:
+            return
+        if fetched:
+            await self._settle(self.source.give_back, fetched[0])
 
     async def _with_source_retry(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``, retried while the broker is unreachable (None if
@@ -247,16 +303,26 @@ class IngestWorker:
         self.stats.lag = backlog.get("lag", 0)
         self.stats.pending = backlog.get("pending", 0)
 
-    async def _handle(self, deliveries: list[Delivery]) -> None:
+    def _decode(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[tuple[Delivery, pa.Table]], list[tuple[Delivery, str]]]:
+        """The spans of each delivery, and the poison ones with their error."""
         good: list[tuple[Delivery, pa.Table]] = []
         poison: list[tuple[Delivery, str]] = []
         for d in deliveries:
-            if d.redelivered:
-                self.stats.redeliveries += 1
             try:
                 good.append((d, spans(d)))
             except PoisonMessage as exc:
                 poison.append((d, str(exc)))
+        return good, poison
+
+    async def _handle(
+        self,
+        deliveries: list[Delivery],
+        decoded: tuple[list[tuple[Delivery, pa.Table]], list[tuple[Delivery, str]]],
+    ) -> None:
+        good, poison = decoded
+        self.stats.redeliveries += sum(1 for d in deliveries if d.redelivered)
         self.stats.in_flight = len(deliveries)
         try:
             # A poison message not dead-lettered (the broker went away while
@@ -372,7 +438,7 @@ class IngestWorker:
                     return False, None
                 if now >= next_keep:
                     next_keep = now + self.keep_every_seconds
-                    await self._settle(self.source.keep, deliveries)
+                    await self._settle(self.source.keep, deliveries + self._held)
             try:
                 result = write.result()
             except RowsRejected:
@@ -398,7 +464,7 @@ class IngestWorker:
                 delay = min(MAX_BACKOFF_SECONDS, delay * 2)
                 if time.monotonic() >= next_keep:
                     next_keep = time.monotonic() + self.keep_every_seconds
-                    await self._settle(self.source.keep, deliveries)
+                    await self._settle(self.source.keep, deliveries + self._held)
                 continue
             self.stats.healthy = True
             return True, result
