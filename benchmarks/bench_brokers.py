@@ -16,10 +16,11 @@
 * **drain** -- the same stream, already full, read again by W fresh workers
   (a new consumer group, a new table): the ingest side alone, clocked from
   the first worker's registration until drained.
-* **overhead** -- in this process, the decorator's cost per call on the
-  caller's thread with the Redis sink and with the embedded Parquet store,
+* **overhead** -- in this process, the cost per call on the caller's thread
+  of the function bare (no decorator) and decorated with the embedded Parquet
+  store, the Redis sink and the NATS sink (``--no-nats`` to leave it out),
   interleaved trial by trial (same run, same function): the hot path does not
-  depend on the sink, so the ratio should be ~1.
+  depend on the sink, so the ratios should be ~1.
 * **model** -- throughput(W, C) = min(W * r1, C_free / s): ``r1`` is one
   worker's drain rate (a worker is sequential: fetch, decode, COPY, wait for
   the commit, ack), ``s`` the CPU seconds per span of every party on the path
@@ -325,41 +326,78 @@ def _busy(t: Any) -> float:
 
 
 def overhead(args: argparse.Namespace, trials: int = 5, calls: int = 20_000) -> dict[str, Any]:
-    """ns per decorated call on the caller's thread, Redis sink vs Parquet store."""
+    """ns per call on the caller's thread: the function bare (no decorator),
+    and decorated with the embedded Parquet store, the Redis sink and the NATS
+    sink configured, interleaved trial by trial (same run, same function).
+    ``overhead_ns``: each sink's median minus the bare call's; ``ratio_*``
+    against Parquet (the hot path does not depend on the sink: ~1)."""
     import llamonitor
 
     text = ("the model returned a detailed answer about vector databases " * 20)[:1012]
-    results: dict[str, list[float]] = {"redis-streams": [], "parquet": []}
-    stream = f"bench-oh-{secrets.token_hex(4)}"
+    kinds = ["bare", "parquet", "redis-streams"] + ([] if args.no_nats else ["nats"])
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    tag = secrets.token_hex(4)
+    stream, nats_stream = f"bench-oh-{tag}", f"BENCH_OH_{tag.upper()}"
+
+    def plain(i: int) -> str:
+        return text
+
     with tempfile.TemporaryDirectory() as d:
         for trial in range(trials):
-            for kind in (("redis-streams", "parquet") if trial % 2 == 0
-                         else ("parquet", "redis-streams")):
-                if kind == "parquet":
-                    storage = llamonitor.StorageConfig(backend="parquet", output_dir=Path(d))
-                else:
-                    storage = llamonitor.StorageConfig(
-                        backend="redis-streams", connection_string=args.redis, stream=stream)
-                llamonitor.initialize_monitoring(llamonitor.MonitorConfig(
-                    storage=storage, queue_full_policy="block"))
-
-                @llamonitor.monitor_llm(operation_name="answer", measure_text=True,
-                                        custom_attributes={"model": "gpt-4"})
-                def answer(i: int) -> str:
-                    return text
-
+            order = kinds[trial % len(kinds):] + kinds[:trial % len(kinds)]
+            for kind in order:
+                fn: Any = plain
+                if kind != "bare":
+                    if kind == "parquet":
+                        storage = llamonitor.StorageConfig(backend="parquet", output_dir=Path(d))
+                    elif kind == "nats":
+                        storage = llamonitor.StorageConfig(
+                            backend="nats", connection_string=args.nats, stream=nats_stream,
+                            subject=f"bench.{nats_stream}", options={"storage": "memory"})
+                    else:
+                        storage = llamonitor.StorageConfig(
+                            backend="redis-streams", connection_string=args.redis, stream=stream)
+                    llamonitor.initialize_monitoring(llamonitor.MonitorConfig(
+                        storage=storage, queue_full_policy="block"))
+                    fn = llamonitor.monitor_llm(operation_name="answer", measure_text=True,
+                                                custom_attributes={"model": "gpt-4"})(plain)
                 for i in range(500):
-                    answer(i)
+                    fn(i)
                 t0 = time.thread_time_ns()
                 for i in range(calls):
-                    answer(i)
+                    fn(i)
                 per = (time.thread_time_ns() - t0) / calls
-                assert llamonitor.shutdown_monitoring(60)
+                if kind != "bare":
+                    assert llamonitor.shutdown_monitoring(60)
                 results[kind].append(per)
     redis.Redis.from_url(args.redis).delete(stream)
+    if not args.no_nats:
+        _drop_nats_stream(args.nats, nats_stream)
     med = {k: statistics.median(v) for k, v in results.items()}
-    return {"ns_per_call": med, "ratio_redis_to_parquet": med["redis-streams"] / med["parquet"],
-            "trials": results}
+    out: dict[str, Any] = {
+        "ns_per_call": med,
+        "overhead_ns": {k: v - med["bare"] for k, v in med.items() if k != "bare"},
+        "ratio_redis_to_parquet": med["redis-streams"] / med["parquet"],
+        "trials": results,
+    }
+    if "nats" in med:
+        out["ratio_nats_to_parquet"] = med["nats"] / med["parquet"]
+    return out
+
+
+def _drop_nats_stream(url: str, name: str) -> None:
+    async def go() -> None:
+        import nats
+
+        nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=1)
+        try:
+            await nc.jetstream().delete_stream(name)
+        except Exception:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--nats", default="nats://127.0.0.1:4222",
+                        help="NATS server for the overhead's NATS sink")
+    parser.add_argument("--no-nats", action="store_true", help="overhead without the NATS sink")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -412,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
             o = out["overhead"]
             print("overhead, ns per call on the caller's thread: "
                   + ", ".join(f"{k} {v:,.0f}" for k, v in o["ns_per_call"].items())
-                  + f"; ratio {o['ratio_redis_to_parquet']:.2f}")
+                  + "; decorator's overhead over the bare call: "
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in o["overhead_ns"].items())
+                  + f"; ratio redis/parquet {o['ratio_redis_to_parquet']:.2f}"
+                  + (f", nats/parquet {o['ratio_nats_to_parquet']:.2f}"
+                     if "ratio_nats_to_parquet" in o else ""))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     return 0

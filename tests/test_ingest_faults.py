@@ -728,7 +728,7 @@ def test_a_new_partition_directory_is_fsynced_in_its_parent(
 def test_which_write_errors_are_blamed_on_the_messages() -> None:
     """Only errors about the rows dead-letter a message; the target being
     down, full, misconfigured or refusing the login or a privilege is retried."""
-    from llamonitor.cli._ingest_worker import _about_content
+    from llamonitor.cli._ingest_errors import about_content as _about_content
     from llamonitor.schema.config import ConfigurationError
     from llamonitor.storage._sql import StoreError
 

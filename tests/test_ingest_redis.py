@@ -183,3 +183,59 @@ def test_a_stream_deleted_under_the_workers_is_a_clear_error(
     with pytest.raises(SourceGone, match=stream):
         asyncio.run(go())
     assert len(_ids(pg_db)) == 10
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "none"])
+def test_messages_of_each_compression_are_written_once(
+    stream: str, pg_db: Store, compression: str
+) -> None:
+    """The sink's ``compression`` option changes only the payload's size: a
+    worker reads each kind, the same chunk published twice lands once."""
+    table = _table(0, 300)
+    message = encode(table, compression)
+    assert decode(message.payload, message.headers).equals(table)
+    client = redis.Redis.from_url(REDIS_URL)
+    for _ in range(2):
+        client.xadd(stream, entry_fields(message))  # type: ignore[arg-type]
+    worker = _worker(stream, pg_db, "w")
+    asyncio.run(worker.run())
+    assert sorted(_ids(pg_db)) == [f"e{i:06d}" for i in range(300)]
+    assert worker.stats.duplicates == 300
+
+
+def test_an_unknown_compression_fails_early_naming_the_setting() -> None:
+    from llamonitor.schema.config import ConfigurationError
+    from llamonitor.storage.base import create_backend
+
+    config = llamonitor.StorageConfig(
+        backend="redis-streams", connection_string=REDIS_URL, stream="s",
+        options={"compression": "brotli"},
+    )
+    with pytest.raises(ConfigurationError, match=r"storage\.options.*compression='brotli'"):
+        create_backend(config)
+
+
+def test_a_stopped_worker_gives_back_what_it_read_ahead(stream: str, pg_db: Store) -> None:
+    """A worker reads the next batch while it writes the one in hand; stopped,
+    it finishes the write and gives the batch read ahead back: another worker
+    takes it at once (no wait for --claim-idle), every span lands once."""
+    _publish(stream, [_table(i * 100, 100) for i in range(20)])
+    first = _worker(stream, pg_db, "first", batch_messages=1, idle_exit_seconds=None)
+
+    async def stop_after_one() -> None:
+        task = asyncio.ensure_future(first.run())
+        while first.stats.spans < 100:
+            await asyncio.sleep(0.005)
+        first.stop.set()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(stop_after_one())
+    assert 100 <= first.stats.spans < 2000
+    left = asyncio.run(first.source.backlog())
+    assert left["pending"] >= 1  # given back, not acknowledged
+    heir = _worker(stream, pg_db, "heir")
+    asyncio.run(heir.run())
+    ids = _ids(pg_db)
+    assert len(ids) == 2000 == len(set(ids))
+    assert heir.stats.redeliveries >= 1
+    assert asyncio.run(heir.source.backlog())["pending"] == 0

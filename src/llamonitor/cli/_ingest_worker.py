@@ -17,6 +17,13 @@ given back, never acknowledged. Redelivery never
 duplicates a row: spans are deduplicated by ``event_id`` within a write, and
 the SQL stores skip rows whose ``event_id`` is already there (primary key).
 
+The next batch is read and decoded while the one in hand is written
+(``pipeline``, on by default; not after a batch of redeliveries, since a
+source replaying its own pending messages would hand the same ones out
+again): the broker round trip and the decoding overlap the database's work
+instead of adding to it. The batch read ahead is kept with the one in hand
+(``keep``), and given back at shutdown, never acknowledged unwritten.
+
 The target lives on a writer thread of its own, with its own event loop
 (:class:`TargetThread`): its ``initialize``, ``write_table`` and ``close``
 run there, so a store whose writes block (Parquet, SQLite; the CPU of
@@ -42,25 +49,20 @@ not written.
 from __future__ import annotations
 
 import asyncio
-import errno
-import inspect
 import logging
 import random
-import re
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from llamonitor.cli._ingest_errors import Refused, about_content
+from llamonitor.cli._ingest_rows import dedupe, keyed, spans
 from llamonitor.cli._ingest_source import Delivery, Source, SourceGone
-from llamonitor.export._broker_codec import BATCH_ID, PoisonMessage, decode, ids_digest
-from llamonitor.schema._extensions import conform
+from llamonitor.cli._ingest_target import CLOSE_TIMEOUT_SECONDS, TargetThread
+from llamonitor.export._broker_codec import PoisonMessage
 from llamonitor.schema._rejected import RowsRejected
-from llamonitor.schema.config import ConfigurationError
 
 __all__ = ["IngestStats", "IngestWorker", "TargetThread"]
 
@@ -70,45 +72,10 @@ BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 BACKLOG_EVERY_SECONDS = 2.0
 """How often the worker asks the broker for its backlog (lag, pending)."""
-CLOSE_TIMEOUT_SECONDS = 30.0
-"""How long the worker waits for the target to close (a write still stuck
-past the shutdown grace holds the writer thread; it is a daemon)."""
 ABANDONED_CLOSE_SECONDS = 1.0
-"""The same, after a write was abandoned at shutdown (it may hold the thread)."""
-_BATCH_KEY = re.compile(r"[0-9a-f]{32}")
-_CONTENT_ERRNOS = frozenset({
-    errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.EFBIG, errno.EOVERFLOW, errno.E2BIG,
-})
-
-_TARGET_SQLSTATE_CLASSES = frozenset({"08", "0A", "28", "3D", "3F", "42", "53", "55", "57", "58"})
-"""SQLSTATE classes about the database (its connection, a feature, a login, a
-missing database or schema, a privilege or a missing table, resources,
-operator intervention): retried, never blamed on the messages."""
-
-
-class _Refused(Exception):
-    """A write failed for the content of its messages (retrying cannot help)."""
-
-
-def _about_content(exc: BaseException) -> bool:
-    """Whether a write's error is about what was written rather than the
-    target being unreachable or busy: a ``StoreError`` not marked transient,
-    ``ValueError``/``TypeError``, an ``OSError`` such as ENAMETOOLONG (not a
-    connection error, a full disk or a permission; not a PostgreSQL SQLSTATE
-    about the database itself, such as 42501 permission denied)."""
-    if isinstance(exc, ConfigurationError):
-        return False  # the target's setting, not these rows
-    state = str(getattr(exc, "sqlstate", "") or "")
-    if len(state) == 5 and state[:2] in _TARGET_SQLSTATE_CLASSES:
-        return False  # SQLSTATE: a login, a privilege, resources: not the rows
-    flag = getattr(exc, "llamonitor_transient", None)
-    if isinstance(flag, bool):
-        return not flag
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return False
-    if isinstance(exc, OSError):
-        return exc.errno in _CONTENT_ERRNOS
-    return isinstance(exc, (ValueError, TypeError))
+"""How long the worker waits for the target to close after a write was
+abandoned at shutdown (it may hold the writer thread); else
+:data:`~llamonitor.cli._ingest_target.CLOSE_TIMEOUT_SECONDS`."""
 
 
 @dataclass
@@ -131,64 +98,6 @@ class IngestStats:
     started: float = field(default_factory=time.time)
 
 
-async def _call(fn: Any, *args: Any) -> Any:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class TargetThread:
-    """A storage backend driven from a thread of its own, with its own event
-    loop: :meth:`run` schedules one of the backend's methods there and
-    returns an awaitable for the caller's loop. Cancelling that awaitable
-    cancels the call on the writer's loop (an ``await`` in it is interrupted;
-    a blocking write finishes first).
-    """
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self._serve, name="llamonitor-ingest-writer", daemon=True
-        )
-        self.thread.start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def run(self, name: str, *args: Any) -> asyncio.Future[Any]:
-        """``target.<name>(*args)`` on the writer's loop, awaitable from the caller's."""
-        method: Callable[..., Any] = getattr(self.target, name)
-        done = asyncio.run_coroutine_threadsafe(_call(method, *args), self.loop)
-        return asyncio.wrap_future(done)
-
-    def stop(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
-        """End the writer's loop (after the call in hand) and its thread."""
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-def _dedupe(table: pa.Table) -> tuple[pa.Table, int]:
-    """``table`` with each ``event_id`` once (the first), and how many were dropped."""
-    ids = table.column("event_id")
-    distinct = pc.count_distinct(ids).as_py()
-    if distinct == table.num_rows:
-        return table, 0
-    seen: set[Any] = set()
-    keep = []
-    for i, value in enumerate(ids.to_pylist()):
-        if value not in seen:
-            seen.add(value)
-            keep.append(i)
-    return table.take(keep), table.num_rows - len(keep)
-
-
 class IngestWorker:
     """Moves spans from ``source`` into ``target`` (a storage backend)."""
 
@@ -202,6 +111,7 @@ class IngestWorker:
         keep_every_seconds: float = 10.0,
         shutdown_grace_seconds: float = 10.0,
         idle_exit_seconds: float | None = None,
+        pipeline: bool = True,
     ) -> None:
         self.source = source
         self.target = target
@@ -210,6 +120,7 @@ class IngestWorker:
         self.keep_every_seconds = keep_every_seconds
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.idle_exit_seconds = idle_exit_seconds
+        self.pipeline = pipeline
         self.stats = IngestStats()
         self.stop = asyncio.Event()
         self._logged: set[str] = set()
@@ -217,6 +128,7 @@ class IngestWorker:
         self._writer: TargetThread | None = None
         self._abandoned = False  # a write left running at shutdown
         self._keyed = callable(getattr(target, "write_tables_once", None))
+        self._held: list[Delivery] = []  # fetched ahead, waiting for the write in hand
 
     def health(self) -> dict[str, Any]:
         s = self.stats
@@ -259,15 +171,19 @@ class IngestWorker:
         except BaseException:
             await asyncio.to_thread(writer.stop)
             raise
+        ahead: asyncio.Future[Any] | None = None
         try:
             await self._with_source_retry(self.source.open)
             idle_since = time.monotonic()
             while not self.stop.is_set():
-                deliveries = await self._with_source_retry(
-                    self.source.fetch, self.batch_messages, self.wait_seconds
-                )
-                if deliveries is None:
+                if ahead is not None:
+                    fetched, ahead = await ahead, None
+                    self._held = []
+                else:
+                    fetched = await self._fetch()
+                if fetched is None:
                     break
+                deliveries, decoded = fetched
                 await self._refresh_backlog()
                 if not deliveries:
                     if (
@@ -278,8 +194,17 @@ class IngestWorker:
                         break
                     continue
                 idle_since = time.monotonic()
-                await self._handle(deliveries)
+                if self.pipeline and not any(d.redelivered for d in deliveries):
+                    # The next batch is read and decoded while this one is
+                    # written. Not after redeliveries: a source replaying its
+                    # own pending messages would hand out this batch again.
+                    ahead = asyncio.ensure_future(self._fetch_ahead())
+                await self._handle(deliveries, decoded)
         finally:
+            try:
+                await self._give_back_ahead(ahead)
+            except SourceGone:
+                pass  # the stream is gone: nothing to give back to
             try:
                 await self.source.close()
             except Exception as exc:
@@ -303,6 +228,39 @@ class IngestWorker:
         except Exception as exc:  # never hides why the worker stopped (SourceGone: exit 3)
             logger.warning("llamonitor ingest: closing %r failed: %s", self.target, exc)
         await asyncio.to_thread(writer.stop)
+
+    async def _fetch(self) -> tuple[list[Delivery], Any] | None:
+        """The next deliveries and their decoded spans (None if stopped meanwhile)."""
+        deliveries = await self._with_source_retry(
+            self.source.fetch, self.batch_messages, self.wait_seconds
+        )
+        if deliveries is None:
+            return None
+        return deliveries, self._decode(deliveries)
+
+    async def _fetch_ahead(self) -> tuple[list[Delivery], Any] | None:
+        """:meth:`_fetch` while the write in hand goes on: what it got is
+        :attr:`_held` (kept from other workers with the batch in hand)."""
+        fetched = await self._fetch()
+        if fetched is not None:
+            self._held = fetched[0]
+        return fetched
+
+    async def _give_back_ahead(self, ahead: asyncio.Future[Any] | None) -> None:
+        """At the end of :meth:`run`: let a read ahead finish (a broker call is
+        never cut in the middle: what it took would stay pending until
+        ``--claim-idle``) and give back what it got."""
+        self._held = []
+        if ahead is None:
+            return
+        try:
+            fetched = await ahead
+        except SourceGone:
+            raise
+        except Exception:
+            return
+        if fetched:
+            await self._settle(self.source.give_back, fetched[0])
 
     async def _with_source_retry(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)``, retried while the broker is unreachable (None if
@@ -345,16 +303,26 @@ class IngestWorker:
         self.stats.lag = backlog.get("lag", 0)
         self.stats.pending = backlog.get("pending", 0)
 
-    async def _handle(self, deliveries: list[Delivery]) -> None:
+    def _decode(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[tuple[Delivery, pa.Table]], list[tuple[Delivery, str]]]:
+        """The spans of each delivery, and the poison ones with their error."""
         good: list[tuple[Delivery, pa.Table]] = []
         poison: list[tuple[Delivery, str]] = []
         for d in deliveries:
-            if d.redelivered:
-                self.stats.redeliveries += 1
             try:
-                good.append((d, _spans(d)))
+                good.append((d, spans(d)))
             except PoisonMessage as exc:
                 poison.append((d, str(exc)))
+        return good, poison
+
+    async def _handle(
+        self,
+        deliveries: list[Delivery],
+        decoded: tuple[list[tuple[Delivery, pa.Table]], list[tuple[Delivery, str]]],
+    ) -> None:
+        good, poison = decoded
+        self.stats.redeliveries += sum(1 for d in deliveries if d.redelivered)
         self.stats.in_flight = len(deliveries)
         try:
             # A poison message not dead-lettered (the broker went away while
@@ -406,10 +374,10 @@ class IngestWorker:
     async def _write_all(self, good: list[tuple[Delivery, pa.Table]]) -> bool:
         """Write the spans of ``good``; False if stopped before it could."""
         if self._keyed:  # one file per message, named by its batch id
-            keyed = [_keyed(d, t) for d, t in good]
-            rows = sum(t.num_rows for _, t in keyed)
+            named = [keyed(d, t) for d, t in good]
+            rows = sum(t.num_rows for _, t in named)
             self.stats.duplicates += sum(t.num_rows for _, t in good) - rows
-            call: tuple[Any, ...] = ("write_tables_once", keyed)
+            call: tuple[Any, ...] = ("write_tables_once", named)
         else:
             try:
                 table = pa.concat_tables([t for _, t in good], promote_options="default")
@@ -419,15 +387,15 @@ class IngestWorker:
                     if not await self._write_all([item]):
                         return False
                 return True
-            table, dropped = _dedupe(table)
+            table, dropped = dedupe(table)
             self.stats.duplicates += dropped
             rows = table.num_rows
             call = ("write_table", table)
         try:
             done, result = await self._write(call, [d for d, _ in good])
-        except (RowsRejected, _Refused) as exc:
+        except (RowsRejected, Refused) as exc:
             if len(good) == 1:
-                why = exc.__cause__ if isinstance(exc, _Refused) else exc
+                why = exc.__cause__ if isinstance(exc, Refused) else exc
                 return await self._dead_letter(
                     good[0][0], f"the target refused the rows: {type(why).__name__}: {why}"
                 )
@@ -470,16 +438,16 @@ class IngestWorker:
                     return False, None
                 if now >= next_keep:
                     next_keep = now + self.keep_every_seconds
-                    await self._settle(self.source.keep, deliveries)
+                    await self._settle(self.source.keep, deliveries + self._held)
             try:
                 result = write.result()
             except RowsRejected:
                 raise
             except Exception as exc:
-                if _about_content(exc):
+                if about_content(exc):
                     self.stats.write_errors += 1
                     self.stats.last_error = f"target: {exc}"
-                    raise _Refused(str(exc)) from exc
+                    raise Refused(str(exc)) from exc
                 self.stats.write_errors += 1
                 self.stats.healthy = False
                 self.stats.last_error = f"target: {exc}"
@@ -496,31 +464,7 @@ class IngestWorker:
                 delay = min(MAX_BACKOFF_SECONDS, delay * 2)
                 if time.monotonic() >= next_keep:
                     next_keep = time.monotonic() + self.keep_every_seconds
-                    await self._settle(self.source.keep, deliveries)
+                    await self._settle(self.source.keep, deliveries + self._held)
                 continue
             self.stats.healthy = True
             return True, result
-
-
-def _spans(d: Delivery) -> pa.Table:
-    """The spans of a message, in the schema's types.
-
-    Raises:
-        PoisonMessage: it cannot be decoded, or its columns cannot be
-            converted to the schema's (a write of it would fail forever).
-    """
-    table = decode(d.payload, d.headers)
-    try:
-        return conform(table)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
-        raise PoisonMessage(f"the spans do not fit the schema: {exc}") from exc
-
-
-def _keyed(d: Delivery, table: pa.Table) -> tuple[str, pa.Table]:
-    """``(key, rows)`` of one message for a keyed target: its batch id (a
-    digest of its event ids: 32 hex digits; computed when the producer did
-    not send one, or sent anything else)."""
-    key = d.headers.get(BATCH_ID, "")
-    if not _BATCH_KEY.fullmatch(key):
-        key = ids_digest(table.column("event_id"))
-    return key, _dedupe(table)[0]

