@@ -84,16 +84,19 @@ def test_the_next_start_removes_what_a_killed_writer_left_but_not_a_live_writers
 ) -> None:
     """SIGKILL mid-write leaves a partial hidden file; the next start in that
     directory removes it, and leaves alone the one a live writer is still writing."""
-    sessions = 2 if partition_by == "session_id" else 1  # two staged files at once
-    killed = start_writer(store, partition_by, sessions)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    dead = temp_files(store)
-    assert dead, "the killed writer left no temporary file"
+    # The live writer starts first: every start sweeps, so a writer started after
+    # the kill would itself remove the dead file once that is 2 s old (a slow
+    # start under load), before this test looks at it.
     live = start_writer(store, partition_by)
     try:
-        alive = [p for p in temp_files(store) if p not in dead]
+        alive = temp_files(store)
         assert alive
+        sessions = 2 if partition_by == "session_id" else 1  # a batch staged as two files
+        killed = start_writer(store, partition_by, sessions)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        dead = [p for p in temp_files(store) if p not in alive]
+        assert dead, "the killed writer left no temporary file"
         age(dead + alive, 60)
         writer = llamonitor.initialize_monitoring(
             llamonitor.MonitorConfig(

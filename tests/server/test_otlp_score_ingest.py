@@ -225,23 +225,90 @@ def test_a_failing_score_store_never_costs_the_spans(receiver: Any, tmp_path: Pa
 
 
 def test_every_score_store_is_tried_after_one_fails(receiver: Any, tmp_path: Path) -> None:
-    """The first store fails: the scores still go to the next one, and the
-    answer names the one that failed."""
+    """The first store fails for now: the scores still go to the next one, but
+    /v1/logs answers 503 (a 200 would make the sender drop what the first store
+    never got); /v1/traces keeps its span and names the store that failed."""
     other = tmp_path / "other"
     r = receiver(extra_backends=[StorageConfig(output_dir=other)])
     _block_scores(r.directory)
     answer = r.post("/v1/logs", logs_request(evaluation()))
-    assert answer.status_code == 200
-    partial = ExportLogsServiceResponse.FromString(answer.content).partial_success
-    assert partial.rejected_log_records == 0
-    assert f"not in parquet {r.directory}" in partial.error_message
+    assert answer.status_code == 503 and answer.headers["retry-after"]
+    assert f"not in parquet {r.directory}" in answer.text
     (score,) = read_scores(StorageConfig(output_dir=other)).to_pylist()
     assert score["name"] == "relevance"
+    health = r.health()
+    assert health["refused_busy"] == 1 and health["scores_accepted"] == 0
     traces = r.post("/v1/traces", traces_request(evaluation(**{
         "gen_ai.evaluation.name": "groundedness"})))
     assert traces.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(traces.content).partial_success
+    assert partial.rejected_spans == 0
+    assert f"stored in parquet {other} only, not in parquet {r.directory}" in partial.error_message
     names = {s["name"] for s in read_scores(StorageConfig(output_dir=other)).to_pylist()}
     assert names == {"relevance", "groundedness"}
+
+
+def test_logs_sent_again_reach_the_store_that_failed_once(
+    receiver: Any, tmp_path: Path
+) -> None:
+    """The sender's retry of a 503 that one store answered and another did not:
+    once the failed store is back, the same request is a 200 and each store
+    holds the score once (an upsert by score_id, not a second row)."""
+    other = tmp_path / "other"
+    r = receiver(extra_backends=[StorageConfig(output_dir=other)])
+    _block_scores(r.directory)
+    body = logs_request(evaluation())
+    assert r.post("/v1/logs", body).status_code == 503
+    (r.directory / "scores").unlink()  # the store is back
+    answer = r.post("/v1/logs", body)
+    assert answer.status_code == 200
+    assert not ExportLogsServiceResponse.FromString(answer.content).HasField("partial_success")
+    assert [s["name"] for s in r.scores()] == ["relevance"]
+    assert [s["name"] for s in read_scores(StorageConfig(output_dir=other)).to_pylist()] == [
+        "relevance"]
+    health = r.health()
+    assert health["scores_accepted"] == 1 and health["refused_busy"] == 1
+
+
+def _refusing_sqlite(path: Path) -> StorageConfig:
+    """A SQLite store whose score table refuses every row for its content (a
+    CHECK no value passes): an error that a retry would not fix."""
+    import sqlite3
+
+    from llamonitor.storage import _sql_scores
+
+    storage = StorageConfig(backend="sqlite", output_dir=path.parent,
+                            connection_string=f"sqlite:///{path}")
+    _sql_scores.write(storage, "sqlite", _sql_scores.SCORES.empty())  # the table, as made
+    conn = sqlite3.connect(path)
+    (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'llamonitor_scores'"
+                          ).fetchone()
+    conn.execute("DROP TABLE llamonitor_scores")
+    conn.execute(ddl[:ddl.rindex(")")] + ", CHECK (0))")
+    conn.commit()
+    conn.close()
+    return storage
+
+
+def test_logs_a_store_refuses_for_good_are_rejected_where_they_are(
+    receiver: Any, tmp_path: Path
+) -> None:
+    """One store takes the scores, another refuses them for their content: no
+    retry would help, so a 200 whose partial_success counts them rejected and
+    says where they are stored and why the other store has none."""
+    r = receiver(extra_backends=[_refusing_sqlite(tmp_path / "scores.db")])
+    answer = r.post("/v1/logs", logs_request(evaluation(), evaluation(**{
+        "gen_ai.evaluation.name": "groundedness"})))
+    assert answer.status_code == 200
+    partial = ExportLogsServiceResponse.FromString(answer.content).partial_success
+    assert partial.rejected_log_records == 2
+    assert f"2 score(s) stored in parquet {r.directory} only, not in sqlite" in (
+        partial.error_message)
+    assert "ScoresRefused" in partial.error_message
+    assert {s["name"] for s in r.scores()} == {"relevance", "groundedness"}
+    health = r.health()
+    assert health["scores_failed"] == 2 and health["scores_accepted"] == 0
+    assert health["refused_busy"] == 0
 
 
 def test_logs_a_store_cannot_take_now_are_a_counted_503(receiver: Any) -> None:

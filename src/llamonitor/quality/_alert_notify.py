@@ -6,13 +6,18 @@ a failure (an error, a non-2xx answer, a timeout) is retried with exponential
 backoff, up to :data:`GIVE_UP_SECONDS` after the notification was made. The
 evaluation never waits for any of it, and a hanging webhook holds back only
 its own notifications. A webhook's URL may hold a secret (Slack's do): logs
-show its scheme and host only; headers are never logged.
+show its scheme and host only; headers are never logged. An error's text is
+passed through :func:`redact` before it is logged, kept in the state file or
+shown (``/api/alerts``, the UI): every URL in it is cut to its scheme and host,
+and the notifier's own path, query, credentials and header values are taken
+out wherever they appear (``http.client`` quotes a bad path without its host).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -36,7 +41,47 @@ _COLORS = {"firing": "#d93025", "resolved": "#188038"}
 def safe_url(url: str) -> str:
     """``https://hooks.slack.com/…``: the URL without its path, query or credentials."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}/…"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: said by the host alone
+        port = None
+    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(port) if port else ''}/…"
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+_HIDDEN = "[redacted]"
+_MIN_SECRET_CHARS = 4
+"""Shorter pieces of a notifier (a path ``/x``, a header ``1``) are not taken out."""
+
+
+def _safe(match: re.Match[str]) -> str:
+    try:
+        return safe_url(match.group(0))
+    except ValueError:  # urlsplit refuses it (a bad IPv6 host): nothing of it is kept
+        return f"{match.group(0).split(':', 1)[0]}://…"
+
+
+def redact(text: str, notifier: Notifier | None = None) -> str:
+    """``text`` (an error's) fit to log, store and show: every URL cut to its
+    scheme and host (:func:`safe_url`); with ``notifier``, its URL's path,
+    query, user and password and its header values also where they appear
+    alone. Never raises."""
+    text = _URL.sub(_safe, text)
+    pieces: list[str] = []
+    if notifier is not None:
+        if notifier.url:
+            try:
+                parts = urlsplit(notifier.url)
+                pieces += [parts.path, parts.query, parts.fragment, parts.username or "",
+                           parts.password or ""]
+                if parts.query:
+                    pieces.append(f"{parts.path}?{parts.query}")
+            except ValueError:
+                pass
+        pieces += [v.strip() for v in notifier.resolved_headers().values()]
+    for piece in sorted({p for p in pieces if len(p) >= _MIN_SECRET_CHARS}, key=len, reverse=True):
+        text = text.replace(piece, _HIDDEN)
+    return text
 
 
 def _slack_text(text: Any) -> str:
@@ -147,7 +192,7 @@ class Deliverer:
             self.failures += 1
             now = self.clock()
             give_up = now - d.created >= GIVE_UP_SECONDS
-            error = _describe(exc)
+            error = redact(_describe(exc), self.notifier)
             self.last_error, self.last_error_at = error, now
             if give_up:
                 logger.error("alerts: notifier %r gave up on %s after %d attempts: %s",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llamonitor.quality._alert_eval import Evaluator, Observation, Query
-from llamonitor.quality._alert_notify import Deliverer, post
+from llamonitor.quality._alert_notify import Deliverer, post, redact
 from llamonitor.quality._alert_rules import Notifier, RuleSet
 from llamonitor.quality._alert_state import StateStore, group_label
 from llamonitor.storage._duckdb import DuckDBQuery, Filters, parquet_relation
@@ -173,6 +173,10 @@ class Watcher:
     def snapshot(self) -> dict[str, Any]:
         """For ``GET /api/alerts``: the rules, current alerts, history, errors."""
         out = self.state.snapshot()
+        notifiers = {n.name: n for n in self.rules.notifiers}
+        for d in out["pending_notifications"]:  # a state file written before redact()
+            if d["last_error"]:
+                d["last_error"] = redact(d["last_error"], notifiers.get(d["notifier"]))
         out["rules"] = [
             {"name": r.name, "kind": r.kind, "severity": r.severity,
              **({"metric": r.metric, "comparison": r.comparison, "threshold": r.threshold,

@@ -5,22 +5,33 @@ The body is read and answered as for ``/v1/traces`` (protobuf or OTLP/JSON,
 gzip; the same bounds, token and error statuses), with an
 ``ExportLogsServiceResponse``. Evaluation results become score rows
 (:mod:`llamonitor.otel._scores`) and are written to the served store's score
-table (and every other store of its writer that holds scores) before the
-answer: a 200 means they are stored, or are counted in ``partial_success``
-with the reason they are not (no store of this server holds scores, such as
-ClickHouse or ``memory``: ``scores_dropped``; a store refused them for good:
-``scores_failed``). A store that fails for now (``StoreError``, a connection
-or I/O error) is a 503 the client retries (scores are upserts by
-``score_id``, so a retry adds no row). Log records that are not evaluation
-results are counted and left alone: this server keeps spans and scores, not
-logs. The attributes a score keeps pass the receiver's content policy.
+table and every other store of its writer that holds scores, each tried
+whatever the others did, before the answer. The answer is what the sender
+needs in order to lose nothing (an OTLP sender drops what a 200 answers,
+``partial_success`` or not, and sends again what a 503 or ``UNAVAILABLE``
+answers):
+
+- every score store holds them: a 200;
+- a store failed for now (``StoreError``, a connection or I/O error): a 503
+  with ``Retry-After`` (gRPC ``UNAVAILABLE``), counted in ``refused_busy``,
+  also when another store took them -- only a retry brings them to the store
+  that failed, and scores are upserts by ``score_id``, so a retry adds no row
+  to a store that already holds them;
+- a store refused them for good (a retry would not help) or no store of this
+  server holds scores (ClickHouse, ``memory``): a 200 whose
+  ``partial_success`` counts them in ``rejected_log_records``, its
+  ``error_message`` saying where they are (if anywhere) and why not in the
+  others; counted in ``scores_failed`` / ``scores_dropped``.
+
+Log records that are not evaluation results are counted and left alone: this
+server keeps spans and scores, not logs. The attributes a score keeps pass
+the receiver's content policy.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +49,6 @@ from llamonitor.server._ingest import (
     error_body,
 )
 
-logger = logging.getLogger("llamonitor.server")
-
 OTLP_LOGS_PATH = "/v1/logs"
 
 router = APIRouter(tags=["otlp"])
@@ -50,12 +59,14 @@ class ScoresStored:
     """What :func:`store_scores` did with a request's scores.
 
     Attributes:
-        stored: scores held by at least one store.
-        lost: scores no store holds (``stored + lost`` is every score).
+        stored: scores held by every store that holds scores.
+        lost: scores missing from at least one of them, perhaps held by
+            another (``stored + lost`` is every score).
         counter: ``scores_dropped`` (no store holds scores) or
-            ``scores_failed`` (the stores that do failed), when ``lost``.
+            ``scores_failed`` (one that does failed), when ``lost``.
         transient: a store failed for now (worth sending them again).
-        message: why, for ``partial_success`` (empty when all are stored).
+        message: why, for ``partial_success`` (empty when all are stored):
+            the stores that hold them, and why the others do not.
     """
 
     stored: int = 0
@@ -106,10 +117,10 @@ def store_scores(writer: Any, rows: list[dict[str, Any]]) -> ScoresStored:
         return ScoresStored(n, 0)
     transient = any(_transient(exc) for _, exc in failures)
     why = "; ".join(f"{backend}: {type(exc).__name__}: {exc}" for backend, exc in failures)
-    if held:  # stored somewhere: not lost, but said
-        return ScoresStored(n, 0, "", transient,
-                            f"{n} score(s) stored in {', '.join(held)} only, not in {why}")
-    return ScoresStored(0, n, "scores_failed", transient, f"{n} score(s) not stored: {why}")
+    # Held by some store but missing from another is not stored: the store that
+    # failed never gets them unless the sender sends them again.
+    where = f"stored in {', '.join(held)} only, not in {why}" if held else f"not stored: {why}"
+    return ScoresStored(0, n, "scores_failed", transient, f"{n} score(s) {where}")
 
 
 def _count(ingestor: Any, **counts: int) -> None:
@@ -123,17 +134,17 @@ def export_logs(ingestor: Any, request: Any) -> tuple[int, int, str]:
     (accepted, rejected, message).
 
     Raises:
-        Refused: 503, a store failed for now and none took the scores
-            (counted in ``refused_busy`` by the caller).
+        Refused: 503, a store failed for now, whether or not another took the
+            scores (counted in ``refused_busy`` by the caller).
     """
     from llamonitor.otel._scores import scores_from_logs
 
     mapped = scores_from_logs(request, ingestor.content)
     result = store_scores(ingestor.writer, mapped.rows)
-    if result.transient and result.lost:
+    if result.transient:
         ingestor.warn_scores(f"{result.message} (answered 503: the client sends them again)")
-        raise Refused(503, f"the store could not take the scores now: {result.message}",
-                      "refused_busy")
+        raise Refused(503, f"a store could not take the scores now, send them again (a score "
+                      f"stored twice is one row): {result.message}", "refused_busy")
     if result.message:
         ingestor.warn_scores(result.message)
     counts = {"log_requests": 1, "scores_accepted": result.stored,
