@@ -18,7 +18,7 @@ answers):
   that failed, and scores are upserts by ``score_id``, so a retry adds no row
   to a store that already holds them;
 - a store refused them for good (a retry would not help) or no store of this
-  server holds scores (ClickHouse, ``memory``): a 200 whose
+  server holds scores (``memory``, a custom backend): a 200 whose
   ``partial_success`` counts them in ``rejected_log_records``, its
   ``error_message`` saying where they are (if anywhere) and why not in the
   others; counted in ``scores_failed`` / ``scores_dropped``.
