@@ -31,6 +31,7 @@ import base64
 import json
 import logging
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,15 @@ QUEUE_WAIT_SECONDS = 2.0
 
 RETRY_AFTER_SECONDS = 1
 """``Retry-After`` of a 503 (the OTLP exporters honour it)."""
+
+IDLE_WRITE_SECONDS = 0.05
+"""With no request in hand for this long, the receiver has its writer start
+on what it queued, instead of waiting for a full batch or the writer's
+``flush_interval_seconds`` (the last spans of a burst are written at once)."""
+
+IDLE_WRITE_GAP_SECONDS = 0.2
+"""At most one such early write this often (requests that come one by one,
+a little apart, still share Parquet files)."""
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -115,6 +125,9 @@ class Ingestor:
         self._reasons: dict[str, int] = {}
         self._closed = False
         self._warned_scores = False
+        self._idle = threading.Event()  # set when the last request in hand ended
+        self._last_end = 0.0
+        self._watcher: threading.Thread | None = None
 
     # -- the core ------------------------------------------------------------
 
@@ -133,6 +146,40 @@ class Ingestor:
         finally:
             with self._lock:
                 self._inflight -= size
+                idle = not self._inflight
+                if idle:
+                    self._last_end = time.monotonic()
+                    if self._watcher is None and not self._closed:
+                        self._watcher = threading.Thread(
+                            target=self._watch, name="llamonitor-otlp-idle", daemon=True)
+                        self._watcher.start()
+            if idle:
+                self._idle.set()
+
+    def _watch(self) -> None:
+        """Wake the writer once the receiver has been idle for
+        :data:`IDLE_WRITE_SECONDS` (at most every :data:`IDLE_WRITE_GAP_SECONDS`)."""
+        wake = getattr(self.writer, "wake", None)
+        if wake is None:
+            return
+        while not self._closed:
+            if not self._idle.wait(1.0):
+                continue
+            self._idle.clear()
+            while not self._closed:
+                time.sleep(IDLE_WRITE_SECONDS)
+                with self._lock:
+                    busy = self._inflight > 0
+                    quiet = time.monotonic() - self._last_end >= IDLE_WRITE_SECONDS
+                if busy:  # that request's end sets _idle again
+                    break
+                if quiet:
+                    try:
+                        wake()
+                    except Exception as exc:  # never a reason to stop receiving
+                        logger.debug("llamonitor: waking the writer failed: %r", exc)
+                    time.sleep(IDLE_WRITE_GAP_SECONDS)
+                    break
 
     def _admit(self, size: int, request: Any) -> None:
         """Take ``size`` bytes of the in-hand bound, or refuse (503)."""
@@ -264,6 +311,7 @@ class Ingestor:
         if self._closed:
             return
         self._closed = True
+        self._idle.set()
         if self.owned:
             self.writer.stop(timeout)
 
