@@ -232,3 +232,91 @@ def fill_costs(cols: dict[str, Any], n: int, column: Any) -> None:
         if c is not None:
             for name, value in zip(_COST_COLUMNS, c, strict=True):
                 column(cols, name, n)[i] = value
+
+
+def price_arrays(cols: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """The cost columns of a batch as Arrow arrays, priced per distinct
+    (response model, model, provider) with column arithmetic: what
+    :func:`fill_costs` gives row by row, to the bit (the same operations in
+    the same order), for a receiver's table.
+
+    ``cols`` maps column names to lists of ``n`` values (left unchanged).
+    Returns ``{column: pa.Array}`` for ``input_cost_usd``, ``output_cost_usd``,
+    ``cost_usd`` and ``cost_source``, or ``None`` when :func:`fill_costs` must
+    price it (a tiered price: row by row).
+    """
+    from itertools import repeat
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    model_col = cols.get("model")
+    response_col = cols.get("response_model")
+    provider_col = cols.get("provider")
+    keys = list(zip(
+        repeat(None, n) if response_col is None else response_col,
+        repeat(None, n) if model_col is None else model_col,
+        repeat(None, n) if provider_col is None else provider_col, strict=True,
+    ))
+    groups = list(dict.fromkeys(keys))
+    found: list[Rates | None] = []
+    for response, model, provider in groups:
+        r = None
+        for name in (response, model):
+            if name and r is None:
+                r = rates(name, provider)
+        if r is not None and r.model_price is not None:
+            return None
+        found.append(r)
+    rows = pa.array(list(map({k: i for i, k in enumerate(groups)}.__getitem__, keys)),
+                    pa.int32())
+
+    def rate(field: str) -> Any:
+        return pc.take(pa.array([None if r is None else getattr(r, field) for r in found],
+                                pa.float64()), rows)
+
+    def ints(name: str) -> Any:
+        col = cols.get(name)
+        return pa.nulls(n, pa.int64()) if col is None else pa.array(col, pa.int64())
+
+    ins, outs = ints("input_tokens"), ints("output_tokens")
+    named = pc.take(pa.array([bool(g[0] or g[1]) for g in groups], pa.bool_()), rows)
+    counted = pc.or_(pc.is_valid(ins), pc.is_valid(outs))
+    due = pc.and_(counted, named)  # fill_costs' rows: tokens and a model
+    have = cols.get("cost_usd")
+    have_arr = pa.nulls(n, pa.float64()) if have is None else pa.array(have, pa.float64())
+    source_arr = (pa.nulls(n, pa.string()) if cols.get("cost_source") is None
+                  else pa.array(cols["cost_source"], pa.string()))
+    user = pc.and_(due, pc.is_valid(have_arr))
+    due = pc.and_(due, pc.invert(user))
+    priced = pc.and_(due, pc.is_valid(rate("input")))
+    if None in found:  # each unknown model due a price: warned once, as row by row
+        for g in pc.unique(pc.filter(rows, due)).to_pylist():
+            response, model, provider = groups[g]
+            if found[g] is None:
+                warn_unknown(response or model, provider)
+
+    zero = pa.scalar(0, pa.int64())
+    i, o = pc.fill_null(ins, zero), pc.fill_null(outs, zero)
+    cr, cw = pc.fill_null(ints("cache_read_tokens"), zero), pc.fill_null(
+        ints("cache_write_tokens"), zero)
+    uncached = pc.max_element_wise(pc.subtract_checked(pc.subtract_checked(i, cr), cw), zero)
+    cin = pc.add(pc.add(pc.multiply(uncached, rate("input")), pc.multiply(cr, rate("cache_read"))),
+                 pc.multiply(cw, rate("cache_write")))
+    cout = pc.multiply(o, rate("output"))
+    total = pc.add(cin, cout)
+    sources = pc.take(pa.array([None if r is None else r.source for r in found], pa.string()),
+                      rows)
+
+    def kept(name: str) -> Any:
+        col = cols.get(name)
+        return pa.nulls(n, pa.float64()) if col is None else pa.array(col, pa.float64())
+
+    source_out = pc.if_else(priced, sources, pc.if_else(
+        pc.and_(user, pc.is_null(source_arr)), pa.scalar("user"), source_arr))
+    return {
+        "input_cost_usd": pc.if_else(priced, cin, kept("input_cost_usd")),
+        "output_cost_usd": pc.if_else(priced, cout, kept("output_cost_usd")),
+        "cost_usd": pc.if_else(priced, total, have_arr),
+        "cost_source": source_out,
+    }
