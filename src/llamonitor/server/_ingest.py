@@ -27,7 +27,6 @@ never costs the spans; it is counted (``scores_failed``, ``scores_dropped``,
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -39,6 +38,7 @@ from typing import Any
 from llamonitor._records import row_bytes, table_row_bytes
 from llamonitor.otel import rows_from_request
 from llamonitor.otel._redact import ContentPolicy, apply_to_columns, redact_request
+from llamonitor.server._otlp_json import hex_ids_to_base64
 
 logger = logging.getLogger("llamonitor.server")
 
@@ -59,9 +59,6 @@ a little apart, still share Parquet files)."""
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-
-_ID_FIELDS = (("traceId", 16), ("trace_id", 16), ("spanId", 8), ("span_id", 8),
-              ("parentSpanId", 8), ("parent_span_id", 8))
 
 
 class Refused(Exception):
@@ -428,49 +425,13 @@ def parse_json(raw: bytes) -> Any:
         raise Refused(400, f"the body is not JSON: {exc}", "refused_malformed") from None
     if not isinstance(doc, dict):
         raise Refused(400, "the body is not a JSON object", "refused_malformed")
-    _hex_ids_to_base64(doc)
+    hex_ids_to_base64(doc)
     try:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise Refused(
             400, f"the JSON is not an OTLP ExportTraceServiceRequest: {exc}", "refused_malformed"
         ) from None
-
-
-def _hex_ids_to_base64(doc: dict[str, Any]) -> None:
-    """OTLP/JSON spells ids in hex; protobuf's JSON mapping reads bytes as base64.
-    An id that is not hex of the right length becomes empty bytes, so the span
-    is rejected alone (``invalid_trace_id``...) instead of failing the request."""
-    for rs in _items(doc, "resourceSpans", "resource_spans"):
-        for ss in _items(rs, "scopeSpans", "scope_spans"):
-            for span in _items(ss, "spans"):
-                _fix_ids(span)
-                for link in _items(span, "links"):
-                    _fix_ids(link)
-
-
-def _items(obj: Any, *keys: str) -> list[Any]:
-    if not isinstance(obj, dict):
-        return []
-    for key in keys:
-        value = obj.get(key)
-        if isinstance(value, list):
-            return value
-    return []
-
-
-def _fix_ids(obj: Any) -> None:
-    if not isinstance(obj, dict):
-        return
-    for key, size in _ID_FIELDS:
-        value = obj.get(key)
-        if not isinstance(value, str):
-            continue
-        try:
-            raw = bytes.fromhex(value) if len(value) == 2 * size else b""
-        except ValueError:
-            raw = b""
-        obj[key] = base64.b64encode(raw).decode("ascii")
 
 
 def export_response(outcome: Outcome) -> Any:
