@@ -196,6 +196,63 @@ def test_a_dated_response_model_unknown_to_prices_falls_back_to_the_requested_on
     assert not caplog.records
 
 
+def test_a_batch_priced_in_columns_is_priced_as_row_by_row(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``price_arrays`` (the OTLP receiver's table: one lookup per distinct
+    model, column arithmetic) gives the costs and sources ``fill_costs`` gives
+    row by row, to the bit: known, dated, unknown and missing models, missing
+    counts, cache tokens, costs the spans carry; an unknown model is warned once;
+    a tiered price is left to ``fill_costs``."""
+    import random
+
+    rng = random.Random(11)
+    models = [None, "", "gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "no-such-model-x",
+              "gpt-4o-mini-2024-07-18"]
+
+    def some(values: list[Any], n: int, missing: float = 0.3) -> list[Any]:
+        return [rng.choice(values) if rng.random() > missing else None for _ in range(n)]
+
+    def column(cols: dict[str, Any], name: str, n: int) -> list[Any]:
+        if cols.get(name) is None:
+            cols[name] = [None] * n
+        return list(cols[name])
+
+    with caplog.at_level(logging.WARNING, logger="llamonitor.pricing"):
+        for _ in range(200):
+            n = rng.randrange(1, 40)
+            cols: dict[str, Any] = {}
+            for name, values in (("model", models), ("response_model", models),
+                                 ("provider", [None, "openai", "anthropic", "other"])):
+                if rng.random() < 0.7:
+                    cols[name] = some(values, n)
+            for name in ("input_tokens", "output_tokens", "cache_read_tokens",
+                         "cache_write_tokens"):
+                if rng.random() < 0.7:
+                    cols[name] = some([0, 7, 1000, 123_456, 2**40], n)
+            if rng.random() < 0.3:
+                cols["cost_usd"] = some([0.5, 0.0, 1e-9], n, 0.7)
+            if rng.random() < 0.3:
+                cols["cost_source"] = some(["user", "override"], n, 0.7)
+            expected = {k: list(v) for k, v in cols.items()}
+
+            def mutable(c: dict[str, Any], name: str, n: int) -> list[Any]:
+                if c.get(name) is None:
+                    c[name] = [None] * n
+                col: list[Any] = c[name]
+                return col
+
+            pricing.fill_costs(expected, n, mutable)
+            got = pricing.price_arrays(cols, n)
+            assert got is not None
+            for name in ("input_cost_usd", "output_cost_usd", "cost_usd", "cost_source"):
+                assert got[name].to_pylist() == column(expected, name, n), name
+    unknown = [r for r in caplog.records if "no-such-model-x" in r.getMessage()]
+    assert len(unknown) == 1
+    tiered = {"model": ["gemini-1.5-pro"], "provider": ["google"], "input_tokens": [300_000]}
+    assert pricing.price_arrays(tiered, 1) is None
+
+
 # -- columns from attributes, agents, project -----------------------------------
 
 

@@ -278,6 +278,50 @@ def test_received_content_is_redacted_before_it_is_cut(serve: Any) -> None:
     assert SECRET[:8] not in json.dumps(row, default=str)
 
 
+def logfire_span() -> ExportTraceServiceRequest:
+    """A span of Logfire's OpenAI instrumentation: the request and the response
+    as JSON in ``request_data`` / ``response_data``, messages and choices included."""
+    req = request(0, n=1)
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.extend([
+        kv("gen_ai.system", "openai"), kv("logfire.msg", "Chat Completion with 'gpt-4o-mini'"),
+        kv("request_data", json.dumps({"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": "mail bob@example.com the key " + SECRET}]})),
+        kv("response_data", json.dumps({
+            "model": "gpt-4o-mini-2024-07-18",
+            "message": {"role": "assistant", "content": "mailed dave@example.com"},
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3}})),
+    ])
+    return req
+
+
+def test_logfire_request_and_response_data_are_content(serve: Any) -> None:
+    """Logfire's ``request_data`` / ``response_data`` carry the messages: with
+    capture_content off (the default) neither is stored, while the model and the
+    token counts read from them fill their columns; with capture on they are
+    stored through the redaction rules."""
+    off = received(serve(), logfire_span())
+    assert (off["model"], off["response_model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    assert (off["input_tokens"], off["output_tokens"]) == (12, 3)
+    custom = json.loads(off["custom_attributes"])
+    assert "request_data" not in custom and "response_data" not in custom
+    assert custom["logfire.msg"] == "Chat Completion with 'gpt-4o-mini'"
+    text = json.dumps(off, default=str)
+    assert "bob@" not in text and "dave@" not in text and SECRET[:8] not in text
+
+
+def test_logfire_request_and_response_data_are_redacted_with_capture_on(
+    serve: Any,
+) -> None:
+    """capture_content on: ``request_data`` / ``response_data`` are kept, redacted."""
+    on = received(serve(capture_content="true"), logfire_span())
+    assert (on["model"], on["input_tokens"], on["output_tokens"]) == ("gpt-4o-mini", 12, 3)
+    custom = json.loads(on["custom_attributes"])
+    sent = json.loads(custom["request_data"])["messages"][0]["content"]
+    assert sent == "mail [EMAIL] the key [SECRET]"
+    assert "[EMAIL]" in custom["response_data"] and "dave@" not in custom["response_data"]
+
+
 def test_the_receivers_settings_are_the_processes_only_while_it_serves(serve: Any) -> None:
     """A receiver with its own writer in a process without monitoring makes its
     ``LLMOPS_*`` content cut the process's while it serves, and puts the

@@ -232,3 +232,97 @@ def fill_costs(cols: dict[str, Any], n: int, column: Any) -> None:
         if c is not None:
             for name, value in zip(_COST_COLUMNS, c, strict=True):
                 column(cols, name, n)[i] = value
+
+
+def price_arrays(cols: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """The cost columns of a batch as Arrow arrays, priced per distinct
+    (response model, model, provider) with column arithmetic: what
+    :func:`fill_costs` gives row by row, to the bit (the same operations in
+    the same order), for a receiver's table.
+
+    ``cols`` maps column names to lists of ``n`` values (left unchanged).
+    Returns ``{column: pa.Array}`` for ``input_cost_usd``, ``output_cost_usd``,
+    ``cost_usd`` and ``cost_source``, or ``None`` when :func:`fill_costs` must
+    price it (a tiered price: row by row).
+    """
+    from itertools import repeat
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    model_col = cols.get("model")
+    response_col = cols.get("response_model")
+    provider_col = cols.get("provider")
+    keys = list(zip(
+        repeat(None, n) if response_col is None else response_col,
+        repeat(None, n) if model_col is None else model_col,
+        repeat(None, n) if provider_col is None else provider_col, strict=True,
+    ))
+    groups = list(dict.fromkeys(keys))
+    found: list[Rates | None] = []
+    for response, model, provider in groups:
+        r = None
+        for name in (response, model):
+            if name and r is None:
+                r = rates(name, provider)
+        if r is not None and r.model_price is not None:
+            return None
+        found.append(r)
+    one = len(groups) == 1  # the usual request: one model; scalars, no per-row lookup
+    rows = pa.array([0] * n if one else list(map(
+        {k: i for i, k in enumerate(groups)}.__getitem__, keys)), pa.int32())
+
+    def per_group(values: list[Any], kind: Any) -> Any:
+        """Each row's group's value: a scalar for one group, else an array."""
+        return pa.scalar(values[0], kind) if one else pc.take(pa.array(values, kind), rows)
+
+    def rate(field: str) -> Any:
+        return per_group([None if r is None else getattr(r, field) for r in found], pa.float64())
+
+    def ints(name: str) -> Any:
+        col = cols.get(name)
+        return pa.nulls(n, pa.int64()) if col is None else pa.array(col, pa.int64())
+
+    ins, outs = ints("input_tokens"), ints("output_tokens")
+    named = per_group([bool(g[0] or g[1]) for g in groups], pa.bool_())
+    due = pc.and_(pc.or_(pc.is_valid(ins), pc.is_valid(outs)), named)  # tokens and a model
+    user = None  # rows that carry their own cost: kept, cost_source "user"
+    if cols.get("cost_usd") is not None:
+        user = pc.and_(due, pc.is_valid(pa.array(cols["cost_usd"], pa.float64())))
+        due = pc.and_(due, pc.invert(user))
+    priced = pc.and_(due, pc.is_valid(rate("input")))
+    if None in found:  # each unknown model due a price: warned once, as row by row
+        for g in pc.unique(pc.filter(rows, due)).to_pylist():
+            response, model, provider = groups[g]
+            if found[g] is None:
+                warn_unknown(response or model, provider)
+
+    zero = pa.scalar(0, pa.int64())
+    uncached = i = pc.fill_null(ins, zero)
+    cin = pc.multiply(i, rate("input"))
+    if cols.get("cache_read_tokens") is not None or cols.get("cache_write_tokens") is not None:
+        cr = pc.fill_null(ints("cache_read_tokens"), zero)
+        cw = pc.fill_null(ints("cache_write_tokens"), zero)
+        uncached = pc.max_element_wise(pc.subtract_checked(pc.subtract_checked(i, cr), cw), zero)
+        cin = pc.add(pc.add(pc.multiply(uncached, rate("input")),
+                            pc.multiply(cr, rate("cache_read"))),
+                     pc.multiply(cw, rate("cache_write")))
+    # (without cache counts: x + 0 * rate + 0 * rate is x, as row by row)
+    cout = pc.multiply(pc.fill_null(outs, zero), rate("output"))
+    sources = per_group([None if r is None else r.source for r in found], pa.string())
+
+    def kept(name: str, kind: Any) -> Any:
+        col = cols.get(name)
+        return pa.scalar(None, kind) if col is None else pa.array(col, kind)
+
+    source = kept("cost_source", pa.string())
+    if user is not None:
+        source = pc.if_else(pc.and_(user, pc.is_null(source)), pa.scalar("user", pa.string()),
+                            source)
+    out = {
+        "input_cost_usd": pc.if_else(priced, cin, kept("input_cost_usd", pa.float64())),
+        "output_cost_usd": pc.if_else(priced, cout, kept("output_cost_usd", pa.float64())),
+        "cost_usd": pc.if_else(priced, pc.add(cin, cout), kept("cost_usd", pa.float64())),
+        "cost_source": pc.if_else(priced, sources, source),
+    }
+    return {k: v if isinstance(v, pa.Array) else pa.repeat(v, n) for k, v in out.items()}

@@ -40,11 +40,16 @@ CONTENT_PREFIXES: tuple[str, ...] = (
 """Attribute names (and prefixes of flattened ones) that carry prompt or
 completion text."""
 
+CONTENT_KEYS: frozenset[str] = frozenset(("request_data", "response_data"))
+"""Attributes that carry content under this exact name: Logfire's JSON of the
+request (its messages) and of the response (its choices). The receiver still
+reads the model and the token counts out of them before they are dropped."""
+
 _COLUMNS = ("prompt_content", "completion_content")
 
 
 def is_content(key: str) -> bool:
-    return key.startswith(CONTENT_PREFIXES)
+    return key.startswith(CONTENT_PREFIXES) or key in CONTENT_KEYS
 
 
 def _redacted(value: Any, redact: Any) -> Any:
@@ -87,6 +92,7 @@ def apply_content_policy(
 
 _MAY_HOLD_CONTENT = re.compile(
     '"(?:' + "|".join(map(re.escape, CONTENT_PREFIXES)) + ')|"otel\\.events"'
+    + "".join(f'|"{re.escape(k)}"' for k in sorted(CONTENT_KEYS))
 )
 
 

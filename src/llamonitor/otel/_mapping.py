@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from llamonitor._records import safe_json
-from llamonitor.llm.pricing import fill_costs
+from llamonitor.llm.pricing import fill_costs, price_arrays
 from llamonitor.otel import _attributes as fill
 from llamonitor.otel import _conventions as conv
 from llamonitor.otel import _scores as evaluations
@@ -147,15 +147,26 @@ class MappedSpans:
         records (tokens and a model, no cost: ``fill_costs``)."""
         n = len(self.timestamps_us)
         cols: dict[str, Any] = dict(self.columns)
-        if "input_tokens" in cols or "output_tokens" in cols:
-            for name in _COST_OUTPUTS:  # priced here: the rows keep what was sent
-                if name in cols:
-                    cols[name] = list(cols[name])
-            fill_costs(cols, n, _list_column)
+        priced: dict[str, Any] = {}
+        if ("input_tokens" in cols or "output_tokens" in cols) and (
+            "model" in cols or "response_model" in cols
+        ):
+            got = price_arrays(cols, n)  # per distinct model, in columns
+            if got is None:  # a tiered price: row by row
+                for name in _COST_OUTPUTS:  # priced here: the rows keep what was sent
+                    if name in cols:
+                        cols[name] = list(cols[name])
+                fill_costs(cols, n, _list_column)
+            else:
+                priced = got
         arrays = []
         for f in SCHEMA:
             if f.name == "timestamp":
                 arrays.append(pa.array(self.timestamps_us, pa.int64()).cast(f.type))
+                continue
+            done = priced.get(f.name)
+            if done is not None:
+                arrays.append(done if done.type == f.type else done.cast(f.type))
                 continue
             col = cols.get(f.name)
             arrays.append(pa.nulls(n, f.type) if col is None else pa.array(col, f.type))

@@ -110,6 +110,11 @@ def create_app(
         if ingestor is not None and path == OTLP_PATH:
             ingestor.count(_REFUSALS.get(status, "refused_other"))
 
+    routes: dict[str, Any] = {}
+    if ingestor is not None and "_otlp" in routers:
+        from llamonitor.server._otlp import TracesRoute
+
+        routes[OTLP_PATH] = TracesRoute(ingestor, config.otlp_max_body_bytes, app)
     return Guard(
         app,
         config.token_value,
@@ -117,6 +122,7 @@ def create_app(
         body_limits={OTLP_PATH: config.otlp_max_body_bytes,
                      "/v1/logs": config.otlp_max_body_bytes},
         on_refuse=refused,
+        routes=routes,
     )
 
 

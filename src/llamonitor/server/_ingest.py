@@ -27,10 +27,10 @@ never costs the spans; it is counted (``scores_failed``, ``scores_dropped``,
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 from llamonitor._records import row_bytes, table_row_bytes
 from llamonitor.otel import rows_from_request
 from llamonitor.otel._redact import ContentPolicy, apply_to_columns, redact_request
+from llamonitor.server._otlp_json import hex_ids_to_base64
 
 logger = logging.getLogger("llamonitor.server")
 
@@ -47,11 +48,17 @@ QUEUE_WAIT_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 1
 """``Retry-After`` of a 503 (the OTLP exporters honour it)."""
 
+IDLE_WRITE_SECONDS = 0.05
+"""With no request in hand for this long, the receiver has its writer start
+on what it queued, instead of waiting for a full batch or the writer's
+``flush_interval_seconds`` (the last spans of a burst are written at once)."""
+
+IDLE_WRITE_GAP_SECONDS = 0.2
+"""At most one such early write this often (requests that come one by one,
+a little apart, still share Parquet files)."""
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-
-_ID_FIELDS = (("traceId", 16), ("trace_id", 16), ("spanId", 8), ("span_id", 8),
-              ("parentSpanId", 8), ("parent_span_id", 8))
 
 
 class Refused(Exception):
@@ -115,6 +122,9 @@ class Ingestor:
         self._reasons: dict[str, int] = {}
         self._closed = False
         self._warned_scores = False
+        self._idle = threading.Event()  # set when the last request in hand ended
+        self._last_end = 0.0
+        self._watcher: threading.Thread | None = None
 
     # -- the core ------------------------------------------------------------
 
@@ -133,6 +143,40 @@ class Ingestor:
         finally:
             with self._lock:
                 self._inflight -= size
+                idle = not self._inflight
+                if idle:
+                    self._last_end = time.monotonic()
+                    if self._watcher is None and not self._closed:
+                        self._watcher = threading.Thread(
+                            target=self._watch, name="llamonitor-otlp-idle", daemon=True)
+                        self._watcher.start()
+            if idle:
+                self._idle.set()
+
+    def _watch(self) -> None:
+        """Wake the writer once the receiver has been idle for
+        :data:`IDLE_WRITE_SECONDS` (at most every :data:`IDLE_WRITE_GAP_SECONDS`)."""
+        wake = getattr(self.writer, "wake", None)
+        if wake is None:
+            return
+        while not self._closed:
+            if not self._idle.wait(1.0):
+                continue
+            self._idle.clear()
+            while not self._closed:
+                time.sleep(IDLE_WRITE_SECONDS)
+                with self._lock:
+                    busy = self._inflight > 0
+                    quiet = time.monotonic() - self._last_end >= IDLE_WRITE_SECONDS
+                if busy:  # that request's end sets _idle again
+                    break
+                if quiet:
+                    try:
+                        wake()
+                    except Exception as exc:  # never a reason to stop receiving
+                        logger.debug("llamonitor: waking the writer failed: %r", exc)
+                    time.sleep(IDLE_WRITE_GAP_SECONDS)
+                    break
 
     def _admit(self, size: int, request: Any) -> None:
         """Take ``size`` bytes of the in-hand bound, or refuse (503)."""
@@ -264,6 +308,7 @@ class Ingestor:
         if self._closed:
             return
         self._closed = True
+        self._idle.set()
         if self.owned:
             self.writer.stop(timeout)
 
@@ -380,49 +425,13 @@ def parse_json(raw: bytes) -> Any:
         raise Refused(400, f"the body is not JSON: {exc}", "refused_malformed") from None
     if not isinstance(doc, dict):
         raise Refused(400, "the body is not a JSON object", "refused_malformed")
-    _hex_ids_to_base64(doc)
+    hex_ids_to_base64(doc)
     try:
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise Refused(
             400, f"the JSON is not an OTLP ExportTraceServiceRequest: {exc}", "refused_malformed"
         ) from None
-
-
-def _hex_ids_to_base64(doc: dict[str, Any]) -> None:
-    """OTLP/JSON spells ids in hex; protobuf's JSON mapping reads bytes as base64.
-    An id that is not hex of the right length becomes empty bytes, so the span
-    is rejected alone (``invalid_trace_id``...) instead of failing the request."""
-    for rs in _items(doc, "resourceSpans", "resource_spans"):
-        for ss in _items(rs, "scopeSpans", "scope_spans"):
-            for span in _items(ss, "spans"):
-                _fix_ids(span)
-                for link in _items(span, "links"):
-                    _fix_ids(link)
-
-
-def _items(obj: Any, *keys: str) -> list[Any]:
-    if not isinstance(obj, dict):
-        return []
-    for key in keys:
-        value = obj.get(key)
-        if isinstance(value, list):
-            return value
-    return []
-
-
-def _fix_ids(obj: Any) -> None:
-    if not isinstance(obj, dict):
-        return
-    for key, size in _ID_FIELDS:
-        value = obj.get(key)
-        if not isinstance(value, str):
-            continue
-        try:
-            raw = bytes.fromhex(value) if len(value) == 2 * size else b""
-        except ValueError:
-            raw = b""
-        obj[key] = base64.b64encode(raw).decode("ascii")
 
 
 def export_response(outcome: Outcome) -> Any:

@@ -86,6 +86,7 @@ class Guard:
         loopback_only: bool,
         body_limits: dict[str, int] | None = None,
         on_refuse: Callable[[str, int], None] | None = None,
+        routes: dict[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
         self.token = token
@@ -94,6 +95,9 @@ class Guard:
         """Path -> its body bound, instead of ``MAX_BODY_BYTES`` (the OTLP receiver's)."""
         self.on_refuse = on_refuse
         """Called with (path, status) for each refused request (the receiver's counters)."""
+        self.routes = routes or {}
+        """Path -> a plain ASGI app that serves it instead of ``app`` (past the same
+        checks): the OTLP receiver's ``/v1/traces``, without the framework's stack."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -135,7 +139,11 @@ class Guard:
             if kind == "http" and self._token_in_query(scope) and scope["method"] == "GET":
                 await self._set_cookie_and_redirect(scope, send)
                 return
-        await self.app(scope, receive, _with_headers(send) if kind == "http" else send)
+        if kind == "http":
+            route = self.routes.get(scope.get("path", ""))
+            await (route or self.app)(scope, receive, _with_headers(send))
+            return
+        await self.app(scope, receive, send)
 
     def _given_token(self, scope: Scope) -> str | None:
         auth = _header(scope, b"authorization")

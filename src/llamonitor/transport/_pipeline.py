@@ -422,6 +422,12 @@ class Pipeline:
 
     # -- flush / shutdown ---------------------------------------------------
 
+    def wake(self) -> None:
+        """Start on what is queued now, without waiting for a batch or the
+        interval (nor for the write)."""
+        if self._q:
+            self._wake.set()
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted so far is written (or given up)."""
         if self._closed or self._pid != _getpid():

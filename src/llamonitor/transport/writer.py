@@ -333,6 +333,14 @@ class MonitoringWriter:
         ok = pipeline.flush(max(0.0, deadline - time.monotonic()))
         return Completed(ok, _spooled(pipeline))
 
+    def wake(self) -> None:
+        """Start writing what is queued now instead of at the next batch or
+        ``flush_interval_seconds``; returns at once (an OTLP receiver that went
+        idle: its last spans need not wait for the interval)."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.wake()
+
     def health_check(self) -> HealthReport:
         """Queue depth, counters (received, written, dropped by reason,
         sampled out, retried, failed, spooled, rejected) and each sink's health
