@@ -42,6 +42,14 @@ def _types_sql() -> str:
     return ", ".join("'" + t + "'" for t in _agents_walk.AGENT_OPERATION_TYPES)
 
 
+GRAPH_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "timestamp", "duration_ms", "agent_name",
+    "operation_type", "error", "model", "provider", "input_tokens", "output_tokens",
+    "total_tokens", "cost_usd", "text_char_count",
+)
+"""The span columns :func:`graph_sql` reads."""
+
+
 def graph_sql() -> str:
     """Per span: keys (as the structure pass's), times in µs, agent, flags, sizes."""
     return (
@@ -133,7 +141,8 @@ def graph_of(q: DuckDBQuery, filters: Filters, *, suggestions: bool = True,
             f"since: {spans:,} spans in this scope, at most {MAX_SPANS:,}: "
             "choose a shorter time range or a session"
         )
-    table = q.run(graph_sql().replace("{where}", where), params, filters) if spans != 0 else None
+    reading = filters.reading(GRAPH_COLUMNS)
+    table = q.run(graph_sql().replace("{where}", where), params, reading) if spans != 0 else None
     if table is not None and table.num_rows > MAX_SPANS:
         raise ValueError(
             f"since: {table.num_rows:,} spans in this scope, at most {MAX_SPANS:,}: "

@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 
 from llamonitor.analysis import _build as build
-from llamonitor.analysis import _sql, _suggest
+from llamonitor.analysis import _native, _sql, _suggest
+from llamonitor.analysis import _sql_clickhouse as _ch
 from llamonitor.analysis._models import (
     Bucket,
     Overview,
@@ -87,17 +88,42 @@ class _Runner:
         return table
 
     def rows(self, name: str, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        table = self.table(name, sql, params)
-        if table is None:
-            return []
-        return [{k: _utc(v) for k, v in row.items()} for row in table.to_pylist()]
+        return _table_rows(self.table(name, sql, params))
+
+    @property
+    def native(self) -> bool:
+        """Whether the store runs the aggregates itself (ClickHouse): the filters
+        have no operation glob (the report's never do)."""
+        return _native.usable(self.q, self.filters)
+
+    def native_rows(
+        self, name: str, sql: str, params: dict[str, Any] | None = None,
+        then: str | None = None, times: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """Rows of a statement in the store's own SQL; ``then``: a DuckDB
+        statement run over its result (``{rel}``) for the rows."""
+        started = time.perf_counter()
+        table = _native.run(self.q, sql, params, self.filters, times)
+        if then is not None and table is not None:
+            table = _native.local(table, then)
+        self.timings[name] = (time.perf_counter() - started) * 1000
+        return _table_rows(table)
+
+
+def _table_rows(table: pa.Table | None) -> list[dict[str, Any]]:
+    if table is None:
+        return []
+    return [{k: _utc(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def _tops(
     run: _Runner, top: int
 ) -> tuple[list[SessionSummary], list[TraceSummary], list[TraceSummary], int, int]:
     """Most expensive sessions; most expensive and longest traces; how many of each."""
-    rows = run.rows("top", _sql.top_sql(top))
+    if run.native:
+        rows = run.native_rows("top", _ch.top_sql(top))
+    else:
+        rows = run.rows("top", _sql.top_sql(top))
     ids = {kind: [str(r["id"]) for r in rows if r["rank_by"] == kind]
            for kind in ("session_cost", "trace_cost", "trace_time")}
     counts = {r["rank_by"]: build.integer(r["n"]) for r in rows if r["id"] is None}
@@ -106,7 +132,16 @@ def _tops(
     sessions: dict[str, SessionSummary] = {}
     traces: dict[str, TraceSummary] = {}
     if sessions_wanted or traces_wanted:
-        for r in run.rows("details", _sql.details_sql(), [sessions_wanted, traces_wanted]):
+        if run.native:
+            details = run.native_rows(
+                "details",
+                _ch.details_sql(bool(sessions_wanted), bool(traces_wanted)),
+                {"sessions": tuple(sessions_wanted), "traces": tuple(traces_wanted)},
+                times=("start",),
+            )
+        else:
+            details = run.rows("details", _sql.details_sql(), [sessions_wanted, traces_wanted])
+        for r in details:
             if r["gid"] == 1 and r["session_id"] in sessions_wanted:
                 sessions[str(r["session_id"])] = build.session_summary(r)
             elif r["gid"] == 2 and r["trace_id"] in traces_wanted:
@@ -145,7 +180,8 @@ def _stream_and_walk(
     where, params = run.q.where(run.filters)
     sql = _sql.structure_sql(partitions).replace("{where}", where)
     begun = time.perf_counter()
-    with _read_ahead(run.q.stream(sql, params, run.filters)) as batches:
+    filters = run.filters.reading(_sql.STRUCTURE_COLUMNS)
+    with _read_ahead(run.q.stream(sql, params, filters)) as batches:
         structure = _structure.run(
             _until_read(batches, streamed), partitions,
             bucket_us=_sql.BUCKET_US[bucket],
@@ -286,7 +322,12 @@ def analyze(
     with _opened(store) as q:
         run = _Runner(q, filters)
         started = time.perf_counter()
-        span = run.rows("range", _sql.RANGE_SQL)
+        if run.native:
+            span = run.native_rows("range", _ch.RANGE_SQL, times=("first", "last"))
+            if span and not span[0]["spans"]:
+                span = []
+        else:
+            span = run.rows("range", _sql.RANGE_SQL)
         head: dict[str, Any] = span[0] if span else {"spans": 0, "first": None, "last": None}
         scope.bucket = bucket or auto_bucket(head["first"], head["last"])
         if not build.integer(head["spans"]):
@@ -319,9 +360,13 @@ def _fill(
         streamed = threading.Event()
         walking = pool.submit(_walk, run, head, bucket, streamed)
         streamed.wait()
-        dims = build.by_dimension(
-            run.rows("profile", _sql.profile_sql(_DIMENSIONS, bucket)), _DIMENSIONS
-        )
+        if run.native:
+            profile = run.native_rows(
+                "profile", _ch.profile_sql(bucket), then=_sql.profile_rollup_sql(_DIMENSIONS)
+            )
+        else:
+            profile = run.rows("profile", _sql.profile_sql(_DIMENSIONS, bucket))
+        dims = build.by_dimension(profile, _DIMENSIONS)
         if not dims["total"]:
             walking.result()
             return  # the store changed between two statements: report it as empty
@@ -333,8 +378,19 @@ def _fill(
         )
         total = dims["total"][0]
         top_sessions, top_traces, slowest, n_sessions, n_traces = _tops(run, top)
-        errors = run.rows("errors", _sql.errors_sql()) if build.integer(total["errors"]) else []
-        repeated = run.rows("cache", _sql.cache_sql()) if with_suggestions else []
+        errors: list[dict[str, Any]] = []
+        repeated: list[dict[str, Any]] = []
+        if build.integer(total["errors"]):
+            errors = (
+                run.native_rows("errors", _ch.errors_sql(), then=_sql.errors_rollup_sql(),
+                                times=("first", "last"))
+                if run.native else run.rows("errors", _sql.errors_sql())
+            )
+        if with_suggestions:
+            repeated = (
+                run.native_rows("cache", _ch.cache_sql(), then=_sql.cache_rollup_sql())
+                if run.native else run.rows("cache", _sql.cache_sql())
+            )
         structure = walking.result()
         prices = pricing.result() if pricing is not None else None
     qs, operations = build.percentiles(structure, dims)

@@ -215,16 +215,26 @@ def profile_sql(
     flags = profile_flags() if flags is None else flags
     flag_cols = ", ".join(f"{sql} AS {name}" for name, sql in flags.items())
     inner = ", ".join(f"{p.sql} AS {p.name}" for p in partials)
-    outer = ", ".join(f"{m.sql} AS {m.name}" for m in measures)
-    keys = ", ".join(_KEYS)
     group = ", ".join([*_KEYS, *flags])
     return (
         f"WITH l1 AS (SELECT {group}, {inner} FROM (SELECT *, {bucket_sql(bucket)} AS bucket, "
         f"{flag_cols} FROM {{rel}} {{where}}) GROUP BY {group}) "
+        + profile_rollup_sql(dimensions, measures).replace("{rel}", "l1")
+    )
+
+
+def profile_rollup_sql(
+    dimensions: tuple[Dimension, ...], measures: tuple[Measure, ...] = MEASURES
+) -> str:
+    """The profile's second step: ``{rel}`` (the partials by every key and flag,
+    ``l1``) rolled up into each dimension."""
+    outer = ", ".join(f"{m.sql} AS {m.name}" for m in measures)
+    keys = ", ".join(_KEYS)
+    return (
         f"SELECT grouping_id({keys}) AS gid, {keys}, {outer}, "
         "max(hash(operation_name)) AS op_hash, max(hash(provider, model)) AS model_hash, "
         "max(hash(agent_name)) AS agent_hash "
-        f"FROM l1 GROUP BY GROUPING SETS ({_sets(dimensions)})"
+        f"FROM {{rel}} GROUP BY GROUPING SETS ({_sets(dimensions)})"
     )
 
 
@@ -301,8 +311,15 @@ def errors_sql() -> str:
         "WITH m AS (SELECT coalesce(error_type, '(unknown)') AS et, operation_name AS op, "
         "coalesce(error_message, '') AS msg, count(*) AS n, min(\"timestamp\") AS first, "
         "max(\"timestamp\") AS last FROM (SELECT * FROM {rel} {where}) AS s WHERE s.error "
-        "GROUP BY ALL), "
-        f"e AS (SELECT *, op AS op2, {normalize_sql('msg')} AS pat FROM m), "
+        "GROUP BY ALL), " + errors_rollup_sql().replace("{rel}", "m").removeprefix("WITH ")
+    )
+
+
+def errors_rollup_sql() -> str:
+    """:func:`errors_sql`'s second step over ``{rel}``: the failed spans counted
+    by (type, operation, message) -- ``et``, ``op``, ``msg``, ``n``, ``first``, ``last``."""
+    return (
+        f"WITH e AS (SELECT *, op AS op2, {normalize_sql('msg')} AS pat FROM {{rel}}), "
         "g AS (SELECT grouping_id(et, op, pat) AS gid, et, op, pat, sum(n) AS n, "
         "min(msg) AS example, min(first) AS first, max(last) AS last, "
         "list(DISTINCT op2 ORDER BY op2) AS ops FROM e "
@@ -325,15 +342,29 @@ def cache_sql() -> str:
         "coalesce(sum(duration_ms), 0) - coalesce(arg_min(duration_ms, \"timestamp\"), 0) "
         "AS saving_ms FROM (SELECT * FROM {rel} {where}) AS s "
         "WHERE s.prompt_hash IS NOT NULL AND s.error IS NOT TRUE "
-        "GROUP BY prompt_hash, model HAVING count(*) > 1) "
+        "GROUP BY prompt_hash, model HAVING count(*) > 1) " + cache_rollup_sql().replace("{rel}", "c")
+    )
+
+
+def cache_rollup_sql() -> str:
+    """:func:`cache_sql`'s second step over ``{rel}``: the repeated (prompt hash,
+    model) pairs -- ``n``, ``saving_usd``, ``saving_ms`` -- ranked, with totals."""
+    return (
         "SELECT prompt_hash, model, n, saving_usd, saving_ms, "
         "count(*) OVER () AS prompts, sum(n - 1) OVER () AS repeats, "
         "sum(saving_usd) OVER () AS total_usd, sum(saving_ms) OVER () AS total_ms "
-        f"FROM c ORDER BY saving_usd DESC, saving_ms DESC, prompt_hash LIMIT {CACHE_TOP}"
+        f"FROM {{rel}} ORDER BY saving_usd DESC, saving_ms DESC, prompt_hash LIMIT {CACHE_TOP}"
     )
 
 
 # -- the structure of traces (for the critical path and retries) -----------------------
+
+
+STRUCTURE_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "timestamp", "duration_ms", "operation_name",
+    "provider", "model", "agent_name", "error",
+)
+"""The span columns :func:`structure_sql` reads."""
 
 
 def structure_sql(partitions: int) -> str:

@@ -20,7 +20,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,7 +46,20 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     project_name: str | None = None
+    columns: frozenset[str] | None = None
+    """The columns the statement reads (``None``: any). A store may give only
+    these (and no fewer): a SQL store that reads columns one by one
+    (ClickHouse) reads just these."""
 
+
+    def reading(self, columns: frozenset[str] | set[str] | tuple[str, ...]) -> Filters:
+        """These filters, for a statement that reads ``columns`` (and those the
+        filters themselves test)."""
+        return replace(self, columns=frozenset(columns) | FILTER_COLUMNS)
+
+
+FILTER_COLUMNS = frozenset({"session_id", "trace_id", "operation_name", "timestamp", "project_name"})
+"""The columns :meth:`DuckDBQuery.where` tests."""
 
 NO_FILTERS = Filters()
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -37,16 +37,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from llamonitor.schema._columns import SCHEMA
-from llamonitor.schema._extensions import failed_or_null, rows_table
+from llamonitor.schema._extensions import rows_table
 from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
-from llamonitor.storage import _clickhouse_ddl, _sql, _sql_ddl, _sql_query, _sql_write
+from llamonitor.storage import _clickhouse_ddl, _sql, _sql_ddl, _sql_write
 from llamonitor.storage._clickhouse_ddl import MICROS_SUFFIX, q
-from llamonitor.storage._duckdb import DuckDBQuery, Filters
+from llamonitor.storage._clickhouse_query import ClickHouseQuery, describe as _describe
 from llamonitor.storage._sql import Secrets, StoreError
 from llamonitor.storage.base import RowsRejected, StorageBackend
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "ClickHouseBackend", "RECEIVE_TIMEOUT_SECONDS", "query"]
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS", "ClickHouseBackend", "ClickHouseQuery", "RECEIVE_TIMEOUT_SECONDS", "query",
+]
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 """The driver's ``connect_timeout`` unless the connection string sets it."""
@@ -57,8 +59,6 @@ a server that stops answering fails the write (retried, then spooled)."""
 _MISSING_CODES = (60, 16, 81, 47)  # unknown table, column, database; unknown identifier
 _MAX_DATETIME = 2**32 - 1  # DateTime is unsigned 32-bit seconds: 1970 to 2106
 _TS = "timestamp"
-_TS_ALIAS = "llamonitor_timestamp_us"
-_BLOCK_ROWS = _sql_query.CHUNK_ROWS
 _BASE = frozenset(SCHEMA.names)
 
 
@@ -118,12 +118,6 @@ class _Target:
             sqlstate=str(code) if code is not None else None,
             transient=transient,
         )
-
-
-def _describe(exc: BaseException) -> str:
-    """``TypeName: message`` without the server's stack trace."""
-    text = str(exc).split("Stack trace:", 1)[0].strip() or repr(exc)
-    return f"{type(exc).__name__}: {' '.join(text.split())}"
 
 
 class ClickHouseBackend(StorageBackend):
@@ -330,113 +324,14 @@ def _columns(table: pa.Table, seconds: Any, micros: Any) -> tuple[str, Any]:
     return ", ".join(q(n) for n in names), data
 
 
-# -- query side ----------------------------------------------------------------
-
-_PUSHDOWN = _sql_query.Pushdown(quote=q, placeholder=lambda i: f"%(p{i})s", timestamp=lambda t: t)
+# -- query side: llamonitor.storage._clickhouse_query ---------------------------------
 
 
-def _where(f: Filters) -> tuple[str, dict[str, Any]]:
-    """The filters as ClickHouse's ``WHERE``: the string filters exactly,
-    the time range widened to whole seconds (DuckDB applies it exactly), an
-    operation glob left to DuckDB. The times are compared as numbers (Unix
-    seconds), which no time zone (the server's, the column's) can shift."""
-    operation = f.operation
-    if operation is not None and any(c in operation for c in "*?["):
-        operation = None
-    exact = Filters(f.session_id, f.trace_id, operation, None, None, f.project_name)
-    where, values = _PUSHDOWN.where(exact)
-    params = {f"p{i + 1}": v for i, v in enumerate(values)}
-    clauses = [where[len("WHERE ") :]] if where else []
-    if f.since is not None:
-        since = int(_sql_query.aware(f.since).timestamp() // 1)
-        clauses.append(f"{q(_TS)} >= {max(0, min(since, _MAX_DATETIME))}")
-    if f.until is not None:
-        until = -int(-_sql_query.aware(f.until).timestamp() // 1)  # ceiling
-        if until <= 0:
-            clauses.append("0")
-        elif until <= _MAX_DATETIME:
-            clauses.append(f"{q(_TS)} < {until}")
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _select(t: _Target, present: set[str], extra: list[pa.Field], f: Filters) -> tuple[str, Any]:
-    exprs = []
-    for name in [*SCHEMA.names, *(x.name for x in extra)]:
-        if name == _TS:
-            micros = f" + {q(_TS + MICROS_SUFFIX)}" if _TS + MICROS_SUFFIX in present else ""
-            # Not aliased "timestamp": in ClickHouse an alias shadows the column in WHERE.
-            exprs.append(f"toInt64(toUInt32({q(_TS)})) * 1000000{micros} AS {q(_TS_ALIAS)}")
-        elif name in present:
-            exprs.append(q(name))
-        else:
-            exprs.append(f"NULL AS {q(name)}")
-    where, params = _where(f)
-    return f"SELECT {', '.join(exprs)} FROM {t.qualified} FINAL {where}", params
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """A driver batch with ``schema``'s types: the time as microseconds, the
-    booleans from ``UInt8``, an absent column's NULLs typed."""
-    arrays = []
-    for f, col in zip(schema, batch.columns, strict=True):
-        if col.type != f.type:
-            if pa.types.is_null(col.type):
-                col = pa.nulls(len(col), f.type)
-            elif pa.types.is_timestamp(f.type):
-                col = col.cast(pa.int64()).cast(f.type)
-            else:
-                col = col.cast(f.type)
-        if f.name == "error":
-            col = failed_or_null(col)
-        arrays.append(col)
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _open_reader(t: _Target, filters: Filters) -> pa.RecordBatchReader | None:
-    client: Any = None
-    error: StoreError | None = None
-    try:
-        client = t.client()
-        found = _clickhouse_ddl.columns(client.execute, t.database, t.table)
-        if not found:
-            client.disconnect()
-            return None
-        extra = _clickhouse_ddl.extension_fields(found)
-        sql, params = _select(t, set(found), extra, filters)
-        reader = client.query_arrow_stream(
-            sql, params, settings={"max_block_size": _BLOCK_ROWS}, field_metadata=False
-        )
-    except Exception as exc:
-        error = t.error("query", exc)
-    if error is not None:
-        if client is not None:
-            client.disconnect()
-        raise error
-    schema = _sql_query.read_schema(extra)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        failed: StoreError | None = None
-        try:
-            for batch in reader:
-                if batch.num_rows:
-                    yield _conform(batch, schema)
-        except Exception as exc:
-            failed = StoreError(t.secrets.scrub(f"reading the store failed: {_describe(exc)}"))
-        finally:
-            client.disconnect()
-        if failed is not None:
-            raise failed
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def query(config: StorageConfig) -> DuckDBQuery:
-    """The query side of a ClickHouse span table: each query reads the rows
-    its filters select, ``FINAL`` (each span once, however often it was
-    delivered), streamed to DuckDB in blocks; a missing table is an empty store.
+def query(config: StorageConfig) -> ClickHouseQuery:
+    """The query side of a ClickHouse span table (see :class:`ClickHouseQuery`):
+    a missing table is an empty store.
 
     Raises:
         ConfigurationError: a missing driver or a bad connection string.
     """
-    t = _Target(config)
-    return DuckDBQuery(lambda filters: _open_reader(t, filters))
+    return ClickHouseQuery(_Target(config))
