@@ -342,7 +342,8 @@ def cache_sql() -> str:
         "coalesce(sum(duration_ms), 0) - coalesce(arg_min(duration_ms, \"timestamp\"), 0) "
         "AS saving_ms FROM (SELECT * FROM {rel} {where}) AS s "
         "WHERE s.prompt_hash IS NOT NULL AND s.error IS NOT TRUE "
-        "GROUP BY prompt_hash, model HAVING count(*) > 1) " + cache_rollup_sql().replace("{rel}", "c")
+        "GROUP BY prompt_hash, model HAVING count(*) > 1) "
+        + cache_rollup_sql().replace("{rel}", "c")
     )
 
 

@@ -18,8 +18,8 @@ as a column would shadow it in the whole statement).
 
 from __future__ import annotations
 
-from llamonitor.analysis._sql import BUCKET_US, SHORT_OUTPUT_TOKENS, Partial
 from llamonitor.analysis._models import Bucket
+from llamonitor.analysis._sql import BUCKET_US, SHORT_OUTPUT_TOKENS, Partial
 from llamonitor.storage._clickhouse_query import SAMPLE_WEIGHT
 
 IS_LLM = (

@@ -58,7 +58,9 @@ class Filters:
         return replace(self, columns=frozenset(columns) | FILTER_COLUMNS)
 
 
-FILTER_COLUMNS = frozenset({"session_id", "trace_id", "operation_name", "timestamp", "project_name"})
+FILTER_COLUMNS = frozenset(
+    {"session_id", "trace_id", "operation_name", "timestamp", "project_name"}
+)
 """The columns :meth:`DuckDBQuery.where` tests."""
 
 NO_FILTERS = Filters()

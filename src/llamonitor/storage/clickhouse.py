@@ -42,12 +42,17 @@ from llamonitor.schema.config import ConfigurationError, StorageConfig
 from llamonitor.schema.events import MetricEvent
 from llamonitor.storage import _clickhouse_ddl, _sql, _sql_ddl, _sql_write
 from llamonitor.storage._clickhouse_ddl import MICROS_SUFFIX, q
-from llamonitor.storage._clickhouse_query import ClickHouseQuery, describe as _describe
+from llamonitor.storage._clickhouse_query import ClickHouseQuery
+from llamonitor.storage._clickhouse_query import describe as _describe
 from llamonitor.storage._sql import Secrets, StoreError
 from llamonitor.storage.base import RowsRejected, StorageBackend
 
 __all__ = [
-    "CONNECT_TIMEOUT_SECONDS", "ClickHouseBackend", "ClickHouseQuery", "RECEIVE_TIMEOUT_SECONDS", "query",
+    "CONNECT_TIMEOUT_SECONDS",
+    "ClickHouseBackend",
+    "ClickHouseQuery",
+    "RECEIVE_TIMEOUT_SECONDS",
+    "query",
 ]
 
 CONNECT_TIMEOUT_SECONDS = 10.0
