@@ -45,24 +45,33 @@ def write(store: Path, rows: list[dict[str, Any]]) -> Path:
     return store
 
 
-STORES = ("parquet", "sqlite", "postgres")
+STORES = ("parquet", "sqlite", "postgres", "clickhouse")
+
+pytest_plugins = ["_clickhouse"]  # the clickhouse_server fixture (a private 18.16 server)
 
 
 class Spans:
     """Where one test's spans go: a fresh Parquet directory, SQLite file or
     PostgreSQL table per :meth:`write`; tables dropped afterwards."""
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path, clickhouse: Any = None) -> None:
         self.kind = kind
         self.tmp = tmp_path
+        self.clickhouse = clickhouse
         self.dsn = ("" if kind == "parquet" else f"sqlite:///{tmp_path / 'spans.db'}"
-                    if kind == "sqlite" else server_dsn(kind))
-        self.tables: list[Store] = []
+                    if kind == "sqlite" else clickhouse.dsn if kind == "clickhouse"
+                    else server_dsn(kind))
+        self.tables: list[Any] = []
         self.queries: list[Any] = []
 
-    def new(self) -> Store:
+    def new(self) -> Any:
         """A fresh table of this SQL store (dropped afterwards)."""
-        store = Store(self.kind, self.dsn, unique_table())
+        if self.kind == "clickhouse":
+            from _clickhouse import CHStore
+
+            store: Any = CHStore(self.clickhouse, unique_table())
+        else:
+            store = Store(self.kind, self.dsn, unique_table())
         self.tables.append(store)
         return store
 
@@ -74,7 +83,7 @@ class Spans:
         store.write(pa.Table.from_pylist(rows, schema=llamonitor.SCHEMA))
         return self.open(store)
 
-    def open(self, store: Store) -> Any:
+    def open(self, store: Any) -> Any:
         q = store.query()
         self.queries.append(q)
         return q
@@ -96,7 +105,8 @@ class Spans:
 @pytest.fixture(params=STORES)
 def spans(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Spans]:
     """Each store in turn (PostgreSQL skips outside CI when its server is away)."""
-    s = Spans(request.param, tmp_path)
+    server = request.getfixturevalue("clickhouse_server") if request.param == "clickhouse" else None
+    s = Spans(request.param, tmp_path, server)
     try:
         yield s
     finally:

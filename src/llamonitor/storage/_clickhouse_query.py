@@ -1,7 +1,7 @@
 """The ClickHouse store's query side.
 
 Two ways of reading, both ``FINAL`` (each span once, however often it was
-delivered):
+delivered) unless no partition can hold a copy (:func:`final`):
 
 * **rows streamed to DuckDB**, like every SQL store: the rows the filters
   select (pushed into ClickHouse's ``WHERE``), only the columns the statement
@@ -122,8 +122,31 @@ def _where(f: Filters, exact: bool = False) -> tuple[str, dict[str, Any]]:
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def final(execute: Any, t: Any) -> str:
+    """``FINAL`` unless no partition of the table can hold two copies of a span.
+
+    Copies of a span have the same sorting key and partition; a merge keeps
+    one. A partition made of one merged part (level above 0) holds none, so
+    when every partition is one (after ``OPTIMIZE TABLE ... FINAL``, or once
+    the background merges are done) the table is read without ``FINAL``, which
+    in 18.16 costs more than the rest of a scan. A part written after this
+    check and before the statement reads is read as it is (a redelivered
+    batch landing in that moment can be counted twice by that statement).
+    """
+    try:
+        rows = execute(
+            "SELECT count() FROM (SELECT partition_id, count() AS parts, min(level) AS lowest "
+            "FROM system.parts WHERE active AND database = %(d)s AND table = %(t)s "
+            "GROUP BY partition_id) WHERE parts > 1 OR lowest = 0",
+            {"d": t.database, "t": t.table},
+        )
+        return "FINAL" if int(rows[0][0]) else ""
+    except Exception:
+        return "FINAL"
+
+
 def _select(
-    t: Any, present: set[str], extra: list[pa.Field], f: Filters
+    t: Any, present: set[str], extra: list[pa.Field], f: Filters, final_: str = "FINAL"
 ) -> tuple[str, Any, pa.Schema]:
     schema = _sql_query.read_schema(extra)
     if f.columns is not None:
@@ -139,7 +162,8 @@ def _select(
         else:
             exprs.append(f"NULL AS {q(name)}")
     where, params = _where(f)
-    return f"SELECT {', '.join(exprs or ['1'])} FROM {t.qualified} FINAL {where}", params, schema
+    sql = f"SELECT {', '.join(exprs or ['1'])} FROM {t.qualified} {final_} {where}"
+    return sql, params, schema
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -174,7 +198,7 @@ def open_reader(t: Any, filters: Filters) -> pa.RecordBatchReader | None:
             client.disconnect()
             return None
         extra = _clickhouse_ddl.extension_fields(found)
-        sql, params, schema = _select(t, set(found), extra, filters)
+        sql, params, schema = _select(t, set(found), extra, filters, final(client.execute, t))
         reader = client.query_arrow_stream(
             sql, params, settings={"max_block_size": _BLOCK_ROWS}, field_metadata=False
         )
@@ -201,7 +225,9 @@ def open_reader(t: Any, filters: Filters) -> pa.RecordBatchReader | None:
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def relation(t: Any, present: Mapping[str, str], f: Filters) -> tuple[str, dict[str, Any]]:
+def relation(
+    t: Any, present: Mapping[str, str], f: Filters, final_: str = "FINAL"
+) -> tuple[str, dict[str, Any]]:
     """``{rel}`` of a native statement: :data:`NATIVE_COLUMNS`, ``ts_us`` and
     ``failed`` of the spans ``f`` selects (exactly), ``FINAL``."""
     exprs = []
@@ -217,7 +243,7 @@ def relation(t: Any, present: Mapping[str, str], f: Filters) -> tuple[str, dict[
     exprs.append("toUInt8(ifNull(`error`, 0) != 0) AS failed" if "error" in present
                  else "toUInt8(0) AS failed")
     where, params = _where(f, exact=True)
-    return f"(SELECT {', '.join(exprs)} FROM {t.qualified} FINAL {where})", params
+    return f"(SELECT {', '.join(exprs)} FROM {t.qualified} {final_} {where})", params
 
 
 class ClickHouseQuery(DuckDBQuery):
@@ -250,7 +276,7 @@ class ClickHouseQuery(DuckDBQuery):
             found = _clickhouse_ddl.columns(client.execute, t.database, t.table)
             if not found:
                 return None
-            rel, rparams = relation(t, found, filters)
+            rel, rparams = relation(t, found, filters, final(client.execute, t))
             table: pa.Table = client.query_arrow(
                 sql.replace("{rel}", rel), {**rparams, **(params or {})}, field_metadata=False
             )
