@@ -453,7 +453,8 @@ def _fds() -> int:
 
 
 def test_initialize_shutdown_cycles_leak_no_threads_files_or_memory(tmp_path: Path) -> None:
-    """1,000 initialize/shutdown cycles (with a write each) leave nothing behind."""
+    """500 initialize/shutdown cycles (with a write each) leave nothing behind:
+    no thread of theirs, no file descriptor, no memory kept per cycle."""
     config = MonitorConfig(
         storage=StorageConfig(backend="parquet", output_dir=tmp_path, flush_interval_seconds=0.05)
     )
@@ -466,10 +467,10 @@ def test_initialize_shutdown_cycles_leak_no_threads_files_or_memory(tmp_path: Pa
     for _ in range(20):  # warm up caches, imports, pyarrow pools
         cycle()
     gc.collect()
-    threads, fds = threading.active_count(), _fds()
+    threads, fds = set(threading.enumerate()), _fds()
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    for _ in range(1000):
+    for _ in range(500):
         cycle()
     gc.collect()
     after = tracemalloc.take_snapshot()
@@ -477,14 +478,16 @@ def test_initialize_shutdown_cycles_leak_no_threads_files_or_memory(tmp_path: Pa
     diffs = after.compare_to(before, "lineno")
     # One block that grew once is a table resized (the interpreter's interned
     # strings, after big libraries were imported by earlier tests), not memory
-    # kept per cycle: a leak over 1,000 cycles is many blocks.
+    # kept per cycle: a leak over 500 cycles is many blocks.
     growth = sum(s.size_diff for s in diffs if s.count_diff > 1)
-    assert threading.active_count() == threads
-    assert _fds() == fds
+    # Threads and descriptors of earlier tests in this process may end meanwhile:
+    # a leak is a thread that was not there before, or more descriptors.
+    assert [t.name for t in set(threading.enumerate()) - threads] == []
+    assert _fds() <= fds
     top = "\n".join(str(d) for d in diffs[:8])
-    assert growth < 2 * 1024 * 1024, f"grew {growth} bytes over 1000 cycles; most:\n{top}"
+    assert growth < 1024 * 1024, f"grew {growth} bytes over 500 cycles; most:\n{top}"
     rows = sum(1 for _ in tmp_path.rglob("*.parquet"))
-    assert rows == 1020
+    assert rows == 520
 
 
 def test_records_in_the_workers_hands_count_against_the_queue_bound() -> None:
