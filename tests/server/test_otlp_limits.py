@@ -313,13 +313,61 @@ def test_logfire_request_and_response_data_are_content(serve: Any) -> None:
 def test_logfire_request_and_response_data_are_redacted_with_capture_on(
     serve: Any,
 ) -> None:
-    """capture_content on: ``request_data`` / ``response_data`` are kept, redacted."""
+    """capture_content on: ``request_data`` / ``response_data`` are kept, their
+    values redacted, the model names they give columns excepted."""
     on = received(serve(capture_content="true"), logfire_span())
     assert (on["model"], on["input_tokens"], on["output_tokens"]) == ("gpt-4o-mini", 12, 3)
+    # the dated name is no phone number: the JSON's model is kept as sent
+    assert on["response_model"] == "gpt-4o-mini-2024-07-18"
     custom = json.loads(on["custom_attributes"])
     sent = json.loads(custom["request_data"])["messages"][0]["content"]
     assert sent == "mail [EMAIL] the key [SECRET]"
     assert "[EMAIL]" in custom["response_data"] and "dave@" not in custom["response_data"]
+
+
+def long_logfire_span() -> ExportTraceServiceRequest:
+    """A Logfire span whose ``request_data`` (a long prompt, then the model) and
+    ``response_data`` (a long answer, then the usage) are each over 16 KiB, the
+    fields the columns come from after the 16 KiB attribute cut."""
+    req = request(0, n=1)
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    prompt = "cc carol@example.com " + "p " * MAX_VALUE_CHARS + "mail bob@example.com " + SECRET
+    answer = "a " * MAX_VALUE_CHARS + "mailed dave@example.com"
+    span.attributes.extend([
+        kv("gen_ai.system", "openai"), kv("logfire.msg", "Chat Completion with 'gpt-4o-mini'"),
+        kv("request_data", json.dumps({
+            "messages": [{"role": "user", "content": prompt}], "model": "gpt-4o-mini"})),
+        kv("response_data", json.dumps({
+            "message": {"role": "assistant", "content": answer},
+            "model": "gpt-4o-mini-2024-07-18",
+            "usage": {"prompt_tokens": 8200, "completion_tokens": 8100}})),
+    ])
+    return req
+
+
+@pytest.mark.parametrize("capture", ["false", "true"])
+def test_logfire_json_over_16_kib_still_gives_the_model_and_tokens(
+    serve: Any, capture: str
+) -> None:
+    """The model and the token counts are read from Logfire's whole JSON (up to
+    64 KiB) before the stored value is cut to 16 KiB: a long prompt or answer
+    does not lose them. With capture on the stored JSON is redacted and cut
+    (counted in ``otel.truncated_values``); with it off it is not stored."""
+    row = received(serve(capture_content=capture), long_logfire_span())
+    assert (row["model"], row["response_model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    assert (row["input_tokens"], row["output_tokens"]) == (8200, 8100)
+    custom = json.loads(row["custom_attributes"])
+    text = json.dumps(row, default=str)
+    for address in ("carol@", "bob@", "dave@", SECRET[:8]):
+        assert address not in text
+    if capture == "false":
+        assert "request_data" not in custom and "response_data" not in custom
+        return
+    for key in ("request_data", "response_data"):
+        assert len(custom[key]) == MAX_VALUE_CHARS
+    assert custom["otel.truncated_values"] == 2
+    request_data = json.loads(custom["request_data"] + '"}]}')  # cut in the prompt
+    assert request_data["messages"][0]["content"].startswith("cc [EMAIL] p p")
 
 
 def test_the_receivers_settings_are_the_processes_only_while_it_serves(serve: Any) -> None:

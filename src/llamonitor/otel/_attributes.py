@@ -15,11 +15,16 @@ from typing import Any
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm.content import prompt_hash
 from llamonitor.otel import _conventions as conv
+from llamonitor.otel._values import MAX_JSON_PARSE_CHARS, MAX_VALUE_CHARS
 from llamonitor.schema._columns import INT64_MAX, INT64_MIN, SETTABLE, column_value
 
 MAX_NAME_CHARS = 1024
 MAX_SESSION_CHARS = 256
-MAX_JSON_PARSE_CHARS = 64 * 1024  # llm.invocation_parameters, Logfire's request/response_data
+PARSED_WHOLE = frozenset((conv.INVOCATION_PARAMETERS, conv.LOGFIRE_REQUEST, conv.LOGFIRE_RESPONSE))
+"""JSON attributes the columns are read out of (the model, the tokens...): they
+arrive whole up to ``MAX_JSON_PARSE_CHARS`` (``_wire.decode``), so a long prompt
+before the model or a long answer before the usage loses neither, and are cut
+to ``MAX_VALUE_CHARS`` here, once read (the cut is counted when decoded)."""
 
 TOKEN_SOURCE_OTEL = "otel"
 COST_SOURCE_USER = "user"
@@ -102,6 +107,10 @@ def columns(attrs: dict[str, Any], row: dict[str, Any], fills: dict[str, Fill]) 
         _invocation_parameters(attrs, row)
     if "input_tokens" not in row and "output_tokens" not in row:
         _logfire(attrs, row)
+    for key in PARSED_WHOLE:  # read: now the stored value's bound
+        value = attrs.get(key)
+        if value.__class__ is str and len(value) > MAX_VALUE_CHARS:
+            attrs[key] = value[:MAX_VALUE_CHARS]
     _content(attrs, row)
     if "input_tokens" in row or "output_tokens" in row:
         if "total_tokens" not in row:

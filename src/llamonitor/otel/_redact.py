@@ -14,7 +14,12 @@ Two steps, so that no text is cut before it is redacted:
    columns to ``content_max_chars``): a secret that straddles a cut is still
    found. A value longer than what the mapping keeps is redacted on its first
    ``MAX_VALUE_CHARS`` + a margin, and the margin's image is dropped, so the
-   cost is bounded by what is stored, not by what was sent.
+   cost is bounded by what is stored, not by what was sent. Logfire's
+   ``request_data`` / ``response_data`` JSON (up to ``MAX_JSON_PARSE_CHARS``)
+   is redacted value by value instead, its ``model`` excepted: the mapping
+   reads the model and the token counts out of the whole JSON, and a dated
+   model name (``gpt-4o-mini-2024-07-18``) looks like a phone number to the
+   built-in rules.
 2. :func:`apply_to_columns` (the receiver) / ``_content.apply_content_policy``
    (the processor), *after* the mapping, when capture is off: the
    ``prompt_content`` / ``completion_content`` columns and the content
@@ -26,6 +31,7 @@ With capture on and no rules (``redact_builtin=False``, no patterns, no
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +39,19 @@ from typing import Any
 from llamonitor._internal import report_internal_error
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.otel._content import (
+    CONTENT_KEYS,
     custom_content_policy,
     has_content,
     is_content,
     is_content_event,
 )
-from llamonitor.otel._values import MAX_ATTRIBUTES, MAX_DEPTH, MAX_ITEMS, MAX_VALUE_CHARS
+from llamonitor.otel._values import (
+    MAX_ATTRIBUTES,
+    MAX_DEPTH,
+    MAX_ITEMS,
+    MAX_JSON_PARSE_CHARS,
+    MAX_VALUE_CHARS,
+)
 
 MARGIN_CHARS = 256
 """Text redacted past a cut (and dropped after), so a secret that straddles
@@ -108,7 +121,9 @@ def redact_request(request: Any, policy: ContentPolicy) -> bool:
             for span in ss.spans:
                 attrs = span.attributes
                 for kv in attrs[:MAX_ATTRIBUTES] if len(attrs) > MAX_ATTRIBUTES else attrs:
-                    if is_content(kv.key):
+                    if kv.key in CONTENT_KEYS and kv.value.WhichOneof("value") == "string_value":
+                        changed = _redact_logfire(kv.value, redact) or changed
+                    elif is_content(kv.key):
                         changed = _redact_value(kv.value, redact, 0) or changed
                 for event in span.events:
                     whole = is_content_event(event.name)
@@ -116,6 +131,46 @@ def redact_request(request: Any, policy: ContentPolicy) -> bool:
                         if whole or is_content(kv.key):
                             changed = _redact_value(kv.value, redact, 0) or changed
     return changed
+
+
+def _redact_logfire(value: Any, redact: Callable[[str], str]) -> bool:
+    """Redact Logfire's ``request_data`` / ``response_data`` (an ``AnyValue``
+    string of JSON) value by value, whole, its top-level ``model`` kept: the
+    mapping parses the whole JSON (up to ``MAX_JSON_PARSE_CHARS``) for the
+    model and the tokens before it cuts the stored value. Text that is no such
+    JSON is redacted as any content."""
+    text: str = value.string_value
+    parsed: Any = None
+    if len(text) <= MAX_JSON_PARSE_CHARS and text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            parsed = None
+    if not isinstance(parsed, dict):
+        return _redact_value(value, redact, 0)
+    try:
+        kept = {
+            k: v if k == "model" and isinstance(v, str) else _redact_leaves(v, redact)
+            for k, v in parsed.items()
+        }
+        new = json.dumps(kept, ensure_ascii=False)
+    except RecursionError:  # nested deeper than json.loads minded: as any content
+        return _redact_value(value, redact, 0)
+    if new != text:
+        value.string_value = new
+        return True
+    return False
+
+
+def _redact_leaves(obj: Any, redact: Callable[[str], str]) -> Any:
+    """A parsed JSON value with every string in it redacted (keys kept)."""
+    if isinstance(obj, str):
+        return redact_text(obj, redact)
+    if isinstance(obj, list):
+        return [_redact_leaves(v, redact) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _redact_leaves(v, redact) for k, v in obj.items()}
+    return obj
 
 
 def _redact_value(value: Any, redact: Callable[[str], str], depth: int) -> bool:

@@ -22,6 +22,11 @@ OpenTelemetry SDK's own default limit is 128."""
 MAX_VALUE_CHARS = 16 * 1024
 """Characters kept of a string attribute value (``otel.truncated_values`` counts cuts)."""
 
+MAX_JSON_PARSE_CHARS = 64 * 1024
+"""Characters of a JSON attribute the mapping reads columns out of
+(``llm.invocation_parameters``, Logfire's ``request_data`` / ``response_data``)
+that are parsed whole; its stored value is cut to :data:`MAX_VALUE_CHARS` after."""
+
 MAX_KEY_CHARS = 256
 """Characters kept of an attribute key."""
 

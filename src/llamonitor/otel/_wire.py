@@ -12,7 +12,9 @@ once, then found in :data:`_DECODED`. The rest of the span (events, links,
 status) keeps the official message types.
 
 What an attribute decodes to is exactly what :func:`llamonitor.otel._values.attributes`
-makes of it (the same caps, the same counts of cut values): a miss reads a short
+makes of it (the same caps, the same counts of cut values; the JSON the columns are
+read out of, ``_attributes.PARSED_WHOLE``, comes whole up to ``MAX_JSON_PARSE_CHARS``
+and is cut once read): a miss reads a short
 attribute of one string, int, double or bool by hand (:func:`_simple`, too short to
 need a cut), and any other with the official ``KeyValue`` class and that function.
 Each entry also carries its *role* (what the mapping's plans depend on:
@@ -33,8 +35,14 @@ from collections.abc import Callable
 from typing import Any
 
 from llamonitor.otel import _conventions as conv
-from llamonitor.otel._attributes import _COLUMN_OF, _OWN_PREFIXED, Fill, _fit, fill_of
-from llamonitor.otel._values import MAX_ATTRIBUTES, MAX_KEY_CHARS, Budget, attributes
+from llamonitor.otel._attributes import _COLUMN_OF, _OWN_PREFIXED, PARSED_WHOLE, Fill, _fit, fill_of
+from llamonitor.otel._values import (
+    MAX_ATTRIBUTES,
+    MAX_JSON_PARSE_CHARS,
+    MAX_KEY_CHARS,
+    Budget,
+    attributes,
+)
 
 MAX_CACHED_BYTES = 512
 """Attributes longer than this (in bytes) are decoded every time, not kept."""
@@ -186,8 +194,13 @@ def decode(raw: bytes) -> Entry:
     if simple is None:
         from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+        kv = KeyValue.FromString(raw)
         budget = Budget(left=MAX_ATTRIBUTES)
-        ((key, value),) = attributes([KeyValue.FromString(raw)], budget).items()
+        ((key, value),) = attributes([kv], budget).items()
+        if budget.truncated and key in PARSED_WHOLE and kv.value.HasField("string_value"):
+            whole = kv.value.string_value
+            if len(whole) <= MAX_JSON_PARSE_CHARS:  # the cut (counted) is made once it is read
+                value = whole
         return _entry(raw, key, value, budget.truncated)
     key, value = simple
     info = _KEYS.get(key)
