@@ -7,6 +7,8 @@ import contextvars
 import json
 import re
 import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -86,6 +88,51 @@ def test_span_started_with_nothing_gets_fresh_ids() -> None:
     assert a.session_id != b.session_id
     assert a.trace_id != b.trace_id
     assert a.span_id != b.span_id
+
+
+def _ms(hex_id: str) -> int:
+    return int(hex_id[:12], 16)
+
+
+def test_ids_begin_with_the_time_so_database_indexes_append(
+    spans: llamonitor.InMemoryBackend,
+) -> None:
+    """Event ids are UUIDv7s; session and trace ids begin with the same 48-bit millisecond
+    time (set at each batch), so rows written later sort after earlier ones in the indexes
+    on them. The 80 bits after the time stay random: ids made in one millisecond differ."""
+    before = time.time_ns() // 1_000_000
+
+    @monitor_llm("timed")
+    def call() -> str:
+        return "ok"
+
+    with monitoring_session():
+        call()
+    for _ in range(200):
+        call()
+    first = rows(spans)
+    time.sleep(0.01)
+    call()
+    rows(spans)  # a batch after the sleep: the prefix moves on
+
+    @monitor_llm("late")
+    def late_call() -> str:
+        return "ok"
+
+    late_call()
+    (late,) = [r for r in rows(spans) if r["operation_name"] == "late"]
+    after = time.time_ns() // 1_000_000
+
+    for row in [*first, late]:
+        assert uuid.UUID(row["event_id"]).version == 7
+        for key in ("event_id", "session_id", "trace_id"):
+            assert HEX32.match(row[key])
+            assert before - 1000 <= _ms(row[key]) <= after, key
+    for key in ("event_id", "session_id", "trace_id"):
+        assert len({r[key] for r in first}) == len(first), f"{key} not unique"
+        assert late[key] > max(r[key] for r in first), f"a later {key} sorts first"
+    randoms = {int(r["trace_id"][12:], 16) for r in first}
+    assert len(randoms) == len(first) and max(randoms) > 2**70  # 80 random bits, not a counter
 
 
 def test_span_context_restores_the_previous_span_on_exit_even_after_an_error() -> None:

@@ -24,12 +24,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _getrandbits = _handoff.getrandbits
+_RANDOM2 = _handoff.ID_RANDOM2
 _random = _handoff.uniform01
 
 
 def new_id128() -> str:
-    """A fresh 32-hex-character id (trace and session ids)."""
-    return _getrandbits(128).to_bytes(16, "big").hex()  # 2.5x faster than an f-string
+    """A fresh 32-hex-character id (trace and session ids): 48 bits of time
+    (milliseconds, see ``_handoff.refresh_id_time``), 80 random bits."""
+    return (_handoff.id_time | _getrandbits(80)).to_bytes(16, "big").hex()  # 2.5x an f-string
 
 
 def _sampled() -> bool:
@@ -272,7 +274,8 @@ def _init_span(
         ):
             return
         if session_id is None and trace_id is None:
-            ids = _getrandbits(256).to_bytes(32, "big").hex()  # both ids in one draw
+            # Both ids in one draw, each with the time prefix (see new_id128).
+            ids = ((_getrandbits(256) & _RANDOM2) | _handoff.id_time2).to_bytes(32, "big").hex()
             span.session_id = ids[:32]
             span.trace_id = ids[32:]
         else:

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
 from llamonitor._records import Deferred, StreamFacts, TextMeasure, measure_text, safe_json
 from llamonitor.llm import _settings as llm_settings
@@ -101,6 +102,7 @@ def _span_columns(
 ) -> dict[str, Any]:
     """The columns of span records: Arrow arrays, numpy arrays or row lists."""
     n = len(recs)
+    _handoff.refresh_id_time()  # ids of spans started from now on begin with this time
     # A field at a time: zip(*recs) would make an iterator per record, and those
     # allocations set off garbage collections that walk every queued record.
     specs, spans, t0s, t1s, errs, texts, extras = [tuple(map(g, recs)) for g in _FIELDS]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import time
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
@@ -33,8 +34,18 @@ def fixed_hex(raw: bytes, n: int, validity: pa.Buffer | None = None, nulls: int 
 
 
 def event_ids(n: int) -> pa.Array:
-    """``n`` fresh random 32-hex-character ids."""
-    return fixed_hex(os.urandom(16 * n), n)
+    """``n`` fresh UUIDv7s (RFC 9562) as 32 hex characters: the current Unix
+    time in milliseconds, then 74 random bits. Time-ordered, so a database's
+    primary-key index takes each batch near its right edge instead of on
+    random pages (on PostgreSQL a random key costs several times more to
+    insert once the index outgrows the buffer cache)."""
+    raw = bytearray(os.urandom(16 * n))
+    if n:
+        rows = np.frombuffer(raw, np.uint8).reshape(n, 16)
+        rows[:, :6] = np.frombuffer((time.time_ns() // 1_000_000).to_bytes(6, "big"), np.uint8)
+        rows[:, 6] = (rows[:, 6] & 0x0F) | 0x70  # version 7
+        rows[:, 8] = (rows[:, 8] & 0x3F) | 0x80  # the RFC's variant
+    return fixed_hex(bytes(raw), n)
 
 
 def span_ids(spans: Sequence[Any]) -> pa.Array:
