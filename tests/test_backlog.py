@@ -40,10 +40,10 @@ def op(i: int) -> str:
     return f"answer number {i}"
 
 
-def _config(backend: Any, spool: Path, **kw: Any) -> MonitorConfig:
+def _config(backend: Any, spool: Path, queue: int = 500, **kw: Any) -> MonitorConfig:
     return MonitorConfig(
         storage=StorageConfig(backend=backend, batch_size=50, flush_interval_seconds=0.01),
-        max_queue_size=500,
+        max_queue_size=queue,
         spool_enabled=True,
         spool_dir=spool,
         **kw,
@@ -63,7 +63,9 @@ def test_a_sink_that_falls_behind_spills_to_its_spool_and_writes_it_later(
     """While the store is slow, batches past its backlog go to the spool, not to
     drops; once it is fast again, the flush writes them: every event once."""
     backend = SlowStart()
-    writer = initialize_monitoring(_config(backend, tmp_path / "spool"))
+    # A queue of 2,000: the spill keeps pace with these calls even when the
+    # machine is so loaded that each append to the spool takes a few ms.
+    writer = initialize_monitoring(_config(backend, tmp_path / "spool", queue=2_000))
     _produce(5_000)
     assert llamonitor.flush(30)
     h = writer.health_check()
