@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -318,12 +319,8 @@ class OTLPExporterConfig(ExporterConfig):
             ImportError: the ``otlp`` extra is not installed.
         """
         resolved = self.resolve()
-        try:
+        with _needs_otlp_extra():
             from llamonitor.export._otlp_backend import OTLPSpanBackend
-        except ImportError as exc:
-            raise ImportError(
-                f"OTLP export needs the otlp extra: pip install 'llamonitor[otlp]' ({exc})"
-            ) from exc
         return OTLPSpanBackend(resolved, self.max_spans_per_request)
 
     def create_score_backend(self) -> Any:
@@ -337,12 +334,8 @@ class OTLPExporterConfig(ExporterConfig):
         if not self.scores:
             return None
         resolved = self.resolve()
-        try:
+        with _needs_otlp_extra():
             from llamonitor.export._otlp_scores import OTLPScoreBackend
-        except ImportError as exc:
-            raise ImportError(
-                f"OTLP export needs the otlp extra: pip install 'llamonitor[otlp]' ({exc})"
-            ) from exc
         return OTLPScoreBackend(resolved, self.max_spans_per_request)
 
     def score_spool_identity(self) -> dict[str, Any]:
@@ -352,3 +345,14 @@ class OTLPExporterConfig(ExporterConfig):
         except ConfigurationError:
             return {"endpoint": without_credentials(self.logs_endpoint or self.endpoint or "")}
         return {"endpoint": without_credentials(got.endpoints["logs"]), "protocol": got.protocol}
+
+
+@contextlib.contextmanager
+def _needs_otlp_extra() -> Iterator[None]:
+    """An ImportError inside names the extra that brings the OTLP packages."""
+    try:
+        yield
+    except ImportError as exc:
+        raise ImportError(
+            f"OTLP export needs the otlp extra: pip install 'llamonitor[otlp]' ({exc})"
+        ) from exc
