@@ -86,8 +86,10 @@ def target(spec: SideTable, storage: StorageConfig) -> Any:
 
 def create(spec: SideTable, execute: Callable[..., Any], t: Any) -> None:
     """Create ``spec``'s table if missing; add the columns it lacks."""
-    execute(f"CREATE TABLE IF NOT EXISTS {t.qualified} ({', '.join(spec.column_defs())}) "
-            f"ENGINE = {spec.engine}")
+    execute(
+        f"CREATE TABLE IF NOT EXISTS {t.qualified} ({', '.join(spec.column_defs())}) "
+        f"ENGINE = {spec.engine}"
+    )
     have = _clickhouse_ddl.columns(execute, t.database, spec.name)
     for f in spec.schema:
         if f.name in have:
@@ -175,46 +177,35 @@ _OPERATORS = frozenset({"=", ">=", "<", "<="})
 
 def fetch(spec: SideTable, storage: StorageConfig, clauses: Sequence[Clause] = ()) -> pa.Table:
     """The rows matching ``clauses`` (``FINAL`` on a versioned table), a table
-    of ``spec.schema``; empty when the table does not exist yet.
+    of ``spec.schema``; empty when the table (or its database) does not exist.
+
+    The table is read as it is (its columns in ``system.columns``), as the
+    span table's query side does: a nullable column it lacks (a table of an
+    older llamonitor, not migrated yet because no writer of this version has
+    written) reads as nulls, and a clause on it matches no row.
 
     Raises:
-        StoreError: the database failed.
+        StoreError: the database failed, or the table lacks a column that
+            cannot be null (it is not such a table).
     """
     t = target(spec, storage)
-    exprs: list[str] = []
-    for f in spec.schema:
-        if pa.types.is_timestamp(f.type):
-            us = q(f.name + MICROS_SUFFIX)
-            exprs.append(f"toInt64(toUInt32({q(f.name)})) * 1000000 + {us}")
-        else:
-            exprs.append(q(f.name))
-    sql = f"SELECT {', '.join(exprs)} FROM {t.qualified}" + (" FINAL" if spec.versioned else "")
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    for i, (column, op, value) in enumerate(clauses):
-        if value is None:
-            continue
-        if op not in _OPERATORS or column not in spec.schema.names:
-            raise ValueError(f"not a filter of {spec.name}: {column} {op}")  # pragma: no cover
-        field = spec.schema.field(column)
-        if pa.types.is_timestamp(field.type):
-            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-            seconds = int(aware.timestamp())  # naive times are UTC, like the store
-            op = {"<": "<=", ">=": ">="}.get(op, op)  # whole seconds: keep the edge second
-            where.append(f"toUInt32({q(column)}) {op} %(p{i})s")
-            params[f"p{i}"] = seconds
-        else:
-            where.append(f"{q(column)} {op} %(p{i})s")
-            params[f"p{i}"] = value
-    if where:
-        sql += " WHERE " + " AND ".join(where)
     client: Any = None
     try:
         client = t.client()
-        rows = client.execute(sql, params or None, columnar=True)
-    except Exception as exc:
-        if t.kind(exc) == "missing":
+        found = _clickhouse_ddl.columns(client.execute, t.database, spec.name)
+        if not found:
             return spec.schema.empty_table()
+        sql, params = _select(spec, t, found, clauses)
+        if sql is None:
+            return spec.schema.empty_table()
+        rows = client.execute(sql, params or None, columnar=True)
+    except StoreError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "code", None) in _ABSENT_CODES and isinstance(
+            exc, t.errors.ServerException
+        ):
+            return spec.schema.empty_table()  # dropped since system.columns was read
         raise t.error(f"read {spec.what}", exc) from None
     finally:
         if client is not None:
@@ -230,6 +221,56 @@ def fetch(spec: SideTable, storage: StorageConfig, clauses: Sequence[Clause] = (
         else:
             arrays.append(pa.array(list(values), f.type))
     return pa.Table.from_arrays(arrays, schema=spec.schema)
+
+
+_ABSENT_CODES = (60, 81)  # unknown table, unknown database
+
+
+def _select(
+    spec: SideTable, t: Any, found: dict[str, str], clauses: Sequence[Clause]
+) -> tuple[str | None, dict[str, Any]]:
+    """The ``SELECT`` of ``clauses`` over the table's columns ``found`` and
+    its parameters; ``None`` if a clause names a column the table lacks."""
+    lacking = [f.name for f in spec.schema if f.name not in found and not f.nullable]
+    if lacking:
+        raise StoreError(
+            f"clickhouse {t.label}: read {spec.what}: the table has no column "
+            f"{', '.join(lacking)}: it is not a llamonitor {spec.what} table",
+            transient=False,
+        )
+    exprs: list[str] = []
+    for f in spec.schema:
+        if f.name not in found:
+            exprs.append("NULL")
+        elif pa.types.is_timestamp(f.type):
+            us = f.name + MICROS_SUFFIX
+            micros = f" + {q(us)}" if us in found else ""
+            exprs.append(f"toInt64(toUInt32({q(f.name)})) * 1000000{micros}")
+        else:
+            exprs.append(q(f.name))
+    sql = f"SELECT {', '.join(exprs)} FROM {t.qualified}" + (" FINAL" if spec.versioned else "")
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    for i, (column, op, value) in enumerate(clauses):
+        if value is None:
+            continue
+        if op not in _OPERATORS or column not in spec.schema.names:
+            raise ValueError(f"not a filter of {spec.name}: {column} {op}")  # pragma: no cover
+        if column not in found:
+            return None, {}  # null in every row: no comparison holds
+        field = spec.schema.field(column)
+        if pa.types.is_timestamp(field.type):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            seconds = int(aware.timestamp())  # naive times are UTC, like the store
+            op = {"<": "<=", ">=": ">="}.get(op, op)  # whole seconds: keep the edge second
+            where.append(f"toUInt32({q(column)}) {op} %(p{i})s")
+            params[f"p{i}"] = seconds
+        else:
+            where.append(f"{q(column)} {op} %(p{i})s")
+            params[f"p{i}"] = value
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql, params
 
 
 def _bytes(value: Any) -> bytes | None:
