@@ -182,18 +182,21 @@ def test_a_clickhouse_table_of_an_older_version_gains_the_new_columns(
 
 
 def test_clickhouse_keeps_one_row_per_score_once_merged(clickhouse_server: Any) -> None:
-    """Written three times, a score is three rows until a merge; reads count it
-    once before the merge (FINAL), and the merge keeps the latest."""
+    """Written three times (the old replay last), a score is three rows until a
+    merge; the table's own read (FINAL, no deduplication on top) gives one row,
+    the newest by its time, not the last written; the merge keeps that one."""
     from llamonitor.storage import _clickhouse_scores
 
     for store in clickhouse_store(clickhouse_server):
         table = f"{database_of(store)}.{_clickhouse_scores.SCORES_TABLE}"
-        for i, value in enumerate((0.1, 0.9, 0.5)):
-            write_scores(store, scores_table([_score(value=value, timestamp=T0 + timedelta(i))]))
+        for days, value in ((0, 0.1), (2, 0.9), (1, 0.5)):  # 0.5: an older replay, last
+            write_scores(store, scores_table([_score(value=value, timestamp=T0 + timedelta(days))]))
         assert ch_execute(clickhouse_server, f"SELECT count() FROM {table}") == [(3,)]
-        assert [r["value"] for r in read_scores(store).to_pylist()] == [0.5]
+        raw = _clickhouse_scores.fetch(store).to_pylist()
+        assert [(r["value"], r["timestamp"]) for r in raw] == [(0.9, T0 + timedelta(2))]
+        assert [r["value"] for r in read_scores(store).to_pylist()] == [0.9]
         ch_execute(clickhouse_server, f"OPTIMIZE TABLE {table} FINAL")
-        assert ch_execute(clickhouse_server, f"SELECT value FROM {table}") == [(0.5,)]
+        assert ch_execute(clickhouse_server, f"SELECT value FROM {table}") == [(0.9,)]
 
 
 def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:
