@@ -1,7 +1,9 @@
 """The ClickHouse side tables (scores, metric points; ``_clickhouse_side``):
 a table of an older llamonitor is read as it is by a process that has not
 written (no migration yet), a missing table or database is empty, any other
-failure is an error (a private server, tests/_clickhouse.py)."""
+failure is an error; every type a side table may use round-trips, nulls too,
+and a schema of another type is refused when defined (a private server,
+tests/_clickhouse.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from llamonitor.metrics._store import read_points, write_points
+from llamonitor.schema._rejected import RowsRejected
 from llamonitor.schema._scores import scores_table
 from llamonitor.schema.config import StorageConfig
 from llamonitor.storage import _clickhouse_side
@@ -109,3 +112,55 @@ def test_a_table_without_a_required_column_is_an_error(
     ch_execute(clickhouse_server, f"INSERT INTO {_db(store)}.llamonitor_scores SELECT 1")
     with pytest.raises(StoreError, match="score_id"):
         read_scores(store)
+
+
+_US = pa.timestamp("us", tz="UTC")
+
+
+def test_every_supported_type_round_trips_with_nulls(store: StorageConfig) -> None:
+    """A side table of every type the schema may use (a nullable timestamp, a
+    boolean, binary...) writes and reads back what it was given, nulls too."""
+    schema = pa.schema([
+        pa.field("timestamp", _US, False), pa.field("done_at", _US, True),
+        pa.field("ok", pa.bool_(), True), pa.field("flag", pa.int32(), True),
+        pa.field("n", pa.int64(), True), pa.field("x", pa.float64(), True),
+        pa.field("s", pa.string(), True), pa.field("blob", pa.binary(), True),
+    ])  # fmt: skip
+    spec = _clickhouse_side.SideTable("t_types", schema, "things", "MergeTree ORDER BY `timestamp`")
+    rows = [
+        {"timestamp": T, "done_at": T.replace(microsecond=7), "ok": True, "flag": 1,
+         "n": 2**63 - 1, "x": 0.5, "s": "é", "blob": b"\xff\x00\x80"},
+        {"timestamp": T, "done_at": None, "ok": False, "flag": None, "n": None, "x": None,
+         "s": None, "blob": None},
+        {"timestamp": T, "done_at": None, "ok": None, "flag": None, "n": None, "x": None,
+         "s": None, "blob": None},
+    ]  # fmt: skip
+    _clickhouse_side.write(spec, store, pa.Table.from_pylist(rows, schema=schema))
+    got = _clickhouse_side.fetch(spec, store)
+    assert got.schema.equals(schema)
+    key = lambda r: (r["ok"] is None, r["ok"] is False)  # noqa: E731
+    assert sorted(got.to_pylist(), key=key) == rows
+
+
+def test_a_row_whose_other_timestamp_is_out_of_range_is_refused_alone(
+    store: StorageConfig,
+) -> None:
+    schema = pa.schema([pa.field("timestamp", _US, False), pa.field("done_at", _US, True)])
+    spec = _clickhouse_side.SideTable("t_range", schema, "things", "MergeTree ORDER BY `timestamp`")
+    far = datetime(2200, 1, 1, tzinfo=timezone.utc)
+    table = pa.Table.from_pylist(
+        [{"timestamp": T, "done_at": far}, {"timestamp": T, "done_at": None}], schema=schema
+    )
+    with pytest.raises(RowsRejected) as info:
+        _clickhouse_side.write(spec, store, table)
+    assert info.value.rejected.num_rows == 1 and "done_at" in info.value.errors[0]
+    assert _clickhouse_side.fetch(spec, store).to_pylist() == [{"timestamp": T, "done_at": None}]
+
+
+def test_a_schema_of_a_type_the_store_cannot_hold_is_refused_at_definition() -> None:
+    schema = pa.schema([pa.field("timestamp", _US, False), pa.field("tags", pa.list_(pa.string()))])
+    with pytest.raises(TypeError, match=r"t_bad.*tags.*list"):
+        _clickhouse_side.SideTable("t_bad", schema, "things", "MergeTree ORDER BY `timestamp`")
+    ms = pa.schema([pa.field("timestamp", pa.timestamp("ms", tz="UTC"), False)])
+    with pytest.raises(TypeError, match="microseconds"):
+        _clickhouse_side.SideTable("t_ms", ms, "things", "MergeTree ORDER BY `timestamp`")
