@@ -207,8 +207,10 @@ def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:
 
 
 def test_a_store_without_scores_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match=r"storage\.backend"):
+    """The error names the setting and every store that holds scores."""
+    with pytest.raises(ConfigurationError, match=r"storage\.backend") as info:
         write_scores(StorageConfig(backend="memory"), scores_table([_score()]))
+    assert "mysql and clickhouse backends, not 'memory'" in str(info.value)
 
 
 def _spans() -> DuckDBQuery:

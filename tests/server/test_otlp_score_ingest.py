@@ -186,7 +186,7 @@ def test_a_scores_content_attributes_are_redacted_with_capture_on(
 
 
 def test_scores_no_store_holds_are_rejected_and_counted(receiver: Any) -> None:
-    """A writer whose store holds no scores (memory, like ClickHouse): /v1/logs
+    """A writer whose store holds no scores (memory, a custom backend): /v1/logs
     reports the scores rejected with the reason, /v1/traces accepts the span
     and says the score was not stored; both are counted in scores_dropped."""
     r = receiver(storage=StorageConfig(backend="memory"))

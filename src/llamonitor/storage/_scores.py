@@ -41,15 +41,12 @@ SQL_STORES = _side_files.SQL_STORES
 
 
 def store_kind(storage: StorageConfig) -> str:
-    """``parquet`` or the SQL backend's name for ``storage``.
+    """``parquet``, the SQL backend's name or ``clickhouse`` for ``storage``.
 
     Raises:
         ConfigurationError: a backend that cannot hold scores (``memory``, a
             custom class), naming ``storage.backend``.
     """
-    backend = storage.backend
-    if isinstance(backend, str) and backend == "clickhouse":
-        return "clickhouse"
     return _side_files.store_kind(storage, "scores")
 
 
