@@ -475,7 +475,7 @@ def test_a_column_another_writer_added_first_is_no_failure(ch: CHStore) -> None:
     try:
         for _ in range(2):  # the second time as the worker that lost the race
             stale: dict[str, str] = {}
-            _clickhouse_ddl._add(
+            _clickhouse_ddl.add_missing(
                 client.execute, "default", ch.table, stale, [pa.field("grp_z", pa.int64())]
             )
     finally:

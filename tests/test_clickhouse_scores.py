@@ -9,15 +9,18 @@ import json
 import secrets
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
 import llamonitor
 from llamonitor.cli import cli
+from llamonitor.metrics._store import write_points
 from llamonitor.schema.config import StorageConfig
 from llamonitor.storage._scores import read_scores
 
@@ -107,7 +110,14 @@ def test_the_server_over_clickhouse_takes_and_shows_scores(database: str, tmp_pa
         ]
         report = client.get("/api/report").json()
         assert report["scores"]["scores"] == 1
-        # and its metric points (none written here: an empty list, not an error)
-        assert client.get("/api/metrics").json() is not None
+        # and its metric points, in the same database
+        point = {
+            "timestamp": [datetime(2026, 1, 10, tzinfo=timezone.utc)], "name": ["queue_depth"],
+            "kind": ["gauge"], "labels": ["{}"], "resolution_seconds": [0], "value": [3.0],
+        }  # fmt: skip
+        write_points(store, pa.table(point))
+        metrics = client.get("/api/metrics")
+        assert metrics.status_code == 200, metrics.text
+        assert [(m["name"], m["points"]) for m in metrics.json()["metrics"]] == [("queue_depth", 1)]
     finally:
         server_store.close()

@@ -182,18 +182,48 @@ def test_a_clickhouse_table_of_an_older_version_gains_the_new_columns(
 
 
 def test_clickhouse_keeps_one_row_per_score_once_merged(clickhouse_server: Any) -> None:
-    """Written three times, a score is three rows until a merge; reads count it
-    once before the merge (FINAL), and the merge keeps the latest."""
+    """Written three times (the old replay last), a score is three rows until a
+    merge; the table's own read (FINAL, no deduplication on top) gives one row,
+    the newest by its time, not the last written; the merge keeps that one."""
     from llamonitor.storage import _clickhouse_scores
 
     for store in clickhouse_store(clickhouse_server):
         table = f"{database_of(store)}.{_clickhouse_scores.SCORES_TABLE}"
-        for i, value in enumerate((0.1, 0.9, 0.5)):
-            write_scores(store, scores_table([_score(value=value, timestamp=T0 + timedelta(i))]))
+        for days, value in ((0, 0.1), (2, 0.9), (1, 0.5)):  # 0.5: an older replay, last
+            write_scores(store, scores_table([_score(value=value, timestamp=T0 + timedelta(days))]))
         assert ch_execute(clickhouse_server, f"SELECT count() FROM {table}") == [(3,)]
-        assert [r["value"] for r in read_scores(store).to_pylist()] == [0.5]
+        raw = _clickhouse_scores.fetch(store).to_pylist()
+        assert [(r["value"], r["timestamp"]) for r in raw] == [(0.9, T0 + timedelta(2))]
+        assert [r["value"] for r in read_scores(store).to_pylist()] == [0.9]
         ch_execute(clickhouse_server, f"OPTIMIZE TABLE {table} FINAL")
-        assert ch_execute(clickhouse_server, f"SELECT value FROM {table}") == [(0.5,)]
+        assert ch_execute(clickhouse_server, f"SELECT value FROM {table}") == [(0.9,)]
+
+
+def test_clickhouse_reads_push_the_filters_and_keep_the_latest(clickhouse_server: Any) -> None:
+    """read_scores on ClickHouse pushes until and the name, trace, source and
+    evaluator filters into the WHERE (the table's own read returns only what
+    they select), and a score re-given after ``until`` is not read as its
+    older value (WHERE after FINAL), as read_scores filters the latest rows."""
+    from llamonitor.storage import _clickhouse_scores
+
+    for store in clickhouse_store(clickhouse_server):
+        write_scores(store, scores_table([
+            _score("a", 1.0, trace_id="t1", evaluator="e1"),
+            _score("b", 2.0, trace_id="t2"),
+            _score("a", 3.0, trace_id="t3", source="human"),
+            _score("x", 0.1),
+        ]))  # fmt: skip
+        write_scores(store, scores_table([_score("x", 0.9, timestamp=T0 + timedelta(hours=2))]))
+        raw = _clickhouse_scores.fetch
+        assert sorted(r["value"] for r in raw(store, name="a").to_pylist()) == [1.0, 3.0]
+        assert [r["value"] for r in raw(store, trace_id="t2").to_pylist()] == [2.0]
+        assert [r["value"] for r in raw(store, source="human").to_pylist()] == [3.0]
+        assert [r["value"] for r in raw(store, evaluator="e1").to_pylist()] == [1.0]
+        until = T0 + timedelta(hours=1)
+        assert sorted(r["name"] for r in raw(store, until=until).to_pylist()) == ["a", "a", "b"]
+        got = read_scores(store, ScoreFilters(name="a", until=until, source="human")).to_pylist()
+        assert [r["value"] for r in got] == [3.0]
+        assert "x" not in read_scores(store, ScoreFilters(until=until)).column("name").to_pylist()
 
 
 def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:
@@ -204,8 +234,10 @@ def test_the_span_reader_skips_the_scores_directory(tmp_path: Path) -> None:
 
 
 def test_a_store_without_scores_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match=r"storage\.backend"):
+    """The error names the setting and every store that holds scores."""
+    with pytest.raises(ConfigurationError, match=r"storage\.backend") as info:
         write_scores(StorageConfig(backend="memory"), scores_table([_score()]))
+    assert "mysql and clickhouse backends, not 'memory'" in str(info.value)
 
 
 def _spans() -> DuckDBQuery:

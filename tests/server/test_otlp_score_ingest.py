@@ -8,12 +8,15 @@ evaluation events that are not scores are counted and explained."""
 from __future__ import annotations
 
 import json
+import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -35,6 +38,11 @@ from llamonitor.server import ServerConfig, create_app, open_server_store  # noq
 from llamonitor.server._ingest import Ingestor  # noqa: E402
 from llamonitor.storage._scores import read_scores  # noqa: E402
 from llamonitor.transport.writer import MonitoringWriter  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from test_score_store import ch_execute  # noqa: E402
+
+pytest_plugins = ["_clickhouse"]  # the clickhouse_server fixture
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -178,7 +186,7 @@ def test_a_scores_content_attributes_are_redacted_with_capture_on(
 
 
 def test_scores_no_store_holds_are_rejected_and_counted(receiver: Any) -> None:
-    """A writer whose store holds no scores (memory, like ClickHouse): /v1/logs
+    """A writer whose store holds no scores (memory, a custom backend): /v1/logs
     reports the scores rejected with the reason, /v1/traces accepts the span
     and says the score was not stored; both are counted in scores_dropped."""
     r = receiver(storage=StorageConfig(backend="memory"))
@@ -368,3 +376,34 @@ def test_span_events_that_are_not_scores_are_counted_and_explained(receiver: Any
     assert r.spans() == [SPAN]
     health = r.health()
     assert health["scores_rejected"] == 2 and health["scores_accepted"] == 1
+
+
+def test_logs_a_store_refuses_some_of_are_counted_one_by_one(
+    receiver: Any, clickhouse_server: Any
+) -> None:
+    """ClickHouse writes the scores it can hold and refuses one whose time a
+    DateTime cannot hold (RowsRejected): the answer says the others are stored
+    and names the refused one, not the whole batch rejected."""
+    database = "ol_" + secrets.token_hex(5)
+    ch_execute(clickhouse_server, f"CREATE DATABASE {database}")
+    try:
+        dsn = clickhouse_server.dsn.rsplit("/", 1)[0] + "/" + database
+        store = StorageConfig(backend="clickhouse", connection_string=SecretStr(dsn))
+        r = receiver(storage=store)
+        req = ExportLogsServiceRequest.FromString(logs_request(*(
+            evaluation(**{"gen_ai.evaluation.name": f"good_{i}"}) for i in range(3)
+        ), evaluation(**{"gen_ai.evaluation.name": "from_the_future"})))
+        req.resource_logs[0].scope_logs[0].log_records[3].time_unix_nano = 7_258_118_400 * 10**9
+        answer = r.post("/v1/logs", req.SerializeToString())
+        assert answer.status_code == 200
+        partial = ExportLogsServiceResponse.FromString(answer.content).partial_success
+        assert partial.rejected_log_records == 1
+        assert "1 score(s) not stored in clickhouse: from_the_future" in partial.error_message
+        assert "DateTime range" in partial.error_message
+        assert sorted(s["name"] for s in read_scores(store).to_pylist()) == [
+            "good_0", "good_1", "good_2"
+        ]  # fmt: skip
+        health = r.health()
+        assert health["scores_accepted"] == 3 and health["scores_failed"] == 1
+    finally:
+        ch_execute(clickhouse_server, f"DROP DATABASE IF EXISTS {database}")

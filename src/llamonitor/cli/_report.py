@@ -132,5 +132,5 @@ def _score_storage(directory: Path, dsn: str | None, table: str | None) -> Any:
     try:
         store_kind(storage)
     except ConfigurationError:
-        return None  # a store that holds no scores (ClickHouse): a report without them
+        return None  # a store that holds no scores: a report without them
     return storage

@@ -147,7 +147,8 @@ def retention() -> None:
 
     The policy is LLMOPS_RETENTION__* (spans kept forever, points raw 1 d,
     1 min 7 d, 5 min 30 d, 1 h 365 d by default); --spans-days and --points
-    override it.
+    override it. A ClickHouse store is refused: drop a month's partition there
+    (docs/clickhouse.md).
     """
 
 

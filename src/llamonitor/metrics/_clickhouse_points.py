@@ -2,14 +2,20 @@
 database of the span table's connection string (a side table, see
 ``storage._clickhouse_side``: creation, migration, writes and reads).
 
-``MergeTree`` partitioned by month, ordered by (name, resolution, time): a
-series' range of the primary index is what ``llamonitor metrics`` and the
-API read. Like the other SQL stores' points table it has no key: the worker
-retries only a batch that failed for the store, so a point is written twice
-only if an insert landed and its answer was lost. A point whose time a
+``MergeTree`` partitioned by (resolution, month), ordered by (name,
+resolution, time): a series' range of the primary index is what ``llamonitor
+metrics`` and the API read, and a month of raw points can be dropped without
+its rollups (``ALTER TABLE ... DROP PARTITION (0, 202601)``; the rollups are
+built by ``llamonitor metrics rollup``). A table made before that (partitioned
+by month only) is kept and used as it is: ``CREATE TABLE IF NOT EXISTS``
+leaves it, and only its partitions differ.
+
+Like the other SQL stores' points table it has no key: the worker retries
+only a batch that failed for the store, so a point is written twice only if
+an insert landed and its answer was lost. A point whose time a
 ``DateTime`` cannot hold is refused alone (``RowsRejected``), the others
 written. NaN and the infinities are kept (ClickHouse's ``Float64`` has them).
-Retention is not applied on ClickHouse (see ``metrics._retention``).
+Retention is not applied on ClickHouse (see ``metrics._retention.check_store``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ POINTS = side.SideTable(
     POINTS_TABLE,
     METRIC_SCHEMA,
     "metric points",
-    f"MergeTree PARTITION BY toYYYYMM({q('timestamp')}) "
+    f"MergeTree PARTITION BY ({q('resolution_seconds')}, toYYYYMM({q('timestamp')})) "
     f"ORDER BY ({q('name')}, {q('resolution_seconds')}, {q('timestamp')})",
 )
 
@@ -51,6 +57,10 @@ def fetch(
     return side.fetch(
         POINTS,
         storage,
-        [("name", "=", name), ("timestamp", ">=", start), ("timestamp", "<", end),
-         ("resolution_seconds", "=", resolution)],
+        [
+            ("name", "=", name),
+            ("timestamp", ">=", start),
+            ("timestamp", "<", end),
+            ("resolution_seconds", "=", resolution),
+        ],
     )

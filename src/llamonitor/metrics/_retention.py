@@ -7,6 +7,9 @@ with ``keep_span_rollups``, the spans' per-minute and per-hour series), so
 that no point or span goes before the coarser series that summarise it
 exist; then the store's executor removes what is past the cutoffs (Parquet:
 ``_retention_parquet``; SQLite, PostgreSQL, MySQL: ``_retention_sql``).
+ClickHouse is refused up front (:func:`check_store`): there a month is
+dropped whole (``ALTER TABLE ... DROP PARTITION``; the raw points' month
+``(0, 202601)``, which keeps the rollups ``llamonitor metrics rollup`` built).
 
 Idempotent: rollups are built once (their watermark is the store), and a
 second run at the same time finds nothing more to delete. A run that dies
@@ -146,9 +149,7 @@ def _rollups(
         newest = _newest_point(storage)
         if newest is not None:
             until = min(limit, newest + timedelta(seconds=ROLLUP_MARGIN_SECONDS))
-            result = rollup(
-                storage, until=until, spans=False, now=now.timestamp(), dry_run=dry_run
-            )
+            result = rollup(storage, until=until, spans=False, now=now.timestamp(), dry_run=dry_run)
             for dst, n in result.written.items():
                 written[f"points@{dst}"] = n
     if config.keep_span_rollups and any(c.table == SPANS for c in cutoffs):
@@ -186,8 +187,10 @@ def apply_retention(
 
     Raises:
         ConfigurationError: a store that holds no metric points (``memory``,
-            a custom backend), naming ``storage.backend``; a span retention
-            on the ``jsonl`` store (naming ``retention.spans_days``).
+            a custom backend) or the ``clickhouse`` store (its way is a
+            partition drop: see :func:`check_store`), naming
+            ``storage.backend``; a span retention on the ``jsonl`` store
+            (naming ``retention.spans_days``).
         CompactionError: a compaction or another retention holds the Parquet store.
         RetentionError / StoreError / OSError: the store failed; what was
             done before stays done, the next run goes on.
@@ -238,16 +241,20 @@ def check_store(storage: StorageConfig, config: RetentionConfig) -> None:
     """Raise if ``config`` cannot be applied to ``storage`` (before any run).
 
     Raises:
-        ConfigurationError: a store that holds no metric points, naming
+        ConfigurationError: a store that holds no metric points, or the
+            ``clickhouse`` store (the message says how to drop a month of
+            spans, and of raw points keeping their rollups, there), naming
             ``storage.backend``; a span retention on the ``jsonl`` store,
             naming ``retention.spans_days``.
     """
     if storage.backend == "clickhouse":
         raise ConfigurationError(
             "storage.backend",
-            "retention is not applied to the clickhouse store: its spans and metric points "
-            "are partitioned by month, drop a month with "
-            "ALTER TABLE <database>.<table> DROP PARTITION 202601 (docs/clickhouse.md)",
+            "retention is not applied to the clickhouse store: drop a month of spans with "
+            "ALTER TABLE <database>.<table> DROP PARTITION 202601, and a month of raw metric "
+            "points with ALTER TABLE <database>.metric_points DROP PARTITION (0, 202601), "
+            "which keeps their rollups (built by 'llamonitor metrics rollup': run it "
+            "periodically; docs/clickhouse.md)",
         )
     store_kind(storage)
     if storage.backend == "jsonl" and config.spans_seconds is not None:

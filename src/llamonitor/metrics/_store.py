@@ -54,14 +54,12 @@ _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def store_kind(storage: StorageConfig) -> str:
-    """``parquet`` or the SQL backend's name for ``storage``.
+    """``parquet``, the SQL backend's name or ``clickhouse`` for ``storage``.
 
     Raises:
         ConfigurationError: a backend that cannot hold metric points
             (``memory``, a custom class), naming ``storage.backend``.
     """
-    if storage.backend == "clickhouse":
-        return "clickhouse"
     return _side_files.store_kind(storage, "metric points")
 
 

@@ -21,7 +21,10 @@ answers):
   server holds scores (``memory``, a custom backend): a 200 whose
   ``partial_success`` counts them in ``rejected_log_records``, its
   ``error_message`` saying where they are (if anywhere) and why not in the
-  others; counted in ``scores_failed`` / ``scores_dropped``.
+  others; counted in ``scores_failed`` / ``scores_dropped``; a store that
+  refused only some of them for their content and wrote the others
+  (ClickHouse: a time its ``DateTime`` cannot hold) costs only those, named
+  in the ``error_message``.
 
 Log records that are not evaluation results are counted and left alone: this
 server keeps spans and scores, not logs. The attributes a score keeps pass
@@ -84,9 +87,14 @@ def _transient(exc: BaseException) -> bool:
 
 def store_scores(writer: Any, rows: list[dict[str, Any]]) -> ScoresStored:
     """Write ``rows`` (score rows) to every store of ``writer`` that holds
-    scores; every one is tried, whatever the others did. Never raises."""
+    scores; every one is tried, whatever the others did. Never raises.
+
+    A store that refuses some rows for their content and writes the others
+    (``RowsRejected``: ClickHouse and a time a ``DateTime`` cannot hold) costs
+    only those: they are lost and named in the message, the others stored."""
     if not rows:
         return ScoresStored()
+    from llamonitor.schema._rejected import RowsRejected
     from llamonitor.schema._scores import scores_table
     from llamonitor.storage._scores import store_kind, write_scores
 
@@ -94,14 +102,22 @@ def store_scores(writer: Any, rows: list[dict[str, Any]]) -> ScoresStored:
     table = scores_table(rows)
     held: list[str] = []
     failures: list[tuple[str, BaseException]] = []
+    refusals: list[tuple[str, RowsRejected]] = []
+    refused_ids: set[Any] = set()
     for storage in [config.storage, *config.extra_backends]:
         try:
             kind = store_kind(storage)
         except Exception:
-            continue  # ClickHouse, a memory store, a custom backend: no score table
+            continue  # a memory store, a custom backend: no score table
         name = f"{kind} {storage.output_dir}" if kind == "parquet" else kind  # no DSN
         try:
             write_scores(storage, table)
+        except RowsRejected as exc:
+            if "score_id" not in exc.rejected.column_names:  # pragma: no cover - defensive
+                failures.append((name, exc))
+                continue
+            refusals.append((name, exc))
+            refused_ids.update(exc.rejected.column("score_id").to_pylist())
         except Exception as exc:
             failures.append((name, exc))
             continue
@@ -113,14 +129,37 @@ def store_scores(writer: Any, rows: list[dict[str, Any]]) -> ScoresStored:
         return ScoresStored(0, n, "scores_dropped", False,
                             f"{n} score(s) not stored: no store of this server holds scores "
                             f"(backend {backends})")
-    if not failures:
+    if not failures and not refusals:
         return ScoresStored(n, 0)
+    parts: list[str] = []
+    if failures:
+        lost = n
+        why = "; ".join(f"{backend}: {type(exc).__name__}: {exc}" for backend, exc in failures)
+        # Held by some store but missing from another is not stored: the store that
+        # failed never gets them unless the sender sends them again.
+        where = f"stored in {', '.join(held)} only, not in {why}" if held else f"not stored: {why}"
+        parts.append(f"{n} score(s) {where}")
+    else:
+        lost = sum(1 for i in table.column("score_id").to_pylist() if i in refused_ids)
+    parts += [f"{exc.rejected.num_rows} score(s) not stored in {backend}: {_named(exc)}"
+              for backend, exc in refusals]
     transient = any(_transient(exc) for _, exc in failures)
-    why = "; ".join(f"{backend}: {type(exc).__name__}: {exc}" for backend, exc in failures)
-    # Held by some store but missing from another is not stored: the store that
-    # failed never gets them unless the sender sends them again.
-    where = f"stored in {', '.join(held)} only, not in {why}" if held else f"not stored: {why}"
-    return ScoresStored(0, n, "scores_failed", transient, f"{n} score(s) {where}")
+    return ScoresStored(n - lost, lost, "scores_failed", transient, "; ".join(parts))
+
+
+_NAMED = 5
+"""Refused scores named one by one in a message (then "and N more")."""
+
+
+def _named(exc: Any) -> str:
+    """``name (score id): why`` for each refused score (the first few)."""
+    names = exc.rejected.column("name").to_pylist() if "name" in exc.rejected.column_names \
+        else ["?"] * exc.rejected.num_rows
+    ids = exc.rejected.column("score_id").to_pylist()
+    said = [f"{name} ({str(sid)[:12]}): {why}"
+            for name, sid, why in zip(names, ids, exc.errors, strict=False)][:_NAMED]
+    more = exc.rejected.num_rows - len(said)
+    return "; ".join(said) + (f"; and {more} more" if more > 0 else "")
 
 
 def _count(ingestor: Any, **counts: int) -> None:

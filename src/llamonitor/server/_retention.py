@@ -6,7 +6,9 @@ unless asked to). The store is the server's: its Parquet directory, or its
 database (the span table of ``serve --table``, else
 ``LLMOPS_STORAGE__TABLE_NAME``, default ``metric_events``), or its JSONL file
 (whose spans have no retention: a ``spans_days`` there is a bad setting).
-A bad retention setting is logged (naming it) and leaves
+A ClickHouse store is refused (``metrics._retention.check_store``: there a
+month's partition is dropped by hand, docs/clickhouse.md). A bad retention
+setting, or such a store, is logged (naming it) and leaves
 the task off; the server still serves. Nothing here changes data on request:
 the endpoint only reads.
 """

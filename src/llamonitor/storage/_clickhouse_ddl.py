@@ -35,7 +35,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from llamonitor.schema import _extensions
 from llamonitor.schema._columns import SCHEMA, SCHEMA_VERSION
@@ -72,6 +74,51 @@ _ACCEPTS = {
 }
 
 
+MAX_DATETIME = 2**32 - 1
+"""The last second a ``DateTime`` holds (unsigned 32-bit seconds: 1970 to 2106)."""
+
+
+def out_of_range(column: str) -> str:
+    """Why a row whose ``column`` a ``DateTime`` cannot hold is refused."""
+    return f"{column}: outside ClickHouse's DateTime range (1970-01-01 to 2106-02-07)"
+
+
+def split_times(col: pa.ChunkedArray | pa.Array) -> tuple[Any, Any]:
+    """UTC seconds and the microseconds within each second (numpy ``int64``
+    arrays; a null time is 0 and 0: see ``col.is_valid()``). ``col`` is a
+    timestamp in microseconds."""
+    us = pc.fill_null(col.cast(pa.int64()), 0)
+    values = np.asarray(us.to_numpy(zero_copy_only=False), np.int64)
+    return values // 1_000_000, values % 1_000_000
+
+
+def outside(col: pa.ChunkedArray | pa.Array) -> Any:
+    """A numpy mask: the rows whose (non-null) time a ``DateTime`` cannot hold."""
+    seconds, _ = split_times(col)
+    valid = np.asarray(pc.fill_null(col.is_valid(), False).to_numpy(zero_copy_only=False), bool)
+    return valid & ((seconds < 0) | (seconds > MAX_DATETIME))
+
+
+def time_columns(col: pa.ChunkedArray | pa.Array) -> tuple[list[Any], list[int]]:
+    """A timestamp as the two columns of an ``INSERT``: epoch seconds (what
+    the driver takes for a ``DateTime``; ``None`` for a null time) and the
+    microseconds within them (0 for a null time)."""
+    seconds, micros = split_times(col)
+    out: list[Any] = seconds.tolist()
+    if col.null_count:
+        valid = col.is_valid().to_pylist()
+        out = [s if v else None for s, v in zip(out, valid, strict=True)]
+    return out, micros.tolist()
+
+
+def check_type(f: pa.Field) -> None:
+    """Raise ``TypeError`` unless ``f`` has a ClickHouse type here (see
+    :func:`clickhouse_type`) and, if a time, is in microseconds."""
+    _kind(f.type)
+    if pa.types.is_timestamp(f.type) and f.type.unit != "us":
+        raise TypeError(f"{f.name}: a timestamp must be in microseconds, not {f.type}")
+
+
 _MICROS_COLUMNS = frozenset(f.name + MICROS_SUFFIX for f in SCHEMA if pa.types.is_timestamp(f.type))
 
 
@@ -100,7 +147,9 @@ def _kind(t: pa.DataType) -> str:
     ):
         if test(t):
             return kind
-    raise TypeError(f"no ClickHouse type for {t}")  # pragma: no cover - the schema is fixed
+    raise TypeError(
+        f"no ClickHouse type for {t} (string, int64, int32, float64, bool, timestamp, binary)"
+    )
 
 
 def clickhouse_type(f: pa.Field) -> str:
@@ -161,7 +210,7 @@ def meta(execute: Execute, database: str) -> str:
         "ENGINE = ReplacingMergeTree(updated_at) ORDER BY table_name"
     )
     if "version" not in columns(execute, database, _sql_ddl.META_TABLE):
-        _add_column(
+        add_column(
             execute,
             database,
             _sql_ddl.META_TABLE,
@@ -229,7 +278,7 @@ def setup(execute: Execute, database: str, table: str, label: str) -> set[str]:
                 f"{label} looks like a llamonitor-async table (error holds the message), "
                 "which never was a ClickHouse table: choose another table_name",
             )
-        _add(execute, database, table, existing, plan.add)
+        add_missing(execute, database, table, existing, plan.add)
         for name in plan.relax:
             declared = existing.get(name, "")
             if declared and not declared.startswith("Nullable("):
@@ -244,7 +293,7 @@ def setup(execute: Execute, database: str, table: str, label: str) -> set[str]:
     return have
 
 
-def _add_column(execute: Execute, database: str, table: str, name: str, sql: str) -> None:
+def add_column(execute: Execute, database: str, table: str, name: str, sql: str) -> None:
     """Run ``sql`` (an ``ADD COLUMN``; 18.16 has no ``IF NOT EXISTS``): a
     concurrent writer that added the column first is no failure."""
     try:
@@ -254,7 +303,7 @@ def _add_column(execute: Execute, database: str, table: str, name: str, sql: str
             raise
 
 
-def _add(
+def add_missing(
     execute: Execute, database: str, table: str, have: dict[str, str], fields: list[pa.Field]
 ) -> None:
     """``ADD COLUMN`` each field (nullable) the table lacks."""
@@ -262,7 +311,7 @@ def _add(
     for f in fields:
         if f.name not in have:
             for d, name in zip(column_defs([f.with_nullable(True)]), _names(f), strict=True):
-                _add_column(
+                add_column(
                     execute, database, table, name, f"ALTER TABLE {qualified} ADD COLUMN {d}"
                 )
 
@@ -278,7 +327,7 @@ def add_columns(execute: Execute, database: str, table: str, fields: list[pa.Fie
     Returns:
         The table's columns.
     """
-    _add(execute, database, table, columns(execute, database, table), fields)
+    add_missing(execute, database, table, columns(execute, database, table), fields)
     qualified_meta = meta(execute, database)
     _, recorded = read_meta(execute, database, table)
     _record(execute, qualified_meta, table, _sql_ddl.extensions_text(recorded, fields))

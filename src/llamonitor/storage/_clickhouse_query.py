@@ -37,7 +37,6 @@ from llamonitor.storage._duckdb import (
 )
 from llamonitor.storage._sql import StoreError
 
-_MAX_DATETIME = 2**32 - 1  # DateTime is unsigned 32-bit seconds: 1970 to 2106
 _TS = "timestamp"
 _TS_ALIAS = "llamonitor_timestamp_us"
 _BLOCK_ROWS = _sql_query.CHUNK_ROWS
@@ -106,12 +105,12 @@ def _where(f: Filters, exact: bool = False) -> tuple[str, dict[str, Any]]:
         params["sessions"] = tuple(f.session_id or ())
     if f.since is not None:
         since = int(_sql_query.aware(f.since).timestamp() // 1)
-        clauses.append(f"{q(_TS)} >= {max(0, min(since, _MAX_DATETIME))}")
+        clauses.append(f"{q(_TS)} >= {max(0, min(since, _clickhouse_ddl.MAX_DATETIME))}")
     if f.until is not None:
         until = -int(-_sql_query.aware(f.until).timestamp() // 1)  # ceiling
         if until <= 0:
             clauses.append("0")
-        elif until <= _MAX_DATETIME:
+        elif until <= _clickhouse_ddl.MAX_DATETIME:
             clauses.append(f"{q(_TS)} < {until}")
     if exact and (f.since is not None or f.until is not None):
         us = f"(toInt64(toUInt32({q(_TS)})) * 1000000 + {q(_TS + MICROS_SUFFIX)})"

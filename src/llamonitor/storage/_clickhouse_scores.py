@@ -8,6 +8,8 @@ written again in a later month must meet its first copy to replace it).
 keeps the row with the later ``timestamp``, as the upsert of the other SQL
 stores does; reads say ``FINAL`` (and ``read_scores`` keeps the latest row per
 ``score_id`` on top), so a copy not merged away yet is never counted twice.
+``read_scores`` pushes its time range and its name, trace (one), source and
+evaluator filters into the ``WHERE``, which ClickHouse applies after ``FINAL``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ def write(storage: StorageConfig, scores: pa.Table) -> None:
     side.write(SCORES, storage, scores)
 
 
-def fetch(storage: StorageConfig, since: datetime | None = None) -> pa.Table:
-    """The scores given at or after ``since`` (all without), one row per ``score_id``."""
-    return side.fetch(SCORES, storage, [("timestamp", ">=", since)])
+def fetch(
+    storage: StorageConfig,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    **equal: str | None,
+) -> pa.Table:
+    """The scores given in ``[since, until)`` (each bound only when given; in
+    whole seconds, the caller cuts exactly) whose columns ``equal`` names
+    hold those values (``name="helpful"``; ``None`` is no filter), one row
+    per ``score_id``: its latest.
+
+    ClickHouse applies ``WHERE`` after ``FINAL`` has kept the latest row of
+    each ``score_id``, so a filter never brings back a copy a later write
+    replaced (a score re-given after ``until`` is not read as its older
+    value): what the caller's own filter over the latest rows keeps.
+    """
+    clauses: list[side.Clause] = [("timestamp", ">=", since), ("timestamp", "<", until)]
+    clauses += [(column, "=", value) for column, value in sorted(equal.items())]
+    return side.fetch(SCORES, storage, clauses)

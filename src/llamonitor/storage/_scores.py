@@ -41,15 +41,12 @@ SQL_STORES = _side_files.SQL_STORES
 
 
 def store_kind(storage: StorageConfig) -> str:
-    """``parquet`` or the SQL backend's name for ``storage``.
+    """``parquet``, the SQL backend's name or ``clickhouse`` for ``storage``.
 
     Raises:
         ConfigurationError: a backend that cannot hold scores (``memory``, a
             custom class), naming ``storage.backend``.
     """
-    backend = storage.backend
-    if isinstance(backend, str) and backend == "clickhouse":
-        return "clickhouse"
     return _side_files.store_kind(storage, "scores")
 
 
@@ -147,7 +144,12 @@ def read_scores(storage: StorageConfig, filters: ScoreFilters | None = None) -> 
         elif kind == "clickhouse":
             from llamonitor.storage import _clickhouse_scores
 
-            con.register("__scores", _clickhouse_scores.fetch(storage, f.since))
+            trace = f.trace_id if isinstance(f.trace_id, str) else None
+            pushed = _clickhouse_scores.fetch(
+                storage, f.since, f.until, name=f.name, trace_id=trace, source=f.source,
+                evaluator=f.evaluator,
+            )  # fmt: skip
+            con.register("__scores", pushed)
             rel, head = "__scores", []
         else:
             from llamonitor.storage import _sql_scores

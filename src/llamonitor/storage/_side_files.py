@@ -6,7 +6,8 @@ Parquet (``parquet``, and the file store ``jsonl``): files under
 each row's ``timestamp``), written atomically like the span files (hidden
 temporary name, fsync, rename; see ``_files``), with names unique across
 processes; the span reader never lists these directories. The SQL stores
-keep them in a table of their own (``_sql_side``).
+keep them in a table of their own (``_sql_side``), as ClickHouse does
+(``_clickhouse_side``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from llamonitor.storage._files import sweep_in_background
 
 FILE_STORES = frozenset({"parquet", "jsonl"})
 SQL_STORES = frozenset({"sqlite", "postgres", "mysql"})
+CLICKHOUSE = "clickhouse"
+"""Holds them in tables of its own too (``_clickhouse_side``), not through ``_sql_side``."""
 _ALIASES = {"postgresql": "postgres", "mariadb": "mysql"}
 
 _seq = itertools.count()
@@ -34,7 +37,7 @@ _swept_lock = threading.Lock()
 
 
 def store_kind(storage: StorageConfig, what: str) -> str:
-    """``parquet`` or the SQL backend's name for ``storage``.
+    """``parquet``, the SQL backend's name or ``clickhouse`` for ``storage``.
 
     Raises:
         ConfigurationError: a backend that cannot hold ``what`` (``memory``,
@@ -45,12 +48,12 @@ def store_kind(storage: StorageConfig, what: str) -> str:
         backend = _ALIASES.get(backend, backend)
         if backend in FILE_STORES:
             return "parquet"
-        if backend in SQL_STORES:
+        if backend in SQL_STORES or backend == CLICKHOUSE:
             return backend
     raise ConfigurationError(
         "storage.backend",
-        f"{what} are stored by the parquet, jsonl, sqlite, postgres and mysql backends, "
-        f"not {backend!r}",
+        f"{what} are stored by the parquet, jsonl, sqlite, postgres, mysql and clickhouse "
+        f"backends, not {backend!r}",
     )
 
 

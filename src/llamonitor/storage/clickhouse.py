@@ -62,7 +62,6 @@ RECEIVE_TIMEOUT_SECONDS = 60.0
 a server that stops answering fails the write (retried, then spooled)."""
 
 _MISSING_CODES = (60, 16, 81, 47)  # unknown table, column, database; unknown identifier
-_MAX_DATETIME = 2**32 - 1  # DateTime is unsigned 32-bit seconds: 1970 to 2106
 _TS = "timestamp"
 _BASE = frozenset(SCHEMA.names)
 
@@ -192,10 +191,10 @@ class ClickHouseBackend(StorageBackend):
             return
         table = _sql_write.conform(table)
         written, reasons = _extension_columns(table)
-        seconds, micros = _split_times(table.column(_TS))
-        bad = (seconds < 0) | (seconds > _MAX_DATETIME)
+        seconds, micros = _clickhouse_ddl.split_times(table.column(_TS))
+        bad = (seconds < 0) | (seconds > _clickhouse_ddl.MAX_DATETIME)
         for i in np.flatnonzero(bad):
-            reasons.setdefault(int(i), []).insert(0, _OUT_OF_RANGE)
+            reasons.setdefault(int(i), []).insert(0, _clickhouse_ddl.out_of_range(_TS))
         refused = sorted(reasons)
         if refused:
             keep = np.ones(table.num_rows, dtype=bool)
@@ -242,7 +241,6 @@ class ClickHouseBackend(StorageBackend):
             self._drop_client()
 
 
-_OUT_OF_RANGE = "timestamp: outside ClickHouse's DateTime range (1970-01-01 to 2106-02-07)"
 _INT64_MAX = 2**63 - 1
 
 
@@ -303,12 +301,6 @@ def _json_text(value: Any) -> str | None:
     if value is None:
         return None
     return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _split_times(col: pa.ChunkedArray) -> tuple[Any, Any]:
-    """UTC seconds and the microseconds within each second, as numpy arrays."""
-    us = col.cast(pa.int64()).to_numpy()
-    return us // 1_000_000, us % 1_000_000
 
 
 def _columns(table: pa.Table, seconds: Any, micros: Any) -> tuple[str, Any]:
