@@ -147,6 +147,24 @@ class ClickHouseServer:
         except OSError:
             return None
 
+    @contextlib.contextmanager
+    def fresh_database(self, prefix: str) -> Iterator[StorageConfig]:
+        """A ClickHouse store in a database of its own (``prefix`` + random),
+        dropped afterwards."""
+        from clickhouse_driver import Client
+
+        name = prefix + secrets.token_hex(5)
+        client = Client.from_url(self.dsn)
+        try:
+            client.execute(f"CREATE DATABASE {name}")
+            try:
+                dsn = self.dsn.rsplit("/", 1)[0] + "/" + name
+                yield StorageConfig(backend="clickhouse", connection_string=SecretStr(dsn))
+            finally:
+                client.execute(f"DROP DATABASE IF EXISTS {name}")
+        finally:
+            client.disconnect()
+
     def log(self) -> str:
         parts = []
         for name in ("stderr.log", "server.err.log"):

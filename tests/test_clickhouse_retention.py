@@ -5,7 +5,6 @@ metrics rollup``), and that way works on ClickHouse 18.16 (a private server)."""
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
-from pydantic import SecretStr
 
 from llamonitor.metrics._retention import apply_retention
 from llamonitor.metrics._store import read_points, write_points
@@ -62,13 +60,8 @@ def test_the_documented_partition_drop_removes_one_month(ch: CHStore) -> None:
 @pytest.fixture
 def points_store(clickhouse_server: Any) -> Iterator[StorageConfig]:
     """A database of the test's own (its points table is always ``metric_points``)."""
-    name = "rt_" + secrets.token_hex(5)
-    ch_execute(clickhouse_server, f"CREATE DATABASE {name}")
-    dsn = clickhouse_server.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        yield StorageConfig(backend="clickhouse", connection_string=SecretStr(dsn))
-    finally:
-        ch_execute(clickhouse_server, f"DROP DATABASE IF EXISTS {name}")
+    with clickhouse_server.fresh_database("rt_") as store:
+        yield store
 
 
 def _raw_points(start: datetime, minutes: int) -> pa.Table:

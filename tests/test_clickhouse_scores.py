@@ -6,7 +6,6 @@ spans (a private server, tests/_clickhouse.py)."""
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -25,19 +24,15 @@ from llamonitor.schema.config import StorageConfig
 from llamonitor.storage._scores import read_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_score_store import ch_execute
 
 pytest_plugins = ["_clickhouse"]  # the clickhouse_server fixture
 
 
 @pytest.fixture
 def database(clickhouse_server: Any) -> Iterator[str]:
-    name = "cs_" + secrets.token_hex(5)
-    ch_execute(clickhouse_server, f"CREATE DATABASE {name}")
-    try:
-        yield clickhouse_server.dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        ch_execute(clickhouse_server, f"DROP DATABASE IF EXISTS {name}")
+    with clickhouse_server.fresh_database("cs_") as store:
+        assert store.connection_string is not None
+        yield store.connection_string.get_secret_value()
 
 
 def test_scores_from_the_application_land_in_clickhouse_and_in_the_report(

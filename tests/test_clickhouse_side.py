@@ -7,7 +7,6 @@ tests/_clickhouse.py)."""
 
 from __future__ import annotations
 
-import secrets
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -37,13 +36,8 @@ T = datetime(2026, 1, 10, tzinfo=timezone.utc)
 @pytest.fixture
 def store(clickhouse_server: Any) -> Iterator[StorageConfig]:
     """A database of the test's own, dropped afterwards."""
-    name = "sd_" + secrets.token_hex(5)
-    ch_execute(clickhouse_server, f"CREATE DATABASE {name}")
-    dsn = clickhouse_server.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        yield StorageConfig(backend="clickhouse", connection_string=SecretStr(dsn))
-    finally:
-        ch_execute(clickhouse_server, f"DROP DATABASE IF EXISTS {name}")
+    with clickhouse_server.fresh_database("sd_") as store:
+        yield store
 
 
 def _db(store: StorageConfig) -> str:

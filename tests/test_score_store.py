@@ -70,13 +70,8 @@ def database_of(store: StorageConfig) -> str:
 def clickhouse_store(server: Any) -> Iterator[StorageConfig]:
     """A database of its own in the private ClickHouse server (its scores table
     is always ``llamonitor_scores``), dropped afterwards."""
-    database = "sc_" + secrets.token_hex(5)
-    ch_execute(server, f"CREATE DATABASE {database}")
-    try:
-        dsn = server.dsn.rsplit("/", 1)[0] + "/" + database
-        yield StorageConfig(backend="clickhouse", connection_string=SecretStr(dsn))
-    finally:
-        ch_execute(server, f"DROP DATABASE IF EXISTS {database}")
+    with server.fresh_database("sc_") as store:
+        yield store
 
 
 @pytest.fixture(params=STORES)

@@ -72,20 +72,8 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storag
 
 def clickhouse_of(server: Any) -> Iterator[StorageConfig]:
     """A database of the test's own in the private ClickHouse server, dropped afterwards."""
-    from clickhouse_driver import Client
-
-    dsn = str(server.dsn)
-    database = "mt_" + secrets.token_hex(5)
-    client = Client.from_url(dsn)
-    try:
-        client.execute(f"CREATE DATABASE {database}")
-        yield StorageConfig(
-            backend="clickhouse",
-            connection_string=SecretStr(dsn.rsplit("/", 1)[0] + "/" + database),
-        )
-    finally:
-        client.execute(f"DROP DATABASE IF EXISTS {database}")
-        client.disconnect()
+    with server.fresh_database("mt_") as store:
+        yield store
 
 
 @pytest.fixture
