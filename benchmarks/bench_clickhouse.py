@@ -8,6 +8,7 @@ Usage::
     python benchmarks/bench_clickhouse.py --optimize         # also the report after OPTIMIZE FINAL
     python benchmarks/bench_clickhouse.py --spans 10000000 --skip-postgres --data /tmp/spans10m
     python benchmarks/bench_clickhouse.py --spans 10000000 --skip-clickhouse --data /tmp/spans10m
+    python benchmarks/bench_clickhouse.py --spans 10000000 --data /tmp/spans10m --generate-only
     python benchmarks/bench_clickhouse.py --clickhouse-dsn clickhouse://host:9000/db
 
 The spans are ``bench_report.py``'s workload (sessions of agent traces over a
@@ -365,7 +366,12 @@ def main() -> int:
     parser.add_argument("--postgres-dsn")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-clickhouse", action="store_true")
+    parser.add_argument(
+        "--generate-only", action="store_true", help="only write the spans to --data (no store)"
+    )
     args = parser.parse_args()
+    if args.generate_only and args.data is None:
+        parser.error("--generate-only needs --data")
 
     with tempfile.TemporaryDirectory(prefix="llamonitor-bench-ch-") as tmp:
         work = args.data or Path(tmp) / "spans"
@@ -374,6 +380,8 @@ def main() -> int:
         files = spans(args.spans, args.chunk, work)
         n = rows_in(files)
         print(f"{n:,} spans ready in {time.perf_counter() - started:.1f} s ({work})", flush=True)
+        if args.generate_only:
+            return 0
         results = run_stores(files, n, args)
     print_results(results, n, args)
     return 0
