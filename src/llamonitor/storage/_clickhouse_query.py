@@ -351,8 +351,19 @@ def _quantile(q_: float) -> str:
     return f"if(m = 0, NULL, {lo} + ({rn} - floor({rn})) * ({hi} - {lo}))"
 
 
+_STATS_COLUMNS = (
+    "count", "errors", "error_rate", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+    "input_tokens__", "output_tokens__", "total_tokens__", "cost_usd__", "llm_calls",
+    "unpriced", "estimated_count", "sampled", "estimated_cost_usd",
+)
+
+
 def stats_sql(group_by: str | None) -> str:
-    """``stats()`` in ClickHouse's SQL (columns as ``DuckDBQuery.stats``)."""
+    """``stats()`` in ClickHouse's SQL (columns as ``DuckDBQuery.stats``).
+
+    The sorted durations (``s``) the percentiles are read from stay in the
+    server: the outer ``SELECT`` leaves them out (sent, they were every
+    span's duration, decoded by the client: half of ``stats()``'s time)."""
     key = f"{q(group_by)}, " if group_by else ""
     w = SAMPLE_WEIGHT
     sql = (
@@ -368,9 +379,11 @@ def stats_sql(group_by: str | None) -> str:
         f"sum({w}) AS estimated_count, countIf({w} > 1) AS sampled, "
         f"sum(cost_usd * {w}) AS estimated_cost_usd FROM {{rel}}"
     )
+    names = ([group_by] if group_by else []) + list(_STATS_COLUMNS)
+    outer = f"SELECT {', '.join(q(n) for n in names)} FROM ("
     if group_by:
-        return sql + f" GROUP BY {q(group_by)} ORDER BY count DESC, {q(group_by)}"
-    return sql + " HAVING count() > 0"
+        return f"{outer}{sql} GROUP BY {q(group_by)}) ORDER BY `count` DESC, {q(group_by)}"
+    return f"{outer}{sql} HAVING count() > 0)"
 
 
 _DROP = ("s", "m")
