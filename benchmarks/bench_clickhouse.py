@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/bench_clickhouse.py                    # 1M spans (about 10 min here)
+    python benchmarks/bench_clickhouse.py                    # 1M spans (--repeat 1: ~6 min here)
     python benchmarks/bench_clickhouse.py --spans 250000     # quicker
     python benchmarks/bench_clickhouse.py --optimize         # also the report after OPTIMIZE FINAL
     python benchmarks/bench_clickhouse.py --spans 10000000 --skip-postgres --data /tmp/spans10m
