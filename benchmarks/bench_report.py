@@ -262,8 +262,11 @@ def _llm_columns(rng: np.random.Generator, slot: Slot, provider_idx: np.ndarray,
     )
 
 
-def generate(n_spans: int, root: Path, seed: int = 1) -> int:
-    """Write about ``n_spans`` spans (exactly, after trimming) under ``root``; returns the count."""
+def generate(n_spans: int, root: Path, seed: int = 1, t0_us: int = T0_US) -> int:
+    """Write about ``n_spans`` spans (exactly, after trimming) under ``root``; returns the count.
+
+    The sessions start within the week from ``t0_us`` (µs since the epoch).
+    """
     rng = np.random.default_rng(seed)
     ids = _Ids(rng)
     pools = _error_pools(rng)
@@ -274,7 +277,7 @@ def generate(n_spans: int, root: Path, seed: int = 1) -> int:
     # Sessions of 1-8 traces: assign traces to sessions, in order.
     trace_session = np.sort(rng.integers(0, n_sessions, n_traces))
     session_ids = ids.hex(n_sessions, 8)
-    session_start = T0_US + rng.integers(0, WEEK_US, n_sessions)
+    session_start = t0_us + rng.integers(0, WEEK_US, n_sessions)
     session_provider = rng.choice(len(PROVIDERS), n_sessions, p=PROVIDER_WEIGHTS)
     session_project = rng.choice(3, n_sessions, p=[0.6, 0.3, 0.1])
     session_prompt = np.array(ids.hex(n_sessions, 16).to_pylist(), dtype=object)
@@ -376,7 +379,7 @@ def generate(n_spans: int, root: Path, seed: int = 1) -> int:
     # Time order, as a store written over time; the latest spans beyond n_spans are dropped.
     order = np.argsort(table.column("timestamp").to_numpy(), kind="stable")[:n_spans]
     table = table.take(pa.array(order))
-    directory = root / "2024-05-01"
+    directory = root / datetime.fromtimestamp(t0_us / 1e6, timezone.utc).strftime("%Y-%m-%d")
     directory.mkdir(parents=True, exist_ok=True)
     per_file = -(-table.num_rows // FILES)
     for i in range(FILES):

@@ -93,6 +93,49 @@ def test_every_column_round_trips(ch: CHStore) -> None:
     assert arrow.schema.types == SCHEMA.types
 
 
+def test_rows_read_the_same_with_and_without_the_drivers_numpy_columns(
+    ch: CHStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The streamed rows are the same whether the driver decodes them a column
+    at a time (numpy and pandas installed) or a value at a time: nulls, every
+    type, an extension column, a column the table lacks (a typed NULL: the
+    NumPy path has no ``Nullable(Nothing)``, and falls back with a warning)."""
+    from llamonitor.storage import _clickhouse_query
+
+    rows = [
+        span_row(
+            i,
+            timestamp=T0 + timedelta(seconds=i, microseconds=i),
+            error=i % 3 == 0,
+            model=None if i % 2 else "m",
+            input_tokens=None if i % 4 else i,
+            cost_usd=None if i % 5 else i / 7,
+        )
+        for i in range(50)
+    ]
+    grp_x = pa.array([None if i % 2 else i for i in range(50)], pa.int64())
+    ch.write(table_of(rows).append_column("grp_x", grp_x))
+    ch.execute(f"ALTER TABLE `{ch.table}` DROP COLUMN `reasoning_tokens`")
+    assert _clickhouse_query.numpy_columns()  # the dev extra installs clickhouse-driver[numpy]
+    read = {}
+    for numpy in (True, False):
+        monkeypatch.setattr(_clickhouse_query, "numpy_columns", lambda numpy=numpy: numpy)
+        with ch.query() as q:
+            read[numpy] = (
+                q.run("SELECT * FROM {rel} ORDER BY event_id"),
+                q.events(limit=None),
+            )
+    fast, slow = read[True], read[False]
+    assert fast[0] is not None and fast[0].equals(slow[0])
+    assert fast[1] == slow[1]
+    xs = grp_x.to_pylist()
+    assert {r["event_id"]: (r["error"], r["model"], r["grp_x"]) for r in fast[1]} == {
+        r["event_id"]: (bool(r["error"]), r["model"], x) for r, x in zip(rows, xs, strict=True)
+    }
+    assert fast[0].column("reasoning_tokens").null_count == len(rows)
+    assert not [r for r in caplog.records if r.name.startswith("clickhouse_driver")]
+
+
 def test_spans_are_partitioned_by_month_in_utc(ch: CHStore) -> None:
     """A span at 23:30 UTC on the last day of a month is in that month's
     partition, whatever the server's time zone (the test server's is not UTC)."""

@@ -38,6 +38,7 @@ def test_report_stats_and_trace_match_sqlite(ch: CHStore, tmp_path: Path) -> Non
         for kwargs in (
             {},
             {"group_by": "model"},
+            {"group_by": None},
             {"since": since, "until": until},
             {"session_id": "session-2"},
         ):
