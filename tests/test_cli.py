@@ -130,7 +130,7 @@ def test_trace_tree_shows_child_under_parent_with_durations(recorded: Path) -> N
     assert agent_row < tool_row < llm_row and agent_col < tool_col < llm_col
     assert all(" ms" in lines[i] for i in (agent_row, tool_row, llm_row))
     assert "chars" in lines[llm_row]
-    by_prefix = run("trace", trace_id[:10], "--dir", recorded, "--json")
+    by_prefix = run("trace", trace_id[-10:], "--dir", recorded, "--json")  # as shown: its end
     tree = json.loads(by_prefix.stdout)
     assert tree["trace_id"] == trace_id and tree["span_count"] == 3
     (root,) = tree["spans"]

@@ -101,7 +101,23 @@ def test_trace_is_ordered_and_linked(recorded: Path) -> None:
     assert [s["error"] for s in spans[1:]] == [False, False, True]
     assert spans[1]["text_char_count"] == len("word ")
     assert q.trace("no-such-trace") == []
-    assert q.find_trace_ids(trace_id[:6]) == [trace_id]
+    assert q.find_trace_ids(trace_id[-6:]) == [trace_id]  # the random end, as the CLI shows it
+    assert set(q.find_trace_ids(trace_id[:6])) == {e["trace_id"] for e in q.events(limit=100)}
+
+
+def test_traces_of_one_batch_have_distinct_short_ids(recorded: Path) -> None:
+    """Trace ids begin with the time, so the traces of one batch share their start: the
+    CLI and the console show an id by its random end, and ``llamonitor trace`` takes it."""
+    from llamonitor.cli._render import short_id
+    from llamonitor.export.console import _short
+
+    q = parquet.query(recorded)
+    traces = sorted({e["trace_id"] for e in q.events(limit=100)})
+    assert len(traces) == 4 and len({t[:8] for t in traces}) < 4  # made together: one prefix
+    assert len({short_id(t) for t in traces}) == len({_short(t) for t in traces}) == 4
+    for t in traces:
+        assert q.find_trace_ids(short_id(t)) == [t]
+    assert short_id("conversation-42") == "conversa"  # an id of the application's own
 
 
 def test_stats_percentiles_match_hand_computation(store: Path) -> None:

@@ -60,7 +60,7 @@ def reseed_ids() -> None:
 # Session and trace ids begin with the time, in milliseconds (48 bits, as in a
 # UUIDv7; AWS X-Ray's trace ids also begin with it), then 80 random bits. So a
 # database's indexes on them take new spans near one edge instead of on random
-# pages: on PostgreSQL that is about a fifth of the server's CPU per span
+# pages: on PostgreSQL about a third of the server's CPU per span
 # (benchmarks/bench_ids.py). The hot path does not read a clock for it: the
 # prefix is refreshed by the worker at every batch and when monitoring starts,
 # so it is the time of the last batch (ids stay unique by their random bits).

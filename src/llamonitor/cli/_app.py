@@ -106,7 +106,8 @@ def _nothing_found(directory: Path | str, *filters: object) -> str:
 def trace(
     trace_id: str, directory: Path, dsn: str | None, table: str | None, as_json: bool
 ) -> None:
-    """The span tree of one trace (TRACE_ID or a unique prefix of it)."""
+    """The span tree of one trace (TRACE_ID, or a unique start or end of it: the
+    events table shows a trace by its last 8 characters)."""
     from llamonitor.cli import _render as render
 
     with open_store(directory, dsn, table) as store:
@@ -119,7 +120,7 @@ def trace(
                 )
             if len(candidates) > 1:
                 raise click.ClickException(
-                    f"{trace_id!r} is the start of several traces: "
+                    f"{trace_id!r} begins or ends several traces: "
                     + ", ".join(candidates[:5])
                     + (", ..." if len(candidates) > 5 else "")
                 )

@@ -27,9 +27,11 @@ from llamonitor.analysis._format import (
     tokens,
     usd,
 )
+from llamonitor.schema import _ids
 
 TRACE_ID_CHARS = 8
-"""Trace ids are shown by this prefix; ``llamonitor trace`` accepts prefixes."""
+"""Trace ids are shown by this many characters (see ``llamonitor.schema._ids``);
+``llamonitor trace`` accepts a prefix or a suffix."""
 
 ERROR_MESSAGE_CHARS = 200
 """A span's error message is shown by its first line, up to this many
@@ -81,7 +83,7 @@ def progress(what: str, unit: str, err: Console, disable: bool) -> Any:
 
 
 def short_id(value: str | None, chars: int = TRACE_ID_CHARS) -> str:
-    return "-" if value is None else value[:chars]
+    return "-" if value is None else _ids.short_id(value, chars)
 
 
 def metrics(row: dict[str, Any]) -> str:

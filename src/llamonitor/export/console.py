@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Literal, TextIO
 
 import pyarrow as pa
 
+from llamonitor.schema._ids import short_id
 from llamonitor.schema.config import ExporterConfig
 
 logger = logging.getLogger("llamonitor.export.console")
@@ -199,8 +200,8 @@ def _clean(value: Any, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def _short(value: Any) -> str:
-    """An id's first 8 characters."""
-    return "-" if not value else str(value)[:8].translate(_CONTROL)
+    """An id in 8 characters (a 32-hex id by its random end, see ``schema._ids``)."""
+    return "-" if not value else short_id(str(value)).translate(_CONTROL)
 
 
 def _duration(ms: float | None) -> str:

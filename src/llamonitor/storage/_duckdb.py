@@ -340,11 +340,13 @@ class DuckDBQuery:
         return [] if table is None else _rows(table)
 
     def find_trace_ids(self, prefix: str, limit: int = 10) -> list[str]:
-        """Trace ids starting with ``prefix``, most recent first."""
+        """Trace ids starting or ending with ``prefix`` (the CLI shows a 32-hex
+        id by its end, see ``llamonitor.schema._ids``), most recent first."""
         table = self._run(
             "SELECT trace_id, max(\"timestamp\") AS last FROM {rel} "
-            "WHERE starts_with(trace_id, ?) GROUP BY trace_id ORDER BY last DESC, trace_id LIMIT ?",
-            [prefix, limit],
+            "WHERE starts_with(trace_id, ?) OR ends_with(trace_id, ?) "
+            "GROUP BY trace_id ORDER BY last DESC, trace_id LIMIT ?",
+            [prefix, prefix, limit],
         )
         return [] if table is None else [str(t) for t in table.column("trace_id").to_pylist()]
 

@@ -84,8 +84,11 @@ export function sessionLink(id, text) {
   return h("a", { href: sessionHref(id), class: "id", title: id }, text || id);
 }
 
+// A 32-hex id begins with the time (llamonitor's session and trace ids): its
+// random end tells the traces of one minute apart (see llamonitor/schema/_ids.py).
 export function shortId(id) {
   const s = String(id);
+  if (/^[0-9a-f]{32}$/.test(s)) return "…" + s.slice(-12);
   return s.length > 14 ? s.slice(0, 12) + "…" : s;
 }
 
