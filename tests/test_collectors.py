@@ -704,7 +704,7 @@ def test_deferred_work_runs_once_when_its_batch_is_converted_again(
     """A record the worker cannot convert (a fault injected into one value) makes
     it convert its batch's records one by one: the others' Deferred work is not
     done twice, and they are all stored."""
-    from llamonitor.transport import _convert
+    from llamonitor.transport import _convert_rows as _convert
 
     real = _convert.column_value
 

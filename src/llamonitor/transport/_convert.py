@@ -4,7 +4,7 @@ A column at a time: what every span record has becomes whole arrays in a few
 vectorized steps (ids, times and the decorator's facts in ``_vectors``, text
 metrics in ``_measure``); what only some records carry — collector output and
 its ``Deferred`` work, span attributes, stream facts, errors — is applied to
-those rows alone, through row lists (:func:`_column`). Which columns a table
+those rows alone, through row lists (:func:`column`). Which columns a table
 has, and of which types, is read from the schema once per batch
 (:func:`records_to_table` passes it down; :func:`_table` lays the columns out).
 """
@@ -22,18 +22,15 @@ import pyarrow.compute as pc
 
 from llamonitor import _handoff
 from llamonitor._internal import report_internal_error
-from llamonitor._records import Deferred, StreamFacts, TextMeasure, measure_text, safe_json
+from llamonitor._records import StreamFacts, TextMeasure
 from llamonitor.llm import _settings as llm_settings
 from llamonitor.llm.pricing import fill_costs
 from llamonitor.schema import _extensions
 from llamonitor.schema._columns import (
-    ATTRIBUTE_COLUMNS,
     COLUMN_NAMES,
-    GEN_AI_ATTRIBUTES,
     SCHEMA,
-    SETTABLE,
-    column_value,
 )
+from llamonitor.transport._convert_rows import TEXT_COLS, column, row_facts
 from llamonitor.transport._measure import measure_texts
 from llamonitor.transport._vectors import (
     BySpec,
@@ -43,14 +40,6 @@ from llamonitor.transport._vectors import (
     span_ids,
     strings,
 )
-
-_TEXT_COLS = ("text_char_count", "text_word_count", "text_byte_size", "text_line_count")
-
-# Extra/attribute keys that name a column: the column itself or its OTel GenAI name.
-_COLUMN_OF: dict[str, str] = {
-    **{name: name for name in SETTABLE},
-    **{k: v for k, v in GEN_AI_ATTRIBUTES.items() if v in SETTABLE},
-}
 
 TOKEN_SOURCE_USER = "user"
 """``token_source`` of counts given by the application rather than read from a response."""
@@ -71,7 +60,6 @@ _COST_INPUTS = (
 _FIELDS = [itemgetter(k) for k in range(7)]  # of a span record (see llamonitor._records)
 _session = attrgetter("session_id")
 _trace = attrgetter("trace_id")
-_attrs = attrgetter("_attrs")
 
 
 OFFSET_REFRESH_SECONDS = 60.0
@@ -122,7 +110,7 @@ def _span_columns(
     _error_columns(errs, n, cols)
     if texts.count(None) != n:
         _text_columns(texts, by_spec, cols)
-    _row_facts(specs, spans, extras, cols, n)
+    row_facts(specs, spans, extras, cols, n)
     _llm_columns(cols, n)
     return cols
 
@@ -183,7 +171,7 @@ def _text_columns(texts: tuple[Any, ...], by_spec: BySpec, cols: dict[str, Any])
                     values[j][i] = measured[j]
                 absent[i] = False
     specs = by_spec.specs
-    for j, name in enumerate(_TEXT_COLS):
+    for j, name in enumerate(TEXT_COLS):
         nulls = absent
         # measure_text=[...] without this metric
         drop = [k for k, s in enumerate(specs) if s.text_metrics and not s.text_metrics[j]]
@@ -191,59 +179,6 @@ def _text_columns(texts: tuple[Any, ...], by_spec: BySpec, cols: dict[str, Any])
             masked = by_spec.rows_of(drop)
             nulls = masked if nulls is None else nulls | masked
         cols[name] = pa.array(values[j], pa.int64(), mask=nulls)
-
-
-def _row_facts(
-    specs: tuple[Any, ...],
-    spans: tuple[Any, ...],
-    extras: tuple[Any, ...],
-    cols: dict[str, Any],
-    n: int,
-) -> None:
-    """Collector output, stream facts and span attributes, row by row, for the
-    rows that have any."""
-    attrs = list(map(_attrs, spans))
-    if extras.count(None) != n:
-        extras = _stream_columns(extras, cols)
-    if extras.count(None) == n and attrs.count(None) == n:
-        return
-    for i in range(n):
-        extra = extras[i]
-        span_attrs = attrs[i]
-        if extra is None and not span_attrs:
-            continue
-        spec = specs[i]
-        merged = dict(spec.custom_attributes) if spec.custom_attributes else {}
-        if extra is not None:
-            _apply_extra(extra, cols, n, i, merged)
-        if span_attrs:
-            merged.update(span_attrs)
-            if not ATTRIBUTE_COLUMNS.keys().isdisjoint(span_attrs):
-                # span.set_attribute("gen_ai.usage.input_tokens", 12) fills the column too
-                _attribute_columns(span_attrs, cols, n, i)
-        _column(cols, "custom_attributes", n)[i] = safe_json(merged)
-
-
-def _stream_columns(extras: tuple[Any, ...], cols: dict[str, Any]) -> tuple[Any, ...]:
-    """The stream columns from the ``StreamFacts`` of a batch; returns the extras
-    with each ``StreamFacts`` replaced by what collectors added to it."""
-    facts = StreamFacts
-    if not any(e.__class__ is facts for e in extras):
-        return extras
-    cols["stream_item_count"] = [e.items if e.__class__ is facts else None for e in extras]
-    cols["time_to_first_token_ms"] = [
-        e.time_to_first_token_ms if e.__class__ is facts else None for e in extras
-    ]
-    return tuple(e.more if e.__class__ is facts else e for e in extras)
-
-
-def _attribute_columns(attrs: dict[str, Any], cols: dict[str, Any], n: int, i: int) -> None:
-    for key, value in attrs.items():
-        name = ATTRIBUTE_COLUMNS.get(key)
-        if name is not None:
-            value = column_value(name, value)
-            if value is not None:
-                _column(cols, name, n)[i] = value
 
 
 def _llm_columns(cols: dict[str, Any], n: int) -> None:
@@ -261,100 +196,22 @@ def _llm_columns(cols: dict[str, Any], n: int) -> None:
         return
     for name in _COST_INPUTS:  # fill_costs reads row lists
         if cols.get(name) is not None:
-            _column(cols, name, n)
+            column(cols, name, n)
     ins = cols.get("input_tokens") or [None] * n
     outs = cols.get("output_tokens") or [None] * n
-    total = _column(cols, "total_tokens", n)
+    total = column(cols, "total_tokens", n)
     source: list[Any] | None = None
     for i in range(n):
         if ins[i] is not None or outs[i] is not None:
             if total[i] is None:
                 total[i] = (ins[i] or 0) + (outs[i] or 0)
             if source is None:
-                source = _column(cols, "token_source", n)
+                source = column(cols, "token_source", n)
             if source[i] is None:
                 # Counts the application set itself (gen_ai.usage.* attributes,
                 # collector values, custom_attributes): say where they come from.
                 source[i] = TOKEN_SOURCE_USER
-    fill_costs(cols, n, _column)
-
-
-def _column(cols: dict[str, Any], key: str, n: int) -> list[Any]:
-    """``cols[key]`` as a row list, to set single rows (created empty, or from
-    the column's array)."""
-    col = cols.get(key)
-    if col is None:
-        col = cols[key] = [None] * n
-    elif isinstance(col, np.ndarray):
-        col = cols[key] = col.tolist()
-    elif not isinstance(col, list):
-        col = cols[key] = col.to_pylist()
-    return col
-
-
-def _apply_extra(
-    extra: dict[str, Any], cols: dict[str, Any], n: int, i: int, merged: dict[str, Any]
-) -> None:
-    items = list(extra.items())
-    while items:
-        key, value = items.pop()
-        if isinstance(value, Deferred):
-            try:
-                out = value()
-            except Exception as exc:
-                report_internal_error(f"collector:{key}", exc)
-                continue
-            if isinstance(out, dict):
-                items.extend(out.items())
-            elif out:  # a collector's bug: its value is lost, not the span
-                report_internal_error(
-                    f"collector:{key}",
-                    TypeError(f"Deferred work returned {type(out).__name__}, not a dict"),
-                )
-        elif key == "custom_attributes" and isinstance(value, dict):
-            merged.update(value)
-        elif key.endswith("_metrics") and _metric_group(key, value, cols, n, i, merged):
-            pass  # {"audio_metrics": AudioMetrics(...)}: a metric group's columns
-        elif key == "text" and isinstance(value, (str, TextMeasure)):
-            m = measure_text(value) if isinstance(value, str) else value
-            for j, c in enumerate(_TEXT_COLS):
-                _column(cols, c, n)[i] = m[j]
-        elif key in _COLUMN_OF:
-            key = _COLUMN_OF[key]
-            empty_list = isinstance(value, (list, tuple)) and not value
-            if value is None or (key == "finish_reason" and empty_list):  # OTel: an array
-                continue
-            fitted = column_value(key, value)
-            if fitted is not None:
-                _column(cols, key, n)[i] = fitted
-            else:  # keep the value, but not in a column it does not fit
-                merged[key] = value
-                report_internal_error(
-                    f"collector_value:{key}",
-                    TypeError(f"{key}={value!r} does not fit its column; kept as an attribute"),
-                )
-        else:
-            merged[key] = value  # unknown metric names are kept, not dropped
-
-
-def _metric_group(
-    key: str, value: Any, cols: dict[str, Any], n: int, i: int, merged: dict[str, Any]
-) -> bool:
-    """Fill the columns of a ``<prefix>_metrics`` value (a pydantic model, or a
-    dict of a registered group); False if ``key`` names no metric group."""
-    try:
-        g = _extensions.group_of(key, value)
-    except (TypeError, ValueError) as exc:  # a model that cannot be registered
-        report_internal_error(f"collector_value:{key}", exc)
-        merged[key] = value
-        return True
-    if g is None:
-        return False
-    columns, leftovers = _extensions.flatten(g, value)
-    for column, v in columns.items():
-        _column(cols, column, n)[i] = v
-    merged.update(leftovers)
-    return True
+    fill_costs(cols, n, column)
 
 
 # -- tables -------------------------------------------------------------------
@@ -470,7 +327,7 @@ def _price_rows(rows: list[dict[str, Any]]) -> None:
     n = len(todo)
     cols: dict[str, Any] = {name: [r.get(name) for r in todo] for name in _COST_INPUTS}
     try:
-        fill_costs(cols, n, _column)
+        fill_costs(cols, n, column)
     except Exception as exc:  # the rows are kept unpriced
         report_internal_error("pricing", exc)
         return
