@@ -272,6 +272,7 @@ def test_dispatch_is_cached_per_class() -> None:
     """The handler of a class is found once, then read from the cache."""
     obj = ChatCompletion.model_validate(chat_completion("Hi", usage=chat_usage(1, 2)))
     response_facts(obj)
+    response_facts("plain text")  # not a response: cached as one with nothing to read
     assert _usage._handlers[ChatCompletion] is _usage._chat
     assert _usage._handlers[str] is _usage._nothing
 
