@@ -206,7 +206,10 @@ def test_a_worker_killed_mid_batch_its_messages_are_claimed_and_land_once(
                 doomed.kill()
                 doomed.wait(10)
         stall_proxy.resume()
-    assert _consumers(SHARED_REDIS, stream)["doomed"] == 8  # never acknowledged
+    # Never acknowledged: its batch, and the one it may have read ahead while
+    # writing it (the worker is pipelined), at most one batch more.
+    pending = _consumers(SHARED_REDIS, stream)["doomed"]
+    assert pending in (8, 16)
     log = tmp_path / "heir.log"
     heir = _spawn(
         _ingest_cmd(f"{SHARED_REDIS}/{stream}", pg_cluster.dsn, table, "heir",
@@ -219,7 +222,7 @@ def test_a_worker_killed_mid_batch_its_messages_are_claimed_and_land_once(
     finally:
         out = _finish(heir, log)
     assert _count_pg(pg_cluster, table) == (2000, 2000), out
-    assert "8 redelivered" in out, out
+    assert f"{pending} redelivered" in out, out
 
 
 # -- Redis killed and restarted under producers and workers --------------------
